@@ -1,0 +1,68 @@
+//! Errors of lab operations.
+
+use wuos_southbound::cgroup::CgroupError;
+use wuos_southbound::netlink::NetlinkError;
+use wuos_southbound::netns::NetnsError;
+use wuos_southbound::tc::TcError;
+
+use crate::state::StateError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("{0}")]
+    BadName(String),
+    #[error("lab {0} already exists; take it down first with `wuos lab down {0}`")]
+    Exists(String),
+    #[error("no lab named {name}{}", known_labs(.known))]
+    NoSuchLab { name: String, known: Vec<String> },
+    #[error("no lab is up; start one with `wuos lab up <file|generator>`")]
+    NoLabs,
+    #[error("several labs are up ({}); name one", .0.join(", "))]
+    Ambiguous(Vec<String>),
+    #[error("lab {lab} has no node {node}{}", suggest(.known))]
+    NoSuchNode {
+        lab: String,
+        node: String,
+        known: Vec<String>,
+    },
+    #[error("lab {lab} has no link between {a} and {b}")]
+    NoSuchLink { lab: String, a: String, b: String },
+    #[error("invalid topology: {0}")]
+    Topology(String),
+    #[error("this needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): run it as root")]
+    NotRoot,
+    #[error("invalid link change: {0}")]
+    BadChange(String),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Netlink(#[from] NetlinkError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Tc(#[from] TcError),
+    #[error("cannot start the link relay: {0}")]
+    Relay(std::io::Error),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("lab up failed ({cause}); everything it had made was removed")]
+    RolledBack { cause: Box<LabError> },
+}
+
+fn known_labs(known: &[String]) -> String {
+    if known.is_empty() {
+        "; no lab is up".into()
+    } else {
+        format!("; labs that are up: {}", known.join(", "))
+    }
+}
+
+fn suggest(known: &[String]) -> String {
+    if known.len() <= 12 {
+        format!("; its nodes are {}", known.join(", "))
+    } else {
+        format!("; it has {} nodes ({}, …)", known.len(), known[..6].join(", "))
+    }
+}

@@ -1,0 +1,31 @@
+//! # Layout
+//!
+//! - [`units`]: human-readable rates, durations, sizes and percentages
+//!   (`"10mbit"`, `"20ms"`, `"256MiB"`, `"0.5%"`), parsing and formatting.
+//! - [`topology`]: the typed model ([`Topology`], [`Node`], [`Link`],
+//!   [`LinkParams`], [`Pools`]), [`Topology::validate`] and
+//!   [`TopologyError`].
+//! - [`file`](mod@file): the TOML topology format (`docs/topology.md`), with errors
+//!   located by file, line, column and key.
+//! - [`generate`]: synthetic topologies (`line:10`, `grid:3x3`,
+//!   `random:100`, ...).
+//! - [`plan`]: link and loopback addressing, and shortest-path routes with
+//!   aggregation.
+//! - [`dot`]: Graphviz rendering.
+//!
+//! # Purpose
+//!
+//! The wuos data model: what an emulated network looks like, independent of
+//! how it is run. Everything here is pure; the only I/O is [`file::load`].
+
+pub mod dot;
+pub mod file;
+pub mod generate;
+pub mod plan;
+pub mod topology;
+pub mod units;
+
+pub use generate::GenerateError;
+pub use plan::PlanError;
+pub use topology::*;
+pub use units::UnitError;

@@ -1,0 +1,564 @@
+//! Addressing and routes, computed purely from a [`Topology`].
+//!
+//! * Link `i` gets the `i`-th subnet of `pools.links`: with /31 the two
+//!   addresses of the subnet, with /30 its `.1` and `.2`; end `a` gets the
+//!   lower address.
+//! * Node `i` gets loopback `pools.loopbacks.addr + i + 1` (a /32).
+//! * On every node, interfaces are numbered `eth0`, `eth1`, ... in topology
+//!   link order.
+//! * Routes are hop-count shortest paths (see [`route_plan`]), aggregated
+//!   into one route for the whole loopback pool plus /32 exceptions.
+
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::topology::{Ipv4Net, Topology};
+
+/// Addresses of one link.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LinkAddrs {
+    /// Address of end `a`.
+    pub a: Ipv4Addr,
+    /// Address of end `b`.
+    pub b: Ipv4Addr,
+    /// Prefix length of the link subnet (31 or 30).
+    pub prefix_len: u8,
+    /// Interface name on node `a`, e.g. `eth0`.
+    pub a_ifname: String,
+    /// Interface name on node `b`.
+    pub b_ifname: String,
+}
+
+/// All addresses of a topology.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AddressPlan {
+    /// Loopback (/32) of every node, by node index.
+    pub loopbacks: Vec<Ipv4Addr>,
+    /// Addresses of every link, by link index.
+    pub links: Vec<LinkAddrs>,
+}
+
+/// A topology that cannot be addressed (run [`Topology::validate`] first to
+/// get a located, more detailed error).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// `pools.link_prefix_len` is neither 31 nor 30.
+    #[error("link prefix /{0} is not supported; use 31 or 30")]
+    BadLinkPrefix(u8),
+    /// Not enough link subnets.
+    #[error("link pool {net} has room for {capacity} links but the topology has {needed}; use a larger link pool")]
+    LinkPoolTooSmall {
+        /// The pool.
+        net: Ipv4Net,
+        /// Links in the topology.
+        needed: u64,
+        /// Links that fit.
+        capacity: u64,
+    },
+    /// Not enough loopbacks.
+    #[error(
+        "loopback pool {net} has room for {capacity} nodes but the topology has {needed}; use a larger loopback pool"
+    )]
+    LoopbackPoolTooSmall {
+        /// The pool.
+        net: Ipv4Net,
+        /// Nodes in the topology.
+        needed: u64,
+        /// Nodes that fit.
+        capacity: u64,
+    },
+    /// A link names a node that does not exist.
+    #[error("link {link} refers to unknown node \"{name}\"; validate the topology first")]
+    UnknownNode {
+        /// Link index.
+        link: usize,
+        /// The unknown name.
+        name: String,
+    },
+}
+
+/// Assigns link addresses, interface names and loopbacks.
+pub fn address_plan(t: &Topology) -> Result<AddressPlan, PlanError> {
+    let pools = &t.pools;
+    let step: u64 = match pools.link_prefix_len {
+        31 => 2,
+        30 => 4,
+        other => return Err(PlanError::BadLinkPrefix(other)),
+    };
+    let (needed, capacity) = (t.links.len() as u64, pools.link_capacity());
+    if needed > capacity {
+        return Err(PlanError::LinkPoolTooSmall {
+            net: pools.links,
+            needed,
+            capacity,
+        });
+    }
+    let (needed, capacity) = (t.nodes.len() as u64, pools.loopback_capacity());
+    if needed > capacity {
+        return Err(PlanError::LoopbackPoolTooSmall {
+            net: pools.loopbacks,
+            needed,
+            capacity,
+        });
+    }
+    // Both capacity checks passed, so every nth() below is inside its pool.
+    let nth = |net: &Ipv4Net, n: u64| net.nth(n).unwrap_or(Ipv4Addr::UNSPECIFIED);
+
+    let loopbacks = (0..t.nodes.len())
+        .map(|i| nth(&pools.loopbacks, i as u64 + 1))
+        .collect();
+
+    let index = t.name_map();
+    let mut ifcount = vec![0usize; t.nodes.len()];
+    let mut links = Vec::with_capacity(t.links.len());
+    for (i, l) in t.links.iter().enumerate() {
+        let end = |name: &str| {
+            index.get(name).copied().ok_or_else(|| PlanError::UnknownNode {
+                link: i,
+                name: name.to_string(),
+            })
+        };
+        let (a, b) = (end(&l.a)?, end(&l.b)?);
+        let mut ifname = |n: usize| {
+            ifcount[n] += 1;
+            format!("eth{}", ifcount[n] - 1)
+        };
+        let a_ifname = ifname(a);
+        let b_ifname = ifname(b);
+        let base = i as u64 * step;
+        let first = if step == 4 { 1 } else { 0 };
+        links.push(LinkAddrs {
+            a: nth(&pools.links, base + first),
+            b: nth(&pools.links, base + first + 1),
+            prefix_len: pools.link_prefix_len,
+            a_ifname,
+            b_ifname,
+        });
+    }
+    Ok(AddressPlan { loopbacks, links })
+}
+
+/// A route to install on a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    /// Destination network address.
+    pub dst: Ipv4Addr,
+    /// Destination prefix length (the loopback pool's, or 32).
+    pub prefix_len: u8,
+    /// Index of the link to leave by.
+    pub link: usize,
+    /// The far end's address on that link.
+    pub gateway: Ipv4Addr,
+}
+
+/// Routes to every other node's loopback, by node.
+///
+/// Paths are hop-count shortest paths over the links for which `link_up`
+/// is true, computed by one BFS per node (O(N·(N+E))). Ties go to the
+/// neighbour with the lowest node index. For each node, the next hop used
+/// by most destinations (ties: lowest neighbour index) gets one aggregate
+/// route for all of `pools.loopbacks`, and every destination reached by
+/// another next hop gets a /32 (longest-prefix match makes it win); the
+/// aggregate comes first, then /32s in node order.
+///
+/// A node with no neighbours gets no routes. When some destinations are
+/// unreachable from a node (the network is partitioned), that node gets no
+/// aggregate, only /32s for reachable destinations, so traffic to the
+/// unreachable ones fails fast instead of looping.
+pub fn route_plan(t: &Topology, plan: &AddressPlan, link_up: &dyn Fn(usize) -> bool) -> Vec<Vec<Route>> {
+    let n = t.nodes.len();
+    let ends = t.link_ends();
+    let mut adj: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n];
+    for (l, e) in ends.iter().enumerate() {
+        if let Some((a, b)) = *e
+            && a != b
+            && l < plan.links.len()
+            && link_up(l)
+        {
+            adj[a].push((b, l));
+            adj[b].push((a, l));
+        }
+    }
+    for list in &mut adj {
+        list.sort_unstable();
+    }
+
+    const NONE: usize = usize::MAX;
+    let mut hop = vec![NONE; n]; // first link on the path from the source
+    let mut queue = VecDeque::with_capacity(n);
+    let mut count = vec![0usize; t.links.len()];
+    let mut routes = Vec::with_capacity(n);
+    for s in 0..n {
+        if adj[s].is_empty() {
+            routes.push(Vec::new());
+            continue;
+        }
+        hop.fill(NONE);
+        queue.clear();
+        hop[s] = NONE - 1; // marks the source as seen
+        for &(v, l) in &adj[s] {
+            if hop[v] == NONE {
+                hop[v] = l;
+                queue.push_back(v);
+            }
+        }
+        while let Some(u) = queue.pop_front() {
+            for &(w, _) in &adj[u] {
+                if hop[w] == NONE {
+                    hop[w] = hop[u];
+                    queue.push_back(w);
+                }
+            }
+        }
+        hop[s] = NONE;
+
+        let mut reachable = 0;
+        for &h in &hop {
+            if h != NONE {
+                count[h] += 1;
+                reachable += 1;
+            }
+        }
+        let gateway = |l: usize| match ends[l] {
+            Some((a, _)) if a == s => plan.links[l].b,
+            _ => plan.links[l].a,
+        };
+        let mut best = adj[s][0].1;
+        for &(_, l) in &adj[s] {
+            if count[l] > count[best] {
+                best = l;
+            }
+        }
+        for &(_, l) in &adj[s] {
+            count[l] = 0;
+        }
+
+        let mut mine = Vec::new();
+        let aggregate = reachable == n - 1;
+        if aggregate {
+            mine.push(Route {
+                dst: t.pools.loopbacks.addr,
+                prefix_len: t.pools.loopbacks.prefix_len,
+                link: best,
+                gateway: gateway(best),
+            });
+        }
+        for (d, &h) in hop.iter().enumerate() {
+            if h != NONE && !(aggregate && h == best) {
+                mine.push(Route {
+                    dst: plan.loopbacks[d],
+                    prefix_len: 32,
+                    link: h,
+                    gateway: gateway(h),
+                });
+            }
+        }
+        routes.push(mine);
+    }
+    routes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::{Generator, generate};
+    use crate::topology::{Link, LinkParams, Node, Pools, Role};
+
+    fn gen_spec(spec: &str) -> Topology {
+        generate(&spec.parse::<Generator>().unwrap(), 42)
+    }
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    /// Follows `routes` hop by hop with longest-prefix match, from node
+    /// `src` towards `dst`, checking each gateway. Returns the nodes visited
+    /// (including `src` and the final node) or `None` if a node has no
+    /// matching route or the packet loops.
+    fn forward(
+        t: &Topology,
+        plan: &AddressPlan,
+        routes: &[Vec<Route>],
+        link_up: &dyn Fn(usize) -> bool,
+        src: usize,
+        dst: Ipv4Addr,
+    ) -> Option<Vec<usize>> {
+        let ends = t.link_ends();
+        let mut path = vec![src];
+        let mut at = src;
+        while plan.loopbacks[at] != dst {
+            if path.len() > t.nodes.len() {
+                return None; // loop
+            }
+            let r = routes[at]
+                .iter()
+                .filter(|r| {
+                    let net = Ipv4Net {
+                        addr: r.dst,
+                        prefix_len: r.prefix_len,
+                    };
+                    net.contains(dst)
+                })
+                .max_by_key(|r| r.prefix_len)?;
+            assert!(link_up(r.link), "route over a down link");
+            let (a, b) = ends[r.link].unwrap();
+            let next = if a == at {
+                b
+            } else {
+                assert_eq!(b, at, "route leaves by a link not on this node");
+                a
+            };
+            let far = if a == at {
+                plan.links[r.link].b
+            } else {
+                plan.links[r.link].a
+            };
+            assert_eq!(r.gateway, far, "gateway is not the far end");
+            path.push(next);
+            at = next;
+        }
+        Some(path)
+    }
+
+    fn hops(t: &Topology) -> Vec<Vec<usize>> {
+        // All-pairs hop counts by plain BFS, as a reference.
+        let adj = t.neighbors();
+        (0..t.nodes.len())
+            .map(|s| {
+                let mut d = vec![usize::MAX; t.nodes.len()];
+                d[s] = 0;
+                let mut q = VecDeque::from([s]);
+                while let Some(u) = q.pop_front() {
+                    for &(v, _) in &adj[u] {
+                        if d[v] == usize::MAX {
+                            d[v] = d[u] + 1;
+                            q.push_back(v);
+                        }
+                    }
+                }
+                d
+            })
+            .collect()
+    }
+
+    fn assert_full_shortest_reachability(t: &Topology) {
+        let plan = address_plan(t).unwrap();
+        let up = |_| true;
+        let routes = route_plan(t, &plan, &up);
+        let dist = hops(t);
+        for (s, dist_s) in dist.iter().enumerate() {
+            for (d, &dist_sd) in dist_s.iter().enumerate() {
+                let path = forward(t, &plan, &routes, &up, s, plan.loopbacks[d])
+                    .unwrap_or_else(|| panic!("{} cannot reach {}", t.nodes[s].name, t.nodes[d].name));
+                assert_eq!(*path.last().unwrap(), d);
+                assert_eq!(path.len() - 1, dist_sd, "path {s}->{d} is not shortest");
+            }
+        }
+    }
+
+    #[test]
+    fn addresses() {
+        let t = gen_spec("line:3");
+        let p = address_plan(&t).unwrap();
+        assert_eq!(p.loopbacks, [ip("10.254.0.1"), ip("10.254.0.2"), ip("10.254.0.3")]);
+        assert_eq!(
+            p.links[0],
+            LinkAddrs {
+                a: ip("10.0.0.0"),
+                b: ip("10.0.0.1"),
+                prefix_len: 31,
+                a_ifname: "eth0".into(),
+                b_ifname: "eth0".into()
+            }
+        );
+        assert_eq!(
+            p.links[1],
+            LinkAddrs {
+                a: ip("10.0.0.2"),
+                b: ip("10.0.0.3"),
+                prefix_len: 31,
+                a_ifname: "eth1".into(),
+                b_ifname: "eth0".into()
+            }
+        );
+
+        let mut t = gen_spec("star:3");
+        t.pools.link_prefix_len = 30;
+        t.pools.links = "192.168.0.0/24".parse().unwrap();
+        let p = address_plan(&t).unwrap();
+        assert_eq!((p.links[2].a, p.links[2].b), (ip("192.168.0.9"), ip("192.168.0.10")));
+        assert_eq!(p.links[2].prefix_len, 30);
+        assert_eq!(
+            (p.links[2].a_ifname.as_str(), p.links[2].b_ifname.as_str()),
+            ("eth2", "eth0")
+        );
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(serde_json::from_str::<AddressPlan>(&json).unwrap(), p);
+    }
+
+    #[test]
+    fn address_errors() {
+        let mut t = gen_spec("line:5");
+        t.pools.links = "10.0.0.0/30".parse().unwrap();
+        assert!(matches!(
+            address_plan(&t),
+            Err(PlanError::LinkPoolTooSmall {
+                needed: 4,
+                capacity: 2,
+                ..
+            })
+        ));
+        t.pools = Pools::default();
+        t.pools.loopbacks = "10.254.0.0/30".parse().unwrap();
+        assert!(matches!(
+            address_plan(&t),
+            Err(PlanError::LoopbackPoolTooSmall {
+                needed: 5,
+                capacity: 3,
+                ..
+            })
+        ));
+        t.pools = Pools::default();
+        t.pools.link_prefix_len = 29;
+        assert_eq!(address_plan(&t), Err(PlanError::BadLinkPrefix(29)));
+        t.pools = Pools::default();
+        t.links[0].b = "nope".into();
+        assert!(matches!(address_plan(&t), Err(PlanError::UnknownNode { link: 0, .. })));
+    }
+
+    #[test]
+    fn line3_routes() {
+        let t = gen_spec("line:3");
+        let plan = address_plan(&t).unwrap();
+        let routes = route_plan(&t, &plan, &|_| true);
+        let agg = |link, gw| Route {
+            dst: ip("10.254.0.0"),
+            prefix_len: 16,
+            link,
+            gateway: ip(gw),
+        };
+        // r1 and r3 are leaves: one aggregate each.
+        assert_eq!(routes[0], [agg(0, "10.0.0.1")]);
+        assert_eq!(routes[2], [agg(1, "10.0.0.2")]);
+        // r2: tie between r1 and r3; the lower index (r1) gets the aggregate.
+        assert_eq!(
+            routes[1],
+            [
+                agg(0, "10.0.0.0"),
+                Route {
+                    dst: ip("10.254.0.3"),
+                    prefix_len: 32,
+                    link: 1,
+                    gateway: ip("10.0.0.3")
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn aggregation_picks_the_busiest_next_hop() {
+        // r1 - r2 - r3 - r4 plus r1 - r5: from r1, three destinations go via r2.
+        let node = |n: &str| Node {
+            name: n.into(),
+            role: Role::Edge,
+            cpus: None,
+            memory: None,
+        };
+        let link = |a: &str, b: &str| Link {
+            a: a.into(),
+            b: b.into(),
+            params: LinkParams::default(),
+        };
+        let t = Topology {
+            name: None,
+            nodes: ["r1", "r2", "r3", "r4", "r5"].map(node).to_vec(),
+            links: vec![link("r1", "r5"), link("r1", "r2"), link("r2", "r3"), link("r3", "r4")],
+            pools: Pools::default(),
+        };
+        t.validate().unwrap();
+        let plan = address_plan(&t).unwrap();
+        let routes = route_plan(&t, &plan, &|_| true);
+        assert_eq!(routes[0].len(), 2);
+        assert_eq!((routes[0][0].prefix_len, routes[0][0].link), (16, 1));
+        assert_eq!(
+            (routes[0][1].dst, routes[0][1].prefix_len, routes[0][1].link),
+            (ip("10.254.0.5"), 32, 0)
+        );
+        // A star's hub: one aggregate and N-1 host routes.
+        let t = gen_spec("star:6");
+        let plan = address_plan(&t).unwrap();
+        let routes = route_plan(&t, &plan, &|_| true);
+        assert_eq!(routes[0].len(), 6);
+        assert!(routes[1..].iter().all(|r| r.len() == 1 && r[0].prefix_len == 16));
+        assert_full_shortest_reachability(&t);
+    }
+
+    #[test]
+    fn grid_every_node_reaches_every_loopback() {
+        assert_full_shortest_reachability(&gen_spec("grid:3x3"));
+        assert_full_shortest_reachability(&gen_spec("torus:4x5"));
+        assert_full_shortest_reachability(&gen_spec("tree:3x3"));
+        assert_full_shortest_reachability(&gen_spec("random:60"));
+        assert_full_shortest_reachability(&gen_spec("random:60:waxman:0.2:0.3"));
+    }
+
+    #[test]
+    fn link_down_splits_a_line() {
+        let t = gen_spec("line:4");
+        let plan = address_plan(&t).unwrap();
+        let up = |l: usize| l != 1; // r2 - r3 is down
+        let routes = route_plan(&t, &plan, &up);
+        // No aggregates on a partitioned network: only /32s for what is reachable.
+        assert_eq!(
+            routes[0],
+            [Route {
+                dst: plan.loopbacks[1],
+                prefix_len: 32,
+                link: 0,
+                gateway: plan.links[0].b
+            }]
+        );
+        assert_eq!(
+            routes[1],
+            [Route {
+                dst: plan.loopbacks[0],
+                prefix_len: 32,
+                link: 0,
+                gateway: plan.links[0].a
+            }]
+        );
+        for (s, d, ok) in [
+            (0, 1, true),
+            (1, 0, true),
+            (2, 3, true),
+            (0, 2, false),
+            (1, 2, false),
+            (3, 0, false),
+        ] {
+            let got = forward(&t, &plan, &routes, &up, s, plan.loopbacks[d]);
+            assert_eq!(got.is_some(), ok, "{s} -> {d}: {got:?}");
+        }
+        // All links down: nobody has neighbours, nobody has routes.
+        let routes = route_plan(&t, &plan, &|_| false);
+        assert!(routes.iter().all(Vec::is_empty));
+    }
+
+    #[test]
+    fn route_plan_aggregates_on_a_large_graph() {
+        let t = gen_spec("random:1000");
+        let plan = address_plan(&t).unwrap();
+        let routes = route_plan(&t, &plan, &|_| true);
+        assert_eq!(routes.len(), 1000);
+        let total: usize = routes.iter().map(Vec::len).sum();
+        assert!(total < 1000 * 1000, "aggregation should save routes: {total}");
+        // Spot-check forwarding on the big one.
+        let up = |_| true;
+        for (s, d) in [(0, 999), (999, 0), (500, 17), (123, 456)] {
+            let p = forward(&t, &plan, &routes, &up, s, plan.loopbacks[d]).unwrap();
+            assert_eq!(*p.last().unwrap(), d);
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! Linux side effects of wuos: everything that touches the kernel goes through this crate.
+//!
+//! # Layout
+//! - [`netns`]: named network namespaces (create on a dedicated thread, enter, delete, list).
+//! - [`netlink`]: rtnetlink links (veth born in their target namespaces), addresses, routes.
+//! - [`cgroup`]: cgroup v1 and v2 — create with CPU quota and memory limit, join, kill, remove.
+//! - [`tc`]: traffic control through `tc -batch` (token buckets, redirects into user space).
+//! - [`packet`]: AF_PACKET sockets with virtio-net headers, for the user-space link relay.
+//! - [`process`]: finding processes by namespace or command line, and stopping them.
+//!
+//! Every host path (`/run/netns`, `/sys/fs/cgroup`, `/proc`) is a parameter, so tests use temp dirs.
+
+pub mod cgroup;
+pub mod netlink;
+pub mod netns;
+pub mod packet;
+pub mod process;
+pub mod tc;

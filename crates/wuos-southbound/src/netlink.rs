@@ -1,0 +1,228 @@
+//! rtnetlink: links, addresses and routes, one socket per network namespace.
+//!
+//! A netlink socket is bound to the namespace of the thread that opens it, so
+//! [`Netlink::connect_here`] is called on a thread that has entered (or just created) the namespace;
+//! afterwards the handle can be used from any task. Requests are pipelined: callers issue many and
+//! await them together (`futures::future::join_all`), which is how routes are installed in batches.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use futures::TryStreamExt;
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::packet_route::route::RouteProtocol;
+use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+/// Routes installed by wuos carry this protocol number, so they can be told apart from others
+/// (`ip route show proto 201`).
+pub const ROUTE_PROTOCOL: u8 = 201;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    #[error("cannot open a netlink socket: {0}")]
+    Socket(io::Error),
+    #[error("{what}: {source}")]
+    Request { what: String, source: rtnetlink::Error },
+    #[error("no interface named {0}")]
+    NoSuchLink(String),
+}
+
+/// One end of a veth pair, created directly in its namespace with a chosen name, index and MAC.
+#[derive(Clone, Copy, Debug)]
+pub struct VethEnd<'a> {
+    pub netns: BorrowedFd<'a>,
+    pub name: &'a str,
+    pub index: u32,
+    pub mac: [u8; 6],
+}
+
+/// A unicast IPv4 route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub dst: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    pub oif: u32,
+    /// Preferred source address (the router's loopback), so replies come back to a routed address.
+    pub src: Option<Ipv4Addr>,
+}
+
+/// What `links()` reports of an interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkState {
+    pub index: u32,
+    pub name: String,
+    pub up: bool,
+    pub mtu: u32,
+    pub mac: Vec<u8>,
+}
+
+/// A netlink handle bound to one network namespace.
+#[derive(Clone, Debug)]
+pub struct Netlink {
+    handle: rtnetlink::Handle,
+}
+
+impl Netlink {
+    /// Opens a netlink socket in the calling thread's network namespace; its connection task runs
+    /// on `rt`.
+    pub fn connect_here(rt: &tokio::runtime::Handle) -> Result<Self, NetlinkError> {
+        let _guard = rt.enter();
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(NetlinkError::Socket)?;
+        rt.spawn(conn);
+        Ok(Self { handle })
+    }
+
+    /// Creates a veth pair whose ends are born in their target namespaces, with `mtu`. One request
+    /// per link; no interface ever appears in the caller's namespace. The ends start down: the
+    /// kernel refuses to open a veth end before its peer is linked (ENOTCONN), so callers set them
+    /// up afterwards.
+    pub async fn add_veth(&self, a: VethEnd<'_>, b: VethEnd<'_>, mtu: Option<u32>) -> Result<(), NetlinkError> {
+        let mut peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name(b.name.to_string())
+            .index(b.index)
+            .address(b.mac.to_vec())
+            .setns_by_fd(b.netns.as_raw_fd());
+        let mut main = LinkVeth::new(a.name, b.name)
+            .index(a.index)
+            .address(a.mac.to_vec())
+            .setns_by_fd(a.netns.as_raw_fd());
+        if let Some(mtu) = mtu {
+            peer = peer.mtu(mtu);
+            main = main.mtu(mtu);
+        }
+        let msg = main.set_info_data(InfoData::Veth(InfoVeth::Peer(peer.build()))).build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(|source| NetlinkError::Request {
+                what: format!("cannot create veth {} <-> {}", a.name, b.name),
+                source,
+            })
+    }
+
+    /// Sets an interface up or down.
+    pub async fn set_up(&self, index: u32, up: bool) -> Result<(), NetlinkError> {
+        let b = LinkUnspec::new_with_index(index);
+        let msg = if up { b.up() } else { b.down() }.build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|source| NetlinkError::Request {
+                what: format!("cannot set interface {index} {}", if up { "up" } else { "down" }),
+                source,
+            })
+    }
+
+    /// Changes an interface's MTU.
+    pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<(), NetlinkError> {
+        let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|source| NetlinkError::Request {
+                what: format!("cannot set the MTU of interface {index} to {mtu}"),
+                source,
+            })
+    }
+
+    /// Deletes an interface (deleting one end of a veth removes both).
+    pub async fn del_link(&self, index: u32) -> Result<(), NetlinkError> {
+        self.handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(|source| NetlinkError::Request {
+                what: format!("cannot delete interface {index}"),
+                source,
+            })
+    }
+
+    /// Adds an address to an interface; an address that is already there is not an error.
+    pub async fn add_address(&self, index: u32, addr: Ipv4Addr, prefix_len: u8) -> Result<(), NetlinkError> {
+        self.handle
+            .address()
+            .add(index, IpAddr::V4(addr), prefix_len)
+            .replace()
+            .execute()
+            .await
+            .map_err(|source| NetlinkError::Request {
+                what: format!("cannot add {addr}/{prefix_len} to interface {index}"),
+                source,
+            })
+    }
+
+    /// Adds or replaces a route.
+    pub async fn replace_route(&self, r: &RouteSpec) -> Result<(), NetlinkError> {
+        let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(r.dst, r.prefix_len)
+            .gateway(r.gateway)
+            .output_interface(r.oif)
+            .protocol(RouteProtocol::Other(ROUTE_PROTOCOL));
+        if let Some(src) = r.src {
+            b = b.pref_source(src);
+        }
+        self.handle
+            .route()
+            .add(b.build())
+            .replace()
+            .execute()
+            .await
+            .map_err(|source| NetlinkError::Request {
+                what: format!("cannot install route {}/{} via {}", r.dst, r.prefix_len, r.gateway),
+                source,
+            })
+    }
+
+    /// Every interface of the namespace.
+    pub async fn links(&self) -> Result<Vec<LinkState>, NetlinkError> {
+        let msgs: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|source| NetlinkError::Request {
+                what: "cannot list interfaces".into(),
+                source,
+            })?;
+        Ok(msgs.into_iter().map(link_state).collect())
+    }
+
+    /// The index of the interface called `name`.
+    pub async fn index_of(&self, name: &str) -> Result<u32, NetlinkError> {
+        let mut s = self.handle.link().get().match_name(name.to_string()).execute();
+        match s.try_next().await {
+            Ok(Some(m)) => Ok(m.header.index),
+            Ok(None) | Err(_) => Err(NetlinkError::NoSuchLink(name.to_string())),
+        }
+    }
+}
+
+fn link_state(m: LinkMessage) -> LinkState {
+    let mut s = LinkState {
+        index: m.header.index,
+        name: String::new(),
+        up: m.header.flags.contains(LinkFlags::Up),
+        mtu: 0,
+        mac: Vec::new(),
+    };
+    for a in m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => s.name = n,
+            LinkAttribute::Mtu(v) => s.mtu = v,
+            LinkAttribute::Address(a) => s.mac = a,
+            _ => {}
+        }
+    }
+    s
+}

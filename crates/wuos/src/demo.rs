@@ -1,0 +1,140 @@
+//! `wuos demo`: brings up the sample lab, shows reachability and link delay, prints a summary and
+//! tears the lab down. (The VoIP/PABX scenario replaces it as the main demo in a later issue.)
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use wuos_lab::progress::Silent;
+use wuos_lab::{LabEnv, down, status, up};
+
+use crate::lab::{Bar, exec_output};
+
+const DEMO_TOPOLOGY: &str = include_str!("../../../examples/demo.toml");
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Leave the lab up at the end.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// Parses `ping -q` output: (received, avg RTT ms).
+pub fn parse_ping(out: &str) -> (u32, Option<f64>) {
+    let received = out
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .and_then(|l| l.split(',').nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let avg = out
+        .lines()
+        .find(|l| l.starts_with("rtt") || l.starts_with("round-trip"))
+        .and_then(|l| l.split('=').nth(1))
+        .and_then(|v| v.trim().split('/').nth(1))
+        .and_then(|v| v.parse().ok());
+    (received, avg)
+}
+
+pub fn run(args: DemoArgs) -> Result<()> {
+    let env = LabEnv::system();
+    let topo = wuos_model::file::parse(DEMO_TOPOLOGY, "examples/demo.toml")?;
+    let name = "demo".to_string();
+    if wuos_lab::state::LabState::exists(&env, &name) {
+        println!("removing the demo lab left from an earlier run");
+        down::down(&env, &name, &Silent)?;
+    }
+    println!("== 1. bring up the sample lab (examples/demo.toml)");
+    let bar = Bar::new();
+    let r = up::up(
+        &env,
+        topo,
+        &up::UpOptions {
+            name: name.clone(),
+            workers: up::default_workers(),
+        },
+        &bar,
+    );
+    bar.finish();
+    let r = r?;
+    println!(
+        "   {} routers, {} links, {} routes in {:.0} ms (cgroup {})",
+        r.nodes, r.links, r.routes, r.total_ms, r.cgroup_version
+    );
+    let result = show(&env, &name);
+    if args.keep {
+        println!("== the lab stays up: wuos lab status {name}; wuos lab down {name}");
+    } else {
+        println!("== 4. tear down");
+        let d = down::down(&env, &name, &Silent)?;
+        println!(
+            "   removed {} namespaces and {} processes in {:.0} ms",
+            d.namespaces, d.processes, d.total_ms
+        );
+    }
+    result
+}
+
+fn show(env: &LabEnv, lab: &str) -> Result<()> {
+    let st = status::status(env, lab)?;
+    println!("== 2. reachability: ping from h1 to every router's loopback");
+    let mut ok = 0;
+    for n in &st.nodes {
+        let out = exec_output(
+            lab,
+            "h1",
+            &["ping", "-q", "-c", "3", "-i", "0.2", "-W", "1", &n.loopback.to_string()],
+            Duration::from_secs(5),
+        )?;
+        let (rx, avg) = parse_ping(&String::from_utf8_lossy(&out.stdout));
+        let mark = if rx > 0 { "ok" } else { "UNREACHABLE" };
+        ok += usize::from(rx > 0);
+        println!(
+            "   h1 -> {:<6} {:<15} {:>2}/3 replies  rtt {:>8}  {mark}",
+            n.name,
+            n.loopback.to_string(),
+            rx,
+            avg.map_or("-".into(), |a| format!("{a:.2} ms"))
+        );
+    }
+    println!("== 3. link delay: fog1 <-> dc1 is configured with 15 ms each way");
+    let dc = st
+        .nodes
+        .iter()
+        .find(|n| n.name == "dc1")
+        .map(|n| n.loopback.to_string())
+        .unwrap_or_default();
+    let out = exec_output(
+        lab,
+        "fog1",
+        &["ping", "-q", "-c", "10", "-i", "0.1", &dc],
+        Duration::from_secs(5),
+    )?;
+    let (_, wan) = parse_ping(&String::from_utf8_lossy(&out.stdout));
+    let wan = wan.unwrap_or(f64::NAN);
+    println!("   fog1 -> dc1 RTT {wan:.2} ms (expected 30 ms plus a little)");
+    println!(
+        "== summary: {ok}/{} routers reachable from h1; WAN RTT {wan:.2} ms",
+        st.nodes.len()
+    );
+    if ok != st.nodes.len() {
+        bail!("only {ok} of {} routers were reachable", st.nodes.len());
+    }
+    if !(30.0..40.0).contains(&wan) {
+        bail!("the WAN round trip was {wan:.2} ms, outside 30-40 ms");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_ping_summary() {
+        let out = "--- 10.254.0.4 ping statistics ---\n3 packets transmitted, 2 received, 33% packet loss, time 401ms\nrtt min/avg/max/mdev = 30.101/30.250/30.400/0.100 ms\n";
+        assert_eq!(parse_ping(out), (2, Some(30.25)));
+        assert_eq!(parse_ping("garbage"), (0, None));
+    }
+}

@@ -1,0 +1,434 @@
+//! `wuos lab …`: thin wrappers over `wuos_lab`.
+
+use std::io::IsTerminal;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use wuos_lab::link::LinkChange;
+use wuos_lab::progress::{Progress, Silent};
+use wuos_lab::{LabEnv, down, exec, impair, status, up};
+use wuos_model::units::{format_bytes, format_duration, format_rate, parse_duration, parse_percent, parse_rate};
+
+use crate::topo::{self, BadInput};
+
+#[derive(Subcommand)]
+pub enum LabCmd {
+    /// Bring up a lab from a topology file or a generator (line:N, ring:N, star:N, grid:MxN,
+    /// torus:MxN, tree:FANOUTxDEPTH, random:N[:ba:M|:waxman:A:B]).
+    Up {
+        topology: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Seed for random generators.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Threads creating namespaces.
+        #[arg(long)]
+        workers: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a lab and everything it made (idempotent; works after a crash).
+    Down {
+        name: Option<String>,
+        /// Remove every lab.
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+    },
+    /// List labs.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Nodes, addresses, interfaces and links of a lab.
+    Status {
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command inside a router's namespace and cgroup: `wuos lab exec [LAB] NODE -- CMD…`.
+    Exec {
+        #[arg(num_args = 1..=2, value_names = ["LAB", "NODE"])]
+        target: Vec<String>,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Draw a lab or a topology (roles drawn distinctly).
+    Graph {
+        /// A lab name, a topology file or a generator (default: the one lab that is up).
+        target: Option<String>,
+        #[arg(long, value_parser = ["dot", "svg"], default_value = "dot")]
+        format: String,
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Change links of a running lab.
+    #[command(subcommand)]
+    Link(LinkCmd),
+    /// Internal: the user-space delay/jitter/loss relay of one link.
+    #[command(hide = true)]
+    Relay(RelayArgs),
+}
+
+#[derive(Subcommand)]
+pub enum LinkCmd {
+    /// `wuos lab link set A B [--rate R] [--delay D] [--jitter J] [--loss P] [--mtu M] [--down|--up]`
+    Set {
+        a: String,
+        b: String,
+        #[arg(long)]
+        lab: Option<String>,
+        /// e.g. 10mbit; 0 removes the limit.
+        #[arg(long)]
+        rate: Option<String>,
+        /// One-way, e.g. 20ms; 0 removes it.
+        #[arg(long)]
+        delay: Option<String>,
+        #[arg(long)]
+        jitter: Option<String>,
+        /// e.g. 1%.
+        #[arg(long)]
+        loss: Option<String>,
+        #[arg(long)]
+        mtu: Option<u32>,
+        #[arg(long, conflicts_with = "up")]
+        down: bool,
+        #[arg(long)]
+        up: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct RelayArgs {
+    #[arg(long)]
+    lab: String,
+    #[arg(long)]
+    link: usize,
+    #[arg(long)]
+    netns: PathBuf,
+    #[arg(long)]
+    a: String,
+    #[arg(long)]
+    b: String,
+    #[arg(long, default_value = "0")]
+    delay: String,
+    #[arg(long, default_value = "0")]
+    jitter: String,
+    #[arg(long, default_value_t = 0.0)]
+    loss: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+/// An indicatif bar on a terminal, nothing otherwise.
+pub struct Bar(Option<ProgressBar>);
+
+impl Bar {
+    pub fn new() -> Self {
+        if std::io::stderr().is_terminal() {
+            let pb = ProgressBar::new(0);
+            pb.set_style(
+                ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len} {elapsed}")
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
+            Self(Some(pb))
+        } else {
+            Self(None)
+        }
+    }
+    pub fn finish(&self) {
+        if let Some(pb) = &self.0 {
+            pb.finish_and_clear();
+        }
+    }
+}
+
+impl Progress for Bar {
+    fn stage(&self, name: &str, total: u64) {
+        if let Some(pb) = &self.0 {
+            pb.set_prefix(name.to_string());
+            pb.set_length(total);
+            pb.set_position(0);
+        }
+    }
+    fn advance(&self, n: u64) {
+        if let Some(pb) = &self.0 {
+            pb.inc(n);
+        }
+    }
+}
+
+fn bad(e: impl std::fmt::Display) -> anyhow::Error {
+    BadInput(e.to_string()).into()
+}
+
+pub fn run(cmd: LabCmd) -> Result<()> {
+    let env = LabEnv::system();
+    match cmd {
+        LabCmd::Up {
+            topology,
+            name,
+            seed,
+            workers,
+            json,
+        } => {
+            let t = topo::load(&topology, seed)?;
+            let name = topo::lab_name(name.as_deref(), &t);
+            let opts = up::UpOptions {
+                name,
+                workers: workers.unwrap_or_else(up::default_workers),
+            };
+            let bar = Bar::new();
+            let r = up::up(&env, t, &opts, &bar);
+            bar.finish();
+            let r = r?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "lab {} is up: {} routers, {} links ({} shaped, {} with delay/jitter/loss), {} routes, cgroup {} — {:.0} ms",
+                    r.name, r.nodes, r.links, r.shaped_links, r.impaired_links, r.routes, r.cgroup_version, r.total_ms
+                );
+                let stages: Vec<String> = r.stages_ms.iter().map(|(s, ms)| format!("{s} {ms:.0} ms")).collect();
+                println!("  {}", stages.join(", "));
+                println!(
+                    "  next: wuos lab status {0} | wuos lab exec {0} NODE -- CMD | wuos lab down {0}",
+                    r.name
+                );
+            }
+        }
+        LabCmd::Down { name, all } => {
+            let names: Vec<String> = if all {
+                status::list(&env).into_iter().map(|l| l.name).collect()
+            } else {
+                match name {
+                    Some(n) => vec![n],
+                    None => vec![status::resolve(&env, None)?],
+                }
+            };
+            for n in names {
+                let r = down::down(&env, &n, &Silent)?;
+                if r.found_anything() {
+                    println!(
+                        "lab {} is down: {} namespaces, {} processes removed{} — {:.0} ms",
+                        r.name,
+                        r.namespaces,
+                        r.processes,
+                        if r.cgroups_removed { ", cgroups removed" } else { "" },
+                        r.total_ms
+                    );
+                } else {
+                    println!("lab {n} is not up; nothing to remove");
+                }
+            }
+        }
+        LabCmd::List { json } => {
+            let labs = status::list(&env);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&labs)?);
+            } else if labs.is_empty() {
+                println!("no labs");
+            } else {
+                println!("{:<18} {:<9} {:>6} {:>6}", "LAB", "PHASE", "NODES", "LINKS");
+                for l in labs {
+                    println!(
+                        "{:<18} {:<9} {:>6} {:>6}",
+                        l.name,
+                        format!("{:?}", l.phase).to_lowercase(),
+                        l.nodes,
+                        l.links
+                    );
+                }
+            }
+        }
+        LabCmd::Status { name, json } => {
+            let lab = status::resolve(&env, name.as_deref())?;
+            let st = status::status(&env, &lab)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                print_status(&st);
+            }
+        }
+        LabCmd::Exec { target, command } => {
+            let (lab, node) = match target.as_slice() {
+                [node] => (status::resolve(&env, None)?, node.clone()),
+                [lab, node] => (status::resolve(&env, Some(lab))?, node.clone()),
+                _ => bail!("give NODE or LAB NODE before --"),
+            };
+            exec::enter(&env, &lab, &node)?;
+            let err = Command::new(&command[0]).args(&command[1..]).exec();
+            return Err(err).with_context(|| format!("cannot run {:?} in {lab}/{node}", command[0]));
+        }
+        LabCmd::Graph { target, format, output } => {
+            let (t, plan) = match target {
+                Some(x) if !wuos_lab::state::LabState::exists(&env, &x) => (topo::load(&x, 1)?, None),
+                other => {
+                    let lab = status::resolve(&env, other.as_deref())?;
+                    let st = wuos_lab::state::LabState::load(&env, &lab)?;
+                    (st.topology, Some(st.plan))
+                }
+            };
+            let dot = wuos_model::dot::to_dot(&t, plan.as_ref());
+            let bytes = if format == "svg" {
+                render_svg(&dot)?
+            } else {
+                dot.into_bytes()
+            };
+            match output {
+                Some(p) => std::fs::write(&p, bytes).with_context(|| format!("cannot write {}", p.display()))?,
+                None => std::io::Write::write_all(&mut std::io::stdout(), &bytes)?,
+            }
+        }
+        LabCmd::Link(LinkCmd::Set {
+            a,
+            b,
+            lab,
+            rate,
+            delay,
+            jitter,
+            loss,
+            mtu,
+            down,
+            up,
+        }) => {
+            let lab = status::resolve(&env, lab.as_deref())?;
+            let change = LinkChange {
+                rate_bps: rate
+                    .as_deref()
+                    .map(|r| if r == "0" { Ok(0) } else { parse_rate(r) })
+                    .transpose()
+                    .map_err(bad)?,
+                delay: delay.as_deref().map(parse_duration).transpose().map_err(bad)?,
+                jitter: jitter.as_deref().map(parse_duration).transpose().map_err(bad)?,
+                loss_pct: loss.as_deref().map(parse_percent).transpose().map_err(bad)?,
+                mtu,
+                up: if down {
+                    Some(false)
+                } else if up {
+                    Some(true)
+                } else {
+                    None
+                },
+            };
+            let rt = wuos_lab::link::set(&env, &lab, &a, &b, &change)?;
+            println!("link {a} - {b} in lab {lab}: {}", describe_link(rt.up, &rt.params));
+        }
+        LabCmd::Relay(r) => {
+            let imp = impair::Impairment {
+                delay: parse_duration(&r.delay).map_err(bad)?,
+                jitter: parse_duration(&r.jitter).map_err(bad)?,
+                loss_pct: r.loss,
+                seed: r.seed,
+            };
+            eprintln!(
+                "relay for link {} of lab {}: {} <-> {} delay {} jitter {} loss {}%",
+                r.link, r.lab, r.a, r.b, r.delay, r.jitter, r.loss
+            );
+            let spec = impair::RelaySpec {
+                netns: r.netns,
+                if_a: r.a,
+                if_b: r.b,
+                impairment: imp,
+            };
+            let stop = AtomicBool::new(false);
+            let stats = impair::run_relay(&spec, &stop)?;
+            eprintln!("relay stopped: {}", serde_json::to_string(&stats)?);
+        }
+    }
+    Ok(())
+}
+
+fn render_svg(dot: &str) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let mut child = Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot run graphviz `dot` (apt-get install graphviz)")?;
+    child.stdin.take().context("dot stdin")?.write_all(dot.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("graphviz dot failed");
+    }
+    Ok(out.stdout)
+}
+
+pub fn describe_link(up: bool, p: &wuos_model::LinkParams) -> String {
+    let mut parts = vec![if up { "up".to_string() } else { "DOWN".to_string() }];
+    if let Some(r) = p.rate_bps {
+        parts.push(format!("rate {}", format_rate(r)));
+    }
+    if let Some(d) = p.delay {
+        parts.push(format!("delay {}", format_duration(d)));
+    }
+    if let Some(j) = p.jitter {
+        parts.push(format!("jitter {}", format_duration(j)));
+    }
+    if let Some(l) = p.loss_pct {
+        parts.push(format!("loss {l}%"));
+    }
+    if let Some(m) = p.mtu {
+        parts.push(format!("mtu {m}"));
+    }
+    parts.join(", ")
+}
+
+fn print_status(st: &status::LabStatus) {
+    println!(
+        "lab {} ({:?}), {} nodes, {} links",
+        st.name,
+        st.phase,
+        st.nodes.len(),
+        st.links.len()
+    );
+    println!(
+        "{:<14} {:<5} {:<15} {:<6} {:<9} INTERFACES",
+        "NODE", "ROLE", "LOOPBACK", "CPUS", "MEMORY"
+    );
+    for n in &st.nodes {
+        let ifs: Vec<String> = n
+            .interfaces
+            .iter()
+            .map(|i| format!("{}={}/{}→{}", i.name, i.address, i.prefix_len, i.peer_node))
+            .collect();
+        println!(
+            "{:<14} {:<5} {:<15} {:<6} {:<9} {}{}",
+            n.name,
+            n.role.to_string(),
+            n.loopback.to_string(),
+            n.cpus.map_or("-".into(), |c| format!("{c:.2}")),
+            n.memory.map_or("-".into(), format_bytes),
+            ifs.join(" "),
+            if n.present { "" } else { "  [namespace missing]" }
+        );
+    }
+    println!("{:<14} {:<14} LINK", "A", "B");
+    for l in &st.links {
+        println!(
+            "{:<14} {:<14} {}",
+            format!("{}:{}", l.a, l.a_if),
+            format!("{}:{}", l.b, l.b_if),
+            describe_link(l.up, &l.params)
+        );
+    }
+}
+
+/// Runs `cmd` inside router `node` of `lab` through `wuos lab exec`, returning its output.
+pub fn exec_output(lab: &str, node: &str, cmd: &[&str], timeout: Duration) -> Result<std::process::Output> {
+    let exe = std::env::current_exe()?;
+    let mut c = Command::new("timeout");
+    c.arg(format!("{}", timeout.as_secs().max(1)))
+        .arg(exe)
+        .args(["lab", "exec", lab, node, "--"])
+        .args(cmd);
+    Ok(c.output()?)
+}

@@ -1,0 +1,385 @@
+//! Privileged integration tests of `wuos lab`: real namespaces, veths, routes, cgroups, tc and the
+//! user-space relay, driven through the `wuos` binary the way a user drives it.
+//!
+//! They need root. Outside CI they skip (printing why) when not root; with CI=true a skip fails.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn wuos() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wuos"))
+}
+
+/// Whether privileged tests can run here; panics under CI when they cannot.
+fn privileged(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: needs root, and CI=true forbids skipping");
+    }
+    eprintln!("SKIP {test}: needs root (network namespaces, cgroups)");
+    false
+}
+
+fn run(args: &[&str]) -> Output {
+    wuos().args(args).output().expect("the wuos binary runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "wuos {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Tears the lab down when the test ends, even on panic.
+struct Lab(&'static str);
+
+impl Lab {
+    fn up(name: &'static str, topology: &str) -> Self {
+        let _ = run(&["lab", "down", name]);
+        ok(&["lab", "up", topology, "--name", name]);
+        Lab(name)
+    }
+
+    fn loopback(&self, node: &str) -> String {
+        let v: serde_json::Value = serde_json::from_str(&ok(&["lab", "status", self.0, "--json"])).unwrap();
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == node)
+            .unwrap_or_else(|| panic!("node {node} not in status"))["loopback"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn exec(&self, node: &str, cmd: &[&str]) -> Output {
+        let mut args = vec!["lab", "exec", self.0, node, "--"];
+        args.extend_from_slice(cmd);
+        run(&args)
+    }
+
+    /// (received, avg rtt ms) of `ping -c count -i interval`.
+    fn ping(&self, from: &str, to_addr: &str, count: u32, interval: &str) -> (u32, Option<f64>) {
+        let out = self.exec(
+            from,
+            &[
+                "ping",
+                "-q",
+                "-c",
+                &count.to_string(),
+                "-i",
+                interval,
+                "-W",
+                "1",
+                to_addr,
+            ],
+        );
+        parse_ping(&String::from_utf8_lossy(&out.stdout))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = run(&["lab", "down", self.0]);
+    }
+}
+
+fn parse_ping(out: &str) -> (u32, Option<f64>) {
+    let rx = out
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .and_then(|l| l.split(',').nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    let avg = out
+        .lines()
+        .find(|l| l.starts_with("rtt"))
+        .and_then(|l| l.split('=').nth(1))
+        .and_then(|v| v.trim().split('/').nth(1))
+        .and_then(|v| v.parse().ok());
+    (rx, avg)
+}
+
+/// Everything a lab can leave behind: namespaces, cgroups, relay processes, state.
+fn leftovers(lab: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let prefix = format!("wuos.{lab}.");
+    for e in std::fs::read_dir("/run/netns").into_iter().flatten().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with(&prefix) {
+            found.push(format!("namespace {n}"));
+        }
+    }
+    for e in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        let p = e.path().join("wuos").join(lab);
+        if p.exists() {
+            found.push(format!("cgroup {}", p.display()));
+        }
+    }
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+            if args.contains(&b"relay".as_slice()) && args.contains(&lab.as_bytes()) {
+                found.push(format!("relay process {}", e.file_name().to_string_lossy()));
+            }
+        }
+    }
+    if Path::new("/run/wuos/labs").join(lab).exists() {
+        found.push("state directory".into());
+    }
+    found
+}
+
+fn host_interfaces() -> usize {
+    std::fs::read_dir("/sys/class/net").map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn line10_pings_end_to_end_and_leaves_nothing_behind() {
+    if !privileged("line10") {
+        return;
+    }
+    let ifs_before = host_interfaces();
+    let lab = Lab::up("t-line", "line:10");
+    let r10 = lab.loopback("r10");
+    let (rx, rtt) = lab.ping("r1", &r10, 3, "0.2");
+    assert_eq!(rx, 3, "r1 must reach r10 ({r10}) over 9 hops; rtt {rtt:?}");
+    let trace = lab.exec("r1", &["cat", "/proc/self/cgroup"]);
+    let cg = String::from_utf8_lossy(&trace.stdout);
+    assert!(
+        cg.contains("/wuos/t-line/r1"),
+        "lab exec must run in the router's cgroup:\n{cg}"
+    );
+    assert_eq!(
+        host_interfaces(),
+        ifs_before,
+        "no interface may appear in the host namespace"
+    );
+    drop(lab);
+    let left = leftovers("t-line");
+    assert!(left.is_empty(), "after down, these remain: {left:?}");
+    assert_eq!(host_interfaces(), ifs_before, "host interfaces changed");
+}
+
+#[test]
+fn grid3x3_all_pairs_reach_each_other() {
+    if !privileged("grid3x3") {
+        return;
+    }
+    let lab = Lab::up("t-grid", "grid:3x3");
+    let v: serde_json::Value = serde_json::from_str(&ok(&["lab", "status", "t-grid", "--json"])).unwrap();
+    let nodes: Vec<(String, String)> = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap().to_string(),
+                n["loopback"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(nodes.len(), 9);
+    let mut failed = Vec::new();
+    for (from, _) in &nodes {
+        for (to, addr) in &nodes {
+            if from != to && lab.ping(from, addr, 1, "0.2").0 != 1 {
+                failed.push(format!("{from}->{to}"));
+            }
+        }
+    }
+    assert!(failed.is_empty(), "unreachable pairs: {failed:?}");
+}
+
+#[test]
+fn delay_of_20ms_gives_rtt_between_40_and_45ms() {
+    if !privileged("delay") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("delay.toml");
+    std::fs::write(
+        &file,
+        "[[node]]\nname = \"r1\"\nrole = \"edge\"\n[[node]]\nname = \"r2\"\nrole = \"fog\"\n[[node]]\nname = \"r3\"\nrole = \"edge\"\n\
+         [[link]]\na = \"r1\"\nb = \"r2\"\ndelay = \"20ms\"\n[[link]]\na = \"r2\"\nb = \"r3\"\n",
+    )
+    .unwrap();
+    let lab = Lab::up("t-delay", file.to_str().unwrap());
+    let r2 = lab.loopback("r2");
+    lab.ping("r1", &r2, 1, "0.2"); // ARP
+    let (rx, rtt) = lab.ping("r1", &r2, 10, "0.2");
+    assert_eq!(rx, 10, "no loss configured");
+    let rtt = rtt.unwrap();
+    assert!(
+        (40.0..=45.0).contains(&rtt),
+        "20 ms each way must give an RTT of 40-45 ms, got {rtt:.2} ms"
+    );
+    // The undelayed link stays fast.
+    let r3 = lab.loopback("r3");
+    let (_, fast) = lab.ping("r2", &r3, 5, "0.2");
+    assert!(fast.unwrap() < 5.0, "r2-r3 has no delay, got {fast:?} ms");
+    // Changing the delay at run time takes effect.
+    ok(&["lab", "link", "set", "r1", "r2", "--lab", "t-delay", "--delay", "5ms"]);
+    let (_, rtt5) = lab.ping("r1", &r2, 10, "0.2");
+    let rtt5 = rtt5.unwrap();
+    assert!(
+        (10.0..=14.0).contains(&rtt5),
+        "5 ms each way must give 10-14 ms, got {rtt5:.2} ms"
+    );
+}
+
+#[test]
+fn rate_of_10mbit_is_enforced_within_10_percent() {
+    if !privileged("rate") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rate.toml");
+    std::fs::write(
+        &file,
+        "[[node]]\nname = \"r1\"\nrole = \"edge\"\n[[node]]\nname = \"r2\"\nrole = \"edge\"\n[[link]]\na = \"r1\"\nb = \"r2\"\nrate = \"10mbit\"\n",
+    )
+    .unwrap();
+    let lab = Lab::up("t-rate", file.to_str().unwrap());
+    let r2 = lab.loopback("r2");
+    let mut srv = wuos()
+        .args(["lab", "exec", "t-rate", "r2", "--", "iperf3", "-s", "-1"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let out = lab.exec("r1", &["iperf3", "-c", &r2, "-t", "4", "-J"]);
+    let _ = srv.wait();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("iperf3 -J output ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    let mbps = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap() / 1e6;
+    assert!(
+        (9.0..=11.0).contains(&mbps),
+        "10 Mbit/s configured, iperf3 measured {mbps:.2} Mbit/s"
+    );
+}
+
+#[test]
+fn link_down_breaks_and_up_restores_reachability() {
+    if !privileged("updown") {
+        return;
+    }
+    let lab = Lab::up("t-updown", "line:3");
+    let r3 = lab.loopback("r3");
+    assert_eq!(lab.ping("r1", &r3, 1, "0.2").0, 1, "reachable before");
+    ok(&["lab", "link", "set", "r2", "r3", "--lab", "t-updown", "--down"]);
+    assert_eq!(
+        lab.ping("r1", &r3, 2, "0.2").0,
+        0,
+        "r2-r3 is down: r3 must be unreachable"
+    );
+    let st = ok(&["lab", "status", "t-updown", "--json"]);
+    assert!(st.contains("\"up\": false"), "status must show the link down:\n{st}");
+    ok(&["lab", "link", "set", "r2", "r3", "--lab", "t-updown", "--up"]);
+    assert_eq!(lab.ping("r1", &r3, 2, "0.2").0, 2, "reachable again after --up");
+}
+
+#[test]
+fn down_removes_a_lab_whose_up_was_killed_half_way() {
+    if !privileged("sigkill") {
+        return;
+    }
+    let _ = run(&["lab", "down", "t-kill"]);
+    let mut child = wuos()
+        .args(["lab", "up", "grid:10x10", "--name", "t-kill", "--workers", "1"])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let made = std::fs::read_dir("/run/netns")
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("wuos.t-kill."))
+                    .count()
+            })
+            .unwrap_or(0);
+        if made >= 20 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "lab up made only {made} namespaces in 20 s");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        !leftovers("t-kill").is_empty(),
+        "the killed up must have left something to clean"
+    );
+    let out = ok(&["lab", "down", "t-kill"]);
+    assert!(out.contains("is down"), "{out}");
+    let left = leftovers("t-kill");
+    assert!(left.is_empty(), "after down, these remain: {left:?}");
+    // Idempotent.
+    let again = ok(&["lab", "down", "t-kill"]);
+    assert!(again.contains("not up"), "{again}");
+}
+
+#[test]
+fn status_json_graph_and_list_describe_the_lab() {
+    if !privileged("status") {
+        return;
+    }
+    let lab = Lab::up("t-status", "tree:2x3");
+    let v: serde_json::Value = serde_json::from_str(&ok(&["lab", "status", lab.0, "--json"])).unwrap();
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 7, "tree:2x3 has 7 routers");
+    for n in nodes {
+        assert!(
+            n["name"].is_string() && n["role"].is_string() && n["loopback"].is_string(),
+            "{n}"
+        );
+    }
+    assert_eq!(nodes[0]["role"], "dc", "the tree root is the data center");
+    let dot = ok(&["lab", "graph", lab.0]);
+    assert!(dot.starts_with("graph") || dot.contains("graph "), "{dot}");
+    assert!(dot.contains("r0"), "{dot}");
+    let list = ok(&["lab", "list"]);
+    assert!(list.contains("t-status"), "{list}");
+}
+
+#[test]
+fn bad_topology_is_refused_with_its_location() {
+    // Needs no root: validation happens before anything is created.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "[[node]]\nname = \"r1\"\nrole = \"edge\"\n[[link]]\na = \"r1\"\nb = \"r9\"\n",
+    )
+    .unwrap();
+    let out = run(&["lab", "up", file.to_str().unwrap(), "--name", "t-bad"]);
+    assert_eq!(out.status.code(), Some(3), "bad input exits with 3");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml:6:"),
+        "the error must give file:line:col, got: {err}"
+    );
+    assert!(err.contains("r9"), "the error must name the unknown node: {err}");
+    assert!(
+        !Path::new("/run/wuos/labs/t-bad").exists(),
+        "nothing may be created for a refused topology"
+    );
+    let out = run(&["lab", "up", "grid:3", "--name", "t-bad"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a malformed generator is bad input: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

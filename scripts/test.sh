@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit tests, and the privileged lab tests (as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/common.sh
+need_root
+ensure_packages
+ensure_cargo
+# Labs left by an interrupted earlier run would make the lab tests fail with "already exists".
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo test"
+# The lab tests measure delay and throughput: run test binaries' tests one at a time so they do
+# not compete for the 2 cores.
+cargo test --workspace -- --test-threads=1
+echo "== leftover check"
+left=$(ip netns list 2>/dev/null | grep -c '^wuos\.' || true)
+if [ "$left" -ne 0 ]; then
+    echo "tests left $left wuos namespaces behind:" >&2
+    ip netns list | grep '^wuos\.' >&2
+    exit 1
+fi
+echo "all tests passed"
