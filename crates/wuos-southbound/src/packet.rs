@@ -41,10 +41,14 @@ pub const VNET_HDR_LEN: usize = 10;
 pub const MAX_FRAME_LEN: usize = 65536 + 256;
 
 /// Size of a buffer able to hold any datagram [`PacketSocket::recv`] returns.
-pub const RECV_BUF_LEN: usize = VNET_HDR_LEN + MAX_FRAME_LEN;
+pub const RECV_BUF_LEN: usize = VNET_HDR_LEN + MAX_FRAME_LEN + VLAN_HLEN;
+
+/// Length of an 802.1Q/802.1ad tag.
+pub const VLAN_HLEN: usize = 4;
+const ETH_P_8021Q: u16 = 0x8100;
 
 // GSO super-frames reach 64 KiB of L3 packet plus Ethernet and VLAN headers.
-const _: () = assert!(RECV_BUF_LEN >= VNET_HDR_LEN + 65536 + 14 + 4);
+const _: () = assert!(RECV_BUF_LEN - VLAN_HLEN >= VNET_HDR_LEN + 65536 + 14 + 4);
 
 /// Receive buffer requested from the kernel for each socket (bytes).
 const RCVBUF_BYTES: libc::c_int = 16 << 20;
@@ -265,23 +269,43 @@ impl PacketSocket {
     /// or the read timeout expires ([`PacketError::Timeout`]).
     ///
     /// `buf` should be [`RECV_BUF_LEN`] bytes long; bigger frames are dropped
-    /// ([`PacketError::Truncated`]). When the interface goes down or is deleted, a blocked
+    /// ([`PacketError::Truncated`]). The kernel takes the (outer) VLAN tag out of received
+    /// frames; `recv` puts it back (it needs [`VLAN_HLEN`] spare bytes in `buf` for that), so
+    /// that the datagram can be sent as is. When the interface goes down or is deleted, a blocked
     /// `recv` returns [`PacketError::InterfaceDown`] once; see [`PacketSocket::interface_exists`].
     pub fn recv(&self, buf: &mut [u8]) -> Result<usize, PacketError> {
+        // Keep room to put back a VLAN tag the kernel took out of the frame.
+        let cap = buf.len().saturating_sub(VLAN_HLEN);
         loop {
-            // SAFETY: `buf` is a valid, writable region of `buf.len()` bytes for the duration of
-            // the call, and `self.fd` is an open socket owned by `self`.
-            let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_TRUNC) };
+            let mut iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: cap,
+            };
+            // 64 bytes, 8-byte aligned: room for the one `tpacket_auxdata` message (40 bytes).
+            let mut control = [0u64; 8];
+            // SAFETY: `msghdr` is a plain C struct for which all-zero bytes is a valid value.
+            let mut msg: libc::msghdr = unsafe { mem::zeroed() };
+            msg.msg_iov = &raw mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = mem::size_of_val(&control) as _;
+            // SAFETY: `msg` points to one iovec describing `cap` writable bytes of `buf` and to
+            // the writable `control` buffer of the length given; all outlive the call. The fd
+            // is an open socket owned by `self`.
+            let n = unsafe { libc::recvmsg(self.fd.as_raw_fd(), &mut msg, libc::MSG_TRUNC) };
             if n >= 0 {
                 let n = n as usize;
-                if n > buf.len() {
+                if n > cap {
                     return Err(PacketError::Truncated {
                         ifname: self.ifname.clone(),
                         len: n,
-                        cap: buf.len(),
+                        cap,
                     });
                 }
-                return Ok(n);
+                return Ok(match vlan_of(&msg) {
+                    Some((tpid, tci)) => insert_vlan_tag(buf, n, tpid, tci),
+                    None => n,
+                });
             }
             let err = io::Error::last_os_error();
             let ifname = self.ifname.clone();
@@ -449,6 +473,63 @@ fn describe_netns(netns: &File) -> String {
         .unwrap_or_else(|_| format!("fd {}", netns.as_raw_fd()))
 }
 
+/// The VLAN tag (TPID, TCI) the kernel took out of a received frame, from its
+/// `PACKET_AUXDATA` control message.
+fn vlan_of(msg: &libc::msghdr) -> Option<(u16, u16)> {
+    // SAFETY: `msg` was filled by a successful recvmsg(2): its control buffer and length are
+    // valid, so the CMSG_* macros stay within it.
+    let mut cmsg = unsafe { libc::CMSG_FIRSTHDR(msg) };
+    while !cmsg.is_null() {
+        // SAFETY: `cmsg` is non-null and points to a control message header inside the buffer.
+        let hdr = unsafe { &*cmsg };
+        if hdr.cmsg_level == libc::SOL_PACKET
+            && hdr.cmsg_type == libc::PACKET_AUXDATA
+            && hdr.cmsg_len as usize >= mem::size_of::<libc::cmsghdr>() + mem::size_of::<libc::tpacket_auxdata>()
+        {
+            // SAFETY: the message is long enough to hold a `tpacket_auxdata` after its header
+            // (checked above); the data may be unaligned, hence `read_unaligned`.
+            let aux: libc::tpacket_auxdata =
+                unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::tpacket_auxdata>()) };
+            if aux.tp_status & libc::TP_STATUS_VLAN_VALID == 0 {
+                return None;
+            }
+            let tpid = if aux.tp_status & libc::TP_STATUS_VLAN_TPID_VALID != 0 {
+                aux.tp_vlan_tpid
+            } else {
+                ETH_P_8021Q
+            };
+            return Some((tpid, aux.tp_vlan_tci));
+        }
+        // SAFETY: `msg` and `cmsg` are valid as above; CMSG_NXTHDR returns null at the end.
+        cmsg = unsafe { libc::CMSG_NXTHDR(msg, cmsg) };
+    }
+    None
+}
+
+/// Puts a VLAN tag back after the MAC addresses of the datagram `buf[..len]` (virtio header
+/// and frame) and shifts the virtio header's offsets accordingly; returns the new length.
+/// `buf` must have [`VLAN_HLEN`] spare bytes after `len`. Frames too short to have MAC
+/// addresses are left alone.
+fn insert_vlan_tag(buf: &mut [u8], len: usize, tpid: u16, tci: u16) -> usize {
+    let at = VNET_HDR_LEN + 12;
+    if len < at || buf.len() < len + VLAN_HLEN {
+        return len;
+    }
+    buf.copy_within(at..len, at + VLAN_HLEN);
+    buf[at..at + 2].copy_from_slice(&tpid.to_be_bytes());
+    buf[at + 2..at + 4].copy_from_slice(&tci.to_be_bytes());
+    if let Some(mut h) = VnetHdr::parse(buf) {
+        if h.flags & VNET_F_NEEDS_CSUM != 0 {
+            h.csum_start = h.csum_start.saturating_add(VLAN_HLEN as u16);
+        }
+        if h.hdr_len != 0 {
+            h.hdr_len = h.hdr_len.saturating_add(VLAN_HLEN as u16);
+        }
+        buf[..VNET_HDR_LEN].copy_from_slice(&h.to_bytes());
+    }
+    len + VLAN_HLEN
+}
+
 /// Body of the short-lived thread of [`PacketSocket::open`].
 fn open_in_netns(
     netns: &File,
@@ -496,6 +577,7 @@ fn open_in_netns(
 
     let one: libc::c_int = 1;
     setsockopt(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_VNET_HDR, &one).map_err(setup("enable PACKET_VNET_HDR"))?;
+    setsockopt(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_AUXDATA, &one).map_err(setup("enable PACKET_AUXDATA"))?;
     setsockopt(fd.as_fd(), libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one)
         .map_err(setup("enable PACKET_IGNORE_OUTGOING"))?;
     if std::env::var_os("NOBYPASS").is_none() {
@@ -601,6 +683,48 @@ mod tests {
         assert_eq!(frame_of(&d), &[1, 2, 3]);
         assert_eq!(VnetHdr::parse(&d), Some(VnetHdr::PLAIN));
         assert_eq!(frame_of(&[0; 4]), &[] as &[u8]);
+    }
+
+    #[test]
+    fn vlan_tag_is_reinserted_and_offsets_shifted() {
+        let h = VnetHdr {
+            flags: VNET_F_NEEDS_CSUM,
+            gso_type: VNET_GSO_TCPV4,
+            hdr_len: 66,
+            gso_size: 1448,
+            csum_start: 34,
+            csum_offset: 16,
+        };
+        let frame: Vec<u8> = (0..40u8).collect();
+        let mut buf = h.prepend_to(&frame);
+        let len = buf.len();
+        buf.resize(len + VLAN_HLEN, 0xee);
+        let n = insert_vlan_tag(&mut buf, len, 0x8100, 0x2064);
+        assert_eq!(n, len + 4);
+        let f = frame_of(&buf[..n]);
+        assert_eq!(&f[..12], &frame[..12]);
+        assert_eq!(&f[12..16], &[0x81, 0x00, 0x20, 0x64]);
+        assert_eq!(&f[16..], &frame[12..]);
+        let h2 = VnetHdr::parse(&buf).unwrap();
+        assert_eq!((h2.csum_start, h2.hdr_len), (38, 70));
+        assert_eq!((h2.gso_size, h2.csum_offset, h2.gso_type), (1448, 16, VNET_GSO_TCPV4));
+
+        // No checksum offload: offsets untouched.
+        let mut buf = VnetHdr::PLAIN.prepend_to(&frame);
+        buf.resize(buf.len() + VLAN_HLEN, 0);
+        let n = insert_vlan_tag(&mut buf, VNET_HDR_LEN + frame.len(), 0x88a8, 7);
+        assert_eq!(VnetHdr::parse(&buf[..n]), Some(VnetHdr::PLAIN));
+        assert_eq!(&frame_of(&buf[..n])[12..16], &[0x88, 0xa8, 0, 7]);
+
+        // Too short, or no room: unchanged.
+        let mut short = vec![0u8; VNET_HDR_LEN + 8 + VLAN_HLEN];
+        assert_eq!(
+            insert_vlan_tag(&mut short, VNET_HDR_LEN + 8, 0x8100, 1),
+            VNET_HDR_LEN + 8
+        );
+        let mut full = VnetHdr::PLAIN.prepend_to(&frame);
+        let l = full.len();
+        assert_eq!(insert_vlan_tag(&mut full, l, 0x8100, 1), l);
     }
 
     #[test]
@@ -770,6 +894,21 @@ mod tests {
             other => panic!("expected a timeout, got {other:?}"),
         }
         assert!(t0.elapsed() >= Duration::from_millis(150));
+
+        // VLAN tags survive: the kernel moves them out of the frame, recv puts them back.
+        for tpid in [0x8100u16, 0x88a8] {
+            let mut frame = test_frame(60, 5);
+            let tag = [(tpid >> 8) as u8, tpid as u8, 0x20, 0x64]; // priority 1, VID 100
+            frame.splice(12..12, tag);
+            s0.send(&VnetHdr::PLAIN.prepend_to(&frame)).unwrap();
+            let n = loop {
+                let n = s1.recv(&mut buf).unwrap();
+                if frame_of(&buf[..n]).get(16..18) == Some(&[0x88, 0xb5]) {
+                    break n;
+                }
+            };
+            assert_eq!(frame_of(&buf[..n]), &frame[..], "TPID {tpid:#x}");
+        }
 
         // A non-GSO frame bigger than the MTU is refused by the kernel.
         let big = VnetHdr::PLAIN.prepend_to(&test_frame(3000, 4));

@@ -318,6 +318,11 @@ pub fn run(cmd: LabCmd) -> Result<()> {
                     None
                 },
             };
+            if change == LinkChange::default() {
+                return Err(bad(
+                    "nothing to change: give --rate, --delay, --jitter, --loss, --mtu, --down or --up",
+                ));
+            }
             let rt = wuos_lab::link::set(&env, &lab, &a, &b, &change)?;
             println!("link {a} - {b} in lab {lab}: {}", describe_link(rt.up, &rt.params));
         }

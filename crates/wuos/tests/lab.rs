@@ -203,7 +203,7 @@ fn grid3x3_all_pairs_reach_each_other() {
 }
 
 #[test]
-fn delay_of_20ms_gives_rtt_between_40_and_45ms() {
+fn delay_20ms_gives_rtt_40_to_45ms_and_jitter_and_loss_work() {
     if !privileged("delay") {
         return;
     }
@@ -236,6 +236,32 @@ fn delay_of_20ms_gives_rtt_between_40_and_45ms() {
     assert!(
         (10.0..=14.0).contains(&rtt5),
         "5 ms each way must give 10-14 ms, got {rtt5:.2} ms"
+    );
+    // Jitter spreads the round trips; frames stay in order.
+    ok(&[
+        "lab", "link", "set", "r1", "r2", "--lab", "t-delay", "--delay", "10ms", "--jitter", "5ms",
+    ]);
+    let out = lab.exec("r1", &["ping", "-q", "-c", "30", "-i", "0.05", &r2]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mdev: f64 = text
+        .lines()
+        .find(|l| l.starts_with("rtt"))
+        .and_then(|l| l.split('=').nth(1))
+        .and_then(|v| v.trim().split('/').nth(3))
+        .and_then(|v| v.trim_end_matches(" ms").parse().ok())
+        .unwrap_or_else(|| panic!("no rtt line in {text}"));
+    assert!(
+        mdev >= 1.0,
+        "5 ms of jitter each way must spread the RTT (mdev >= 1 ms), got {mdev} ms"
+    );
+    // 50% loss in each direction: a round trip survives with probability 0.25.
+    ok(&[
+        "lab", "link", "set", "r1", "r2", "--lab", "t-delay", "--delay", "1ms", "--jitter", "0", "--loss", "50%",
+    ]);
+    let (rx, _) = lab.ping("r1", &r2, 200, "0.01");
+    assert!(
+        (20..=80).contains(&rx),
+        "expected about 50 of 200 round trips to survive 50% loss each way, got {rx}"
     );
 }
 
