@@ -375,6 +375,12 @@ fn status_json_graph_and_list_describe_the_lab() {
     let dot = ok(&["lab", "graph", lab.0]);
     assert!(dot.starts_with("graph") || dot.contains("graph "), "{dot}");
     assert!(dot.contains("r0"), "{dot}");
+    let svg = ok(&["lab", "graph", lab.0, "--format", "svg"]);
+    assert!(
+        svg.contains("<svg"),
+        "graphviz must render SVG: {}",
+        &svg[..svg.len().min(200)]
+    );
     let list = ok(&["lab", "list"]);
     assert!(list.contains("t-status"), "{list}");
 }
@@ -407,5 +413,70 @@ fn bad_topology_is_refused_with_its_location() {
         Some(3),
         "a malformed generator is bad input: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn router_cgroup_enforces_its_cpu_quota_and_memory_limit() {
+    if !privileged("cgroup") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hw.toml");
+    std::fs::write(
+        &file,
+        "[[node]]\nname = \"small\"\nrole = \"edge\"\ncpus = 0.2\nmemory = \"64MiB\"\n\
+         [[node]]\nname = \"big\"\nrole = \"dc\"\n[[link]]\na = \"small\"\nb = \"big\"\n",
+    )
+    .unwrap();
+    let lab = Lab::up("t-hw", file.to_str().unwrap());
+    let v: serde_json::Value = serde_json::from_str(&ok(&["lab", "status", lab.0, "--json"])).unwrap();
+    let small = &v["nodes"][0];
+    assert_eq!(small["cpus"].as_f64(), Some(0.2), "{small}");
+    assert_eq!(small["memory"].as_u64(), Some(64 << 20), "{small}");
+    assert!(
+        v["nodes"][1]["memory"].is_null(),
+        "no limit given means unlimited: {}",
+        v["nodes"][1]
+    );
+
+    // Memory: buffering 256 MiB (`tail -n 1` keeps a line without a newline in memory) inside a 64 MiB router
+    // must be killed.
+    let out = lab.exec(
+        "small",
+        &["sh", "-c", "head -c 268435456 /dev/zero | tail -n 1 >/dev/null"],
+    );
+    assert!(
+        !out.status.success(),
+        "a 256 MiB allocation in a 64 MiB router must fail"
+    );
+    let out = lab.exec(
+        "big",
+        &["sh", "-c", "head -c 268435456 /dev/zero | tail -n 1 >/dev/null"],
+    );
+    assert!(
+        out.status.success(),
+        "the same allocation in an unlimited router must succeed"
+    );
+
+    // CPU: a busy loop in a 0.2-core router gets throttled by the CFS quota.
+    let stat = |node: &str| -> u64 {
+        let p = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            format!("/sys/fs/cgroup/wuos/t-hw/{node}/cpu.stat")
+        } else {
+            format!("/sys/fs/cgroup/cpu/wuos/t-hw/{node}/cpu.stat")
+        };
+        let s = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"));
+        s.lines()
+            .find_map(|l| l.strip_prefix("nr_throttled "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no nr_throttled in {p}"))
+    };
+    let before = stat("small");
+    lab.exec("small", &["timeout", "1", "sh", "-c", "while :; do :; done"]);
+    let after = stat("small");
+    assert!(
+        after > before,
+        "a busy loop under a 0.2-core quota must be throttled ({before} -> {after})"
     );
 }
