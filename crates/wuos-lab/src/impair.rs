@@ -1,7 +1,7 @@
 //! User-space link impairment (delay, jitter, loss) for links of the lab.
 //!
-//! The kernel of the lab host may lack `sch_netem`, so impairments are applied by a relay
-//! process thread instead: the two ends of an impaired link are diverted (tc `mirred`) into
+//! The kernel of the lab host may lack `sch_netem`, so impairments are applied in user space
+//! by a relay: the two ends of an impaired link are diverted (tc `mirred`) into
 //! two veths `if_a`/`if_b` of a relay namespace, and [`run_relay`] copies every frame read on
 //! one of them to the other one, after the impairment, in both directions.
 //!
@@ -12,8 +12,8 @@
 //!
 //! Differences from netem:
 //! * frames are never reordered: with jitter, a frame whose drawn departure is earlier than
-//!   the previous frame's leaves right after it (netem reorders such frames, unless its rate
-//!   option or a non-default qdisc is used);
+//!   the previous frame's leaves right after it, so jitter also adds some delay on busy links
+//!   (netem instead lets such a frame overtake earlier ones: it reorders);
 //! * loss and delay are independent per direction: the two directions use different PRNG
 //!   streams derived from [`Impairment::seed`], and a `loss_pct` of 50 loses half the frames
 //!   *in each direction* (so about 75% of ping round trips fail);
@@ -329,7 +329,7 @@ pub fn run_relay(spec: &RelaySpec, stop: &AtomicBool) -> Result<RelayStats, Impa
                 collect_socket_drops([&sock_a, &sock_b], &counters);
                 last_stats = Instant::now();
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(50));
         }
         collect_socket_drops([&sock_a, &sock_b], &counters);
         let mut first_err = spawn_err;
@@ -660,7 +660,6 @@ mod tests {
         let mut l = DelayLine::new(&imp(10, 5, 0.0, 42));
         let t = Instant::now();
         let mut prev = t;
-        let (mut min, mut max) = (Duration::MAX, Duration::ZERO);
         let mut clamped = 0;
         for i in 0..20_000u64 {
             // Arrivals every 100 µs: much closer than the jitter, so clamping happens.
@@ -672,9 +671,11 @@ mod tests {
                 clamped += 1;
             }
             prev = d;
-            min = min.min(delay);
-            max = max.max(delay);
-            assert!(delay <= Duration::from_millis(15), "{delay:?}");
+            // Clamping only ever lengthens a delay, up to the largest drawn one.
+            assert!(
+                delay >= Duration::from_millis(5) && delay <= Duration::from_millis(15),
+                "{delay:?}"
+            );
         }
         assert!(clamped > 0);
         // With sparse arrivals (1 s apart) every delay is drawn freely in [5, 15] ms.

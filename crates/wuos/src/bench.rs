@@ -60,9 +60,12 @@ struct TopoResult {
 #[derive(Serialize)]
 struct ImpairResult {
     configured_delay_ms: f64,
-    measured_rtt_avg_ms: f64,
-    added_one_way_ms: f64,
-    error_one_way_ms: f64,
+    samples: usize,
+    /// Round trip without the relay, subtracted to get the added delay.
+    base_rtt_median_ms: f64,
+    /// (RTT - base RTT) / 2 per ping: the one-way delay the relay added.
+    added_one_way_median_ms: f64,
+    added_one_way_p99_ms: f64,
     relay_tcp_gbps: f64,
     direct_tcp_gbps: f64,
 }
@@ -195,6 +198,30 @@ fn iperf(lab: &str, server: &str, client: &str, addr: &str) -> Result<f64> {
         .context("iperf3 reported no throughput")
 }
 
+/// Round-trip times (ms) of `count` pings from r1, one per line of ping's output.
+fn ping_rtts(lab: &str, dst: &str, count: u32) -> Result<Vec<f64>> {
+    let out = exec_output(
+        lab,
+        "r1",
+        &["ping", "-c", &count.to_string(), "-i", "0.02", dst],
+        Duration::from_secs(30),
+    )?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.trim_end_matches(" ms").parse().ok())
+        .collect())
+}
+
+fn set_delay(env: &LabEnv, lab: &str, delay: Duration) -> Result<()> {
+    let change = LinkChange {
+        delay: Some(delay),
+        ..Default::default()
+    };
+    wuos_lab::link::set(env, lab, "r1", "r2", &change)?;
+    Ok(())
+}
+
 fn bench_impair(env: &LabEnv) -> Result<ImpairResult> {
     let name = "benchimp";
     let t = generate(&Generator::Line(2), 1);
@@ -211,44 +238,24 @@ fn bench_impair(env: &LabEnv) -> Result<ImpairResult> {
         let st = status::status(env, name)?;
         let dst = st.nodes[1].loopback.to_string();
         let direct = iperf(name, "r2", "r1", &dst)?;
-        let delay = Duration::from_millis(20);
-        wuos_lab::link::set(
-            env,
-            name,
-            "r1",
-            "r2",
-            &LinkChange {
-                delay: Some(delay),
-                ..Default::default()
-            },
-        )?;
-        std::thread::sleep(Duration::from_millis(200));
-        let out = exec_output(
-            name,
-            "r1",
-            &["ping", "-q", "-c", "50", "-i", "0.05", &dst],
-            Duration::from_secs(10),
-        )?;
-        let (_, avg) = parse_ping(&String::from_utf8_lossy(&out.stdout));
-        let avg = avg.context("no ping replies through the relay")?;
-        // TCP throughput through the relay at a small delay (a 40 ms RTT would measure TCP's window,
-        // not the relay).
-        wuos_lab::link::set(
-            env,
-            name,
-            "r1",
-            "r2",
-            &LinkChange {
-                delay: Some(Duration::from_micros(100)),
-                ..Default::default()
-            },
-        )?;
+        let base = median(&ping_rtts(name, &dst, 100)?);
+        set_delay(env, name, Duration::from_millis(20))?;
+        ping_rtts(name, &dst, 1)?; // ARP through the relay
+        let mut added: Vec<f64> = ping_rtts(name, &dst, 200)?.iter().map(|r| (r - base) / 2.0).collect();
+        if added.is_empty() {
+            bail!("no ping replies through the relay");
+        }
+        added.sort_by(|a, b| a.total_cmp(b));
+        // TCP throughput through the relay at a small delay (a 40 ms RTT would measure TCP's
+        // window, not the relay).
+        set_delay(env, name, Duration::from_micros(100))?;
         let relay = iperf(name, "r2", "r1", &dst)?;
         Ok(ImpairResult {
             configured_delay_ms: 20.0,
-            measured_rtt_avg_ms: avg,
-            added_one_way_ms: avg / 2.0,
-            error_one_way_ms: avg / 2.0 - 20.0,
+            samples: added.len(),
+            base_rtt_median_ms: base,
+            added_one_way_median_ms: median(&added),
+            added_one_way_p99_ms: added[(added.len() * 99 / 100).min(added.len() - 1)],
             relay_tcp_gbps: relay,
             direct_tcp_gbps: direct,
         })
@@ -325,8 +332,8 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
     );
     if let Some(i) = &report.impairment {
         println!(
-            "impairment relay: 20 ms configured one way -> RTT {:.2} ms ({:+.2} ms per direction); TCP {:.2} Gbit/s through the relay vs {:.2} Gbit/s direct",
-            i.measured_rtt_avg_ms, i.error_one_way_ms, i.relay_tcp_gbps, i.direct_tcp_gbps
+            "impairment relay: 20 ms configured one way -> added {:.3} ms median, {:.3} ms p99 ({} pings); TCP {:.2} Gbit/s through the relay vs {:.2} Gbit/s direct",
+            i.added_one_way_median_ms, i.added_one_way_p99_ms, i.samples, i.relay_tcp_gbps, i.direct_tcp_gbps
         );
     }
     if let Some(dir) = out.parent() {

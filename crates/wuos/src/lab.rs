@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use nix::sys::signal::{SigSet, Signal};
 use wuos_lab::link::LinkChange;
 use wuos_lab::progress::{Progress, Silent};
 use wuos_lab::{LabEnv, down, exec, impair, status, up};
@@ -343,8 +344,19 @@ pub fn run(cmd: LabCmd) -> Result<()> {
                 if_b: r.b,
                 impairment: imp,
             };
-            let stop = AtomicBool::new(false);
-            let stats = impair::run_relay(&spec, &stop)?;
+            // SIGTERM/SIGINT stop the relay cleanly (so it logs its counters): block them in every
+            // thread and let one thread wait for them.
+            static STOP: AtomicBool = AtomicBool::new(false);
+            let mut signals = SigSet::empty();
+            signals.add(Signal::SIGTERM);
+            signals.add(Signal::SIGINT);
+            signals.thread_block()?;
+            std::thread::spawn(move || {
+                if signals.wait().is_ok() {
+                    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+            let stats = impair::run_relay(&spec, &STOP)?;
             eprintln!("relay stopped: {}", serde_json::to_string(&stats)?);
         }
     }
