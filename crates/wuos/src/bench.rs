@@ -323,7 +323,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             t.routes_median_ms,
             t.per_deletion_median_ms,
             t.memory_per_router_bytes
-                .map_or("-".into(), wuos_model::units::format_bytes)
+                .map_or("-".into(), |b| format!("{:.2} MB", b as f64 / 1e6))
         );
     }
     println!(
