@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::thread::ScopedJoinHandle;
 use std::time::{Duration, Instant};
+use wuos_model::rng::SplitMix64;
 
 use wuos_southbound::packet::{PacketError, PacketSocket, RECV_BUF_LEN};
 
@@ -90,34 +91,6 @@ impl Impairment {
             seed: SplitMix64::new(self.seed ^ 0x5157_4f53_5245_4c41).next_u64(),
             ..self.clone()
         }
-    }
-}
-
-/// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and good enough for loss and jitter.
-#[derive(Clone, Debug)]
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)`.
-    fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Uniform in `[0, n)` (multiply-shift; the bias is below 2^-64 * n, negligible here).
-    fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
     }
 }
 
@@ -611,26 +584,6 @@ mod tests {
             loss_pct,
             seed,
         }
-    }
-
-    #[test]
-    fn splitmix_reference_values() {
-        // First outputs of SplitMix64 seeded with 1234567 (reference implementation).
-        let mut r = SplitMix64::new(1234567);
-        assert_eq!(r.next_u64(), 6457827717110365317);
-        assert_eq!(r.next_u64(), 3203168211198807973);
-        assert_eq!(r.next_u64(), 9817491932198370423);
-    }
-
-    #[test]
-    fn prng_ranges() {
-        let mut r = SplitMix64::new(7);
-        for _ in 0..10_000 {
-            let x = r.next_f64();
-            assert!((0.0..1.0).contains(&x));
-            assert!(r.below(3) < 3);
-        }
-        assert_eq!(r.below(1), 0);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! - [`impair`]: the user-space delay/jitter/loss relay (`wuos lab relay`).
 //! - [`status`]: `list` and `status`.
 //! - [`exec`]: enter a router's namespace and cgroup.
+//! - [`probe`]: parsing `ping` output.
 //! - [`progress`]: progress reporting trait.
 //! - [`error`](mod@error): the lab's error type.
 
@@ -24,6 +25,7 @@ pub mod exec;
 pub mod impair;
 pub mod link;
 pub mod names;
+pub mod probe;
 pub mod progress;
 mod session;
 pub mod state;

@@ -20,22 +20,7 @@ const ADDR_B: &str = "10.199.0.1";
 const MAC_A: &str = "02:99:00:00:00:0a";
 const MAC_B: &str = "02:99:00:00:00:0b";
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// True if the test may run; prints why it is skipped otherwise (fails under CI=true).
-fn privileged(test: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    let msg = format!("{test}: skipped, needs root (network namespaces, raw sockets)");
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{msg}; CI=true forbids skipping");
-    }
-    eprintln!("{msg}");
-    false
-}
+use wuos_southbound::privilege::may_run_privileged as privileged;
 
 /// The tests measure timing and throughput on a small machine: one at a time.
 fn serial() -> MutexGuard<'static, ()> {

@@ -12,6 +12,7 @@
 //! - [`plan`]: link and loopback addressing, and shortest-path routes with
 //!   aggregation.
 //! - [`dot`]: Graphviz rendering.
+//! - [`rng`]: the seeded SplitMix64 generator shared with the link relay.
 //!
 //! # Purpose
 //!
@@ -22,6 +23,7 @@ pub mod dot;
 pub mod file;
 pub mod generate;
 pub mod plan;
+pub mod rng;
 pub mod topology;
 pub mod units;
 

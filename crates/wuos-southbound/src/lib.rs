@@ -6,6 +6,7 @@
 //! - [`cgroup`]: cgroup v1 and v2 — create with CPU quota and memory limit, join, kill, remove.
 //! - [`tc`]: traffic control through `tc -batch` (token buckets, redirects into user space).
 //! - [`packet`]: AF_PACKET sockets with virtio-net headers, for the user-space link relay.
+//! - [`privilege`]: the root-or-skip rule of privileged tests.
 //! - [`process`]: finding processes by namespace or command line, and stopping them.
 //!
 //! Every host path (`/run/netns`, `/sys/fs/cgroup`, `/proc`) is a parameter, so tests use temp dirs.
@@ -14,5 +15,6 @@ pub mod cgroup;
 pub mod netlink;
 pub mod netns;
 pub mod packet;
+pub mod privilege;
 pub mod process;
 pub mod tc;

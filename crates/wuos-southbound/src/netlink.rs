@@ -98,25 +98,17 @@ impl Netlink {
             .add(msg)
             .execute()
             .await
-            .map_err(|source| NetlinkError::Request {
-                what: format!("cannot create veth {} <-> {}", a.name, b.name),
-                source,
-            })
+            .map_err(failed(format!("cannot create veth {} <-> {}", a.name, b.name)))
     }
 
     /// Sets an interface up or down.
     pub async fn set_up(&self, index: u32, up: bool) -> Result<(), NetlinkError> {
         let b = LinkUnspec::new_with_index(index);
         let msg = if up { b.up() } else { b.down() }.build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(|source| NetlinkError::Request {
-                what: format!("cannot set interface {index} {}", if up { "up" } else { "down" }),
-                source,
-            })
+        self.handle.link().set(msg).execute().await.map_err(failed(format!(
+            "cannot set interface {index} {}",
+            if up { "up" } else { "down" }
+        )))
     }
 
     /// Changes an interface's MTU.
@@ -127,10 +119,7 @@ impl Netlink {
             .set(msg)
             .execute()
             .await
-            .map_err(|source| NetlinkError::Request {
-                what: format!("cannot set the MTU of interface {index} to {mtu}"),
-                source,
-            })
+            .map_err(failed(format!("cannot set the MTU of interface {index} to {mtu}")))
     }
 
     /// Deletes an interface (deleting one end of a veth removes both).
@@ -140,10 +129,7 @@ impl Netlink {
             .del(index)
             .execute()
             .await
-            .map_err(|source| NetlinkError::Request {
-                what: format!("cannot delete interface {index}"),
-                source,
-            })
+            .map_err(failed(format!("cannot delete interface {index}")))
     }
 
     /// Adds an address to an interface; an address that is already there is not an error.
@@ -154,10 +140,7 @@ impl Netlink {
             .replace()
             .execute()
             .await
-            .map_err(|source| NetlinkError::Request {
-                what: format!("cannot add {addr}/{prefix_len} to interface {index}"),
-                source,
-            })
+            .map_err(failed(format!("cannot add {addr}/{prefix_len} to interface {index}")))
     }
 
     /// Adds or replaces a route.
@@ -176,10 +159,10 @@ impl Netlink {
             .replace()
             .execute()
             .await
-            .map_err(|source| NetlinkError::Request {
-                what: format!("cannot install route {}/{} via {}", r.dst, r.prefix_len, r.gateway),
-                source,
-            })
+            .map_err(failed(format!(
+                "cannot install route {}/{} via {}",
+                r.dst, r.prefix_len, r.gateway
+            )))
     }
 
     /// Every interface of the namespace.
@@ -191,10 +174,7 @@ impl Netlink {
             .execute()
             .try_collect()
             .await
-            .map_err(|source| NetlinkError::Request {
-                what: "cannot list interfaces".into(),
-                source,
-            })?;
+            .map_err(failed("cannot list interfaces".into()))?;
         Ok(msgs.into_iter().map(link_state).collect())
     }
 
@@ -206,6 +186,11 @@ impl Netlink {
             Ok(None) | Err(_) => Err(NetlinkError::NoSuchLink(name.to_string())),
         }
     }
+}
+
+/// Maps a failed request to an error that says what was attempted.
+fn failed(what: String) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
+    move |source| NetlinkError::Request { what, source }
 }
 
 fn link_state(m: LinkMessage) -> LinkState {

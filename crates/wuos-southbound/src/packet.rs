@@ -771,18 +771,7 @@ mod tests {
 
     // ---- privileged tests: a private namespace with a veth pair ----
 
-    /// True if the test may run; prints why it is skipped otherwise (fails under CI=true).
-    fn privileged(test: &str) -> bool {
-        if nix::unistd::geteuid().is_root() {
-            return true;
-        }
-        let msg = format!("{test}: skipped, needs root (network namespaces, raw sockets)");
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{msg}; CI=true forbids skipping");
-        }
-        eprintln!("{msg}");
-        false
-    }
+    use crate::privilege::may_run_privileged as privileged;
 
     fn ip(args: &[&str]) {
         let out = Command::new("ip").args(args).output().expect("run ip");

@@ -8,15 +8,20 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+/// Every pid under `proc_root` except this process's own.
+fn other_pids(proc_root: &Path) -> impl Iterator<Item = i32> {
+    let me = std::process::id() as i32;
+    fs::read_dir(proc_root)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(move |&pid| pid != me)
+}
+
 /// Pids (under `proc_root`, usually `/proc`) whose network namespace is one of `inodes`.
 pub fn pids_in_netns(proc_root: &Path, inodes: &HashSet<u64>) -> Vec<i32> {
-    let Ok(dir) = fs::read_dir(proc_root) else {
-        return Vec::new();
-    };
-    let me = std::process::id() as i32;
-    dir.filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| pid != me)
+    other_pids(proc_root)
         .filter(|pid| {
             fs::read_link(proc_root.join(pid.to_string()).join("ns/net"))
                 .ok()
@@ -60,13 +65,7 @@ pub fn terminate(proc_root: &Path, pids: &[i32], grace: Duration) -> usize {
 
 /// Pids whose command line contains every one of `needles` (used to find a lab's relays after a crash).
 pub fn pids_with_cmdline(proc_root: &Path, needles: &[&str]) -> Vec<i32> {
-    let Ok(dir) = fs::read_dir(proc_root) else {
-        return Vec::new();
-    };
-    let me = std::process::id() as i32;
-    dir.filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&pid| pid != me)
+    other_pids(proc_root)
         .filter(|pid| {
             fs::read(proc_root.join(pid.to_string()).join("cmdline"))
                 .map(|raw| {

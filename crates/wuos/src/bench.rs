@@ -8,11 +8,11 @@ use anyhow::{Context, Result, bail};
 use clap::Subcommand;
 use serde::Serialize;
 use wuos_lab::link::LinkChange;
+use wuos_lab::probe::parse_ping;
 use wuos_lab::progress::Silent;
 use wuos_lab::{LabEnv, down, status, up};
 use wuos_model::generate::{Generator, generate};
 
-use crate::demo::parse_ping;
 use crate::lab::exec_output;
 
 /// VLSP (seeds/004): time to create a router, a link, and to delete a router.
@@ -140,7 +140,7 @@ fn bench_topology(env: &LabEnv, spec: &str, runs: usize, measure_mem: bool) -> R
                 &["ping", "-c", "1", "-W", "2", &last.loopback.to_string()],
                 Duration::from_secs(4),
             )?;
-            reachable = parse_ping(&String::from_utf8_lossy(&out.stdout)).0 == 1;
+            reachable = parse_ping(&String::from_utf8_lossy(&out.stdout)).received == 1;
         }
         routes = r.routes;
         ups.push(r.total_ms);
@@ -206,11 +206,7 @@ fn ping_rtts(lab: &str, dst: &str, count: u32) -> Result<Vec<f64>> {
         &["ping", "-c", &count.to_string(), "-i", "0.02", dst],
         Duration::from_secs(30),
     )?;
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split("time=").nth(1))
-        .filter_map(|t| t.trim_end_matches(" ms").parse().ok())
-        .collect())
+    Ok(parse_ping(&String::from_utf8_lossy(&out.stdout)).rtts_ms)
 }
 
 fn set_delay(env: &LabEnv, lab: &str, delay: Duration) -> Result<()> {

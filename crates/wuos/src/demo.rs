@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 use clap::Args;
+use wuos_lab::probe::parse_ping;
 use wuos_lab::progress::Silent;
 use wuos_lab::{LabEnv, down, status, up};
 
@@ -17,24 +18,6 @@ pub struct DemoArgs {
     /// Leave the lab up at the end.
     #[arg(long)]
     keep: bool,
-}
-
-/// Parses `ping -q` output: (received, avg RTT ms).
-pub fn parse_ping(out: &str) -> (u32, Option<f64>) {
-    let received = out
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .and_then(|l| l.split(',').nth(1))
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    let avg = out
-        .lines()
-        .find(|l| l.starts_with("rtt") || l.starts_with("round-trip"))
-        .and_then(|l| l.split('=').nth(1))
-        .and_then(|v| v.trim().split('/').nth(1))
-        .and_then(|v| v.parse().ok());
-    (received, avg)
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
@@ -87,7 +70,8 @@ fn show(env: &LabEnv, lab: &str) -> Result<()> {
             &["ping", "-q", "-c", "3", "-i", "0.2", "-W", "1", &n.loopback.to_string()],
             Duration::from_secs(5),
         )?;
-        let (rx, avg) = parse_ping(&String::from_utf8_lossy(&out.stdout));
+        let p = parse_ping(&String::from_utf8_lossy(&out.stdout));
+        let (rx, avg) = (p.received, p.avg_ms);
         let mark = if rx > 0 { "ok" } else { "UNREACHABLE" };
         ok += usize::from(rx > 0);
         println!(
@@ -111,7 +95,7 @@ fn show(env: &LabEnv, lab: &str) -> Result<()> {
         &["ping", "-q", "-c", "10", "-i", "0.1", &dc],
         Duration::from_secs(5),
     )?;
-    let (_, wan) = parse_ping(&String::from_utf8_lossy(&out.stdout));
+    let wan = parse_ping(&String::from_utf8_lossy(&out.stdout)).avg_ms;
     let wan = wan.unwrap_or(f64::NAN);
     println!("   fog1 -> dc1 RTT {wan:.2} ms (expected 30 ms plus a little)");
     println!(
@@ -125,16 +109,4 @@ fn show(env: &LabEnv, lab: &str) -> Result<()> {
         bail!("the WAN round trip was {wan:.2} ms, outside 30-40 ms");
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_ping_summary() {
-        let out = "--- 10.254.0.4 ping statistics ---\n3 packets transmitted, 2 received, 33% packet loss, time 401ms\nrtt min/avg/max/mdev = 30.101/30.250/30.400/0.100 ms\n";
-        assert_eq!(parse_ping(out), (2, Some(30.25)));
-        assert_eq!(parse_ping("garbage"), (0, None));
-    }
 }

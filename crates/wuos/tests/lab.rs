@@ -11,17 +11,8 @@ fn wuos() -> Command {
     Command::new(env!("CARGO_BIN_EXE_wuos"))
 }
 
-/// Whether privileged tests can run here; panics under CI when they cannot.
-fn privileged(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: needs root, and CI=true forbids skipping");
-    }
-    eprintln!("SKIP {test}: needs root (network namespaces, cgroups)");
-    false
-}
+use wuos_lab::probe::parse_ping;
+use wuos_southbound::privilege::may_run_privileged as privileged;
 
 fn run(args: &[&str]) -> Output {
     wuos().args(args).output().expect("the wuos binary runs")
@@ -84,7 +75,8 @@ impl Lab {
                 to_addr,
             ],
         );
-        parse_ping(&String::from_utf8_lossy(&out.stdout))
+        let p = parse_ping(&String::from_utf8_lossy(&out.stdout));
+        (p.received, p.avg_ms)
     }
 }
 
@@ -92,23 +84,6 @@ impl Drop for Lab {
     fn drop(&mut self) {
         let _ = run(&["lab", "down", self.0]);
     }
-}
-
-fn parse_ping(out: &str) -> (u32, Option<f64>) {
-    let rx = out
-        .lines()
-        .find(|l| l.contains("packets transmitted"))
-        .and_then(|l| l.split(',').nth(1))
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    let avg = out
-        .lines()
-        .find(|l| l.starts_with("rtt"))
-        .and_then(|l| l.split('=').nth(1))
-        .and_then(|v| v.trim().split('/').nth(1))
-        .and_then(|v| v.parse().ok());
-    (rx, avg)
 }
 
 /// Everything a lab can leave behind: namespaces, cgroups, relay processes, state.
@@ -243,12 +218,8 @@ fn delay_20ms_gives_rtt_40_to_45ms_and_jitter_and_loss_work() {
     ]);
     let out = lab.exec("r1", &["ping", "-q", "-c", "30", "-i", "0.05", &r2]);
     let text = String::from_utf8_lossy(&out.stdout);
-    let mdev: f64 = text
-        .lines()
-        .find(|l| l.starts_with("rtt"))
-        .and_then(|l| l.split('=').nth(1))
-        .and_then(|v| v.trim().split('/').nth(3))
-        .and_then(|v| v.trim_end_matches(" ms").parse().ok())
+    let mdev = parse_ping(&text)
+        .mdev_ms
         .unwrap_or_else(|| panic!("no rtt line in {text}"));
     assert!(
         mdev >= 1.0,
