@@ -451,3 +451,108 @@ fn router_cgroup_enforces_its_cpu_quota_and_memory_limit() {
         "a busy loop under a 0.2-core quota must be throttled ({before} -> {after})"
     );
 }
+
+/// The cgroup v2 code path on a real cgroup2 filesystem. On this CI machine cpu and memory are
+/// bound to v1, so the v2 mount (`/sys/fs/cgroup/unified`) can only show that routers get a cgroup,
+/// that `exec` joins it and that `down` kills and removes it; on a v2-only host the other tests
+/// already run on v2.
+#[test]
+fn cgroup_v2_path_creates_joins_and_removes_router_cgroups() {
+    if !privileged("cgroup v2") {
+        return;
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let root = mounts
+        .lines()
+        .find(|l| l.split_whitespace().nth(2) == Some("cgroup2"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .expect("a cgroup2 filesystem is mounted")
+        .to_string();
+    let with_root = |args: &[&str]| {
+        wuos()
+            .env("WUOS_CGROUP_ROOT", &root)
+            .args(args)
+            .output()
+            .expect("wuos runs")
+    };
+    let _ = with_root(&["lab", "down", "t-v2"]);
+    let out = with_root(&["lab", "up", "line:2", "--name", "t-v2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.starts_with(b"lab t-v2 is up") && String::from_utf8_lossy(&out.stdout).contains("cgroup v2"));
+    let dir = Path::new(&root).join("wuos/t-v2/r1");
+    assert!(dir.join("cgroup.procs").exists(), "{} must be a cgroup", dir.display());
+    let out = with_root(&["lab", "exec", "t-v2", "r1", "--", "cat", "/proc/self/cgroup"]);
+    let cg = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        cg.lines().any(|l| l == "0::/wuos/t-v2/r1"),
+        "exec must join the v2 cgroup:\n{cg}"
+    );
+    // A process left running in the router is killed by down, and the cgroup removed.
+    let mut bg = wuos()
+        .env("WUOS_CGROUP_ROOT", &root)
+        .args(["lab", "exec", "t-v2", "r1", "--", "sleep", "300"])
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .trim()
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the sleep never appeared in the router's cgroup"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = with_root(&["lab", "down", "t-v2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = bg.wait().unwrap();
+    assert!(!status.success(), "the process in the router must have been killed");
+    assert!(
+        !Path::new(&root).join("wuos/t-v2").exists(),
+        "the lab's v2 cgroup must be gone"
+    );
+}
+
+#[test]
+fn bad_requests_are_refused_and_the_running_lab_is_untouched() {
+    if !privileged("bad requests") {
+        return;
+    }
+    let lab = Lab::up("t-refuse", "line:3");
+    let r3 = lab.loopback("r3");
+    let again = run(&["lab", "up", "line:5", "--name", "t-refuse"]);
+    assert!(
+        !again.status.success(),
+        "a second lab with the same name must be refused"
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let bad_node = run(&["lab", "exec", "t-refuse", "r9", "--", "true"]);
+    assert_eq!(bad_node.status.code(), Some(4), "unknown node exits with 4");
+    assert!(String::from_utf8_lossy(&bad_node.stderr).contains("no node r9"));
+    let bad_link = run(&["lab", "link", "set", "r1", "r3", "--lab", "t-refuse", "--delay", "5ms"]);
+    assert_eq!(bad_link.status.code(), Some(4), "r1-r3 is not a link");
+    let bad_value = run(&[
+        "lab",
+        "link",
+        "set",
+        "r1",
+        "r2",
+        "--lab",
+        "t-refuse",
+        "--delay",
+        "5 parsecs",
+    ]);
+    assert_eq!(bad_value.status.code(), Some(3), "a bad unit is bad input");
+    let bad_jitter = run(&["lab", "link", "set", "r1", "r2", "--lab", "t-refuse", "--jitter", "5ms"]);
+    assert_eq!(bad_jitter.status.code(), Some(3), "jitter without delay is refused");
+    let st: serde_json::Value = serde_json::from_str(&ok(&["lab", "status", "t-refuse", "--json"])).unwrap();
+    assert_eq!(st["nodes"].as_array().unwrap().len(), 3, "the running lab is unchanged");
+    assert!(
+        st["links"][0]["delay"].is_null(),
+        "no refused change was applied: {}",
+        st["links"][0]
+    );
+    assert_eq!(lab.ping("r1", &r3, 1, "0.2").0, 1, "the running lab still forwards");
+}
