@@ -35,6 +35,14 @@ impl DownReport {
 
 pub fn down(env: &LabEnv, lab: &str, progress: &dyn Progress) -> Result<DownReport, LabError> {
     names::check_lab_name(lab).map_err(LabError::BadName)?;
+    let lock = state::LabLock::take(env, lab)?;
+    let report = down_locked(env, lab, progress)?;
+    lock.remove_file();
+    Ok(report)
+}
+
+/// [`down`] for a caller that already holds the lab's lock (a failed `up` rolling back).
+pub(crate) fn down_locked(env: &LabEnv, lab: &str, progress: &dyn Progress) -> Result<DownReport, LabError> {
     let t0 = Instant::now();
     let st = LabState::load(env, lab).ok();
     let mut report = DownReport {
@@ -57,6 +65,7 @@ pub fn down(env: &LabEnv, lab: &str, progress: &dyn Progress) -> Result<DownRepo
     let mut pids: Vec<i32> = st
         .iter()
         .flat_map(|s| s.links.iter().filter_map(|l| l.relay_pid.map(|p| p as i32)))
+        .filter(|&p| process::cmdline_has(&env.proc_root, p, &["relay", lab]))
         .collect();
     pids.extend(process::pids_with_cmdline(&env.proc_root, &["relay", "--lab", lab]));
     let inodes: HashSet<u64> = spaces

@@ -122,8 +122,10 @@ pub(crate) fn apply(
     let want_splice = new.needs_impairment();
     let mut tc_lines: [Vec<String>; 2] = [Vec::new(), Vec::new()];
 
-    if let Some(pid) = rt.relay_pid.take() {
-        process::terminate(&s.env.proc_root, &[pid as i32], Duration::from_millis(200));
+    // The stored pid is only signalled if it still is this lab's relay.
+    let old_relay = rt.relay_pid.take().map(|p| p as i32);
+    if let Some(pid) = old_relay.filter(|&p| process::cmdline_has(&s.env.proc_root, p, &["relay", lab])) {
+        process::terminate(&s.env.proc_root, &[pid], Duration::from_millis(200));
     }
     if want_splice && !rt.spliced {
         let relay_ns = names::relay_netns(lab);
@@ -247,6 +249,7 @@ fn spawn_relay(s: &Session<'_>, state: &LabState, i: usize, p: &LinkParams) -> R
 
 /// `wuos lab link set A B …` on a running lab.
 pub fn set(env: &crate::LabEnv, lab: &str, a: &str, b: &str, change: &LinkChange) -> Result<LinkRuntime, LabError> {
+    let _lock = crate::state::LabLock::take(env, lab)?;
     let mut state = LabState::load(env, lab)?;
     let i = state
         .topology

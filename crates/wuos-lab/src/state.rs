@@ -9,6 +9,7 @@ use std::fs;
 use std::io;
 use std::path::PathBuf;
 
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use wuos_model::plan::AddressPlan;
 use wuos_model::{LinkParams, Topology};
@@ -23,6 +24,47 @@ pub enum StateError {
     Corrupt { path: PathBuf, source: serde_json::Error },
     #[error("cannot write lab state {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
+    #[error("cannot lock lab {lab} ({path}): {source}")]
+    Lock {
+        lab: String,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+/// An exclusive lock on one lab, held while `up`, `down` or `link set` change it, so that two
+/// `wuos` processes never interleave changes to the same lab. Other labs are not blocked.
+#[derive(Debug)]
+pub struct LabLock {
+    _lock: Flock<fs::File>,
+    path: PathBuf,
+}
+
+impl LabLock {
+    /// Waits for and takes the lock of `lab`.
+    pub fn take(env: &LabEnv, lab: &str) -> Result<Self, StateError> {
+        let path = env.labs_dir().join(format!("{lab}.lock"));
+        let err = |source| StateError::Lock {
+            lab: lab.to_string(),
+            path: path.clone(),
+            source,
+        };
+        fs::create_dir_all(env.labs_dir()).map_err(err)?;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(err)?;
+        let lock =
+            Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, e)| err(io::Error::from_raw_os_error(e as i32)))?;
+        Ok(Self { _lock: lock, path })
+    }
+
+    /// Removes the lock file (the lab is gone); the lock is released when `self` drops.
+    pub fn remove_file(&self) {
+        let _ = fs::remove_file(&self.path);
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

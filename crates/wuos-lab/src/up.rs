@@ -68,6 +68,7 @@ pub fn up(env: &LabEnv, topo: Topology, opts: &UpOptions, progress: &dyn Progres
         return Err(LabError::NotRoot);
     }
     topo.validate().map_err(|e| LabError::Topology(e.to_string()))?;
+    let _lock = crate::state::LabLock::take(env, &opts.name)?;
     if LabState::exists(env, &opts.name) || !netns::list(&env.netns_dir, &names::netns_prefix(&opts.name)).is_empty() {
         return Err(LabError::Exists(opts.name.clone()));
     }
@@ -98,7 +99,7 @@ pub fn up(env: &LabEnv, topo: Topology, opts: &UpOptions, progress: &dyn Progres
             Ok(report)
         }
         Err(cause) => {
-            let _ = crate::down::down(env, &opts.name, &Silent);
+            let _ = crate::down::down_locked(env, &opts.name, &Silent);
             Err(LabError::RolledBack { cause: Box::new(cause) })
         }
     }

@@ -63,17 +63,20 @@ pub fn terminate(proc_root: &Path, pids: &[i32], grace: Duration) -> usize {
     n
 }
 
+/// Whether process `pid`'s command line has every one of `needles` as a whole argument.
+pub fn cmdline_has(proc_root: &Path, pid: i32, needles: &[&str]) -> bool {
+    fs::read(proc_root.join(pid.to_string()).join("cmdline"))
+        .map(|raw| {
+            let args: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
+            needles.iter().all(|n| args.contains(&n.as_bytes()))
+        })
+        .unwrap_or(false)
+}
+
 /// Pids whose command line contains every one of `needles` (used to find a lab's relays after a crash).
 pub fn pids_with_cmdline(proc_root: &Path, needles: &[&str]) -> Vec<i32> {
     other_pids(proc_root)
-        .filter(|pid| {
-            fs::read(proc_root.join(pid.to_string()).join("cmdline"))
-                .map(|raw| {
-                    let args: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
-                    needles.iter().all(|n| args.contains(&n.as_bytes()))
-                })
-                .unwrap_or(false)
-        })
+        .filter(|&pid| cmdline_has(proc_root, pid, needles))
         .collect()
 }
 

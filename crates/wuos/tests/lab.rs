@@ -113,6 +113,9 @@ fn leftovers(lab: &str) -> Vec<String> {
     if Path::new("/run/wuos/labs").join(lab).exists() {
         found.push("state directory".into());
     }
+    if Path::new("/run/wuos/labs").join(format!("{lab}.lock")).exists() {
+        found.push("lock file".into());
+    }
     found
 }
 
