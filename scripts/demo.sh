@@ -7,5 +7,5 @@ need_root
 ensure_packages
 ensure_cargo
 echo "== building wuos (release)"
-cargo build --release --quiet -p wuos
+cargo build --release --quiet -p wuos -p wuosd
 exec ./target/release/wuos demo "$@"

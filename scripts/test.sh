@@ -16,6 +16,7 @@ echo "== cargo test"
 # not compete for the 2 cores.
 # (Doc tests are not run: the crates have no doc examples, and an empty doc-test run would be the
 # last line of the output.)
+cargo build --workspace --bins --quiet   # the lab tests start wuosd from target/debug
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --lib --bins --tests -- --test-threads=1 2>&1 | tee "$log"

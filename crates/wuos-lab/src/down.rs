@@ -61,6 +61,14 @@ pub(crate) fn down_locked(env: &LabEnv, lab: &str, progress: &dyn Progress) -> R
     spaces.sort();
     spaces.dedup();
 
+    // The daemon supervisor first: it stops its daemons with SIGTERM, so they shut down cleanly.
+    let mut sup: Vec<i32> = st.iter().filter_map(|s| s.supervisor_pid.map(|p| p as i32)).collect();
+    sup.extend(process::pids_with_cmdline(&env.proc_root, &["supervise", lab]));
+    sup.retain(|&p| process::cmdline_has(&env.proc_root, p, &["supervise", lab]));
+    sup.sort_unstable();
+    sup.dedup();
+    let mut stopped = process::terminate(&env.proc_root, &sup, Duration::from_secs(4));
+
     // Processes: relays (by pid and by command line) and anything running inside a lab namespace.
     let mut pids: Vec<i32> = st
         .iter()
@@ -78,7 +86,8 @@ pub(crate) fn down_locked(env: &LabEnv, lab: &str, progress: &dyn Progress) -> R
     }
     pids.sort_unstable();
     pids.dedup();
-    report.processes = process::terminate(&env.proc_root, &pids, Duration::from_millis(500));
+    stopped += process::terminate(&env.proc_root, &pids, Duration::from_millis(500));
+    report.processes = stopped;
 
     progress.stage("namespaces", spaces.len() as u64);
     for name in &spaces {

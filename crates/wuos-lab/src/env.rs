@@ -17,21 +17,28 @@ pub struct LabEnv {
     pub proc_root: PathBuf,
     /// The `wuos` executable, started as `wuos lab relay …` for links with delay, jitter or loss.
     pub relay_exe: PathBuf,
+    /// The router daemon (`WUOSD_EXE`, default: `wuosd` next to the `wuos` executable).
+    pub wuosd_exe: PathBuf,
 }
 
 impl LabEnv {
     /// The host's paths, with environment overrides.
     pub fn system() -> Self {
         let var = |k: &str, d: &str| std::env::var_os(k).map_or_else(|| PathBuf::from(d), PathBuf::from);
+        let relay_exe = std::env::var_os("WUOS_EXE")
+            .map(PathBuf::from)
+            .or_else(|| std::env::current_exe().ok())
+            .unwrap_or_else(|| PathBuf::from("wuos"));
+        let wuosd_exe = std::env::var_os("WUOSD_EXE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| relay_exe.with_file_name("wuosd"));
         Self {
             state_dir: var("WUOS_STATE_DIR", "/run/wuos"),
             netns_dir: PathBuf::from("/run/netns"),
             cgroup_root: var("WUOS_CGROUP_ROOT", "/sys/fs/cgroup"),
             proc_root: PathBuf::from("/proc"),
-            relay_exe: std::env::var_os("WUOS_EXE")
-                .map(PathBuf::from)
-                .or_else(|| std::env::current_exe().ok())
-                .unwrap_or_else(|| PathBuf::from("wuos")),
+            relay_exe,
+            wuosd_exe,
         }
     }
 

@@ -45,6 +45,8 @@ pub enum LabError {
     Tc(#[from] TcError),
     #[error("cannot start the link relay: {0}")]
     Relay(std::io::Error),
+    #[error("router daemons: {0}")]
+    Daemons(String),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("lab up failed ({cause}); everything it had made was removed")]

@@ -9,6 +9,7 @@
 //! - [`names`]: how namespaces, cgroups, interfaces and MACs are named.
 //! - [`state`]: the persisted lab state, written before anything is created.
 //! - [`up`]: topology → running lab (cgroups, namespaces, veths, addresses, routes, emulation).
+//! - [`daemons`]: a `wuosd` per router, their configs and the supervisor.
 //! - [`down`]: removes everything a lab made, also after a crash.
 //! - [`link`]: link emulation and `link set` on a running lab.
 //! - [`impair`]: the user-space delay/jitter/loss relay (`wuos lab relay`).
@@ -18,6 +19,7 @@
 //! - [`progress`]: progress reporting trait.
 //! - [`error`](mod@error): the lab's error type.
 
+pub mod daemons;
 pub mod down;
 pub mod env;
 pub mod error;

@@ -96,6 +96,9 @@ pub struct LabState {
     pub topology: Topology,
     pub plan: AddressPlan,
     pub links: Vec<LinkRuntime>,
+    /// Pid of the daemon supervisor, when the lab runs router daemons.
+    #[serde(default)]
+    pub supervisor_pid: Option<u32>,
 }
 
 impl LabState {

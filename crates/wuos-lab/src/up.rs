@@ -40,6 +40,8 @@ pub struct UpOptions {
     pub name: String,
     /// Threads creating namespaces (default: twice the cores).
     pub workers: usize,
+    /// Run a `wuosd` in every router (None: `--no-daemons`).
+    pub daemons: Option<crate::daemons::DaemonOptions>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -51,6 +53,8 @@ pub struct UpReport {
     pub shaped_links: usize,
     pub impaired_links: usize,
     pub cgroup_version: String,
+    /// Routers whose daemon runs (0 with `--no-daemons`).
+    pub daemons: usize,
     /// Wall time of each stage, in order, in milliseconds.
     pub stages_ms: Vec<(String, f64)>,
     pub total_ms: f64,
@@ -90,9 +94,16 @@ pub fn up(env: &LabEnv, topo: Topology, opts: &UpOptions, progress: &dyn Progres
         topology: topo,
         plan,
         links,
+        supervisor_pid: None,
     };
+    if opts.daemons.is_some() && !env.wuosd_exe.exists() {
+        return Err(LabError::Daemons(format!(
+            "wuosd not found at {}: build it (cargo build -p wuosd), set WUOSD_EXE, or use --no-daemons",
+            env.wuosd_exe.display()
+        )));
+    }
     state.save(env)?;
-    match build(env, &mut state, opts, progress) {
+    match build(env, &mut state, opts, progress).and_then(|r| start_daemons(env, &mut state, opts, r)) {
         Ok(report) => {
             state.phase = Phase::Up;
             state.save(env)?;
@@ -253,9 +264,40 @@ fn build(env: &LabEnv, state: &mut LabState, opts: &UpOptions, progress: &dyn Pr
         shaped_links: shaped,
         impaired_links: impaired,
         cgroup_version: format!("{:?}", cg.version()).to_lowercase(),
+        daemons: 0,
         stages_ms: stages,
         total_ms: t0.elapsed().as_secs_f64() * 1e3,
     })
+}
+
+/// Writes the daemons' configs, starts the supervisor and waits until every daemon listens.
+fn start_daemons(
+    env: &LabEnv,
+    state: &mut LabState,
+    opts: &UpOptions,
+    mut report: UpReport,
+) -> Result<UpReport, LabError> {
+    let Some(d) = &opts.daemons else {
+        return Ok(report);
+    };
+    let t0 = Instant::now();
+    crate::daemons::write_configs(env, state, d)?;
+    state.supervisor_pid = Some(crate::daemons::spawn_supervisor(env, &state.name)?);
+    state.save(env)?;
+    let timeout = std::time::Duration::from_millis(10_000 + 50 * state.topology.nodes.len() as u64);
+    let missing = crate::daemons::wait_for_sockets(env, state, timeout);
+    if !missing.is_empty() {
+        return Err(LabError::Daemons(format!(
+            "the daemons of {} did not start within {timeout:?}; see {}",
+            missing.join(", "),
+            LabState::log_dir(env, &state.name).display()
+        )));
+    }
+    report.daemons = state.topology.nodes.len();
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    report.stages_ms.push(("daemons".into(), ms));
+    report.total_ms += ms;
+    Ok(report)
 }
 
 /// The sysctls of a lab namespace, written on the thread that lives in it.

@@ -22,6 +22,15 @@ const VLSP_DELETE_MS: f64 = 30.0;
 
 #[derive(Subcommand)]
 pub enum BenchCmd {
+    /// Router daemons: telemetry propagation latency 2 hops away at 10 Hz, protocol bytes/s per
+    /// router, wuosd CPU and RSS at 1 Hz and 10 Hz in grid:10x10.
+    Telemetry {
+        #[arg(long, default_value = "bench-results/telemetry.json")]
+        out: PathBuf,
+        /// Seconds each measurement window lasts.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Lab up/down for grid:10x10, tree:4x4, tree:16x2 and random:1000, and the impairment path.
     Lab {
         /// Runs per topology (medians are reported).
@@ -100,7 +109,7 @@ fn mem_available() -> Option<u64> {
     Some(l.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
 }
 
-fn machine() -> String {
+pub fn machine() -> String {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let mem = mem_available().map_or(0, |m| m >> 30);
@@ -121,6 +130,8 @@ fn bench_topology(env: &LabEnv, spec: &str, runs: usize, measure_mem: bool) -> R
             &up::UpOptions {
                 name: name.clone(),
                 workers: up::default_workers(),
+                // The network alone: daemons are measured by `wuos bench telemetry`.
+                daemons: None,
             },
             &Silent,
         )?;
@@ -227,6 +238,7 @@ fn bench_impair(env: &LabEnv) -> Result<ImpairResult> {
         &up::UpOptions {
             name: name.into(),
             workers: 2,
+            daemons: None,
         },
         &Silent,
     )?;
@@ -261,12 +273,15 @@ fn bench_impair(env: &LabEnv) -> Result<ImpairResult> {
 }
 
 pub fn run(cmd: BenchCmd) -> Result<()> {
-    let BenchCmd::Lab {
-        runs,
-        out,
-        no_random,
-        no_impair,
-    } = cmd;
+    let (runs, out, no_random, no_impair) = match cmd {
+        BenchCmd::Lab {
+            runs,
+            out,
+            no_random,
+            no_impair,
+        } => (runs, out, no_random, no_impair),
+        BenchCmd::Telemetry { out, seconds } => return crate::bench_telemetry::run(&out, seconds),
+    };
     if runs == 0 {
         bail!("--runs must be at least 1");
     }

@@ -36,6 +36,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
         &up::UpOptions {
             name: name.clone(),
             workers: up::default_workers(),
+            daemons: Some(wuos_lab::daemons::DaemonOptions {
+                telemetry_interval: Duration::from_millis(500),
+                hop_limit: 2,
+            }),
         },
         &bar,
     );
@@ -49,7 +53,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     if args.keep {
         println!("== the lab stays up: wuos lab status {name}; wuos lab down {name}");
     } else {
-        println!("== 4. tear down");
+        println!("== 5. tear down");
         let d = down::down(&env, &name, &Silent)?;
         println!(
             "   removed {} namespaces and {} processes in {:.0} ms",
@@ -98,10 +102,42 @@ fn show(env: &LabEnv, lab: &str) -> Result<()> {
     let wan = parse_ping(&String::from_utf8_lossy(&out.stdout)).avg_ms;
     let wan = wan.unwrap_or(f64::NAN);
     println!("   fog1 -> dc1 RTT {wan:.2} ms (expected 30 ms plus a little)");
+    println!("== 4. telemetry: fog1's daemon's view of its neighborhood (augmented SD-WAN protocol, 2 hops)");
+    let sock = wuos_lab::daemons::socket_path(env, lab, "fog1");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    // fog1 reaches every router within 2 hops: edge1, dc1, edge2 (1 hop), h1, h2 (2 hops).
+    let mut view = loop {
+        let r = rt.block_on(wuosd::admin::status(&sock))?;
+        if r.view.len() >= 5 || std::time::Instant::now() > deadline {
+            break r.view;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    view.sort_by_key(|v| (v.hops, v.advert.as_ref().map(|a| a.origin.clone())));
+    for v in &view {
+        let a = v.advert.clone().unwrap_or_default();
+        let r = a.resources.unwrap_or_default();
+        println!(
+            "   {:<6} {} hop{}  cpu {:5.1}% of {:.2} cores  memory {:5.1}% ({})  sample {:.1} ms old on arrival",
+            a.origin,
+            v.hops,
+            if v.hops == 1 { " " } else { "s" },
+            r.cpu_used_pct,
+            r.cpu_capacity_cores,
+            r.mem_used_pct,
+            wuos_model::units::format_bytes(r.mem_used_bytes),
+            v.latency_ms
+        );
+    }
     println!(
-        "== summary: {ok}/{} routers reachable from h1; WAN RTT {wan:.2} ms",
-        st.nodes.len()
+        "== summary: {ok}/{} routers reachable from h1; WAN RTT {wan:.2} ms; fog1 sees {} routers within 2 hops",
+        st.nodes.len(),
+        view.len()
     );
+    if view.len() < 5 {
+        bail!("fog1 saw only {} of the 5 routers within 2 hops", view.len());
+    }
     if ok != st.nodes.len() {
         bail!("only {ok} of {} routers were reachable", st.nodes.len());
     }

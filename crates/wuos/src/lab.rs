@@ -32,6 +32,15 @@ pub enum LabCmd {
         /// Threads creating namespaces.
         #[arg(long)]
         workers: Option<usize>,
+        /// Do not start a wuosd in every router.
+        #[arg(long)]
+        no_daemons: bool,
+        /// The daemons' telemetry interval.
+        #[arg(long, default_value = "1s")]
+        telemetry_interval: String,
+        /// How far telemetry adverts flood, in hops.
+        #[arg(long, default_value_t = 2)]
+        hop_limit: u32,
         #[arg(long)]
         json: bool,
     },
@@ -75,6 +84,9 @@ pub enum LabCmd {
     /// Internal: the user-space delay/jitter/loss relay of one link.
     #[command(hide = true)]
     Relay(RelayArgs),
+    /// Internal: keeps the router daemons of a lab running.
+    #[command(hide = true)]
+    Supervise { lab: String },
 }
 
 #[derive(Subcommand)]
@@ -178,13 +190,24 @@ pub fn run(cmd: LabCmd) -> Result<()> {
             name,
             seed,
             workers,
+            no_daemons,
+            telemetry_interval,
+            hop_limit,
             json,
         } => {
             let t = topo::load(&topology, seed)?;
             let name = topo::lab_name(name.as_deref(), &t);
+            let interval = parse_duration(&telemetry_interval).map_err(bad)?;
+            if !(1..=8).contains(&hop_limit) {
+                return Err(bad(format!("--hop-limit {hop_limit}: use 1 to 8")));
+            }
             let opts = up::UpOptions {
                 name,
                 workers: workers.unwrap_or_else(up::default_workers),
+                daemons: (!no_daemons).then_some(wuos_lab::daemons::DaemonOptions {
+                    telemetry_interval: interval,
+                    hop_limit,
+                }),
             };
             let bar = Bar::new();
             let r = up::up(&env, t, &opts, &bar);
@@ -194,8 +217,16 @@ pub fn run(cmd: LabCmd) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 println!(
-                    "lab {} is up: {} routers, {} links ({} shaped, {} with delay/jitter/loss), {} routes, cgroup {} — {:.0} ms",
-                    r.name, r.nodes, r.links, r.shaped_links, r.impaired_links, r.routes, r.cgroup_version, r.total_ms
+                    "lab {} is up: {} routers, {} links ({} shaped, {} with delay/jitter/loss), {} routes, {} daemons, cgroup {} — {:.0} ms",
+                    r.name,
+                    r.nodes,
+                    r.links,
+                    r.shaped_links,
+                    r.impaired_links,
+                    r.routes,
+                    r.daemons,
+                    r.cgroup_version,
+                    r.total_ms
                 );
                 let stages: Vec<String> = r.stages_ms.iter().map(|(s, ms)| format!("{s} {ms:.0} ms")).collect();
                 println!("  {}", stages.join(", "));
@@ -265,6 +296,12 @@ pub fn run(cmd: LabCmd) -> Result<()> {
                 _ => bail!("give NODE or LAB NODE before --"),
             };
             exec::enter(&env, &lab, &node)?;
+            // A parent that waits for signals in a thread (the supervisor) blocks them, and exec
+            // keeps the mask: give the command the ordinary one.
+            let mut signals = SigSet::empty();
+            signals.add(Signal::SIGTERM);
+            signals.add(Signal::SIGINT);
+            signals.thread_unblock()?;
             let err = Command::new(&command[0]).args(&command[1..]).exec();
             return Err(err).with_context(|| format!("cannot run {:?} in {lab}/{node}", command[0]));
         }
@@ -327,6 +364,10 @@ pub fn run(cmd: LabCmd) -> Result<()> {
             let rt = wuos_lab::link::set(&env, &lab, &a, &b, &change)?;
             println!("link {a} - {b} in lab {lab}: {}", describe_link(rt.up, &rt.params));
         }
+        LabCmd::Supervise { lab } => {
+            let stop = stop_on_signals()?;
+            wuos_lab::daemons::supervise(&env, &lab, stop)?;
+        }
         LabCmd::Relay(r) => {
             let imp = impair::Impairment {
                 delay: parse_duration(&r.delay).map_err(bad)?,
@@ -344,23 +385,29 @@ pub fn run(cmd: LabCmd) -> Result<()> {
                 if_b: r.b,
                 impairment: imp,
             };
-            // SIGTERM/SIGINT stop the relay cleanly (so it logs its counters): block them in every
-            // thread and let one thread wait for them.
-            static STOP: AtomicBool = AtomicBool::new(false);
-            let mut signals = SigSet::empty();
-            signals.add(Signal::SIGTERM);
-            signals.add(Signal::SIGINT);
-            signals.thread_block()?;
-            std::thread::spawn(move || {
-                if signals.wait().is_ok() {
-                    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-            });
-            let stats = impair::run_relay(&spec, &STOP)?;
+            let stop = stop_on_signals()?;
+            let stats = impair::run_relay(&spec, stop)?;
             eprintln!("relay stopped: {}", serde_json::to_string(&stats)?);
         }
     }
     Ok(())
+}
+
+/// SIGTERM/SIGINT set the returned flag instead of killing the process, so long-running internal
+/// processes (relays, the supervisor) stop cleanly: the signals are blocked in every thread and
+/// one thread waits for them.
+fn stop_on_signals() -> Result<&'static AtomicBool> {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    signals.thread_block()?;
+    std::thread::spawn(move || {
+        if signals.wait().is_ok() {
+            STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    Ok(&STOP)
 }
 
 fn render_svg(dot: &str) -> Result<Vec<u8>> {

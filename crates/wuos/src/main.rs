@@ -3,13 +3,16 @@
 //! # Layout
 //! - `main.rs`: the command tree and exit codes.
 //! - `lab.rs`: `wuos lab …` (up, down, list, status, exec, graph, link set, relay).
-//! - `bench.rs`: `wuos bench …`, tables and JSON.
+//! - `bench.rs`, `bench_telemetry.rs`: `wuos bench lab` and `wuos bench telemetry`, tables and JSON.
 //! - `demo.rs`: `wuos demo`, the README's main demo.
+//! - `router.rs`: `wuos status`, `wuos top` (router daemons), `wuos hog` (a load).
 //! - `topo.rs`: a topology argument (file or generator) and helpers shared by the above.
 
 mod bench;
+mod bench_telemetry;
 mod demo;
 mod lab;
+mod router;
 mod topo;
 
 use std::process::ExitCode;
@@ -37,6 +40,12 @@ enum Cmd {
     Bench(bench::BenchCmd),
     /// The main demo: a sample lab, its reachability and link delay, then teardown.
     Demo(demo::DemoArgs),
+    /// A router daemon's own telemetry and its neighborhood view.
+    Status(router::StatusArgs),
+    /// A live table of every router's telemetry in a lab.
+    Top(router::TopArgs),
+    /// Hold memory and CPU for a while (a load for tests and demos; run it with `wuos lab exec`).
+    Hog(router::HogArgs),
 }
 
 /// Exit codes, so scripts can tell failures apart.
@@ -57,6 +66,9 @@ fn main() -> ExitCode {
         Cmd::Lab(c) => lab::run(c),
         Cmd::Bench(c) => bench::run(c),
         Cmd::Demo(a) => demo::run(a),
+        Cmd::Status(a) => router::status(a),
+        Cmd::Top(a) => router::top(a),
+        Cmd::Hog(a) => router::hog(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

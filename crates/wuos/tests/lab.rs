@@ -36,7 +36,7 @@ struct Lab(&'static str);
 impl Lab {
     fn up(name: &'static str, topology: &str) -> Self {
         let _ = run(&["lab", "down", name]);
-        ok(&["lab", "up", topology, "--name", name]);
+        ok(&["lab", "up", topology, "--name", name, "--no-daemons"]);
         Lab(name)
     }
 
@@ -105,8 +105,15 @@ fn leftovers(lab: &str) -> Vec<String> {
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
             let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
-            if args.contains(&b"relay".as_slice()) && args.contains(&lab.as_bytes()) {
-                found.push(format!("relay process {}", e.file_name().to_string_lossy()));
+            let mine = args.contains(&lab.as_bytes())
+                && (args.contains(&b"relay".as_slice()) || args.contains(&b"supervise".as_slice()));
+            let daemon = String::from_utf8_lossy(&cmd).contains(&format!("/labs/{lab}/"));
+            if mine || daemon {
+                found.push(format!(
+                    "process {}: {}",
+                    e.file_name().to_string_lossy(),
+                    String::from_utf8_lossy(&cmd).replace('\0', " ")
+                ));
             }
         }
     }
@@ -129,7 +136,19 @@ fn line10_pings_end_to_end_and_leaves_nothing_behind() {
         return;
     }
     let ifs_before = host_interfaces();
-    let lab = Lab::up("t-line", "line:10");
+    // With router daemons: teardown must stop them and their supervisor too.
+    let _ = run(&["lab", "down", "t-line"]);
+    let up = ok(&[
+        "lab",
+        "up",
+        "line:10",
+        "--name",
+        "t-line",
+        "--telemetry-interval",
+        "200ms",
+    ]);
+    assert!(up.contains("10 daemons"), "{up}");
+    let lab = Lab("t-line");
     let r10 = lab.loopback("r10");
     let (rx, rtt) = lab.ping("r1", &r10, 3, "0.2");
     assert_eq!(rx, 3, "r1 must reach r10 ({r10}) over 9 hops; rtt {rtt:?}");
@@ -297,7 +316,16 @@ fn down_removes_a_lab_whose_up_was_killed_half_way() {
     }
     let _ = run(&["lab", "down", "t-kill"]);
     let mut child = wuos()
-        .args(["lab", "up", "grid:10x10", "--name", "t-kill", "--workers", "1"])
+        .args([
+            "lab",
+            "up",
+            "grid:10x10",
+            "--name",
+            "t-kill",
+            "--workers",
+            "1",
+            "--no-daemons",
+        ])
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -479,7 +507,7 @@ fn cgroup_v2_path_creates_joins_and_removes_router_cgroups() {
             .expect("wuos runs")
     };
     let _ = with_root(&["lab", "down", "t-v2"]);
-    let out = with_root(&["lab", "up", "line:2", "--name", "t-v2"]);
+    let out = with_root(&["lab", "up", "line:2", "--name", "t-v2", "--no-daemons"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.stdout.starts_with(b"lab t-v2 is up") && String::from_utf8_lossy(&out.stdout).contains("cgroup v2"));
     let dir = Path::new(&root).join("wuos/t-v2/r1");

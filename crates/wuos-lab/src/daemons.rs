@@ -1,0 +1,234 @@
+//! Router daemons in a lab: one `wuosd` per router, inside its namespace and cgroup, kept running
+//! by a per-lab supervisor process (`wuos lab supervise LAB`).
+//!
+//! ```text
+//!  wuos lab up ──spawn──▶ supervisor ──spawn──▶ wuos lab exec LAB r1 -- wuosd --config r1.toml
+//!                         (restarts a daemon      (joins r1's cgroup, enters its namespace,
+//!                          that exits, backoff)    then becomes wuosd)
+//! ```
+//! Files: `LAB_DIR/daemons/NODE.toml` (configs), `LAB_DIR/sock/NODE.sock` (admin sockets),
+//! `LAB_DIR/data/NODE/` (stores), `LAB_DIR/logs/NODE.log` (daemon logs).
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use wuos_model::units::format_duration;
+
+use crate::env::LabEnv;
+use crate::error::LabError;
+use crate::names;
+use crate::state::LabState;
+
+/// The port of the augmented SD-WAN protocol on every router.
+pub const PROTOCOL_PORT: u16 = 7470;
+/// The Prometheus port, on every router's loopback address.
+pub const METRICS_PORT: u16 = 9470;
+
+/// Daemon settings chosen at `lab up`.
+#[derive(Clone, Debug)]
+pub struct DaemonOptions {
+    pub telemetry_interval: Duration,
+    pub hop_limit: u32,
+}
+
+impl Default for DaemonOptions {
+    fn default() -> Self {
+        Self {
+            telemetry_interval: Duration::from_secs(1),
+            hop_limit: 2,
+        }
+    }
+}
+
+pub fn config_path(env: &LabEnv, lab: &str, node: &str) -> PathBuf {
+    env.lab_dir(lab).join("daemons").join(format!("{node}.toml"))
+}
+
+pub fn socket_path(env: &LabEnv, lab: &str, node: &str) -> PathBuf {
+    env.lab_dir(lab).join("sock").join(format!("{node}.sock"))
+}
+
+/// Writes one wuosd configuration per router: its neighbors are the far ends of its links.
+pub fn write_configs(env: &LabEnv, st: &LabState, opts: &DaemonOptions) -> Result<(), LabError> {
+    let dir = env.lab_dir(&st.name).join("daemons");
+    fs::create_dir_all(&dir).map_err(LabError::Relay)?;
+    let t = &st.topology;
+    for (i, node) in t.nodes.iter().enumerate() {
+        let mut text = format!(
+            "# Written by `wuos lab up` for router {node} of lab {lab}.\n\
+             router_id = \"{node}\"\nrole = \"{role}\"\nlisten = \"0.0.0.0:{PROTOCOL_PORT}\"\n\
+             admin_socket = \"{sock}\"\nmetrics_listen = \"{lo}:{METRICS_PORT}\"\n\
+             telemetry_interval = \"{interval}\"\nhop_limit = {hops}\ndata_dir = \"{data}\"\n\n\
+             [resources]\nsource = \"cgroup\"\ncgroup = \"{cg}\"\ncgroup_root = \"{root}\"\n",
+            node = node.name,
+            lab = st.name,
+            role = node.role,
+            sock = socket_path(env, &st.name, &node.name).display(),
+            lo = st.plan.loopbacks[i],
+            interval = format_duration(opts.telemetry_interval),
+            hops = opts.hop_limit,
+            data = env.lab_dir(&st.name).join("data").join(&node.name).display(),
+            cg = names::node_cgroup(&st.name, &node.name),
+            root = env.cgroup_root.display(),
+        );
+        for (li, l) in t.links.iter().enumerate() {
+            let la = &st.plan.links[li];
+            let (peer, peer_addr, local_if) = if l.a == node.name {
+                (&l.b, la.b, &la.a_ifname)
+            } else if l.b == node.name {
+                (&l.a, la.a, &la.b_ifname)
+            } else {
+                continue;
+            };
+            text.push_str(&format!(
+                "\n[[neighbor]]\nid = \"{peer}\"\naddress = \"{peer_addr}:{PROTOCOL_PORT}\"\ninterface = \"{local_if}\"\n"
+            ));
+        }
+        fs::write(dir.join(format!("{}.toml", node.name)), text).map_err(LabError::Relay)?;
+    }
+    Ok(())
+}
+
+/// Starts the lab's supervisor as a detached process and returns its pid.
+pub fn spawn_supervisor(env: &LabEnv, lab: &str) -> Result<u32, LabError> {
+    let logs = LabState::log_dir(env, lab);
+    fs::create_dir_all(&logs).map_err(LabError::Relay)?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(logs.join("supervisor.log"))
+        .map_err(LabError::Relay)?;
+    let child = Command::new(&env.relay_exe)
+        .args(["lab", "supervise", lab])
+        .env("WUOSD_EXE", &env.wuosd_exe)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(LabError::Relay)?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .map_err(LabError::Relay)?;
+    Ok(child.id())
+}
+
+/// Waits until every router's daemon answers on its admin socket path (the socket exists), or
+/// `timeout` passes; returns the routers still missing.
+pub fn wait_for_sockets(env: &LabEnv, st: &LabState, timeout: Duration) -> Vec<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let missing: Vec<String> = st
+            .topology
+            .nodes
+            .iter()
+            .filter(|n| !socket_path(env, &st.name, &n.name).exists())
+            .map(|n| n.name.clone())
+            .collect();
+        if missing.is_empty() || Instant::now() >= deadline {
+            return missing;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct Supervised {
+    node: String,
+    child: Option<Child>,
+    restarts: u32,
+    next_start: Instant,
+}
+
+/// The supervisor's loop (`wuos lab supervise LAB`): starts every router's daemon, restarts one
+/// that exits (1 s, 2 s, 4 s … up to 30 s apart), and stops them all when `stop` turns true or the
+/// lab's state disappears.
+pub fn supervise(env: &LabEnv, lab: &str, stop: &AtomicBool) -> Result<(), LabError> {
+    let st = LabState::load(env, lab)?;
+    if !env.wuosd_exe.exists() {
+        return Err(LabError::Relay(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!(
+                "wuosd not found at {} (build it, or set WUOSD_EXE)",
+                env.wuosd_exe.display()
+            ),
+        )));
+    }
+    let logs = LabState::log_dir(env, lab);
+    let mut procs: Vec<Supervised> = st
+        .topology
+        .nodes
+        .iter()
+        .map(|n| Supervised {
+            node: n.name.clone(),
+            child: None,
+            restarts: 0,
+            next_start: Instant::now(),
+        })
+        .collect();
+    eprintln!("supervising {} daemons of lab {lab}", procs.len());
+    while !stop.load(Ordering::Relaxed) && LabState::exists(env, lab) {
+        for p in &mut procs {
+            let exited = p.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                p.restarts += 1;
+                // 1, 2, 4, 8, 16 s, then 30 s apart.
+                let backoff =
+                    Duration::from_secs(1 << p.restarts.min(5).saturating_sub(1)).min(Duration::from_secs(30));
+                eprintln!(
+                    "daemon of {} exited ({status}); restart #{} in {backoff:?}",
+                    p.node, p.restarts
+                );
+                p.child = None;
+                p.next_start = Instant::now() + backoff;
+            }
+            if p.child.is_none() && Instant::now() >= p.next_start {
+                let log = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(logs.join(format!("{}.log", p.node)))
+                    .map_err(LabError::Relay)?;
+                let child = Command::new(&env.relay_exe)
+                    .args(["lab", "exec", lab, &p.node, "--"])
+                    .arg(&env.wuosd_exe)
+                    .arg("--config")
+                    .arg(config_path(env, lab, &p.node))
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone().map_err(LabError::Relay)?)
+                    .stderr(log)
+                    .spawn();
+                match child {
+                    Ok(c) => p.child = Some(c),
+                    Err(e) => {
+                        eprintln!("cannot start the daemon of {}: {e}", p.node);
+                        p.next_start = Instant::now() + Duration::from_secs(5);
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("stopping the daemons of lab {lab}");
+    for p in &mut procs {
+        if let Some(c) = &p.child {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    for p in &mut procs {
+        if let Some(c) = &mut p.child {
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,41 @@
+//! # Layout
+//!
+//! - [`pb`]: the generated messages, clients and servers (`proto/wuos/v1/*.proto`).
+//! - [`validate`]: what a receiver checks before acting: `check_*` for decoded messages,
+//!   `decode_*` for raw bytes, the limits ([`MAX_MESSAGE_BYTES`], ...), and [`ValidateError`].
+//! - [`neighbor`]: one configured neighbor's liveness ([`Neighbor`], [`NeighborConfig`]).
+//! - [`view`]: the adverts known of other routers, their ordering and ageing ([`View`]).
+//! - [`flood`]: hop arithmetic and the per-neighbor [`Outbox`](flood::Outbox) that batches
+//!   flood requests.
+//! - [`counters`]: what an instance has done ([`Counters`]), for Prometheus and the status.
+//! - [`instance`]: the protocol state machine of one router ([`Instance`]): [`Input`]s and
+//!   RPCs in, [`Action`]s out, and [`InstanceError`] for bad configurations.
+//!
+//! # Purpose
+//!
+//! The augmented SD-WAN protocol of wuos, specified in `docs/protocol.md`: routers exchange
+//! hellos with their neighbors and flood telemetry adverts (CPU, memory, IO) a few hops far.
+//! Everything here is pure: no I/O, no clocks (time comes in as monotonic `now_ms`), no async.
+//! The daemon `wuosd` owns the sockets and timers and executes the returned actions.
+
+/// Generated from `proto/wuos/v1/*.proto`.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod pb {
+    tonic::include_proto!("wuos.v1");
+}
+
+pub mod counters;
+pub mod flood;
+pub mod instance;
+pub mod neighbor;
+pub mod validate;
+pub mod view;
+
+pub use counters::Counters;
+pub use instance::{Action, Input, Instance, InstanceConfig, InstanceError};
+pub use neighbor::{Neighbor, NeighborConfig};
+pub use validate::{MAX_ADVERTS_PER_FLOOD, MAX_HOP_LIMIT, MAX_MESSAGE_BYTES, ValidateError};
+pub use view::View;
+
+/// Protocol version 1.0: major in the high 16 bits.
+pub const PROTOCOL_VERSION: u32 = 1 << 16;

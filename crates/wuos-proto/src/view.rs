@@ -1,0 +1,246 @@
+//! The view: the latest advert of every origin heard within the flooding radius, with how far
+//! away it is, which neighbor it came from and when.
+//!
+//! An advert is identified by its origin. [`View::judge`] orders a received advert against the
+//! stored one:
+//!
+//! - newer: another boot id and a later sample timestamp, or the same boot id and a higher
+//!   sequence;
+//! - shorter: the same (boot id, sequence) with a higher remaining hop limit — the same advert,
+//!   come by a shorter path;
+//! - otherwise a duplicate (same boot id and sequence) or older.
+//!
+//! An entry is stale once not refreshed for `stale_after_intervals` × the advert's own
+//! interval, and expires (is removed) after twice that.
+
+use std::collections::BTreeMap;
+
+use crate::pb;
+
+/// One origin's latest advert as this router knows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    /// The advert as received (its hop_limit is what was left when it got here).
+    pub advert: pb::TelemetryAdvert,
+    /// Hops from this router to the origin, as the advert travelled (1 = a neighbor).
+    pub hops: u32,
+    /// The neighbor it came from.
+    pub learned_from: String,
+    /// When it was accepted (monotonic ms). A shorter-path copy of the same advert does not
+    /// change it: the data is no fresher.
+    pub received_ms: u64,
+}
+
+impl Entry {
+    /// Milliseconds since it was received.
+    pub fn age_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.received_ms)
+    }
+
+    /// How long it stays fresh: `stale_after_intervals` × the advert's interval.
+    pub fn fresh_ms(&self, stale_after_intervals: u32) -> u64 {
+        u64::from(stale_after_intervals) * u64::from(self.advert.interval_ms)
+    }
+
+    /// Whether it has not been refreshed for `stale_after_intervals` intervals.
+    pub fn is_stale(&self, now_ms: u64, stale_after_intervals: u32) -> bool {
+        self.age_ms(now_ms) >= self.fresh_ms(stale_after_intervals)
+    }
+
+    /// Whether it has been stale for as long again, and is to be removed.
+    pub fn is_expired(&self, now_ms: u64, stale_after_intervals: u32) -> bool {
+        self.age_ms(now_ms) >= 2 * self.fresh_ms(stale_after_intervals)
+    }
+
+    /// The admin API's view of it. `now_unix_ns` is the wall clock now, used to estimate the
+    /// wall-clock time of reception for the latency.
+    pub fn to_pb(&self, now_ms: u64, now_unix_ns: i64, stale_after_intervals: u32) -> pb::ViewEntry {
+        let age_ms = self.age_ms(now_ms);
+        let received_unix_ns = now_unix_ns as f64 - age_ms as f64 * 1e6;
+        pb::ViewEntry {
+            advert: Some(self.advert.clone()),
+            hops: self.hops,
+            age_ms,
+            learned_from: self.learned_from.clone(),
+            stale: self.is_stale(now_ms, stale_after_intervals),
+            latency_ms: (received_unix_ns - self.advert.timestamp_unix_ns as f64) / 1e6,
+        }
+    }
+}
+
+/// How a received advert compares with the stored one of its origin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing is stored for the origin.
+    New,
+    /// A later advert than the stored one.
+    Newer,
+    /// The stored advert, come by a shorter path.
+    Shorter,
+    /// The stored advert again, by a path no shorter.
+    Duplicate,
+    /// An earlier advert than the stored one.
+    Older,
+}
+
+impl Verdict {
+    /// Whether the advert is to be stored and forwarded.
+    pub fn accepted(self) -> bool {
+        matches!(self, Verdict::New | Verdict::Newer | Verdict::Shorter)
+    }
+}
+
+/// Whether `a` is a later advert than `stored` (of the same origin).
+pub fn is_newer(a: &pb::TelemetryAdvert, stored: &pb::TelemetryAdvert) -> bool {
+    if a.boot_id == stored.boot_id {
+        a.sequence > stored.sequence
+    } else {
+        a.timestamp_unix_ns > stored.timestamp_unix_ns
+    }
+}
+
+/// The entries, by origin.
+#[derive(Clone, Debug, Default)]
+pub struct View {
+    entries: BTreeMap<String, Entry>,
+}
+
+impl View {
+    /// An empty view.
+    pub fn new() -> Self {
+        View::default()
+    }
+
+    /// How `a` compares with what is stored for its origin.
+    pub fn judge(&self, a: &pb::TelemetryAdvert) -> Verdict {
+        let Some(e) = self.entries.get(&a.origin) else {
+            return Verdict::New;
+        };
+        let s = &e.advert;
+        if is_newer(a, s) {
+            Verdict::Newer
+        } else if a.boot_id == s.boot_id && a.sequence == s.sequence {
+            if a.hop_limit > s.hop_limit {
+                Verdict::Shorter
+            } else {
+                Verdict::Duplicate
+            }
+        } else {
+            Verdict::Older
+        }
+    }
+
+    /// The entry of `origin`.
+    pub fn get(&self, origin: &str) -> Option<&Entry> {
+        self.entries.get(origin)
+    }
+
+    /// Stores `e`, replacing its origin's entry; returns the replaced one.
+    pub fn insert(&mut self, e: Entry) -> Option<Entry> {
+        self.entries.insert(e.advert.origin.clone(), e)
+    }
+
+    /// Removes `origin`'s entry.
+    pub fn remove(&mut self, origin: &str) -> Option<Entry> {
+        self.entries.remove(origin)
+    }
+
+    /// The entries, by origin.
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
+    /// How many origins are known.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no origin is known.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The origins whose entries have expired at `now_ms`, in order.
+    pub fn expired(&self, now_ms: u64, stale_after_intervals: u32) -> Vec<String> {
+        self.entries
+            .values()
+            .filter(|e| e.is_expired(now_ms, stale_after_intervals))
+            .map(|e| e.advert.origin.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn advert(boot_id: u64, sequence: u64, ts: i64, hop_limit: u32) -> pb::TelemetryAdvert {
+        pb::TelemetryAdvert {
+            origin: "r3".into(),
+            boot_id,
+            sequence,
+            timestamp_unix_ns: ts,
+            hop_limit,
+            interval_ms: 1000,
+            ..Default::default()
+        }
+    }
+
+    fn view_with(a: pb::TelemetryAdvert) -> View {
+        let mut v = View::new();
+        v.insert(Entry {
+            advert: a,
+            hops: 1,
+            learned_from: "r2".into(),
+            received_ms: 0,
+        });
+        v
+    }
+
+    #[test]
+    fn ordering_of_adverts() {
+        let v = View::new();
+        assert_eq!(v.judge(&advert(1, 5, 100, 2)), Verdict::New);
+        let v = view_with(advert(1, 5, 100, 1));
+        assert_eq!(
+            v.judge(&advert(1, 6, 50, 1)),
+            Verdict::Newer,
+            "sequence wins within a boot"
+        );
+        assert_eq!(v.judge(&advert(1, 4, 200, 2)), Verdict::Older);
+        assert_eq!(v.judge(&advert(1, 5, 100, 2)), Verdict::Shorter);
+        assert_eq!(v.judge(&advert(1, 5, 100, 1)), Verdict::Duplicate);
+        assert_eq!(
+            v.judge(&advert(2, 1, 101, 1)),
+            Verdict::Newer,
+            "timestamp wins across boots"
+        );
+        assert_eq!(v.judge(&advert(2, 9, 100, 2)), Verdict::Older, "not later is not newer");
+        assert!(Verdict::Shorter.accepted() && !Verdict::Duplicate.accepted());
+    }
+
+    #[test]
+    fn ageing() {
+        let v = view_with(advert(1, 1, 0, 1));
+        let e = v.get("r3").unwrap();
+        assert!(!e.is_stale(2999, 3));
+        assert!(e.is_stale(3000, 3));
+        assert!(!e.is_expired(5999, 3));
+        assert!(e.is_expired(6000, 3));
+        assert_eq!(v.expired(5999, 3), Vec::<String>::new());
+        assert_eq!(v.expired(6000, 3), vec!["r3".to_string()]);
+    }
+
+    #[test]
+    fn latency_estimate() {
+        let mut a = advert(1, 1, 1_000_000_000, 1);
+        a.timestamp_unix_ns = 1_000_000_000;
+        let v = view_with(a);
+        // Received at 0 ms; now is 500 ms later and the wall clock reads 1.505 s: received at
+        // 1.005 s, sampled at 1.000 s.
+        let p = v.get("r3").unwrap().to_pb(500, 1_505_000_000, 3);
+        assert_eq!(p.age_ms, 500);
+        assert!((p.latency_ms - 5.0).abs() < 1e-9, "{}", p.latency_ms);
+        assert!(!p.stale);
+    }
+}

@@ -1,0 +1,76 @@
+//! Property: on any connected network, every router's view converges to exactly the routers
+//! within the flooding radius, each at its shortest-path distance in hops — and converges again
+//! after a link fails, once the dead interval and the ageing have run their course.
+
+mod sim;
+
+use proptest::collection::vec;
+use proptest::prelude::*;
+use sim::{Params, Sim};
+
+/// A connected graph on `n` routers: a random spanning tree plus random extra links, each with
+/// a delay.
+fn network() -> impl Strategy<Value = (usize, Vec<(usize, usize, u64)>)> {
+    (2..=8usize).prop_flat_map(|n| {
+        let tree = vec((any::<prop::sample::Index>(), 1..=20u64), n - 1);
+        let extra = vec((0..n, 0..n, 1..=20u64), 0..n);
+        (Just(n), tree, extra).prop_map(|(n, tree, extra)| {
+            let mut links: Vec<(usize, usize, u64)> = Vec::new();
+            for (child, (parent, d)) in (1..n).zip(tree) {
+                links.push((parent.index(child), child, d));
+            }
+            for (a, b, d) in extra {
+                let (a, b) = (a.min(b), a.max(b));
+                if a != b && !links.iter().any(|&(x, y, _)| (x.min(y), x.max(y)) == (a, b)) {
+                    links.push((a, b, d));
+                }
+            }
+            (n, links)
+        })
+    })
+}
+
+fn build(n: usize, links: &[(usize, usize, u64)], hop_limit: u32) -> Sim {
+    let name = |i: usize| format!("r{}", i + 1);
+    let routers: Vec<String> = (0..n).map(name).collect();
+    let pairs: Vec<(String, String)> = links.iter().map(|&(a, b, _)| (name(a), name(b))).collect();
+    let params = Params {
+        hop_limit,
+        ..Params::default()
+    };
+    let mut sim = Sim::new(params, &routers, &pairs);
+    for &(a, b, d) in links {
+        sim.link_mut(&name(a), &name(b)).delay_ms = d;
+    }
+    sim
+}
+
+fn check_views(sim: &Sim, hop_limit: u32) -> Result<(), TestCaseError> {
+    for (router, view) in sim.views() {
+        let want: std::collections::BTreeMap<String, u32> = sim
+            .distances(&router)
+            .into_iter()
+            .filter(|(_, d)| *d <= hop_limit)
+            .collect();
+        prop_assert_eq!(&view, &want, "view of {} at t={}", router, sim.now);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn views_converge_to_the_flooding_radius((n, links) in network(), hop_limit in 1..=3u32, fail in any::<prop::sample::Index>()) {
+        let mut sim = build(n, &links, hop_limit);
+        // Samples at 500, 1500, 2500...; by 3400 the round of 2500 has settled everywhere.
+        sim.run_until(3400);
+        check_views(&sim, hop_limit)?;
+        // A link fails. Within the dead interval (3 s) both ends notice; entries no longer
+        // refreshed expire 6 s after their last refresh, and are removed at the next tick.
+        let (a, b, _) = links[fail.index(links.len())];
+        sim.link_mut(&format!("r{}", a + 1), &format!("r{}", b + 1)).up = false;
+        sim.run_until(10_400);
+        check_views(&sim, hop_limit)?;
+    }
+}

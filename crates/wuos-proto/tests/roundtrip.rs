@@ -1,0 +1,438 @@
+//! Property tests of the wire format and of the receivers' robustness:
+//!
+//! - every message type survives encode → decode unchanged;
+//! - `decode_*` never panic on arbitrary bytes, nor on valid messages with bytes flipped, and
+//!   whatever they accept re-encodes to something they accept again, unchanged;
+//! - an instance never panics on arbitrary (decodable) hellos and flood requests.
+
+use proptest::collection::vec;
+use proptest::num::f64 as f;
+use proptest::option;
+use proptest::prelude::*;
+use prost::Message;
+use wuos_proto::instance::{Instance, InstanceConfig};
+use wuos_proto::neighbor::NeighborConfig;
+use wuos_proto::pb;
+use wuos_proto::validate::{self, decode_envelope, decode_flood, decode_hello};
+
+/// Any float but NaN (which is not equal to itself).
+fn num() -> impl Strategy<Value = f64> {
+    f::POSITIVE | f::NEGATIVE | f::NORMAL | f::SUBNORMAL | f::ZERO | f::INFINITE
+}
+
+/// Mostly plausible percentages, sometimes anything.
+fn pct() -> impl Strategy<Value = f64> {
+    prop_oneof![4 => 0.0..=100.0f64, 1 => num()]
+}
+
+/// Mostly plausible quantities, sometimes anything.
+fn qty() -> impl Strategy<Value = f64> {
+    prop_oneof![4 => 0.0..64.0f64, 1 => num()]
+}
+
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![3 => "[a-z0-9.-]{1,8}", 1 => ".{0,12}"]
+}
+
+fn id() -> impl Strategy<Value = String> {
+    prop_oneof![6 => "r[1-6]", 1 => "x[0-9]", 1 => ".{0,4}"]
+}
+
+fn header() -> impl Strategy<Value = pb::Header> {
+    (
+        prop_oneof![4 => Just(wuos_proto::PROTOCOL_VERSION), 1 => any::<u32>()],
+        id(),
+    )
+        .prop_map(|(version, sender)| pb::Header { version, sender })
+}
+
+fn role() -> impl Strategy<Value = i32> {
+    prop_oneof![4 => 0..5i32, 1 => any::<i32>()]
+}
+
+fn hello() -> impl Strategy<Value = pb::Hello> {
+    (
+        option::of(header()),
+        role(),
+        any::<u64>(),
+        prop_oneof![3 => Just(1000u32), 1 => any::<u32>()],
+        prop_oneof![3 => Just(3000u32), 1 => any::<u32>()],
+        text(),
+    )
+        .prop_map(
+            |(header, role, boot_id, hello_interval_ms, dead_interval_ms, interface)| pb::Hello {
+                header,
+                role,
+                boot_id,
+                hello_interval_ms,
+                dead_interval_ms,
+                interface,
+            },
+        )
+}
+
+fn hello_reply() -> impl Strategy<Value = pb::HelloReply> {
+    (option::of(header()), role(), any::<u64>()).prop_map(|(header, role, boot_id)| pb::HelloReply {
+        header,
+        role,
+        boot_id,
+    })
+}
+
+fn pressure() -> impl Strategy<Value = pb::Pressure> {
+    (pct(), pct()).prop_map(|(some_avg10, full_avg10)| pb::Pressure { some_avg10, full_avg10 })
+}
+
+fn resources() -> impl Strategy<Value = pb::Resources> {
+    (
+        pct(),
+        qty(),
+        pct(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        qty(),
+        any::<u64>(),
+        option::of(pressure()),
+        option::of(pressure()),
+        option::of(pressure()),
+    )
+        .prop_map(|(a, b, c, d, e, f, g, h, i, j, k, l)| pb::Resources {
+            cpu_used_pct: a,
+            cpu_capacity_cores: b,
+            mem_used_pct: c,
+            mem_used_bytes: d,
+            mem_total_bytes: e,
+            disk_read_bytes_per_s: f,
+            disk_write_bytes_per_s: g,
+            free_cpu_cores: h,
+            free_mem_bytes: i,
+            cpu_pressure: j,
+            mem_pressure: k,
+            io_pressure: l,
+        })
+}
+
+fn link() -> impl Strategy<Value = pb::LinkMetrics> {
+    (
+        text(),
+        id(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        option::of(qty()),
+        any::<bool>(),
+    )
+        .prop_map(|(interface, neighbor, a, b, c, d, rtt_ms, up)| pb::LinkMetrics {
+            interface,
+            neighbor,
+            rx_bytes_per_s: a,
+            tx_bytes_per_s: b,
+            rx_packets_per_s: c,
+            tx_packets_per_s: d,
+            rtt_ms,
+            up,
+        })
+}
+
+fn service() -> impl Strategy<Value = pb::ServiceInstance> {
+    (text(), text()).prop_map(|(service, state)| pb::ServiceInstance { service, state })
+}
+
+fn advert() -> impl Strategy<Value = pb::TelemetryAdvert> {
+    (
+        id(),
+        prop_oneof![3 => 1..4u64, 1 => any::<u64>()],
+        prop_oneof![3 => 1..6u64, 1 => any::<u64>()],
+        prop_oneof![3 => 0..i64::MAX, 1 => any::<i64>()],
+        prop_oneof![3 => 1..4u32, 1 => any::<u32>()],
+        prop_oneof![3 => Just(1000u32), 1 => any::<u32>()],
+        role(),
+        option::weighted(0.9, resources()),
+        vec(service(), 0..3),
+        vec(link(), 0..3),
+    )
+        .prop_map(
+            |(
+                origin,
+                boot_id,
+                sequence,
+                timestamp_unix_ns,
+                hop_limit,
+                interval_ms,
+                role,
+                resources,
+                services,
+                links,
+            )| {
+                pb::TelemetryAdvert {
+                    origin,
+                    boot_id,
+                    sequence,
+                    timestamp_unix_ns,
+                    hop_limit,
+                    interval_ms,
+                    role,
+                    resources,
+                    services,
+                    links,
+                }
+            },
+        )
+}
+
+fn withdraw() -> impl Strategy<Value = pb::Withdraw> {
+    (id(), prop_oneof![3 => 1..4u64, 1 => any::<u64>()], 0..4u32, text()).prop_map(
+        |(origin, boot_id, hop_limit, reason)| pb::Withdraw {
+            origin,
+            boot_id,
+            hop_limit,
+            reason,
+        },
+    )
+}
+
+fn flood_request() -> impl Strategy<Value = pb::FloodRequest> {
+    (option::of(header()), vec(advert(), 0..4), vec(withdraw(), 0..3)).prop_map(|(header, adverts, withdrawals)| {
+        pb::FloodRequest {
+            header,
+            adverts,
+            withdrawals,
+        }
+    })
+}
+
+fn flood_reply() -> impl Strategy<Value = pb::FloodReply> {
+    (option::of(header()), any::<u32>(), any::<u32>()).prop_map(|(header, accepted, rejected)| pb::FloodReply {
+        header,
+        accepted,
+        rejected,
+    })
+}
+
+fn intent_kind() -> impl Strategy<Value = pb::intent::Kind> {
+    use pb::intent::Kind;
+    prop_oneof![
+        (text(), any::<bool>())
+            .prop_map(|(service, present)| Kind::ServiceInstance(pb::ServiceInstanceIntent { service, present })),
+        (text(), text(), any::<bool>()).prop_map(|(service, vip, local)| Kind::ServiceRule(pb::ServiceRuleIntent {
+            service,
+            vip,
+            local
+        })),
+        (text(), text(), any::<bool>()).prop_map(|(prefix, next_hop, present)| Kind::Route(pb::RouteIntent {
+            prefix,
+            next_hop,
+            present
+        })),
+        ".{0,40}".prop_map(|text| Kind::Policy(pb::PolicyIntent { text })),
+    ]
+}
+
+fn intent() -> impl Strategy<Value = pb::Intent> {
+    (any::<u64>(), option::of(intent_kind())).prop_map(|(id, kind)| pb::Intent { id, kind })
+}
+
+fn envelope() -> impl Strategy<Value = pb::SessionEnvelope> {
+    use pb::session_envelope::Body;
+    let body = prop_oneof![
+        vec(intent(), 0..4).prop_map(|intents| Body::Intents(pb::IntentBatch { intents })),
+        vec(any::<u64>(), 0..6).prop_map(|intent_ids| Body::Ack(pb::Ack { intent_ids })),
+        (any::<u64>(), text(), ".{0,30}").prop_map(|(intent_id, code, message)| Body::Error(pb::IntentError {
+            intent_id,
+            code,
+            message
+        })),
+    ];
+    (option::of(header()), any::<u64>(), any::<u64>(), option::of(body)).prop_map(
+        |(header, session_id, sequence, body)| pb::SessionEnvelope {
+            header,
+            session_id,
+            sequence,
+            body,
+        },
+    )
+}
+
+fn view_entry() -> impl Strategy<Value = pb::ViewEntry> {
+    (
+        option::of(advert()),
+        any::<u32>(),
+        any::<u64>(),
+        id(),
+        any::<bool>(),
+        num(),
+    )
+        .prop_map(
+            |(advert, hops, age_ms, learned_from, stale, latency_ms)| pb::ViewEntry {
+                advert,
+                hops,
+                age_ms,
+                learned_from,
+                stale,
+                latency_ms,
+            },
+        )
+}
+
+fn neighbor_state() -> impl Strategy<Value = pb::NeighborState> {
+    (id(), text(), text(), text(), option::of(num()), any::<u64>()).prop_map(
+        |(id, address, interface, state, rtt_ms, last_heard_ms)| pb::NeighborState {
+            id,
+            address,
+            interface,
+            state,
+            rtt_ms,
+            last_heard_ms,
+        },
+    )
+}
+
+fn counter() -> impl Strategy<Value = pb::Counter> {
+    (text(), any::<u64>()).prop_map(|(name, value)| pb::Counter { name, value })
+}
+
+fn status_reply() -> impl Strategy<Value = pb::StatusReply> {
+    (
+        id(),
+        role(),
+        any::<u64>(),
+        option::of(advert()),
+        vec(view_entry(), 0..3),
+        vec(neighbor_state(), 0..3),
+        vec(counter(), 0..3),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(router_id, role, boot_id, own, view, neighbors, counters, uptime_ms)| pb::StatusReply {
+                router_id,
+                role,
+                boot_id,
+                own,
+                view,
+                neighbors,
+                counters,
+                uptime_ms,
+            },
+        )
+}
+
+fn roundtrip<M: Message + Default + PartialEq + std::fmt::Debug>(m: M) -> Result<(), TestCaseError> {
+    let bytes = m.encode_to_vec();
+    prop_assert_eq!(bytes.len(), m.encoded_len());
+    prop_assert_eq!(M::decode(bytes.as_slice()).unwrap(), m);
+    Ok(())
+}
+
+macro_rules! roundtrips {
+    ($($name:ident: $strategy:expr;)*) => {
+        proptest! {
+            $(#[test] fn $name(m in $strategy) { roundtrip(m)?; })*
+        }
+    };
+}
+
+roundtrips! {
+    roundtrip_header: header();
+    roundtrip_hello: hello();
+    roundtrip_hello_reply: hello_reply();
+    roundtrip_pressure: pressure();
+    roundtrip_resources: resources();
+    roundtrip_link_metrics: link();
+    roundtrip_service_instance: service();
+    roundtrip_telemetry_advert: advert();
+    roundtrip_withdraw: withdraw();
+    roundtrip_flood_request: flood_request();
+    roundtrip_flood_reply: flood_reply();
+    roundtrip_intent: intent();
+    roundtrip_intent_batch: vec(intent(), 0..4).prop_map(|intents| pb::IntentBatch { intents });
+    roundtrip_ack: vec(any::<u64>(), 0..6).prop_map(|intent_ids| pb::Ack { intent_ids });
+    roundtrip_session_envelope: envelope();
+    roundtrip_status_request: Just(pb::StatusRequest {});
+    roundtrip_view_entry: view_entry();
+    roundtrip_neighbor_state: neighbor_state();
+    roundtrip_counter: counter();
+    roundtrip_status_reply: status_reply();
+}
+
+/// Decodes `bytes` with all three decoders; whatever one accepts it accepts again re-encoded.
+fn decode_all(bytes: &[u8]) -> Result<(), TestCaseError> {
+    if let Ok(m) = decode_hello(bytes) {
+        prop_assert_eq!(decode_hello(&m.encode_to_vec()), Ok(m));
+    }
+    if let Ok(m) = decode_flood(bytes) {
+        prop_assert_eq!(decode_flood(&m.encode_to_vec()), Ok(m));
+    }
+    if let Ok(m) = decode_envelope(bytes) {
+        prop_assert_eq!(decode_envelope(&m.encode_to_vec()), Ok(m));
+    }
+    Ok(())
+}
+
+/// Flips bytes of `bytes` at the given (wrapped) positions.
+fn mutate(mut bytes: Vec<u8>, flips: &[(usize, u8)]) -> Vec<u8> {
+    if !bytes.is_empty() {
+        for &(at, x) in flips {
+            let n = bytes.len();
+            bytes[at % n] ^= x;
+        }
+    }
+    bytes
+}
+
+fn instance() -> Instance {
+    let mut c = InstanceConfig::new("r1", pb::Role::Edge, 1);
+    c.neighbors = ["r2", "r3", "r4"]
+        .iter()
+        .map(|n| NeighborConfig {
+            id: (*n).into(),
+            address: String::new(),
+            interface: String::new(),
+        })
+        .collect();
+    Instance::new(c)
+}
+
+proptest! {
+    #[test]
+    fn decoders_never_panic_on_arbitrary_bytes(bytes in vec(any::<u8>(), 0..600)) {
+        decode_all(&bytes)?;
+    }
+
+    #[test]
+    fn decoders_never_panic_on_damaged_messages(
+        hello in hello(),
+        flood in flood_request(),
+        env in envelope(),
+        flips in vec((any::<usize>(), 1..=255u8), 0..4),
+        cut in any::<usize>(),
+    ) {
+        for bytes in [hello.encode_to_vec(), flood.encode_to_vec(), env.encode_to_vec()] {
+            decode_all(&bytes)?;
+            let damaged = mutate(bytes.clone(), &flips);
+            decode_all(&damaged)?;
+            decode_all(&damaged[..cut % (damaged.len() + 1)])?;
+        }
+    }
+
+    #[test]
+    fn what_check_flood_accepts_an_instance_takes_whole(flood in flood_request(), hellos in vec(hello(), 0..4)) {
+        let mut i = instance();
+        for h in &hellos {
+            let _ = i.on_hello(10, h);
+        }
+        let valid = validate::check_flood(&flood).is_ok();
+        match i.on_flood(20, &flood) {
+            Ok((reply, _)) => {
+                if valid {
+                    prop_assert_eq!(reply.rejected, 0);
+                }
+                prop_assert!(reply.accepted + reply.rejected <= (flood.adverts.len() + flood.withdrawals.len()) as u32);
+            }
+            Err(e) => prop_assert!(!valid || e.reason() == "unknown_neighbor", "{e}"),
+        }
+        let _ = i.status(30, 0);
+    }
+}

@@ -1,0 +1,266 @@
+//! Privileged end-to-end tests of the router daemons in a lab: the augmented SD-WAN protocol
+//! carries a router's memory use to the routers 1 and 2 hops away — and no further — and a router
+//! whose daemon dies ages out of its neighbors' views. Driven through the `wuos` CLI.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wuos_southbound::privilege::may_run_privileged as privileged;
+
+const LAB: &str = "t-tel";
+const INTERVAL_MS: u64 = 500;
+
+fn wuos() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wuos"))
+}
+
+fn wuosd_exe() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_BIN_EXE_wuos")).with_file_name("wuosd");
+    assert!(
+        p.exists(),
+        "{} is missing: build it first (cargo build -p wuosd)",
+        p.display()
+    );
+    p
+}
+
+fn run(args: &[&str]) -> Output {
+    wuos()
+        .env("WUOSD_EXE", wuosd_exe())
+        .args(args)
+        .output()
+        .expect("wuos runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "wuos {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+struct Lab;
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = run(&["lab", "down", LAB]);
+    }
+}
+
+fn status(router: &str) -> Option<Value> {
+    let out = run(&["status", router, "--lab", LAB, "--json"]);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).expect("status --json is JSON"))
+}
+
+/// r3's entry in `router`'s view: (mem_used_bytes, boot_id, latency_ms, stale).
+fn r3_in_view(v: &Value) -> Option<(u64, u64, f64, bool)> {
+    v["view"].as_array()?.iter().find(|e| e["origin"] == "r3").map(|e| {
+        (
+            e["advert"]["resources"]["mem_used_bytes"].as_u64().unwrap_or(0),
+            e["advert"]["boot_id"].as_u64().unwrap_or(0),
+            e["latency_ms"].as_f64().unwrap_or(f64::NAN),
+            e["stale"].as_bool().unwrap_or(false),
+        )
+    })
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn r3_daemon_pid() -> i32 {
+    let ns = std::fs::metadata(format!("/run/netns/wuos.{LAB}.r3"))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let same_ns = std::fs::read_link(e.path().join("ns/net"))
+            .map(|l| l.to_string_lossy() == format!("net:[{ns}]"))
+            .unwrap_or(false);
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if same_ns && comm.trim() == "wuosd" {
+            return pid;
+        }
+    }
+    panic!("no wuosd runs in r3's namespace");
+}
+
+#[test]
+fn telemetry_reaches_two_hops_and_a_dead_daemon_ages_out() {
+    if !privileged("telemetry") {
+        return;
+    }
+    let _ = run(&["lab", "down", LAB]);
+    let up = ok(&[
+        "lab",
+        "up",
+        "line:6",
+        "--name",
+        LAB,
+        "--telemetry-interval",
+        &format!("{INTERVAL_MS}ms"),
+    ]);
+    assert!(up.contains("6 daemons"), "{up}");
+    let _lab = Lab;
+    let interval = Duration::from_millis(INTERVAL_MS);
+
+    // Converged: r1 and r5 (2 hops from r3) see r3; r6 (3 hops) does not.
+    wait_until("r1, r2, r4 and r5 see r3", Duration::from_secs(10), || {
+        ["r1", "r2", "r4", "r5"]
+            .iter()
+            .all(|r| status(r).as_ref().and_then(r3_in_view).is_some())
+    });
+    let v2 = status("r2").unwrap();
+    let hops = |v: &Value, origin: &str| {
+        v["view"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["origin"] == origin)
+            .map(|e| e["hops"].as_u64().unwrap())
+    };
+    assert_eq!(hops(&v2, "r3"), Some(1), "r3 is r2's neighbor: {v2}");
+    assert_eq!(hops(&status("r1").unwrap(), "r3"), Some(2), "r3 is 2 hops from r1");
+    let before = r3_in_view(&status("r2").unwrap()).unwrap().0;
+
+    // A 200 MiB hog inside r3's cgroup.
+    let mut hog = wuos()
+        .args(["lab", "exec", LAB, "r3", "--"])
+        .arg(env!("CARGO_BIN_EXE_wuos"))
+        .args(["hog", "--memory", "200MiB", "--duration", "8s"])
+        .spawn()
+        .unwrap();
+    let grown = |mem: u64| mem >= before + (150 << 20);
+    wait_until("r3's own telemetry shows the hog", Duration::from_secs(5), || {
+        status("r3").is_some_and(|v| grown(v["own"]["resources"]["mem_used_bytes"].as_u64().unwrap_or(0)))
+    });
+    let t0 = Instant::now();
+    let mut seen_at = std::collections::BTreeMap::new();
+    let mut r6_saw_r3 = false;
+    while seen_at.len() < 4 && t0.elapsed() < 4 * interval {
+        for r in ["r1", "r2", "r4", "r5"] {
+            let sample = status(r).as_ref().and_then(r3_in_view);
+            if let Some((_, _, latency, _)) = sample.filter(|s| !seen_at.contains_key(r) && grown(s.0)) {
+                seen_at.insert(r, (t0.elapsed(), latency));
+            }
+        }
+        r6_saw_r3 |= status("r6").as_ref().and_then(r3_in_view).is_some();
+    }
+    eprintln!("hog visible at: {seen_at:?}");
+    assert_eq!(seen_at.len(), 4, "all of r1, r2, r4, r5 must see the hog: {seen_at:?}");
+    for (r, (after, latency)) in &seen_at {
+        assert!(
+            *latency <= 2.0 * INTERVAL_MS as f64,
+            "{r}: the sample reached it {latency:.1} ms after it was taken, more than 2 intervals"
+        );
+        // Polling five daemons through the CLI adds its own delay; allow it on top.
+        assert!(
+            *after <= 2 * interval + Duration::from_millis(400),
+            "{r} saw the hog only after {after:?}"
+        );
+    }
+    assert!(!r6_saw_r3, "r6 is 3 hops from r3 and must never see it");
+    let _ = hog.wait();
+
+    // A hung daemon (SIGSTOP) stops answering: its neighbors lose it, and the routers 2 hops away
+    // drop it too (withdrawn or stale).
+    let pid = r3_daemon_pid();
+    let boot = r3_in_view(&status("r2").unwrap()).unwrap().1;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let stopped = Instant::now();
+    wait_until("r3 leaves every view", Duration::from_secs(10), || {
+        ["r1", "r2", "r4", "r5"]
+            .iter()
+            .all(|r| status(r).as_ref().and_then(r3_in_view).is_none())
+    });
+    eprintln!(
+        "r3 aged out of all views {:?} after its daemon stopped",
+        stopped.elapsed()
+    );
+    let neigh = status("r2").unwrap();
+    let r3n = neigh["neighbors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "r3")
+        .unwrap()
+        .clone();
+    assert_eq!(r3n["state"], "down", "r2 must declare r3 down: {r3n}");
+
+    // Killed, the daemon is restarted by the lab's supervisor with a new boot id.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_until("r3 comes back with a new boot id", Duration::from_secs(15), || {
+        status("r2")
+            .as_ref()
+            .and_then(r3_in_view)
+            .is_some_and(|(_, b, _, _)| b > boot)
+    });
+}
+
+#[test]
+fn top_and_status_show_every_router() {
+    if !privileged("top") {
+        return;
+    }
+    let lab = "t-top";
+    let _ = run(&["lab", "down", lab]);
+    ok(&["lab", "up", "line:3", "--name", lab, "--telemetry-interval", "200ms"]);
+    struct Down;
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = run(&["lab", "down", "t-top"]);
+        }
+    }
+    let _d = Down;
+    std::thread::sleep(Duration::from_millis(800));
+    let top = ok(&["top", lab, "--once"]);
+    for r in ["r1", "r2", "r3"] {
+        assert!(
+            top.lines().any(|l| l.starts_with(r) && !l.contains("no daemon")),
+            "{r} missing in:\n{top}"
+        );
+    }
+    let st = ok(&["status", "r2", "--lab", lab]);
+    assert!(
+        st.contains("neighborhood view") && st.contains("r1") && st.contains("r3"),
+        "{st}"
+    );
+    let missing = run(&["status", "r9", "--lab", lab]);
+    assert_eq!(missing.status.code(), Some(4), "an unknown router is not found");
+    // The daemon's metrics endpoint, scraped from inside the lab.
+    let v: Value = serde_json::from_str(&ok(&["lab", "status", lab, "--json"])).unwrap();
+    let lo = v["nodes"][1]["loopback"].as_str().unwrap().to_string();
+    let ns = wuos_southbound::netns::open(std::path::Path::new("/run/netns"), &format!("wuos.{lab}.r1")).unwrap();
+    let text = wuos_southbound::netns::run_in(&ns, || {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect((lo.as_str(), 9470))?;
+        conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+        let mut body = String::new();
+        conn.read_to_string(&mut body)?;
+        Ok::<_, std::io::Error>(body)
+    })
+    .unwrap()
+    .expect("r2's metrics endpoint answers from inside the lab");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.contains("wuosd_neighbors_up{router=\"r2\"} 2"),
+        "r2 has two neighbors up:\n{text}"
+    );
+}

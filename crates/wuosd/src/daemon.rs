@@ -1,0 +1,377 @@
+//! The running daemon: tasks around the protocol state machine.
+//!
+//! ```text
+//!  sampler ──(every telemetry interval: Monitor::sample)──▶ Input::Sample ──┐
+//!  ticker ───(every hello interval / 4)─────────────────▶ Input::Tick ─────┤
+//!  Neighbor gRPC server ──▶ on_hello / on_flood ────────────────────────────┼──▶ Instance (one Mutex)
+//!  peer workers ──▶ Input::HelloAnswered / HelloFailed ─────────────────────┘        │ Actions
+//!        ▲                                                                            ▼
+//!        └──── one queue per neighbor ◀──── SendHello / SendFlood ◀──────────── apply()
+//!  Admin gRPC (Unix socket) ──▶ Instance::status        metrics HTTP ──▶ Metrics::render
+//! ```
+//! The state machine is synchronous and never awaits; tasks only turn I/O into inputs and actions
+//! into I/O, so the protocol logic is tested without sockets (wuos-proto's golden tests).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use prost::Message;
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint, Server};
+use tracing::{debug, info, warn};
+use wuos_proto::pb;
+use wuos_proto::pb::neighbor_client::NeighborClient;
+use wuos_proto::{Action, Input, Instance, InstanceConfig, MAX_MESSAGE_BYTES, NeighborConfig};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::monitor::{Monitor, Sample, Source};
+use crate::store::Store;
+
+/// What the tasks share.
+pub struct Shared {
+    pub cfg: Config,
+    pub instance: Mutex<Instance>,
+    pub metrics: Arc<Metrics>,
+    started: Instant,
+    peers: HashMap<String, mpsc::Sender<Outgoing>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("router", &self.cfg.router_id).finish()
+    }
+}
+
+enum Outgoing {
+    Hello(pb::Hello),
+    Flood(pb::FloodRequest),
+}
+
+/// Monotonic milliseconds since the daemon started: the state machine's clock.
+pub fn now_ms(started: Instant) -> u64 {
+    started.elapsed().as_millis() as u64
+}
+
+pub fn unix_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+fn role(r: wuos_model::Role) -> pb::Role {
+    match r {
+        wuos_model::Role::Edge => pb::Role::Edge,
+        wuos_model::Role::Fog => pb::Role::Fog,
+        wuos_model::Role::Dc => pb::Role::Dc,
+        wuos_model::Role::Host => pb::Role::Host,
+    }
+}
+
+impl Shared {
+    pub fn now_ms(&self) -> u64 {
+        now_ms(self.started)
+    }
+
+    /// Feeds one input to the state machine and carries out what it asks for.
+    pub fn input(&self, input: Input) {
+        let actions = self.lock().process(input);
+        self.apply(actions);
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Instance> {
+        self.instance.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Carries out actions: queues messages to neighbors, logs state changes.
+    pub fn apply(&self, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::SendHello { neighbor, hello } => self.send(&neighbor, Outgoing::Hello(hello)),
+                Action::SendFlood { neighbor, request } => self.send(&neighbor, Outgoing::Flood(request)),
+                Action::NeighborUp { neighbor } => info!(%neighbor, "neighbor up"),
+                Action::NeighborDown { neighbor, reason } => warn!(%neighbor, %reason, "neighbor down"),
+                Action::ViewAdded { origin } => debug!(%origin, "view: added"),
+                Action::ViewWithdrawn { origin, reason } => info!(%origin, %reason, "view: withdrawn"),
+            }
+        }
+        self.mirror_counters();
+    }
+
+    fn send(&self, neighbor: &str, msg: Outgoing) {
+        match self.peers.get(neighbor) {
+            Some(q) => {
+                if q.try_send(msg).is_err() {
+                    self.metrics.reject("send queue full");
+                }
+            }
+            None => warn!(%neighbor, "state machine addressed an unconfigured neighbor"),
+        }
+    }
+
+    fn mirror_counters(&self) {
+        let inst = self.lock();
+        self.metrics
+            .neighbors_up
+            .set(inst.neighbors().filter(|n| n.is_up()).count() as i64);
+        self.metrics.view_entries.set(inst.view().iter().count() as i64);
+        for (name, value) in inst.counters().values() {
+            self.metrics
+                .protocol_events
+                .get_or_create(&crate::metrics::NameLabel { name: name.to_string() })
+                .set(value as i64);
+        }
+    }
+}
+
+/// Sends queued messages to one neighbor, in order, one at a time.
+async fn peer_worker(shared: Arc<Shared>, id: String, address: String, mut rx: mpsc::Receiver<Outgoing>) {
+    let timeout = shared
+        .cfg
+        .hello_interval()
+        .clamp(Duration::from_millis(50), Duration::from_secs(2));
+    let channel: Channel = match Endpoint::from_shared(format!("http://{address}")) {
+        Ok(e) => e
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .tcp_nodelay(true)
+            .connect_lazy(),
+        Err(e) => {
+            warn!(neighbor = %id, %address, error = %e, "bad neighbor address");
+            return;
+        }
+    };
+    let mut client = NeighborClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            Outgoing::Hello(h) => {
+                shared.metrics.bytes("sent", h.encoded_len());
+                let t0 = Instant::now();
+                let r = client.hello(h).await;
+                let rtt_ms = t0.elapsed().as_secs_f64() * 1e3;
+                let now_ms = shared.now_ms();
+                match r {
+                    Ok(reply) => {
+                        let reply = reply.into_inner();
+                        shared.metrics.bytes("received", reply.encoded_len());
+                        shared.input(Input::HelloAnswered {
+                            now_ms,
+                            neighbor: id.clone(),
+                            reply,
+                            rtt_ms,
+                        });
+                    }
+                    Err(status) => {
+                        debug!(neighbor = %id, error = %status.message(), "hello failed");
+                        shared.input(Input::HelloFailed {
+                            now_ms,
+                            neighbor: id.clone(),
+                        });
+                    }
+                }
+            }
+            Outgoing::Flood(f) => {
+                shared.metrics.bytes("sent", f.encoded_len());
+                if let Err(status) = client.flood(f).await {
+                    debug!(neighbor = %id, error = %status.message(), "flood failed");
+                }
+            }
+        }
+    }
+}
+
+fn monitor_source(cfg: &Config) -> Source {
+    let r = &cfg.resources;
+    match r.source.as_str() {
+        "cgroup" => Source::Cgroup {
+            cgroup_root: r.cgroup_root.clone(),
+            rel: r.cgroup.clone().unwrap_or_default(),
+            proc_root: r.proc_root.clone(),
+        },
+        _ => Source::Proc {
+            proc_root: r.proc_root.clone(),
+            sys_root: r.sys_root.clone(),
+        },
+    }
+}
+
+fn resources(s: &Sample) -> pb::Resources {
+    let pressure = |p: &Option<crate::monitor::Pressure>| {
+        p.as_ref().map(|p| pb::Pressure {
+            some_avg10: p.some_avg10,
+            full_avg10: p.full_avg10,
+        })
+    };
+    pb::Resources {
+        cpu_used_pct: s.cpu_used_pct.clamp(0.0, 100.0),
+        cpu_capacity_cores: s.cpu_capacity_cores,
+        mem_used_pct: s.mem_used_pct.clamp(0.0, 100.0),
+        mem_used_bytes: s.mem_used_bytes,
+        mem_total_bytes: s.mem_total_bytes,
+        disk_read_bytes_per_s: s.disk_read_bytes_per_s as u64,
+        disk_write_bytes_per_s: s.disk_write_bytes_per_s as u64,
+        free_cpu_cores: s.free_cpu_cores(),
+        free_mem_bytes: s.free_mem_bytes(),
+        cpu_pressure: pressure(&s.cpu_pressure),
+        mem_pressure: pressure(&s.mem_pressure),
+        io_pressure: pressure(&s.io_pressure),
+    }
+}
+
+fn links(cfg: &Config, s: &Sample) -> Vec<pb::LinkMetrics> {
+    s.interfaces
+        .iter()
+        .map(|i| pb::LinkMetrics {
+            interface: i.name.clone(),
+            neighbor: cfg
+                .neighbors
+                .iter()
+                .find(|n| n.interface == i.name)
+                .map(|n| n.id.clone())
+                .unwrap_or_default(),
+            rx_bytes_per_s: i.rx_bytes_per_s as u64,
+            tx_bytes_per_s: i.tx_bytes_per_s as u64,
+            rx_packets_per_s: i.rx_packets_per_s as u64,
+            tx_packets_per_s: i.tx_packets_per_s as u64,
+            rtt_ms: None,
+            up: true,
+        })
+        .collect()
+}
+
+/// Runs the daemon until `shutdown` resolves.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+    let store = Store::open(&cfg.data_dir)?;
+    let boot_id = store.next_boot_id((unix_ns() / 1_000_000) as u64)?;
+    let mut monitor = Monitor::new(monitor_source(&cfg)).context("cannot start the monitor")?;
+    info!(router = %cfg.router_id, boot_id, source = %monitor.describe(), "wuosd starting");
+    let metrics = Metrics::new(&cfg.router_id);
+
+    let mut peers = HashMap::new();
+    let mut receivers = Vec::new();
+    for n in &cfg.neighbors {
+        let (tx, rx) = mpsc::channel(64);
+        peers.insert(n.id.clone(), tx);
+        receivers.push((n.id.clone(), n.address.clone(), rx));
+    }
+    let hello = cfg.hello_interval();
+    let instance = Instance::new(InstanceConfig {
+        router_id: cfg.router_id.clone(),
+        role: role(cfg.role),
+        boot_id,
+        hello_interval_ms: hello.as_millis() as u32,
+        dead_interval_ms: (hello * cfg.dead_multiplier).as_millis() as u32,
+        telemetry_interval_ms: cfg.telemetry_interval().as_millis() as u32,
+        hop_limit: cfg.hop_limit,
+        stale_after_intervals: cfg.stale_after_intervals,
+        neighbors: cfg
+            .neighbors
+            .iter()
+            .map(|n| NeighborConfig {
+                id: n.id.clone(),
+                address: n.address.clone(),
+                interface: n.interface.clone(),
+            })
+            .collect(),
+    });
+    let shared = Arc::new(Shared {
+        cfg: cfg.clone(),
+        instance: Mutex::new(instance),
+        metrics: metrics.clone(),
+        started: Instant::now(),
+        peers,
+    });
+    for (id, address, rx) in receivers {
+        tokio::spawn(peer_worker(shared.clone(), id, address, rx));
+    }
+
+    // Servers.
+    let listen: std::net::SocketAddr = cfg.listen.parse().context("listen address")?;
+    let neighbor_svc = crate::server::neighbor_service(shared.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut stop_a = stop_rx.clone();
+    let neighbor_server = tokio::spawn(Server::builder().add_service(neighbor_svc).serve_with_shutdown(
+        listen,
+        async move {
+            let _ = stop_a.changed().await;
+        },
+    ));
+    let admin = crate::admin::serve(shared.clone(), &cfg.admin_socket, stop_rx.clone())?;
+    if let Some(m) = &cfg.metrics_listen {
+        let l = tokio::net::TcpListener::bind(m)
+            .await
+            .with_context(|| format!("metrics_listen {m}"))?;
+        tokio::spawn(crate::metrics::serve(l, metrics.clone()));
+    }
+
+    // Ticker.
+    let tick_every = (hello / 4).max(Duration::from_millis(10));
+    let s = shared.clone();
+    let ticker = tokio::spawn(async move {
+        let mut t = tokio::time::interval(tick_every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            t.tick().await;
+            let now_ms = s.now_ms();
+            s.input(Input::Tick { now_ms });
+        }
+    });
+
+    // Sampler.
+    let s = shared.clone();
+    let interval = cfg.telemetry_interval();
+    let sampler = tokio::spawn(async move {
+        let mut t = tokio::time::interval(interval);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            t.tick().await;
+            let t0 = Instant::now();
+            match monitor.sample(t0) {
+                Ok(sample) => {
+                    s.metrics.sample_seconds.set(t0.elapsed().as_secs_f64());
+                    s.metrics.cpu_used_pct.set(sample.cpu_used_pct);
+                    s.metrics.mem_used_pct.set(sample.mem_used_pct);
+                    s.metrics.mem_used_bytes.set(sample.mem_used_bytes as i64);
+                    let now_ms = s.now_ms();
+                    s.input(Input::Sample {
+                        now_ms,
+                        timestamp_unix_ns: unix_ns(),
+                        resources: resources(&sample),
+                        links: links(&s.cfg, &sample),
+                        services: Vec::new(),
+                    });
+                }
+                Err(e) => warn!(error = %e, "monitor sample failed"),
+            }
+        }
+    });
+
+    shutdown.await;
+    info!("shutting down: withdrawing from the neighbors");
+    ticker.abort();
+    sampler.abort();
+    shared.input(Input::Shutdown {
+        now_ms: shared.now_ms(),
+    });
+    // Give the peer workers a moment to deliver the withdrawals.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _ = stop_tx.send(true);
+    // A graceful server shutdown waits for the neighbors' open HTTP/2 connections, which stay
+    // open as long as they run: give in-flight calls a moment, then stop (dropping the runtime
+    // at exit cancels what is left).
+    let grace = Duration::from_millis(300);
+    if tokio::time::timeout(grace, neighbor_server).await.is_err() {
+        debug!("neighbor server still had connections; closing them");
+    }
+    let _ = tokio::time::timeout(grace, admin).await;
+    let _ = std::fs::remove_file(&cfg.admin_socket);
+    let own = shared.lock().status(shared.now_ms(), unix_ns()).own;
+    if let Some(own) = own {
+        let _ = store.put_blob("own_advert", &own.encode_to_vec());
+    }
+    info!("stopped");
+    Ok(())
+}

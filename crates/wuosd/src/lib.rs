@@ -1,0 +1,19 @@
+//! wuosd, the router daemon.
+//!
+//! # Layout
+//! - [`daemon`]: the tasks around the protocol state machine (diagram there).
+//! - [`server`]: the Neighbor gRPC service (hellos, flooding).
+//! - [`admin`]: the local Status API on a Unix socket, and its client.
+//! - [`config`]: the TOML configuration and its validation.
+//! - [`store`]: the embedded redb store (boot ids, last own advert).
+//! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
+//! - [`monitor`]: CPU, memory, IO, interface and pressure figures of the router, from `/proc` or
+//!   from the router's cgroup.
+
+pub mod admin;
+pub mod config;
+pub mod daemon;
+pub mod metrics;
+pub mod monitor;
+pub mod server;
+pub mod store;

@@ -1,0 +1,184 @@
+//! Prometheus metrics of the daemon, served in the text format at `/metrics` by a minimal HTTP
+//! server (one request per connection; Prometheus needs nothing more).
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NameLabel {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirLabel {
+    pub direction: String,
+}
+
+/// Every metric the daemon exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Protocol bytes on the wire (encoded message sizes), by direction.
+    pub protocol_bytes: Family<DirLabel, Counter>,
+    /// Protocol messages refused, by reason.
+    pub rejected: Family<NameLabel, Counter>,
+    /// Protocol state-machine counters, mirrored after every change.
+    pub protocol_events: Family<NameLabel, Gauge>,
+    pub cpu_used_pct: Gauge<f64, AtomicU64>,
+    pub mem_used_pct: Gauge<f64, AtomicU64>,
+    pub mem_used_bytes: Gauge,
+    pub neighbors_up: Gauge,
+    pub view_entries: Gauge,
+    pub sample_seconds: Gauge<f64, AtomicU64>,
+    /// Totals of `protocol_bytes`, also reported through the admin Status.
+    pub bytes_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+}
+
+impl Metrics {
+    pub fn new(router_id: &str) -> Arc<Self> {
+        let mut registry = Registry::with_prefix_and_labels(
+            "wuosd",
+            [(
+                std::borrow::Cow::Borrowed("router"),
+                std::borrow::Cow::Owned(router_id.to_string()),
+            )]
+            .into_iter(),
+        );
+        let m = Self {
+            protocol_bytes: Family::default(),
+            rejected: Family::default(),
+            protocol_events: Family::default(),
+            cpu_used_pct: Gauge::default(),
+            mem_used_pct: Gauge::default(),
+            mem_used_bytes: Gauge::default(),
+            neighbors_up: Gauge::default(),
+            view_entries: Gauge::default(),
+            sample_seconds: Gauge::default(),
+            bytes_sent: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "protocol_bytes",
+            "Encoded protocol message bytes",
+            m.protocol_bytes.clone(),
+        );
+        registry.register(
+            "rejected_messages",
+            "Protocol messages refused, by reason",
+            m.rejected.clone(),
+        );
+        registry.register(
+            "protocol_events",
+            "Protocol state machine counters",
+            m.protocol_events.clone(),
+        );
+        registry.register(
+            "cpu_used_percent",
+            "CPU in use, % of the router's capacity",
+            m.cpu_used_pct.clone(),
+        );
+        registry.register(
+            "memory_used_percent",
+            "Memory in use, % of the router's RAM",
+            m.mem_used_pct.clone(),
+        );
+        registry.register("memory_used_bytes", "Memory in use", m.mem_used_bytes.clone());
+        registry.register("neighbors_up", "Neighbors that are up", m.neighbors_up.clone());
+        registry.register(
+            "view_entries",
+            "Routers in the neighborhood view",
+            m.view_entries.clone(),
+        );
+        registry.register(
+            "sample_seconds",
+            "Time one monitor sample took",
+            m.sample_seconds.clone(),
+        );
+        Arc::new(Self { registry, ..m })
+    }
+
+    /// The text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn reject(&self, reason: &str) {
+        self.rejected.get_or_create(&NameLabel { name: reason.into() }).inc();
+    }
+
+    pub fn bytes(&self, direction: &str, n: usize) {
+        let total = if direction == "sent" {
+            &self.bytes_sent
+        } else {
+            &self.bytes_received
+        };
+        total.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        self.protocol_bytes
+            .get_or_create(&DirLabel {
+                direction: direction.into(),
+            })
+            .inc_by(n as u64);
+    }
+}
+
+/// Serves `GET /metrics` until the listener fails.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            return;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let n = conn.read(&mut buf).await.unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if req.starts_with("GET /metrics") {
+                ("200 OK", metrics.render())
+            } else {
+                ("404 Not Found", "only /metrics is served here\n".to_string())
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes()).await;
+            let _ = conn.write_all(body.as_bytes()).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_with_the_router_label() {
+        let m = Metrics::new("r3");
+        m.reject("unsupported version");
+        m.bytes("sent", 120);
+        m.neighbors_up.set(2);
+        let text = m.render();
+        assert!(
+            text.contains("wuosd_rejected_messages_total{router=\"r3\",name=\"unsupported version\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("wuosd_protocol_bytes_total{router=\"r3\",direction=\"sent\"} 120"),
+            "{text}"
+        );
+        assert!(text.contains("wuosd_neighbors_up{router=\"r3\"} 2"), "{text}");
+    }
+}
