@@ -35,6 +35,8 @@ pub struct Counters {
     pub adverts_older: u64,
     /// Our own adverts received back from a neighbor (dropped).
     pub adverts_own: u64,
+    /// Adverts of new origins dropped because the view is full.
+    pub adverts_view_full: u64,
     /// Advert copies sent, our own included.
     pub adverts_sent: u64,
     /// Advert copies sent that were other routers' (forwarded or synchronised).
@@ -69,7 +71,7 @@ impl Counters {
     }
 
     /// Every counter but [`rejected`](Self::rejected), by name, in a fixed order.
-    pub fn values(&self) -> [(&'static str, u64); 22] {
+    pub fn values(&self) -> [(&'static str, u64); 23] {
         [
             ("hellos_sent", self.hellos_sent),
             ("hellos_received", self.hellos_received),
@@ -84,6 +86,7 @@ impl Counters {
             ("adverts_duplicate", self.adverts_duplicate),
             ("adverts_older", self.adverts_older),
             ("adverts_own", self.adverts_own),
+            ("adverts_view_full", self.adverts_view_full),
             ("adverts_sent", self.adverts_sent),
             ("adverts_forwarded", self.adverts_forwarded),
             ("withdrawals_sent", self.withdrawals_sent),
@@ -123,9 +126,9 @@ mod tests {
         assert_eq!(c.rejected_total(), 3);
         assert_eq!(c.rejected["version"], 2);
         let names: Vec<_> = c.to_pb().into_iter().map(|c| (c.name, c.value)).collect();
-        assert_eq!(names.len(), 24);
+        assert_eq!(names.len(), 25);
         assert_eq!(names[0], ("hellos_sent".to_string(), 0));
-        assert_eq!(names[22], ("rejected.unknown_neighbor".to_string(), 1));
-        assert_eq!(names[23], ("rejected.version".to_string(), 2));
+        assert_eq!(names[23], ("rejected.unknown_neighbor".to_string(), 1));
+        assert_eq!(names[24], ("rejected.version".to_string(), 2));
     }
 }

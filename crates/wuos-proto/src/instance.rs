@@ -28,7 +28,7 @@ use crate::pb;
 use crate::validate::{
     self, MAX_DEAD_INTERVAL_MS, MAX_HOP_LIMIT, MAX_INTERVAL_MS, MAX_ITEMS_PER_ADVERT, MIN_INTERVAL_MS, ValidateError,
 };
-use crate::view::{Entry, Verdict, View};
+use crate::view::{Entry, MAX_VIEW_ENTRIES, Verdict, View};
 
 /// Default hello interval.
 pub const DEFAULT_HELLO_INTERVAL_MS: u32 = 1000;
@@ -790,6 +790,10 @@ impl Instance {
                 self.counters.adverts_shorter += 1;
                 self.view.get(&a.origin).map_or(now_ms, |e| e.received_ms)
             }
+            Verdict::New if self.view.len() >= MAX_VIEW_ENTRIES => {
+                self.counters.adverts_view_full += 1;
+                return false;
+            }
             Verdict::New | Verdict::Newer => {
                 self.counters.adverts_accepted += 1;
                 now_ms
@@ -1502,6 +1506,22 @@ mod tests {
         assert_eq!(counter("hellos_sent"), 3);
         assert_eq!(counter("adverts_accepted"), 1);
         assert_eq!(counter("neighbor_up"), 2);
+    }
+
+    #[test]
+    fn the_view_is_bounded() {
+        let mut i = up(&["r2"]);
+        for chunk in 0..MAX_VIEW_ENTRIES / 256 + 1 {
+            let adverts = (0..256).map(|k| advert(&format!("o{chunk}-{k}"), 1, 1, 1)).collect();
+            i.on_flood(1, &flood_from("r2", adverts, vec![])).unwrap();
+        }
+        assert_eq!(i.view().len(), MAX_VIEW_ENTRIES);
+        assert_eq!(i.counters().adverts_view_full, 256);
+        // Known origins are still updated.
+        let (reply, _) = i
+            .on_flood(2, &flood_from("r2", vec![advert("o0-0", 1, 2, 1)], vec![]))
+            .unwrap();
+        assert_eq!(reply.accepted, 1);
     }
 
     #[test]

@@ -17,6 +17,10 @@ use std::collections::BTreeMap;
 
 use crate::pb;
 
+/// Most origins a view holds: adverts of further new origins are dropped (a bound on what a
+/// misbehaving neighbor can make us store; a network within the flooding radius is far smaller).
+pub const MAX_VIEW_ENTRIES: usize = 4096;
+
 /// One origin's latest advert as this router knows it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entry {

@@ -436,3 +436,167 @@ proptest! {
         let _ = i.status(30, 0);
     }
 }
+
+/// Writes valid messages as seed inputs for the fuzz targets into `fuzz/seeds/<target>/`:
+/// `cargo test -p wuos-proto --test roundtrip -- --ignored write_fuzz_seeds`.
+#[test]
+#[ignore = "writes files; run by hand when the messages change"]
+fn write_fuzz_seeds() {
+    use pb::intent::Kind;
+    use pb::session_envelope::Body;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds");
+    let h = || Some(validate::header("r2"));
+    let hello = pb::Hello {
+        header: h(),
+        role: pb::Role::Fog as i32,
+        boot_id: 42,
+        hello_interval_ms: 1000,
+        dead_interval_ms: 3000,
+        interface: "eth0".into(),
+    };
+    let pressure = Some(pb::Pressure {
+        some_avg10: 1.5,
+        full_avg10: 0.25,
+    });
+    let advert = pb::TelemetryAdvert {
+        origin: "r3".into(),
+        boot_id: 7,
+        sequence: 12,
+        timestamp_unix_ns: 1_700_000_000_000_000_000,
+        hop_limit: 2,
+        interval_ms: 1000,
+        role: pb::Role::Edge as i32,
+        resources: Some(pb::Resources {
+            cpu_used_pct: 37.5,
+            cpu_capacity_cores: 2.0,
+            mem_used_pct: 61.0,
+            mem_used_bytes: 160 << 20,
+            mem_total_bytes: 256 << 20,
+            disk_read_bytes_per_s: 4096,
+            disk_write_bytes_per_s: 8192,
+            free_cpu_cores: 1.25,
+            free_mem_bytes: 96 << 20,
+            cpu_pressure: pressure,
+            mem_pressure: pressure,
+            io_pressure: pressure,
+        }),
+        services: vec![pb::ServiceInstance {
+            service: "web".into(),
+            state: "running".into(),
+        }],
+        links: vec![pb::LinkMetrics {
+            interface: "eth1".into(),
+            neighbor: "r2".into(),
+            rx_bytes_per_s: 1000,
+            tx_bytes_per_s: 2000,
+            rx_packets_per_s: 10,
+            tx_packets_per_s: 20,
+            rtt_ms: Some(0.5),
+            up: true,
+        }],
+    };
+    let flood = pb::FloodRequest {
+        header: h(),
+        adverts: vec![
+            advert.clone(),
+            pb::TelemetryAdvert {
+                origin: "r4".into(),
+                ..advert
+            },
+        ],
+        withdrawals: vec![pb::Withdraw {
+            origin: "r5".into(),
+            boot_id: 3,
+            hop_limit: 1,
+            reason: "neighbor lost".into(),
+        }],
+    };
+    let envelope = |sequence, body| pb::SessionEnvelope {
+        header: h(),
+        session_id: 9,
+        sequence,
+        body: Some(body),
+    };
+    let intents = vec![
+        pb::Intent {
+            id: 1,
+            kind: Some(Kind::ServiceInstance(pb::ServiceInstanceIntent {
+                service: "web".into(),
+                present: true,
+            })),
+        },
+        pb::Intent {
+            id: 2,
+            kind: Some(Kind::ServiceRule(pb::ServiceRuleIntent {
+                service: "web".into(),
+                vip: "10.255.0.1".into(),
+                local: false,
+            })),
+        },
+        pb::Intent {
+            id: 3,
+            kind: Some(Kind::Route(pb::RouteIntent {
+                prefix: "10.1.0.0/16".into(),
+                next_hop: "10.0.0.1".into(),
+                present: true,
+            })),
+        },
+        pb::Intent {
+            id: 4,
+            kind: Some(Kind::Policy(pb::PolicyIntent {
+                text: "prefer r3 for web".into(),
+            })),
+        },
+    ];
+    let seeds: Vec<(&str, &str, Vec<u8>)> = vec![
+        ("decode_hello", "hello", hello.encode_to_vec()),
+        ("decode_flood", "flood", flood.encode_to_vec()),
+        (
+            "decode_envelope",
+            "intents",
+            envelope(1, Body::Intents(pb::IntentBatch { intents })).encode_to_vec(),
+        ),
+        (
+            "decode_envelope",
+            "ack",
+            envelope(
+                2,
+                Body::Ack(pb::Ack {
+                    intent_ids: vec![1, 2, 3],
+                }),
+            )
+            .encode_to_vec(),
+        ),
+        (
+            "decode_envelope",
+            "error",
+            envelope(
+                3,
+                Body::Error(pb::IntentError {
+                    intent_id: 4,
+                    code: "bad_policy".into(),
+                    message: "unknown router r9".into(),
+                }),
+            )
+            .encode_to_vec(),
+        ),
+    ];
+    for (target, name, bytes) in seeds {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), bytes).unwrap();
+    }
+    // Every seed passes its decoder.
+    for (target, decode) in [
+        (
+            "decode_hello",
+            (|b: &[u8]| decode_hello(b).map(drop)) as fn(&[u8]) -> Result<(), _>,
+        ),
+        ("decode_flood", |b| decode_flood(b).map(drop)),
+        ("decode_envelope", |b| decode_envelope(b).map(drop)),
+    ] {
+        for f in std::fs::read_dir(root.join(target)).unwrap() {
+            assert_eq!(decode(&std::fs::read(f.unwrap().path()).unwrap()), Ok(()));
+        }
+    }
+}

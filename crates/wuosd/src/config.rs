@@ -32,8 +32,13 @@ use wuos_model::units::parse_duration;
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
+    /// `location` is `LINE:COL:` when known, so the message reads `FILE:LINE:COL: …`.
+    #[error("{path}:{location} {message}")]
+    Parse {
+        path: PathBuf,
+        location: String,
+        message: String,
+    },
     #[error("{path}: {key}: {problem}; fix: {fix}")]
     Invalid {
         path: PathBuf,
@@ -164,12 +169,13 @@ impl Config {
                     let before = &text[..s.start.min(text.len())];
                     let line = before.matches('\n').count() + 1;
                     let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                    format!("{line}:{col}: ")
+                    format!("{line}:{col}:")
                 })
                 .unwrap_or_default();
             ConfigError::Parse {
                 path: path.to_owned(),
-                message: format!("{location}{}", e.message()),
+                location,
+                message: e.message().to_string(),
             }
         })
     }

@@ -293,12 +293,16 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
     let neighbor_svc = crate::server::neighbor_service(shared.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut stop_a = stop_rx.clone();
-    let neighbor_server = tokio::spawn(Server::builder().add_service(neighbor_svc).serve_with_shutdown(
-        listen,
-        async move {
-            let _ = stop_a.changed().await;
-        },
-    ));
+    let neighbor_server = tokio::spawn(
+        Server::builder()
+            .layer(tower::util::MapResponseLayer::new(crate::server::count_errors(
+                metrics.clone(),
+            )))
+            .add_service(neighbor_svc)
+            .serve_with_shutdown(listen, async move {
+                let _ = stop_a.changed().await;
+            }),
+    );
     let admin = crate::admin::serve(shared.clone(), &cfg.admin_socket, stop_rx.clone())?;
     if let Some(m) = &cfg.metrics_listen {
         let l = tokio::net::TcpListener::bind(m)

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub protocol_bytes: Family<DirLabel, Counter>,
     /// Protocol messages refused, by reason.
     pub rejected: Family<NameLabel, Counter>,
+    /// Replies with a non-OK gRPC status, by code (3 = invalid argument, 13 = internal, …).
+    pub rpc_errors: Family<NameLabel, Counter>,
     /// Protocol state-machine counters, mirrored after every change.
     pub protocol_events: Family<NameLabel, Gauge>,
     pub cpu_used_pct: Gauge<f64, AtomicU64>,
@@ -57,6 +59,7 @@ impl Metrics {
         let m = Self {
             protocol_bytes: Family::default(),
             rejected: Family::default(),
+            rpc_errors: Family::default(),
             protocol_events: Family::default(),
             cpu_used_pct: Gauge::default(),
             mem_used_pct: Gauge::default(),
@@ -68,6 +71,11 @@ impl Metrics {
             bytes_received: AtomicU64::new(0),
             registry: Registry::default(),
         };
+        registry.register(
+            "rpc_errors",
+            "Replies with a non-OK gRPC status, by code",
+            m.rpc_errors.clone(),
+        );
         registry.register(
             "protocol_bytes",
             "Encoded protocol message bytes",
@@ -117,6 +125,10 @@ impl Metrics {
 
     pub fn reject(&self, reason: &str) {
         self.rejected.get_or_create(&NameLabel { name: reason.into() }).inc();
+    }
+
+    pub fn rpc_error(&self, code: &str) {
+        self.rpc_errors.get_or_create(&NameLabel { name: code.into() }).inc();
     }
 
     pub fn bytes(&self, direction: &str, n: usize) {

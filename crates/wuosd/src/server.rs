@@ -20,6 +20,27 @@ impl std::fmt::Debug for NeighborSvc {
     }
 }
 
+/// Counts every reply that carries a non-OK gRPC status, by code — including what tonic refuses
+/// before a handler runs (undecodable protobuf, a message over the transport limit) — and logs it.
+pub fn count_errors(
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) -> impl Fn(tonic::codegen::http::Response<tonic::body::Body>) -> tonic::codegen::http::Response<tonic::body::Body> + Clone
+{
+    move |resp| {
+        let code = resp.headers().get("grpc-status").and_then(|v| v.to_str().ok());
+        if let Some(code) = code.filter(|&c| c != "0") {
+            let message = resp
+                .headers()
+                .get("grpc-message")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            tracing::debug!(code, message, "rpc refused");
+            metrics.rpc_error(code);
+        }
+        resp
+    }
+}
+
 /// The service, with a decoding limit above the protocol's, so that an oversized message reaches
 /// the handler and is refused *and counted* there (a larger one is refused by tonic itself).
 pub fn neighbor_service(shared: Arc<Shared>) -> NeighborServer<NeighborSvc> {
@@ -27,11 +48,37 @@ pub fn neighbor_service(shared: Arc<Shared>) -> NeighborServer<NeighborSvc> {
 }
 
 impl NeighborSvc {
-    fn refuse(&self, what: &str, reason: String) -> Status {
-        let key = reason.split(':').next().unwrap_or("invalid").to_string();
-        self.0.metrics.reject(&key);
+    /// Refuses a message: counted under `label`, logged with the full reason.
+    fn refuse(&self, what: &str, label: &str, reason: String) -> Status {
+        self.0.metrics.reject(label);
         warn!(message = what, %reason, "refused a protocol message");
         Status::invalid_argument(reason)
+    }
+
+    /// A message naming a configured neighbor must come from that neighbor's address; anyone can
+    /// write any sender id into a header.
+    fn check_peer(&self, what: &str, sender: Option<&str>, peer: Option<std::net::SocketAddr>) -> Result<(), Status> {
+        let (Some(sender), Some(peer)) = (sender, peer) else {
+            return Ok(());
+        };
+        let expected = self
+            .0
+            .cfg
+            .neighbors
+            .iter()
+            .find(|n| n.id == sender)
+            .and_then(|n| n.address.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()));
+        match expected {
+            Some(ip) if ip != peer.ip() => Err(self.refuse(
+                what,
+                "sender_address",
+                format!(
+                    "sender address mismatch: {sender} is configured at {ip}, this came from {}",
+                    peer.ip()
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn check_size(&self, what: &str, len: usize) -> Result<(), Status> {
@@ -39,6 +86,7 @@ impl NeighborSvc {
         if len > MAX_MESSAGE_BYTES {
             return Err(self.refuse(
                 what,
+                "too_large",
                 format!("oversized: {len} bytes, the limit is {MAX_MESSAGE_BYTES}"),
             ));
         }
@@ -49,8 +97,10 @@ impl NeighborSvc {
 #[tonic::async_trait]
 impl Neighbor for NeighborSvc {
     async fn hello(&self, req: Request<pb::Hello>) -> Result<Response<pb::HelloReply>, Status> {
+        let peer = req.remote_addr();
         let hello = req.into_inner();
         self.check_size("hello", hello.encoded_len())?;
+        self.check_peer("hello", hello.header.as_ref().map(|h| h.sender.as_str()), peer)?;
         let now = self.0.now_ms();
         let r = self.0.lock().on_hello(now, &hello);
         match r {
@@ -59,13 +109,15 @@ impl Neighbor for NeighborSvc {
                 self.0.metrics.bytes("sent", reply.encoded_len());
                 Ok(Response::new(reply))
             }
-            Err(e) => Err(self.refuse("hello", e.to_string())),
+            Err(e) => Err(self.refuse("hello", e.reason(), e.to_string())),
         }
     }
 
     async fn flood(&self, req: Request<pb::FloodRequest>) -> Result<Response<pb::FloodReply>, Status> {
+        let peer = req.remote_addr();
         let flood = req.into_inner();
         self.check_size("flood", flood.encoded_len())?;
+        self.check_peer("flood", flood.header.as_ref().map(|h| h.sender.as_str()), peer)?;
         let now = self.0.now_ms();
         let r = self.0.lock().on_flood(now, &flood);
         match r {
@@ -73,7 +125,7 @@ impl Neighbor for NeighborSvc {
                 self.0.apply(actions);
                 Ok(Response::new(reply))
             }
-            Err(e) => Err(self.refuse("flood", e.to_string())),
+            Err(e) => Err(self.refuse("flood", e.reason(), e.to_string())),
         }
     }
 }
