@@ -179,18 +179,24 @@ fn cost(env: &LabEnv, interval: Duration, seconds: u64) -> Result<Cost> {
         let rt = rt()?;
         let pids = wuosd_pids(name);
         let socks: Vec<_> = t.nodes.iter().map(|n| socket_path(env, name, &n.name)).collect();
-        let before: HashMap<i32, (u64, u64)> = pids.iter().filter_map(|&p| Some((p, proc_usage(p)?))).collect();
-        let bytes_before: Vec<Option<u64>> = socks.iter().map(|s| bytes_total(&rt, s)).collect();
+        // Bytes: each router's counter with its own timestamps (polling 100 sockets takes time).
+        let bytes_before: Vec<Option<(Instant, u64)>> = socks
+            .iter()
+            .map(|s| Some((Instant::now(), bytes_total(&rt, s)?)))
+            .collect();
+        // CPU: one window, timed around the two reads of /proc.
         let t0 = Instant::now();
+        let before: HashMap<i32, (u64, u64)> = pids.iter().filter_map(|&p| Some((p, proc_usage(p)?))).collect();
         std::thread::sleep(Duration::from_secs(seconds));
+        let after: HashMap<i32, (u64, u64)> = pids.iter().filter_map(|&p| Some((p, proc_usage(p)?))).collect();
         let elapsed = t0.elapsed().as_secs_f64();
         let ticks_per_s = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
             .ok()
             .flatten()
             .unwrap_or(100) as f64;
         let (mut cpu, mut rss) = (Vec::new(), Vec::new());
-        for (&pid, &(t_before, _)) in &before {
-            if let Some((t_after, r)) = proc_usage(pid) {
+        for (pid, &(t_before, _)) in &before {
+            if let Some(&(t_after, r)) = after.get(pid) {
                 cpu.push((t_after - t_before) as f64 / ticks_per_s / elapsed * 100.0);
                 rss.push(r as f64 / 1e6);
             }
@@ -198,7 +204,11 @@ fn cost(env: &LabEnv, interval: Duration, seconds: u64) -> Result<Cost> {
         let mut bps: Vec<f64> = socks
             .iter()
             .zip(&bytes_before)
-            .filter_map(|(s, b)| Some((bytes_total(&rt, s)? - (*b)?) as f64 / elapsed))
+            .filter_map(|(s, b)| {
+                let (t, b) = (*b)?;
+                let now = bytes_total(&rt, s)?;
+                Some((now - b) as f64 / t.elapsed().as_secs_f64())
+            })
             .collect();
         if cpu.is_empty() {
             anyhow::bail!("no wuosd processes found for lab {name}");
