@@ -8,6 +8,7 @@
 //! - [`flood`]: hop arithmetic and the per-neighbor [`Outbox`](flood::Outbox) that batches
 //!   flood requests.
 //! - [`counters`]: what an instance has done ([`Counters`]), for Prometheus and the status.
+//! - [`session`]: the controller ↔ orchestrator session envelope ([`session::Session`]).
 //! - [`instance`]: the protocol state machine of one router ([`Instance`]): [`Input`]s and
 //!   RPCs in, [`Action`]s out, and [`InstanceError`] for bad configurations.
 //!
@@ -28,6 +29,7 @@ pub mod counters;
 pub mod flood;
 pub mod instance;
 pub mod neighbor;
+pub mod session;
 pub mod validate;
 pub mod view;
 

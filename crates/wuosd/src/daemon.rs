@@ -299,6 +299,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
                 metrics.clone(),
             )))
             .add_service(neighbor_svc)
+            .add_service(crate::server::control_service(shared.clone()))
             .serve_with_shutdown(listen, async move {
                 let _ = stop_a.changed().await;
             }),

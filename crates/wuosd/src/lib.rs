@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //! - [`daemon`]: the tasks around the protocol state machine (diagram there).
-//! - [`server`]: the Neighbor gRPC service (hellos, flooding).
+//! - [`server`]: the Neighbor (hellos, flooding) and Control (session envelope) gRPC services.
 //! - [`admin`]: the local Status API on a Unix socket, and its client.
 //! - [`config`]: the TOML configuration and its validation.
 //! - [`store`]: the embedded redb store (boot ids, last own advert).

@@ -129,3 +129,53 @@ impl Neighbor for NeighborSvc {
         }
     }
 }
+
+/// The Control service: controller ↔ orchestrator sessions. Envelopes are checked and numbered
+/// by [`wuos_proto::session::Session`]; intents are answered `unimplemented` until the controller
+/// applies them (orchestration work).
+pub struct ControlSvc(Arc<Shared>);
+
+pub fn control_service(shared: Arc<Shared>) -> pb::control_server::ControlServer<ControlSvc> {
+    pb::control_server::ControlServer::new(ControlSvc(shared)).max_decoding_message_size(4 * MAX_MESSAGE_BYTES)
+}
+
+#[tonic::async_trait]
+impl pb::control_server::Control for ControlSvc {
+    type SessionStream = tokio_stream::wrappers::ReceiverStream<Result<pb::SessionEnvelope, Status>>;
+
+    async fn session(
+        &self,
+        req: Request<tonic::Streaming<pb::SessionEnvelope>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        use pb::session_envelope::Body;
+        let mut inbound = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        let shared = self.0.clone();
+        tokio::spawn(async move {
+            let mut session = wuos_proto::session::Session::new(shared.cfg.router_id.clone());
+            while let Ok(Some(env)) = inbound.message().await {
+                shared.metrics.bytes("received", env.encoded_len());
+                let replies = match session.receive(&env) {
+                    Ok(Body::Intents(batch)) => session.unsupported(batch),
+                    Ok(Body::Ack(_)) => Vec::new(),
+                    Ok(Body::Error(e)) => {
+                        warn!(intent = e.intent_id, code = %e.code, message = %e.message, "peer reported an error");
+                        Vec::new()
+                    }
+                    Err(reply) => {
+                        shared.metrics.reject("session");
+                        warn!(?reply.body, "refused a session envelope");
+                        vec![reply]
+                    }
+                };
+                for r in replies {
+                    shared.metrics.bytes("sent", r.encoded_len());
+                    if tx.send(Ok(r)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+}

@@ -96,8 +96,17 @@ fn metric(text: &str, name: &str, label: &str) -> u64 {
         .unwrap_or(0)
 }
 
-#[test]
-fn bad_messages_are_refused_counted_and_survived() {
+struct Running {
+    daemon: Daemon,
+    dir: tempfile::TempDir,
+    port: u16,
+    mport: u16,
+    sock: std::path::PathBuf,
+}
+
+/// Starts a wuosd on loopback with two configured neighbors ("peer" at 127.0.0.1, "far" at
+/// 127.0.0.2) and waits for its admin socket.
+fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
     let (port, mport) = (free_port(), free_port());
     let sock = dir.path().join("me.sock");
@@ -115,7 +124,7 @@ fn bad_messages_are_refused_counted_and_survived() {
     )
     .unwrap();
     let log = std::fs::File::create(dir.path().join("wuosd.log")).unwrap();
-    let mut d = Daemon(
+    let d = Daemon(
         Command::new(env!("CARGO_BIN_EXE_wuosd"))
             .arg("--config")
             .arg(&cfg)
@@ -130,6 +139,24 @@ fn bad_messages_are_refused_counted_and_survived() {
         std::thread::sleep(Duration::from_millis(20));
     }
 
+    Running {
+        daemon: d,
+        dir,
+        port,
+        mport,
+        sock,
+    }
+}
+
+#[test]
+fn bad_messages_are_refused_counted_and_survived() {
+    let Running {
+        daemon: mut d,
+        dir,
+        port,
+        mport,
+        sock,
+    } = start();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -257,4 +284,58 @@ fn a_bad_config_is_refused_with_its_key() {
         err.contains("bad.toml") && err.contains("hop_limit") && err.contains("fix:"),
         "{err}"
     );
+}
+
+#[test]
+fn control_sessions_follow_the_envelope_rules() {
+    use pb::session_envelope::Body;
+    let r = start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = pb::control_client::ControlClient::connect(format!("http://127.0.0.1:{}", r.port))
+            .await
+            .unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let mut replies = c
+            .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let env = |seq: u64, ids: &[u64]| pb::SessionEnvelope {
+            header: header(wuos_proto::PROTOCOL_VERSION, "orch"),
+            session_id: 42,
+            sequence: seq,
+            body: Some(Body::Intents(pb::IntentBatch {
+                intents: ids
+                    .iter()
+                    .map(|&id| pb::Intent {
+                        id,
+                        kind: Some(pb::intent::Kind::Policy(pb::PolicyIntent { text: "voip".into() })),
+                    })
+                    .collect(),
+            })),
+        };
+        let error_of = |e: &pb::SessionEnvelope| match &e.body {
+            Some(Body::Error(x)) => (x.intent_id, x.code.clone()),
+            other => panic!("expected an error envelope, got {other:?}"),
+        };
+        tx.send(env(1, &[10, 11])).await.unwrap();
+        for (seq, id) in [(1, 10), (2, 11)] {
+            let e = replies.message().await.unwrap().expect("a reply per intent");
+            assert_eq!(
+                (e.session_id, e.sequence),
+                (42, seq),
+                "replies are numbered in the session"
+            );
+            assert_eq!(error_of(&e), (id, "unimplemented".to_string()));
+            assert_eq!(e.header.unwrap().sender, "me");
+        }
+        tx.send(env(5, &[12])).await.unwrap();
+        let e = replies.message().await.unwrap().unwrap();
+        assert_eq!(error_of(&e).1, "sequence", "a gap in the sequence is reported");
+    });
+    assert!(r.sock.exists());
 }
