@@ -126,7 +126,7 @@ fn show(env: &LabEnv, lab: &str) -> Result<()> {
             r.cpu_used_pct,
             r.cpu_capacity_cores,
             r.mem_used_pct,
-            wuos_model::units::format_bytes(r.mem_used_bytes),
+            crate::router::human(r.mem_used_bytes),
             v.latency_ms
         );
     }
