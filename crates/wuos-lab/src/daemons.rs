@@ -9,10 +9,9 @@
 //! Files: `LAB_DIR/daemons/NODE.toml` (configs), `LAB_DIR/sock/NODE.sock` (admin sockets),
 //! `LAB_DIR/data/NODE/` (stores), `LAB_DIR/logs/NODE.log` (daemon logs).
 
-use std::fs::{self, OpenOptions};
-use std::os::unix::process::CommandExt;
+use std::fs;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -55,7 +54,10 @@ pub fn socket_path(env: &LabEnv, lab: &str, node: &str) -> PathBuf {
 /// Writes one wuosd configuration per router: its neighbors are the far ends of its links.
 pub fn write_configs(env: &LabEnv, st: &LabState, opts: &DaemonOptions) -> Result<(), LabError> {
     let dir = env.lab_dir(&st.name).join("daemons");
-    fs::create_dir_all(&dir).map_err(LabError::Relay)?;
+    fs::create_dir_all(&dir).map_err(|source| LabError::Io {
+        what: format!("cannot create {}", dir.display()),
+        source,
+    })?;
     let t = &st.topology;
     for (i, node) in t.nodes.iter().enumerate() {
         let mut text = format!(
@@ -88,30 +90,21 @@ pub fn write_configs(env: &LabEnv, st: &LabState, opts: &DaemonOptions) -> Resul
                 "\n[[neighbor]]\nid = \"{peer}\"\naddress = \"{peer_addr}:{PROTOCOL_PORT}\"\ninterface = \"{local_if}\"\n"
             ));
         }
-        fs::write(dir.join(format!("{}.toml", node.name)), text).map_err(LabError::Relay)?;
+        let path = dir.join(format!("{}.toml", node.name));
+        fs::write(&path, text).map_err(|source| LabError::Io {
+            what: format!("cannot write {}", path.display()),
+            source,
+        })?;
     }
     Ok(())
 }
 
 /// Starts the lab's supervisor as a detached process and returns its pid.
 pub fn spawn_supervisor(env: &LabEnv, lab: &str) -> Result<u32, LabError> {
-    let logs = LabState::log_dir(env, lab);
-    fs::create_dir_all(&logs).map_err(LabError::Relay)?;
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(logs.join("supervisor.log"))
-        .map_err(LabError::Relay)?;
-    let child = Command::new(&env.relay_exe)
-        .args(["lab", "supervise", lab])
-        .env("WUOSD_EXE", &env.wuosd_exe)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(LabError::Relay)?)
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .map_err(LabError::Relay)?;
-    Ok(child.id())
+    let log = crate::spawn::log_file(env, lab, "supervisor")?;
+    let mut cmd = Command::new(&env.relay_exe);
+    cmd.args(["lab", "supervise", lab]).env("WUOSD_EXE", &env.wuosd_exe);
+    Ok(crate::spawn::spawn_logged(cmd, log, true, "the daemon supervisor")?.id())
 }
 
 /// Waits until every router's daemon answers on its admin socket path (the socket exists), or
@@ -146,15 +139,11 @@ struct Supervised {
 pub fn supervise(env: &LabEnv, lab: &str, stop: &AtomicBool) -> Result<(), LabError> {
     let st = LabState::load(env, lab)?;
     if !env.wuosd_exe.exists() {
-        return Err(LabError::Relay(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!(
-                "wuosd not found at {} (build it, or set WUOSD_EXE)",
-                env.wuosd_exe.display()
-            ),
+        return Err(LabError::Daemons(format!(
+            "wuosd not found at {} (build it, or set WUOSD_EXE)",
+            env.wuosd_exe.display()
         )));
     }
-    let logs = LabState::log_dir(env, lab);
     let mut procs: Vec<Supervised> = st
         .topology
         .nodes
@@ -183,20 +172,13 @@ pub fn supervise(env: &LabEnv, lab: &str, stop: &AtomicBool) -> Result<(), LabEr
                 p.next_start = Instant::now() + backoff;
             }
             if p.child.is_none() && Instant::now() >= p.next_start {
-                let log = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(logs.join(format!("{}.log", p.node)))
-                    .map_err(LabError::Relay)?;
-                let child = Command::new(&env.relay_exe)
-                    .args(["lab", "exec", lab, &p.node, "--"])
+                let log = crate::spawn::log_file(env, lab, &p.node)?;
+                let mut cmd = Command::new(&env.relay_exe);
+                cmd.args(["lab", "exec", lab, &p.node, "--"])
                     .arg(&env.wuosd_exe)
                     .arg("--config")
-                    .arg(config_path(env, lab, &p.node))
-                    .stdin(Stdio::null())
-                    .stdout(log.try_clone().map_err(LabError::Relay)?)
-                    .stderr(log)
-                    .spawn();
+                    .arg(config_path(env, lab, &p.node));
+                let child = crate::spawn::spawn_logged(cmd, log, false, &format!("the daemon of {}", p.node));
                 match child {
                     Ok(c) => p.child = Some(c),
                     Err(e) => {

@@ -43,8 +43,8 @@ pub enum LabError {
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
     Tc(#[from] TcError),
-    #[error("cannot start the link relay: {0}")]
-    Relay(std::io::Error),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
     #[error("router daemons: {0}")]
     Daemons(String),
     #[error("cannot start the async runtime: {0}")]

@@ -30,6 +30,7 @@ pub mod names;
 pub mod probe;
 pub mod progress;
 mod session;
+mod spawn;
 pub mod state;
 pub mod status;
 pub mod up;

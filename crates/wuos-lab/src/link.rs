@@ -11,9 +11,7 @@
 //! redirected into `ethN` are addressed to it. This kernel has no `sch_netem`; where it exists, the
 //! relay could be replaced by netem on `ethN`, but one mechanism everywhere keeps results comparable.
 
-use std::fs::OpenOptions;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use futures::future::try_join_all;
@@ -217,34 +215,22 @@ fn ensure_relay_ns(s: &mut Session<'_>, name: &str) -> Result<(), LabError> {
 
 /// Starts `wuos lab relay` for link `i` as a detached process; its output goes to the lab's logs.
 fn spawn_relay(s: &Session<'_>, state: &LabState, i: usize, p: &LinkParams) -> Result<u32, LabError> {
-    let log_dir = LabState::log_dir(s.env, &state.name);
-    std::fs::create_dir_all(&log_dir).map_err(LabError::Relay)?;
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log_dir.join(format!("relay-{i}.log")))
-        .map_err(LabError::Relay)?;
+    let log = crate::spawn::log_file(s.env, &state.name, &format!("relay-{i}"))?;
     let (a, _) = names::relay_if(i, 0);
     let (b, _) = names::relay_if(i, 1);
     let seed = names::mac(&state.name, i, 0, 0)
         .iter()
         .fold(i as u64, |h, &x| h.wrapping_mul(31).wrapping_add(u64::from(x)));
-    let child = Command::new(&s.env.relay_exe)
-        .args(["lab", "relay", "--lab", &state.name, "--link", &i.to_string()])
+    let mut cmd = Command::new(&s.env.relay_exe);
+    cmd.args(["lab", "relay", "--lab", &state.name, "--link", &i.to_string()])
         .arg("--netns")
         .arg(s.env.netns_dir.join(names::relay_netns(&state.name)))
         .args(["--a", &a, "--b", &b])
         .args(["--delay", &format_duration(p.delay.unwrap_or_default())])
         .args(["--jitter", &format_duration(p.jitter.unwrap_or_default())])
         .args(["--loss", &format!("{}", p.loss_pct.unwrap_or(0.0))])
-        .args(["--seed", &seed.to_string()])
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(LabError::Relay)?)
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .map_err(LabError::Relay)?;
-    Ok(child.id())
+        .args(["--seed", &seed.to_string()]);
+    Ok(crate::spawn::spawn_logged(cmd, log, true, &format!("the relay of link {i}"))?.id())
 }
 
 /// `wuos lab link set A B …` on a running lab.
