@@ -98,7 +98,6 @@ impl Shared {
                 Action::ViewWithdrawn { origin, reason } => info!(%origin, %reason, "view: withdrawn"),
             }
         }
-        self.mirror_counters();
     }
 
     fn send(&self, neighbor: &str, msg: Outgoing) {
@@ -112,7 +111,8 @@ impl Shared {
         }
     }
 
-    fn mirror_counters(&self) {
+    /// Copies the state machine's counters into the Prometheus gauges; called per scrape.
+    pub fn mirror_counters(&self) {
         let inst = self.lock();
         self.metrics
             .neighbors_up
@@ -309,7 +309,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
         let l = tokio::net::TcpListener::bind(m)
             .await
             .with_context(|| format!("metrics_listen {m}"))?;
-        tokio::spawn(crate::metrics::serve(l, metrics.clone()));
+        let s = shared.clone();
+        tokio::spawn(crate::metrics::serve(l, metrics.clone(), move || s.mirror_counters()));
     }
 
     // Ticker.
