@@ -16,7 +16,7 @@ echo "== cargo test"
 # not compete for the 2 cores.
 # (Doc tests are not run: the crates have no doc examples, and an empty doc-test run would be the
 # last line of the output.)
-cargo build --workspace --bins --quiet   # the lab tests start wuosd from target/debug
+cargo build --workspace --bins --examples --quiet   # lab tests start wuosd; domain tests domain_init
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --lib --bins --tests -- --test-threads=1 2>&1 | tee "$log"

@@ -32,6 +32,10 @@ pub const METRICS_PORT: u16 = 9470;
 pub struct DaemonOptions {
     pub telemetry_interval: Duration,
     pub hop_limit: u32,
+    /// Let routers host domains (needs the VNF catalog).
+    pub domains: bool,
+    /// Frozen, pre-created service domains per router.
+    pub pool: u32,
 }
 
 impl Default for DaemonOptions {
@@ -39,8 +43,18 @@ impl Default for DaemonOptions {
         Self {
             telemetry_interval: Duration::from_secs(1),
             hop_limit: 2,
+            domains: true,
+            pool: 0,
         }
     }
+}
+
+/// Domain links of router `i`: a /26 of 10.253.0.0/16 (16 domains; 1024 routers).
+pub fn domain_subnet(i: usize) -> Option<String> {
+    (i < 1024).then(|| {
+        let base = u32::from(std::net::Ipv4Addr::new(10, 253, 0, 0)) + 64 * i as u32;
+        format!("{}/26", std::net::Ipv4Addr::from(base))
+    })
 }
 
 pub fn config_path(env: &LabEnv, lab: &str, node: &str) -> PathBuf {
@@ -77,6 +91,29 @@ pub fn write_configs(env: &LabEnv, st: &LabState, opts: &DaemonOptions) -> Resul
             cg = names::node_cgroup(&st.name, &node.name),
             root = env.cgroup_root.display(),
         );
+        if let (true, Some(catalog), Some(subnet)) = (opts.domains, &env.catalog_dir, domain_subnet(i)) {
+            // Routing keeps a quarter of a router's memory when the router has a limit.
+            let mut reserve = node
+                .memory
+                .map(|m| format!("routing_memory = \"{}\"\n", wuos_model::units::format_bytes(m / 4)))
+                .unwrap_or_default();
+            // Core 0 is the routing domain's and services are pinned to the others, when the
+            // router has the CPU for it (a whole core for routing plus some for services).
+            let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            if host_cpus >= 2.0 && node.cpus.unwrap_or(host_cpus) >= 1.5 {
+                reserve.push_str("routing_cores = [0]\n");
+            }
+            text.push_str(&format!(
+                "\n[domains]\ncatalog = \"{catalog}\"\nrun_dir = \"{run}\"\nrouter_netns = \"{netns}\"\n\
+                 cgroup = \"{cg}\"\nnetns_prefix = \"{prefix}\"\nsubnet = \"{subnet}\"\npool = {pool}\n{reserve}",
+                catalog = catalog.display(),
+                run = env.lab_dir(&st.name).join("domains").join(&node.name).display(),
+                netns = env.netns_dir.join(names::node_netns(&st.name, &node.name)).display(),
+                cg = names::node_cgroup(&st.name, &node.name),
+                prefix = names::node_netns(&st.name, &node.name),
+                pool = opts.pool,
+            ));
+        }
         for (li, l) in t.links.iter().enumerate() {
             let la = &st.plan.links[li];
             let (peer, peer_addr, local_if) = if l.a == node.name {

@@ -19,6 +19,9 @@ pub struct LabEnv {
     pub relay_exe: PathBuf,
     /// The router daemon (`WUOSD_EXE`, default: `wuosd` next to the `wuos` executable).
     pub wuosd_exe: PathBuf,
+    /// The VNF catalog (`WUOS_CATALOG`, default: a `catalog` directory beside or above the
+    /// executable — the repository's when run from `target/`).
+    pub catalog_dir: Option<PathBuf>,
 }
 
 impl LabEnv {
@@ -32,6 +35,14 @@ impl LabEnv {
         let wuosd_exe = std::env::var_os("WUOSD_EXE")
             .map(PathBuf::from)
             .unwrap_or_else(|| relay_exe.with_file_name("wuosd"));
+        let catalog_dir = std::env::var_os("WUOS_CATALOG").map(PathBuf::from).or_else(|| {
+            relay_exe
+                .ancestors()
+                .skip(1)
+                .take(4)
+                .map(|d| d.join("catalog"))
+                .find(|c| c.join("stress.toml").exists())
+        });
         Self {
             state_dir: var("WUOS_STATE_DIR", "/run/wuos"),
             netns_dir: PathBuf::from("/run/netns"),
@@ -39,6 +50,7 @@ impl LabEnv {
             proc_root: PathBuf::from("/proc"),
             relay_exe,
             wuosd_exe,
+            catalog_dir,
         }
     }
 

@@ -49,8 +49,11 @@ pub enum LabError {
     Daemons(String),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
-    #[error("lab up failed ({cause}); everything it had made was removed")]
-    RolledBack { cause: Box<LabError> },
+    #[error("lab up failed ({cause}); everything it had made was removed{}", .logs.as_ref().map(|l| format!("; its logs are kept in {}", l.display())).unwrap_or_default())]
+    RolledBack {
+        cause: Box<LabError>,
+        logs: Option<std::path::PathBuf>,
+    },
 }
 
 fn known_labs(known: &[String]) -> String {

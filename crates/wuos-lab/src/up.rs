@@ -110,8 +110,18 @@ pub fn up(env: &LabEnv, topo: Topology, opts: &UpOptions, progress: &dyn Progres
             Ok(report)
         }
         Err(cause) => {
+            // Keep the logs of what failed: the rollback removes the lab's directory.
+            let logs = LabState::log_dir(env, &opts.name);
+            let kept = env.state_dir.join("failed").join(&opts.name);
+            let _ = std::fs::remove_dir_all(&kept);
+            let saved = logs.exists()
+                && std::fs::create_dir_all(&kept).is_ok()
+                && std::fs::rename(&logs, kept.join("logs")).is_ok();
             let _ = crate::down::down_locked(env, &opts.name, &Silent);
-            Err(LabError::RolledBack { cause: Box::new(cause) })
+            Err(LabError::RolledBack {
+                cause: Box::new(cause),
+                logs: saved.then(|| kept.join("logs")),
+            })
         }
     }
 }
@@ -288,9 +298,8 @@ fn start_daemons(
     let missing = crate::daemons::wait_for_sockets(env, state, timeout);
     if !missing.is_empty() {
         return Err(LabError::Daemons(format!(
-            "the daemons of {} did not start within {timeout:?}; see {}",
-            missing.join(", "),
-            LabState::log_dir(env, &state.name).display()
+            "the daemons of {} did not start within {timeout:?}",
+            missing.join(", ")
         )));
     }
     report.daemons = state.topology.nodes.len();

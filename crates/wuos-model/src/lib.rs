@@ -13,12 +13,23 @@
 //!   aggregation.
 //! - [`dot`]: Graphviz rendering.
 //! - [`rng`]: the seeded SplitMix64 generator shared with the link relay.
+//! - [`domain`]: domains ([`domain::DomainSpec`]: kind, CPU, memory, veth,
+//!   command, health check, restart policy), their lifecycle state machine
+//!   ([`domain::State`] + [`domain::Event`] → [`domain::Transition`]) and the
+//!   record the daemon persists and re-adopts ([`domain::DomainRecord`]).
+//! - [`admission`]: routing protection (cores and memory reserved for the
+//!   routing domain) and admission control of service domains.
+//! - [`catalog`]: the VNF catalog format (`docs/domains.md`), templates and
+//!   instantiation of catalog entries into domain specs.
 //!
 //! # Purpose
 //!
 //! The wuos data model: what an emulated network looks like, independent of
 //! how it is run. Everything here is pure; the only I/O is [`file::load`].
 
+pub mod admission;
+pub mod catalog;
+pub mod domain;
 pub mod dot;
 pub mod file;
 pub mod generate;

@@ -3,7 +3,10 @@
 //! # Layout
 //! - [`netns`]: named network namespaces (create on a dedicated thread, enter, delete, list).
 //! - [`netlink`]: rtnetlink links (veth born in their target namespaces), addresses, routes.
-//! - [`cgroup`]: cgroup v1 and v2 — create with CPU quota and memory limit, join, kill, remove.
+//! - [`cgroup`]: cgroup v1 and v2 — create with CPU quota and memory limit, pin cores, weigh,
+//!   freeze and thaw, read usage and children's budgets, join, kill, remove.
+//! - [`domain`]: isolated domains of a router — the `DomainBackend` trait, the container backend
+//!   (namespace + cgroup + read-only mount namespace, launched through `domain-init`) and a fake.
 //! - [`tc`]: traffic control through `tc -batch` (token buckets, redirects into user space).
 //! - [`packet`]: AF_PACKET sockets with virtio-net headers, for the user-space link relay.
 //! - [`privilege`]: the root-or-skip rule of privileged tests.
@@ -12,6 +15,7 @@
 //! Every host path (`/run/netns`, `/sys/fs/cgroup`, `/proc`) is a parameter, so tests use temp dirs.
 
 pub mod cgroup;
+pub mod domain;
 pub mod netlink;
 pub mod netns;
 pub mod packet;

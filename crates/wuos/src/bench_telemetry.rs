@@ -71,6 +71,7 @@ fn lab_up(env: &LabEnv, name: &str, g: Generator, interval: Duration) -> Result<
             daemons: Some(DaemonOptions {
                 telemetry_interval: interval,
                 hop_limit: 2,
+                ..Default::default()
             }),
         },
         &Silent,

@@ -39,6 +39,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
             daemons: Some(wuos_lab::daemons::DaemonOptions {
                 telemetry_interval: Duration::from_millis(500),
                 hop_limit: 2,
+                ..Default::default()
             }),
         },
         &bar,

@@ -41,6 +41,12 @@ pub enum LabCmd {
         /// How far telemetry adverts flood, in hops.
         #[arg(long, default_value_t = 2)]
         hop_limit: u32,
+        /// Routers host no domains (services).
+        #[arg(long)]
+        no_domains: bool,
+        /// Frozen, pre-created service domains kept ready in every router.
+        #[arg(long, default_value_t = 0)]
+        pool: u32,
         #[arg(long)]
         json: bool,
     },
@@ -193,6 +199,8 @@ pub fn run(cmd: LabCmd) -> Result<()> {
             no_daemons,
             telemetry_interval,
             hop_limit,
+            no_domains,
+            pool,
             json,
         } => {
             let t = topo::load(&topology, seed)?;
@@ -207,6 +215,8 @@ pub fn run(cmd: LabCmd) -> Result<()> {
                 daemons: (!no_daemons).then_some(wuos_lab::daemons::DaemonOptions {
                     telemetry_interval: interval,
                     hop_limit,
+                    domains: !no_domains,
+                    pool,
                 }),
             };
             let bar = Bar::new();

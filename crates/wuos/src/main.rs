@@ -6,6 +6,7 @@
 //! - `bench.rs`, `bench_telemetry.rs`: `wuos bench lab` and `wuos bench telemetry`, tables and JSON.
 //! - `demo.rs`: `wuos demo`, the README's main demo.
 //! - `router.rs`: `wuos status`, `wuos top` (router daemons), `wuos hog` (a load).
+//! - `service.rs`: `wuos service …` (domains on a router).
 //! - `topo.rs`: a topology argument (file or generator) and helpers shared by the above.
 
 mod bench;
@@ -13,6 +14,7 @@ mod bench_telemetry;
 mod demo;
 mod lab;
 mod router;
+mod service;
 mod topo;
 
 use std::process::ExitCode;
@@ -44,6 +46,10 @@ enum Cmd {
     Status(router::StatusArgs),
     /// A live table of every router's telemetry in a lab.
     Top(router::TopArgs),
+    /// Services (domains) on a router: list, start, stop, pause, resume, destroy.
+    Service(service::ServiceArgs),
+    /// A UDP echo server (the `echo` VNF: latency probes).
+    Echo(router::EchoArgs),
     /// Hold memory and CPU for a while (a load for tests and demos; run it with `wuos lab exec`).
     Hog(router::HogArgs),
 }
@@ -69,6 +75,8 @@ fn main() -> ExitCode {
         Cmd::Status(a) => router::status(a),
         Cmd::Top(a) => router::top(a),
         Cmd::Hog(a) => router::hog(a),
+        Cmd::Echo(a) => router::echo(a),
+        Cmd::Service(a) => service::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -81,15 +89,17 @@ fn main() -> ExitCode {
 
 fn exit_code(e: &anyhow::Error) -> u8 {
     use wuos_lab::LabError as L;
-    if let Some(t) = e.downcast_ref::<topo::BadInput>() {
-        let _ = t;
+    if e.downcast_ref::<topo::BadInput>().is_some() {
         return exit::BAD_INPUT;
+    }
+    if e.downcast_ref::<topo::NotFound>().is_some() {
+        return exit::NOT_FOUND;
     }
     match e.downcast_ref::<L>() {
         Some(L::NotRoot) => exit::NO_PERMISSION,
         Some(L::Topology(_) | L::BadName(_) | L::BadChange(_)) => exit::BAD_INPUT,
         Some(L::NoSuchLab { .. } | L::NoSuchNode { .. } | L::NoSuchLink { .. } | L::NoLabs) => exit::NOT_FOUND,
-        Some(L::RolledBack { cause }) if matches!(**cause, L::Topology(_)) => exit::BAD_INPUT,
+        Some(L::RolledBack { cause, .. }) if matches!(**cause, L::Topology(_)) => exit::BAD_INPUT,
         _ => exit::FAILURE,
     }
 }

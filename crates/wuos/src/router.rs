@@ -47,6 +47,28 @@ pub struct HogArgs {
     duration: String,
 }
 
+#[derive(Args)]
+pub struct EchoArgs {
+    /// UDP port to answer on.
+    #[arg(long, default_value_t = 7)]
+    port: u16,
+    /// Address to bind.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: String,
+}
+
+/// Sends every UDP datagram back to where it came from, until killed.
+pub fn echo(a: EchoArgs) -> Result<()> {
+    let sock = std::net::UdpSocket::bind((a.bind.as_str(), a.port))
+        .with_context(|| format!("cannot bind udp {}:{}", a.bind, a.port))?;
+    eprintln!("echo: answering on udp {}", sock.local_addr()?);
+    let mut buf = [0u8; 65536];
+    loop {
+        let (n, from) = sock.recv_from(&mut buf)?;
+        sock.send_to(&buf[..n], from)?;
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }

@@ -47,3 +47,15 @@ pub fn lab_name(explicit: Option<&str>, t: &Topology) -> String {
     s = s.trim_start_matches('-').chars().take(16).collect();
     if s.is_empty() { "lab".into() } else { s }
 }
+
+/// Something named that does not exist (a service, a domain); maps to exit code 4.
+#[derive(Debug)]
+pub struct NotFound(pub String);
+
+impl fmt::Display for NotFound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotFound {}

@@ -33,6 +33,66 @@ impl Admin for AdminSvc {
         }
         Ok(Response::new(reply))
     }
+
+    async fn list_domains(&self, _: Request<pb::ListDomainsRequest>) -> Result<Response<pb::DomainList>, Status> {
+        self.with_domains(|d| Ok(d.list())).await
+    }
+
+    async fn start_service(&self, req: Request<pb::StartServiceRequest>) -> Result<Response<pb::DomainInfo>, Status> {
+        let r = req.into_inner();
+        let params = r.params.into_iter().collect();
+        self.with_domains(move |d| d.start_service(&r.service, &r.name, &params))
+            .await
+    }
+
+    async fn stop_domain(&self, req: Request<pb::DomainRef>) -> Result<Response<pb::DomainInfo>, Status> {
+        let name = req.into_inner().name;
+        self.with_domains(move |d| d.stop(&name)).await
+    }
+
+    async fn pause_domain(&self, req: Request<pb::DomainRef>) -> Result<Response<pb::DomainInfo>, Status> {
+        let name = req.into_inner().name;
+        self.with_domains(move |d| d.pause(&name)).await
+    }
+
+    async fn resume_domain(&self, req: Request<pb::DomainRef>) -> Result<Response<pb::DomainInfo>, Status> {
+        let name = req.into_inner().name;
+        self.with_domains(move |d| d.resume(&name)).await
+    }
+
+    async fn destroy_domain(&self, req: Request<pb::DomainRef>) -> Result<Response<pb::DomainInfo>, Status> {
+        let name = req.into_inner().name;
+        self.with_domains(move |d| d.destroy(&name)).await
+    }
+}
+
+impl AdminSvc {
+    /// Runs a domain operation on a blocking thread (namespaces, cgroups and process spawning are
+    /// synchronous) and maps its error to a gRPC status that says what went wrong.
+    async fn with_domains<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut crate::domains::Domains) -> Result<T, crate::domains::DomainsError> + Send + 'static,
+    ) -> Result<Response<T>, Status> {
+        use crate::domains::DomainsError as E;
+        let shared = self.0.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let Some(domains) = &shared.domains else {
+                return Err(Status::failed_precondition(
+                    "this router runs no domains (no [domains] section in its wuosd config)",
+                ));
+            };
+            let mut d = domains.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut d).map_err(|e| match e {
+                E::UnknownService(..) | E::UnknownDomain(_) => Status::not_found(e.to_string()),
+                E::Refused(_) | E::Exists(_) | E::SubnetFull(_) => Status::failed_precondition(e.to_string()),
+                E::Catalog(_) => Status::invalid_argument(e.to_string()),
+                E::Backend(_) | E::Store(_) => Status::internal(e.to_string()),
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(format!("domain operation panicked: {e}")))?;
+        r.map(Response::new)
+    }
 }
 
 /// Binds `path` (replacing a stale socket) and serves until `stop` turns true.
@@ -59,15 +119,8 @@ pub fn serve(
 
 /// Asks the daemon behind `socket` for its status.
 pub async fn status(socket: &Path) -> Result<pb::StatusReply> {
-    let path = socket.to_owned();
-    let channel = Endpoint::try_from("http://wuosd.local")?
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
-        }))
-        .await
-        .with_context(|| format!("no wuosd answers on {}", socket.display()))?;
-    Ok(AdminClient::new(channel)
+    Ok(client(socket)
+        .await?
         .status(pb::StatusRequest {})
         .await
         .map_err(|s| anyhow::anyhow!("wuosd status: {}", s.message()))?
@@ -146,4 +199,17 @@ pub fn role_name(r: pb::Role) -> &'static str {
         pb::Role::Dc => "dc",
         pb::Role::Host => "host",
     }
+}
+
+/// Connects to the daemon behind `socket` (for the domain RPCs).
+pub async fn client(socket: &Path) -> Result<AdminClient<tonic::transport::Channel>> {
+    let path = socket.to_owned();
+    let channel = Endpoint::try_from("http://wuosd.local")?
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(path).await?)) }
+        }))
+        .await
+        .with_context(|| format!("no wuosd answers on {}", socket.display()))?;
+    Ok(AdminClient::new(channel))
 }

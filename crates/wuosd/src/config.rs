@@ -76,6 +76,45 @@ pub struct Config {
     pub resources: ResourcesConfig,
     #[serde(default, rename = "neighbor")]
     pub neighbors: Vec<NeighborConfig>,
+    /// Domains (the hypervisor layer); absent: this router runs no domains.
+    #[serde(default)]
+    pub domains: Option<DomainsConfig>,
+}
+
+/// `[domains]`: where services run and what the routing domain keeps for itself.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DomainsConfig {
+    /// The VNF catalog directory (`*.toml`, see docs/domains.md).
+    pub catalog: PathBuf,
+    /// Per-domain files (logs, configs, pid files).
+    pub run_dir: PathBuf,
+    /// The router's network namespace file; absent: the host namespace (a real router).
+    #[serde(default)]
+    pub router_netns: Option<PathBuf>,
+    #[serde(default = "default_netns_dir")]
+    pub netns_dir: PathBuf,
+    /// The router's cgroup (relative to `resources.cgroup_root`); domains live below it.
+    pub cgroup: String,
+    /// Prefix of domain namespace names (`PREFIX.DOMAIN`).
+    pub netns_prefix: String,
+    /// Domain links: a /30 each from this pool ("10.253.3.0/24").
+    pub subnet: String,
+    /// Cores and memory the routing domain keeps; services get the rest.
+    #[serde(default)]
+    pub routing_cores: Vec<u32>,
+    #[serde(default)]
+    pub routing_memory: Option<String>,
+    /// Frozen, pre-created service domains kept ready.
+    #[serde(default)]
+    pub pool: u32,
+    /// The program that implements `domain-init` (default: this wuosd).
+    #[serde(default)]
+    pub init_exe: Option<PathBuf>,
+}
+
+fn default_netns_dir() -> PathBuf {
+    "/run/netns".into()
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -274,6 +313,31 @@ impl Config {
                     format!("unknown source {other:?}"),
                     "use \"proc\" (a real machine) or \"cgroup\" (a lab router)",
                 ));
+            }
+        }
+        if let Some(d) = &self.domains {
+            if d.subnet
+                .parse::<wuos_model::Ipv4Net>()
+                .map_or(true, |n| n.prefix_len > 29)
+            {
+                return Err(bad(
+                    "domains.subnet",
+                    format!("{:?} is not a network with room for domains", d.subnet),
+                    "use a /29 or larger, e.g. \"10.253.3.0/24\"",
+                ));
+            }
+            if let Some(Err(e)) = d.routing_memory.as_deref().map(wuos_model::units::parse_bytes) {
+                return Err(bad("domains.routing_memory", e.to_string(), "e.g. \"128MiB\""));
+            }
+            if d.cgroup.is_empty() || d.cgroup.starts_with('/') || d.cgroup.contains("..") {
+                return Err(bad(
+                    "domains.cgroup",
+                    format!("{:?} is not a relative cgroup path", d.cgroup),
+                    "e.g. \"wuos/LAB/ROUTER\"",
+                ));
+            }
+            if d.pool > 64 {
+                return Err(bad("domains.pool", format!("{} is too many", d.pool), "use 0 to 64"));
             }
         }
         let mut seen = std::collections::HashSet::new();

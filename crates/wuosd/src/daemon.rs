@@ -36,6 +36,8 @@ pub struct Shared {
     pub cfg: Config,
     pub instance: Mutex<Instance>,
     pub metrics: Arc<Metrics>,
+    /// The hypervisor layer, when the config has `[domains]`.
+    pub domains: Option<Mutex<crate::domains::Domains>>,
     started: Instant,
     peers: HashMap<String, mpsc::Sender<Outgoing>>,
 }
@@ -98,6 +100,21 @@ impl Shared {
                 Action::ViewWithdrawn { origin, reason } => info!(%origin, %reason, "view: withdrawn"),
             }
         }
+    }
+
+    /// The services this router hosts, for its adverts.
+    fn services(&self) -> Vec<pb::ServiceInstance> {
+        let Some(d) = &self.domains else { return Vec::new() };
+        let Ok(d) = d.try_lock() else { return Vec::new() };
+        d.list()
+            .domains
+            .into_iter()
+            .filter(|i| !i.service.is_empty())
+            .map(|i| pb::ServiceInstance {
+                service: i.service,
+                state: i.state,
+            })
+            .collect()
     }
 
     fn send(&self, neighbor: &str, msg: Outgoing) {
@@ -183,6 +200,23 @@ async fn peer_worker(shared: Arc<Shared>, id: String, address: String, mut rx: m
     }
 }
 
+/// Online CPUs from `SYS/devices/system/cpu/online` ("0-3,6"); `[0]` if unreadable.
+fn online_cpus(sys_root: &std::path::Path) -> Vec<u32> {
+    let text = std::fs::read_to_string(sys_root.join("devices/system/cpu/online")).unwrap_or_default();
+    let mut cpus = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<u32>(), b.parse::<u32>()) {
+                    cpus.extend(a..=b);
+                }
+            }
+            None => cpus.extend(part.parse::<u32>().ok()),
+        }
+    }
+    if cpus.is_empty() { vec![0] } else { cpus }
+}
+
 fn monitor_source(cfg: &Config) -> Source {
     let r = &cfg.resources;
     match r.source.as_str() {
@@ -244,7 +278,7 @@ fn links(cfg: &Config, s: &Sample) -> Vec<pb::LinkMetrics> {
 
 /// Runs the daemon until `shutdown` resolves.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
-    let store = Store::open(&cfg.data_dir)?;
+    let store = Arc::new(Store::open(&cfg.data_dir)?);
     let boot_id = store.next_boot_id((unix_ns() / 1_000_000) as u64)?;
     let mut monitor = Monitor::new(monitor_source(&cfg)).context("cannot start the monitor")?;
     info!(router = %cfg.router_id, boot_id, source = %monitor.describe(), "wuosd starting");
@@ -277,10 +311,33 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
             })
             .collect(),
     });
+    let domains = match &cfg.domains {
+        Some(dc) => {
+            let first = monitor.sample(Instant::now()).context("first monitor sample")?;
+            let budget = wuos_model::admission::HostBudget {
+                cpus: first.cpu_capacity_cores,
+                cpu_ids: online_cpus(&cfg.resources.sys_root),
+                memory: first.mem_total_bytes,
+            };
+            let backend: Arc<dyn wuos_southbound::domain::DomainBackend> =
+                Arc::new(wuos_southbound::domain::ContainerBackend::new());
+            let d = crate::domains::Domains::open(
+                dc.clone(),
+                cfg.resources.cgroup_root.clone(),
+                budget,
+                store.clone(),
+                backend,
+            )
+            .context("cannot start the domains")?;
+            Some(Mutex::new(d))
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         instance: Mutex::new(instance),
         metrics: metrics.clone(),
+        domains,
         started: Instant::now(),
         peers,
     });
@@ -342,12 +399,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
                     s.metrics.mem_used_pct.set(sample.mem_used_pct);
                     s.metrics.mem_used_bytes.set(sample.mem_used_bytes as i64);
                     let now_ms = s.now_ms();
+                    let services = s.services();
                     s.input(Input::Sample {
                         now_ms,
                         timestamp_unix_ns: unix_ns(),
                         resources: resources(&sample),
                         links: links(&s.cfg, &sample),
-                        services: Vec::new(),
+                        services,
                     });
                 }
                 Err(e) => warn!(error = %e, "monitor sample failed"),
@@ -355,7 +413,28 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
         }
     });
 
+    // Domain supervision: restart policies.
+    let supervisor = shared.domains.is_some().then(|| {
+        let s = shared.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                t.tick().await;
+                let s = s.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Some(d) = &s.domains {
+                        d.lock().unwrap_or_else(|p| p.into_inner()).supervise();
+                    }
+                })
+                .await;
+            }
+        })
+    });
+
     shutdown.await;
+    if let Some(t) = supervisor {
+        t.abort();
+    }
     info!("shutting down: withdrawing from the neighbors");
     ticker.abort();
     sampler.abort();

@@ -19,6 +19,12 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // `wuosd domain-init …` enters a domain and execs its command; it must run before any thread
+    // (tokio, tracing) exists, because unshare(CLONE_NEWNS) refuses multi-threaded processes.
+    let mut raw = std::env::args_os();
+    if raw.nth(1).is_some_and(|a| a == "domain-init") {
+        wuos_southbound::domain::init::main_with(raw);
+    }
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_from_env("WUOSD_LOG").unwrap_or_else(|_| EnvFilter::new("info")))

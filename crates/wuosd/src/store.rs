@@ -75,6 +75,34 @@ impl Store {
         tx.commit().map_err(|e| self.err(e))
     }
 
+    pub fn delete_blob(&self, key: &str) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut t = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
+            t.remove(key).map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Every blob whose key starts with `prefix`, in key order.
+    pub fn blobs_with_prefix(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = match tx.open_table(BLOBS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(self.err(e)),
+        };
+        let mut out = Vec::new();
+        for item in t.range(prefix..).map_err(|e| self.err(e))? {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
     pub fn get_blob(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = match tx.open_table(BLOBS) {
@@ -98,6 +126,25 @@ mod tests {
         assert!(b > a, "a restart must get a larger boot id ({a} then {b})");
         let c = Store::open(dir.path()).unwrap().next_boot_id(1_000_000).unwrap();
         assert!(c > 1_000_000, "the floor wins when it is larger");
+    }
+
+    #[test]
+    fn blobs_are_listed_by_prefix_and_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        for k in ["domain/b", "domain/a", "other", "domainz"] {
+            s.put_blob(k, k.as_bytes()).unwrap();
+        }
+        let keys: Vec<String> = s
+            .blobs_with_prefix("domain/")
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(keys, vec!["domain/a", "domain/b"]);
+        s.delete_blob("domain/a").unwrap();
+        assert_eq!(s.blobs_with_prefix("domain/").unwrap().len(), 1);
+        s.delete_blob("missing").unwrap();
     }
 
     #[test]

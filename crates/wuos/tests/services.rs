@@ -1,0 +1,224 @@
+//! Privileged end-to-end tests of domains on lab routers, through `wuos service`: a service starts
+//! from the idle pool in its own namespace and cgroup with its limits, pause stops its CPU use,
+//! admission refuses what does not fit (naming the short resource), and a restarted wuosd
+//! re-adopts a running domain instead of losing or duplicating it.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use wuos_southbound::privilege::may_run_privileged as privileged;
+
+const LAB: &str = "t-svc";
+
+fn wuos() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wuos"));
+    let wuosd = PathBuf::from(env!("CARGO_BIN_EXE_wuos")).with_file_name("wuosd");
+    c.env("WUOSD_EXE", wuosd);
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    wuos().args(args).output().expect("wuos runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "wuos {args:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn svc(args: &[&str]) -> Output {
+    let mut a = vec!["service"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["--router", "r1", "--lab", LAB, "--json"]);
+    run(&a)
+}
+
+fn json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("--json prints JSON")
+}
+
+/// The cgroup path (v1 cpuacct or v2) of a process, and its CPU time so far in ns.
+fn cpu_ns(pid: i64) -> u64 {
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    if let Some(path) = cg.lines().find_map(|l| {
+        l.split_once(":cpu,cpuacct:")
+            .or_else(|| l.split_once(":cpuacct:"))
+            .map(|(_, p)| p.to_string())
+    }) {
+        return std::fs::read_to_string(format!("/sys/fs/cgroup/cpuacct{path}/cpuacct.usage"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    }
+    let path = cg.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+    let stat = std::fs::read_to_string(format!("/sys/fs/cgroup{path}/cpu.stat")).unwrap();
+    stat.lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .unwrap()
+        .trim()
+        .parse::<u64>()
+        .unwrap()
+        * 1000
+}
+
+struct Lab;
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = run(&["lab", "down", LAB]);
+    }
+}
+
+#[test]
+fn services_start_pause_refuse_and_survive_a_daemon_restart() {
+    if !privileged("services") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("svc.toml");
+    // r1: one core and 512 MiB; routing keeps a quarter of the memory, services get 384 MiB.
+    std::fs::write(
+        &file,
+        "[[node]]\nname = \"r1\"\nrole = \"fog\"\ncpus = 1.0\nmemory = \"512MiB\"\n\
+         [[node]]\nname = \"r2\"\nrole = \"edge\"\n[[link]]\na = \"r1\"\nb = \"r2\"\n",
+    )
+    .unwrap();
+    let _ = run(&["lab", "down", LAB]);
+    ok(&[
+        "lab",
+        "up",
+        file.to_str().unwrap(),
+        "--name",
+        LAB,
+        "--pool",
+        "1",
+        "--telemetry-interval",
+        "200ms",
+    ]);
+    let _lab = Lab;
+
+    let list = json(&svc(&["list"]));
+    assert_eq!(list["pool_idle"], 1, "one frozen domain waits in the pool: {list}");
+    assert_eq!(list["free_memory"].as_u64(), Some(384 << 20), "{list}");
+
+    // Start: from the pool, in its own namespace and cgroup, with the catalog's limits.
+    let d = json(&svc(&[
+        "start",
+        "stress",
+        "--param",
+        "memory=64MiB",
+        "--param",
+        "cpus=1",
+        "--param",
+        "duration=60s",
+    ]));
+    assert_eq!(d["state"], "running", "{d}");
+    assert_eq!(d["from_pool"], true, "{d}");
+    let pid = d["pid"].as_i64().unwrap();
+    let ns = |p: i64| std::fs::read_link(format!("/proc/{p}/ns/net")).unwrap();
+    let router_ns = std::fs::metadata(format!("/run/netns/wuos.{LAB}.r1"))
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .unwrap();
+    assert_ne!(
+        ns(pid).to_string_lossy(),
+        format!("net:[{router_ns}]"),
+        "the domain has its own namespace"
+    );
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(
+        cg.contains(&format!("/wuos/{LAB}/r1/services/")),
+        "the domain's cgroup is under its router's:\n{cg}"
+    );
+    let mem_line = cg
+        .lines()
+        .find(|l| l.contains(":memory:"))
+        .map(|l| l.rsplit(':').next().unwrap().to_string());
+    if let Some(path) = mem_line {
+        let limit = std::fs::read_to_string(format!("/sys/fs/cgroup/memory{path}/memory.limit_in_bytes")).unwrap();
+        assert_eq!(
+            limit.trim(),
+            (256u64 << 20).to_string(),
+            "the catalog's 256 MiB limit is in cgroupfs"
+        );
+    }
+
+    // Pause: CPU use stops; resume: it goes on.
+    std::thread::sleep(Duration::from_millis(300));
+    ok(&["service", "pause", "stress-1", "--router", "r1", "--lab", LAB]);
+    let a = cpu_ns(pid);
+    std::thread::sleep(Duration::from_millis(500));
+    let b = cpu_ns(pid);
+    assert!(
+        b - a < 1_000_000,
+        "a paused domain must use no CPU, used {} ns in 500 ms",
+        b - a
+    );
+    ok(&["service", "resume", "stress-1", "--router", "r1", "--lab", LAB]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(cpu_ns(pid) > b, "a resumed busy loop uses CPU again");
+
+    // Admission: 256 MiB more does not fit in the 128 MiB left; the refusal names memory and by how much.
+    let refused = svc(&["start", "stress", "--name", "big"]);
+    assert_eq!(refused.status.code(), Some(3), "a refusal is bad input");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("memory short by 128MiB"), "{err}");
+    let unknown = svc(&["start", "nosuch"]);
+    assert_eq!(
+        unknown.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+
+    // The daemon dies; the supervisor restarts it; the running domain is re-adopted, same pid.
+    let wuosd: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&format!("/labs/{LAB}/daemons/r1.toml")))
+        })
+        .collect();
+    assert_eq!(wuosd.len(), 1, "one wuosd for r1: {wuosd:?}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(wuosd[0]), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let after = loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let out = svc(&["list"]);
+        if out.status.success() {
+            break json(&out);
+        }
+        assert!(Instant::now() < deadline, "wuosd did not come back");
+    };
+    let domains = after["domains"].as_array().unwrap();
+    assert_eq!(domains.len(), 1, "re-adopted, not lost or duplicated: {after}");
+    assert_eq!(domains[0]["name"], "stress-1");
+    assert_eq!(domains[0]["pid"].as_i64(), Some(pid), "the same process runs on");
+    assert_eq!(domains[0]["state"], "running");
+
+    // Destroy: its namespace and cgroup go.
+    ok(&["service", "destroy", "stress-1", "--router", "r1", "--lab", LAB]);
+    // (Its parent was the daemon that was killed, so it may linger as a zombie until init reaps it.)
+    assert!(
+        !wuos_southbound::process::alive(std::path::Path::new("/proc"), pid as i32),
+        "the process is gone"
+    );
+    let list = json(&svc(&["list"]));
+    assert!(list["domains"].as_array().unwrap().is_empty(), "{list}");
+}

@@ -1,0 +1,595 @@
+//! The hypervisor layer of one router: service, control and routing domains, their admission
+//! against what the routing domain reserves, the idle pool, persistence and re-adoption.
+//!
+//! ```text
+//!  Admin RPC ──▶ Domains::start_service ──▶ catalog entry ──▶ DomainSpec ──▶ Admission::admit
+//!                     │                                                      (refuses, naming
+//!                     ├─ idle pool has one? ──▶ write argv, thaw: the parked  the short resource)
+//!                     │                          init execs the service
+//!                     └─ else ──▶ backend.create + backend.start
+//!  every change ──▶ store (redb): "domain/NAME" = Entry (JSON)
+//!  wuosd start ──▶ for each stored Entry: backend.status() ──▶ re-adopt (Running/Paused) or
+//!                  apply the restart policy (Exited/Absent)
+//!  supervise tick ──▶ backend.status() of running domains ──▶ restart policy
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+use wuos_model::Ipv4Net;
+use wuos_model::admission::{Admission, HostBudget, Reservation};
+use wuos_model::catalog::{Catalog, InstanceDirs, load_dir};
+use wuos_model::domain::{CpuSpec, DomainKind, DomainSpec, NetAttach, RestartPolicy};
+use wuos_proto::pb;
+use wuos_southbound::domain::{ContainerNet, ContainerSpec, DomainBackend, Status as BackendStatus};
+
+use crate::config::DomainsConfig;
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DomainsError {
+    #[error("{1}")]
+    UnknownService(String, String),
+    #[error("no domain named {0}")]
+    UnknownDomain(String),
+    #[error("a domain named {0} exists already")]
+    Exists(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("the domain subnet {0} is full")]
+    SubnetFull(String),
+    #[error("{0}")]
+    Backend(String),
+    #[error("{0}")]
+    Catalog(String),
+    #[error("store: {0}")]
+    Store(String),
+}
+
+/// What is kept of a domain, in the store and in memory.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Entry {
+    pub spec: DomainSpec,
+    /// "created", "running", "paused", "stopped", "failed: …", "pooled".
+    pub state: String,
+    pub slot: u32,
+    pub restarts: u32,
+    pub start_ms: f64,
+    pub from_pool: bool,
+    #[serde(default)]
+    pub pid: i32,
+    /// The name of its namespace, cgroup and run directory: its own name, or `pool-N` for a
+    /// domain taken from the idle pool (a namespace cannot be renamed).
+    #[serde(default)]
+    pub host: String,
+}
+
+pub struct Domains {
+    cfg: DomainsConfig,
+    cgroup_root: PathBuf,
+    backend: Arc<dyn DomainBackend>,
+    catalog: Catalog,
+    admission: Admission,
+    entries: BTreeMap<String, Entry>,
+    /// Idle, frozen, pre-created domains (names pool-N), ready to become a service.
+    pool: Vec<Entry>,
+    store: Arc<Store>,
+    subnet: Ipv4Net,
+    init_exe: PathBuf,
+}
+
+impl std::fmt::Debug for Domains {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Domains").field("entries", &self.entries.len()).finish()
+    }
+}
+
+const KEY_PREFIX: &str = "domain/";
+const POOL_PREFIX: &str = "pool-";
+
+impl Domains {
+    /// Loads the catalog, sets up admission, re-adopts what the store knows and fills the pool.
+    pub fn open(
+        cfg: DomainsConfig,
+        cgroup_root: PathBuf,
+        budget: HostBudget,
+        store: Arc<Store>,
+        backend: Arc<dyn DomainBackend>,
+    ) -> Result<Self, DomainsError> {
+        let catalog = load_dir(&cfg.catalog).map_err(|e| DomainsError::Catalog(e.to_string()))?;
+        let reservation = Reservation {
+            routing_cores: cfg.routing_cores.clone(),
+            routing_memory: cfg
+                .routing_memory
+                .as_deref()
+                .and_then(|m| wuos_model::units::parse_bytes(m).ok())
+                .unwrap_or(0),
+        };
+        let admission = Admission::new(budget, reservation).map_err(|e| DomainsError::Refused(e.to_string()))?;
+        let subnet: Ipv4Net = cfg
+            .subnet
+            .parse()
+            .map_err(|e| DomainsError::Catalog(format!("{e:?}")))?;
+        let init_exe = cfg
+            .init_exe
+            .clone()
+            .or_else(|| std::env::current_exe().ok())
+            .unwrap_or_else(|| PathBuf::from("wuosd"));
+        let mut d = Self {
+            cfg,
+            cgroup_root,
+            backend,
+            catalog,
+            admission,
+            entries: BTreeMap::new(),
+            pool: Vec::new(),
+            store,
+            subnet,
+            init_exe,
+        };
+        d.readopt()?;
+        d.fill_pool();
+        Ok(d)
+    }
+
+    fn cspec(&self, name: &str, e: &Entry) -> ContainerSpec {
+        let name = if e.host.is_empty() { name } else { e.host.as_str() };
+        let base = u32::from(self.subnet.addr) + 4 * e.slot;
+        let cpus = match &e.spec.cpu {
+            Some(CpuSpec::Quota(c)) => Some(*c),
+            _ => None,
+        };
+        let cpuset = match &e.spec.cpu {
+            Some(CpuSpec::Cores(c)) => Some(c.clone()),
+            _ if e.spec.kind == DomainKind::Routing => Some(self.cfg.routing_cores.clone()).filter(|c| !c.is_empty()),
+            _ => Some(self.admission.service_cores().to_vec()).filter(|c| !c.is_empty()),
+        };
+        let cpu_weight = match &e.spec.cpu {
+            Some(CpuSpec::Share(w)) => Some(*w),
+            _ => None,
+        };
+        let group = if e.spec.kind == DomainKind::Routing {
+            "routing"
+        } else {
+            "services"
+        };
+        ContainerSpec {
+            name: name.to_string(),
+            router_netns: self.cfg.router_netns.clone(),
+            netns_name: format!("{}.{name}", self.cfg.netns_prefix),
+            netns_dir: self.cfg.netns_dir.clone(),
+            cgroup_root: self.cgroup_root.clone(),
+            cgroup: format!("{}/{group}/{name}", self.cfg.cgroup),
+            cpus,
+            cpuset,
+            cpu_weight,
+            memory: e.spec.memory,
+            net: Some(ContainerNet {
+                host_if: format!("d{}", e.slot),
+                dom_if: "eth0".into(),
+                host_addr: Ipv4Addr::from(base + 1),
+                dom_addr: Ipv4Addr::from(base + 2),
+                prefix_len: 30,
+                routes_via_host: true,
+            }),
+            argv: e.spec.argv.clone(),
+            env: self.env_with_path(&e.spec.env),
+            run_dir: self.cfg.run_dir.join(name),
+            init_exe: self.init_exe.clone(),
+        }
+    }
+
+    /// The domain's environment; without a PATH of its own it gets the standard one, led by the
+    /// directory of the wuos binaries (catalog commands such as `wuos hog` live there).
+    fn env_with_path(&self, env: &[(String, String)]) -> Vec<(String, String)> {
+        let mut env = env.to_vec();
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            let mut path = String::new();
+            if let Some(dir) = self.init_exe.parent() {
+                path.push_str(&format!("{}:", dir.display()));
+            }
+            path.push_str("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+            env.push(("PATH".into(), path));
+        }
+        env
+    }
+
+    fn free_slot(&self) -> Result<u32, DomainsError> {
+        let used: std::collections::HashSet<u32> =
+            self.entries.values().chain(self.pool.iter()).map(|e| e.slot).collect();
+        let slots = (self.subnet.size() / 4) as u32;
+        (0..slots)
+            .find(|s| !used.contains(s))
+            .ok_or_else(|| DomainsError::SubnetFull(self.cfg.subnet.clone()))
+    }
+
+    fn persist(&self, name: &str) {
+        let r = match self.entries.get(name) {
+            Some(e) => self.store.put_blob(
+                &format!("{KEY_PREFIX}{name}"),
+                &serde_json::to_vec(e).expect("entries serialize"),
+            ),
+            None => self.store.delete_blob(&format!("{KEY_PREFIX}{name}")),
+        };
+        if let Err(e) = r {
+            warn!(domain = name, error = %e, "cannot persist domain state");
+        }
+    }
+
+    /// After a daemon restart: keep what still runs, restart or mark what does not.
+    fn readopt(&mut self) -> Result<(), DomainsError> {
+        let stored = self
+            .store
+            .blobs_with_prefix(KEY_PREFIX)
+            .map_err(|e| DomainsError::Store(e.to_string()))?;
+        for (key, value) in stored {
+            let name = key.trim_start_matches(KEY_PREFIX).to_string();
+            let Ok(mut e) = serde_json::from_slice::<Entry>(&value) else {
+                warn!(domain = %name, "unreadable stored domain state; skipped");
+                continue;
+            };
+            let spec = self.cspec(&name, &e);
+            let status = self.backend.status(&spec);
+            e.state = match (&e.state[..], status) {
+                (_, BackendStatus::Running { pid }) => {
+                    e.pid = pid;
+                    "running".into()
+                }
+                (_, BackendStatus::Paused { pid }) => {
+                    e.pid = pid;
+                    "paused".into()
+                }
+                ("stopped", _) => "stopped".into(),
+                (_, BackendStatus::Exited { code }) => format!("failed: exited with {code:?} while wuosd was down"),
+                (_, BackendStatus::Absent) => "failed: gone while wuosd was down".into(),
+            };
+            info!(domain = %name, state = %e.state, "re-adopted");
+            if name.starts_with(POOL_PREFIX) {
+                // Pool members are recreated: a frozen parked init is cheap to make again.
+                let _ = self.backend.destroy(&spec);
+                self.store.delete_blob(&key).ok();
+                continue;
+            }
+            let _ = self.admission.admit(&e.spec);
+            self.entries.insert(name.clone(), e);
+            if self.entries[&name].state.starts_with("failed") {
+                self.apply_restart_policy(&name);
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps `cfg.pool` parked, frozen domains ready.
+    pub fn fill_pool(&mut self) {
+        while (self.pool.len() as u32) < self.cfg.pool {
+            // A pool name must be free everywhere: domains taken from the pool keep theirs.
+            let in_use = |n: &str| self.pool.iter().chain(self.entries.values()).any(|e| e.host == n);
+            let Some(name) = (0..).map(|i| format!("{POOL_PREFIX}{i}")).find(|n| !in_use(n)) else {
+                return;
+            };
+            let Ok(slot) = self.free_slot() else { return };
+            let spec = DomainSpec::parked(&name);
+            let mut e = Entry {
+                spec,
+                state: "pooled".into(),
+                slot,
+                restarts: 0,
+                start_ms: 0.0,
+                from_pool: false,
+                pid: 0,
+                host: name.clone(),
+            };
+            let cs = self.cspec(&name, &e);
+            if let Err(err) = self.backend.create(&cs) {
+                // Nothing of ours to clean: what exists under that name is someone else's.
+                warn!(error = %err, "cannot fill the idle pool");
+                return;
+            }
+            let parked = self.backend.start_parked(&cs).and_then(|pid| {
+                e.pid = pid;
+                self.backend.pause(&cs)
+            });
+            if let Err(err) = parked {
+                warn!(error = %err, "cannot fill the idle pool");
+                let _ = self.backend.destroy(&cs);
+                return;
+            }
+            // Stored so that a restarted daemon finds and removes it (pool members are rebuilt).
+            if let Err(err) = self.store.put_blob(
+                &format!("{KEY_PREFIX}{name}"),
+                &serde_json::to_vec(&e).expect("entries serialize"),
+            ) {
+                warn!(error = %err, "cannot persist a pool member");
+            }
+            self.pool.push(e);
+        }
+    }
+
+    /// Starts an instance of catalog service `service`.
+    pub fn start_service(
+        &mut self,
+        service: &str,
+        name: &str,
+        params: &BTreeMap<String, String>,
+    ) -> Result<pb::DomainInfo, DomainsError> {
+        let t0 = Instant::now();
+        let def = self
+            .catalog
+            .get(service)
+            .map_err(|e| DomainsError::UnknownService(service.into(), e.to_string()))?
+            .clone();
+        let name = if name.is_empty() {
+            (1..)
+                .map(|i| format!("{service}-{i}"))
+                .find(|n| !self.entries.contains_key(n))
+                .unwrap_or_default()
+        } else {
+            name.to_string()
+        };
+        if self.entries.contains_key(&name) {
+            return Err(DomainsError::Exists(name));
+        }
+        // The pool's slot (and so its address) is reused when one is taken.
+        let pooled = self.pool.pop();
+        if let Some(p) = &pooled {
+            let _ = self.store.delete_blob(&format!("{KEY_PREFIX}{}", p.host));
+        }
+        let slot = match &pooled {
+            Some(p) => p.slot,
+            None => self.free_slot()?,
+        };
+        let base = u32::from(self.subnet.addr) + 4 * slot;
+        let attach = NetAttach {
+            address: Ipv4Addr::from(base + 2),
+            prefix_len: 30,
+            gateway: Some(Ipv4Addr::from(base + 1)),
+        };
+        let dir = self.cfg.run_dir.join(&name);
+        let dirs = InstanceDirs {
+            config_dir: dir.display().to_string(),
+            run_dir: dir.display().to_string(),
+        };
+        let made = def.instantiate(&name, attach, &dirs, params).and_then(|spec| {
+            // The service's config file (e.g. kamailio.cfg), rendered into its directory.
+            let vars = def.vars(&name, attach, &dirs, params)?;
+            Ok((spec, self.catalog.render_config(service, &vars)?))
+        });
+        let (spec, config) = match made {
+            Ok(x) => x,
+            Err(e) => {
+                if let Some(p) = pooled {
+                    self.pool.push(p);
+                }
+                return Err(DomainsError::Catalog(e.to_string()));
+            }
+        };
+        if let Some((file, text)) = config {
+            let written = std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(dir.join(&file), text));
+            if let Err(e) = written {
+                if let Some(p) = pooled {
+                    self.pool.push(p);
+                }
+                return Err(DomainsError::Backend(format!(
+                    "cannot write {}: {e}",
+                    dir.join(file).display()
+                )));
+            }
+        }
+        if let Err(e) = self.admission.admit(&spec) {
+            if let Some(p) = pooled {
+                self.pool.push(p);
+            }
+            return Err(DomainsError::Refused(e.to_string()));
+        }
+        let mut e = Entry {
+            spec,
+            state: "created".into(),
+            slot,
+            restarts: 0,
+            start_ms: 0.0,
+            from_pool: pooled.is_some(),
+            pid: 0,
+            host: pooled.as_ref().map_or_else(|| name.clone(), |p| p.host.clone()),
+        };
+        let result = match pooled {
+            Some(_) => {
+                // A thaw and a configuration: the parked init gets its command and execs it.
+                let cs = self.cspec(&name, &e);
+                self.backend.run_parked(&cs)
+            }
+            None => {
+                let cs = self.cspec(&name, &e);
+                self.backend.create(&cs).and_then(|()| self.backend.start(&cs))
+            }
+        };
+        match result {
+            Ok(pid) => {
+                e.pid = pid;
+                e.state = "running".into();
+                e.start_ms = t0.elapsed().as_secs_f64() * 1e3;
+                info!(domain = %name, service, pid, start_ms = e.start_ms, from_pool = e.from_pool, "service started");
+                self.entries.insert(name.clone(), e);
+                self.persist(&name);
+                self.fill_pool();
+                Ok(self.info(&name))
+            }
+            Err(err) => {
+                self.admission.release(&name);
+                let cs = self.cspec(&name, &e);
+                let _ = self.backend.destroy(&cs);
+                self.fill_pool();
+                Err(DomainsError::Backend(err.to_string()))
+            }
+        }
+    }
+
+    fn entry(&self, name: &str) -> Result<&Entry, DomainsError> {
+        self.entries
+            .get(name)
+            .ok_or_else(|| DomainsError::UnknownDomain(name.into()))
+    }
+
+    fn set_state(&mut self, name: &str, state: &str) -> pb::DomainInfo {
+        if let Some(e) = self.entries.get_mut(name) {
+            e.state = state.into();
+        }
+        self.persist(name);
+        self.info(name)
+    }
+
+    pub fn pause(&mut self, name: &str) -> Result<pb::DomainInfo, DomainsError> {
+        let e = self.entry(name)?;
+        if e.state != "running" {
+            return Err(DomainsError::Refused(format!(
+                "cannot pause domain {name}: it is {}",
+                e.state
+            )));
+        }
+        let cs = self.cspec(name, e);
+        self.backend
+            .pause(&cs)
+            .map_err(|e| DomainsError::Backend(e.to_string()))?;
+        Ok(self.set_state(name, "paused"))
+    }
+
+    pub fn resume(&mut self, name: &str) -> Result<pb::DomainInfo, DomainsError> {
+        let e = self.entry(name)?;
+        if e.state != "paused" {
+            return Err(DomainsError::Refused(format!(
+                "cannot resume domain {name}: it is {}",
+                e.state
+            )));
+        }
+        let cs = self.cspec(name, e);
+        self.backend
+            .resume(&cs)
+            .map_err(|e| DomainsError::Backend(e.to_string()))?;
+        Ok(self.set_state(name, "running"))
+    }
+
+    pub fn stop(&mut self, name: &str) -> Result<pb::DomainInfo, DomainsError> {
+        let e = self.entry(name)?;
+        let cs = self.cspec(name, e);
+        self.backend
+            .stop(&cs, Duration::from_secs(2))
+            .map_err(|e| DomainsError::Backend(e.to_string()))?;
+        Ok(self.set_state(name, "stopped"))
+    }
+
+    pub fn destroy(&mut self, name: &str) -> Result<pb::DomainInfo, DomainsError> {
+        let e = self.entry(name)?;
+        let cs = self.cspec(name, e);
+        self.backend
+            .destroy(&cs)
+            .map_err(|e| DomainsError::Backend(e.to_string()))?;
+        let info = self.set_state(name, "destroyed");
+        self.entries.remove(name);
+        self.admission.release(name);
+        self.persist(name);
+        Ok(info)
+    }
+
+    /// Destroys every domain and pool member (a clean daemon stop keeps services running; this
+    /// is for `--destroy-domains` and tests).
+    pub fn destroy_all(&mut self) {
+        let names: Vec<String> = self.entries.keys().cloned().collect();
+        for n in names {
+            let _ = self.destroy(&n);
+        }
+        for p in std::mem::take(&mut self.pool) {
+            let cs = self.cspec(&p.spec.name, &p);
+            let _ = self.backend.destroy(&cs);
+        }
+    }
+
+    fn apply_restart_policy(&mut self, name: &str) {
+        let Some(e) = self.entries.get(name) else { return };
+        let again = match e.spec.restart {
+            RestartPolicy::Never => false,
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure { max_retries } => e.restarts < max_retries,
+        };
+        if !again {
+            return;
+        }
+        let cs = self.cspec(name, e);
+        let _ = self.backend.destroy(&cs);
+        let r = self.backend.create(&cs).and_then(|()| self.backend.start(&cs));
+        let e = self.entries.get_mut(name).expect("checked above");
+        e.restarts += 1;
+        match r {
+            Ok(pid) => {
+                e.pid = pid;
+                e.state = "running".into();
+                info!(domain = name, restarts = e.restarts, "restarted");
+            }
+            Err(err) => e.state = format!("failed: restart: {err}"),
+        }
+        self.persist(name);
+    }
+
+    /// Periodic check: a running domain whose process exited is restarted per its policy.
+    pub fn supervise(&mut self) {
+        let running: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.state == "running")
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in running {
+            let cs = self.cspec(&name, &self.entries[&name]);
+            match self.backend.status(&cs) {
+                BackendStatus::Exited { .. } | BackendStatus::Absent => {}
+                BackendStatus::Running { .. } | BackendStatus::Paused { .. } => continue,
+            }
+            warn!(domain = %name, "exited");
+            if let Some(e) = self.entries.get_mut(&name) {
+                e.state = "failed: exited".into();
+            }
+            self.apply_restart_policy(&name);
+            self.persist(&name);
+        }
+    }
+
+    pub fn info(&self, name: &str) -> pb::DomainInfo {
+        let Some(e) = self.entries.get(name) else {
+            return pb::DomainInfo {
+                name: name.into(),
+                state: "destroyed".into(),
+                ..Default::default()
+            };
+        };
+        let cs = self.cspec(name, e);
+        let usage = self.backend.usage(&cs);
+        pb::DomainInfo {
+            name: name.into(),
+            kind: format!("{:?}", e.spec.kind).to_lowercase(),
+            service: e.spec.service.clone().unwrap_or_default(),
+            state: e.state.clone(),
+            pid: e.pid,
+            address: e.spec.net.as_ref().map(|n| n.address.to_string()).unwrap_or_default(),
+            cpus: cs.cpus.unwrap_or(0.0),
+            memory_limit: cs.memory.unwrap_or(0),
+            memory_bytes: usage.as_ref().map_or(0, |u| u.memory_bytes),
+            cpu_pct: 0.0,
+            restarts: e.restarts,
+            start_ms: e.start_ms,
+            from_pool: e.from_pool,
+        }
+    }
+
+    pub fn list(&self) -> pb::DomainList {
+        let (free_cpus, free_memory) = self.admission.free();
+        pb::DomainList {
+            domains: self.entries.keys().map(|n| self.info(n)).collect(),
+            free_cpus,
+            free_memory,
+            pool_idle: self.pool.len() as u32,
+        }
+    }
+}
