@@ -22,6 +22,14 @@ const VLSP_DELETE_MS: f64 = 30.0;
 
 #[derive(Subcommand)]
 pub enum BenchCmd {
+    /// Domains: start-to-ready of a container created on demand and from the idle pool, memory
+    /// per domain.
+    Domains {
+        #[arg(long, default_value = "bench-results/domains.json")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+    },
     /// Router daemons: telemetry propagation latency 2 hops away at 10 Hz, protocol bytes/s per
     /// router, wuosd CPU and RSS at 1 Hz and 10 Hz in grid:10x10.
     Telemetry {
@@ -281,6 +289,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             no_impair,
         } => (runs, out, no_random, no_impair),
         BenchCmd::Telemetry { out, seconds } => return crate::bench_telemetry::run(&out, seconds),
+        BenchCmd::Domains { out, runs } => return crate::bench_domains::run(&out, runs),
     };
     if runs == 0 {
         bail!("--runs must be at least 1");

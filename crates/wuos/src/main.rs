@@ -3,13 +3,14 @@
 //! # Layout
 //! - `main.rs`: the command tree and exit codes.
 //! - `lab.rs`: `wuos lab …` (up, down, list, status, exec, graph, link set, relay).
-//! - `bench.rs`, `bench_telemetry.rs`: `wuos bench lab` and `wuos bench telemetry`, tables and JSON.
+//! - `bench.rs`, `bench_telemetry.rs`, `bench_domains.rs`: `wuos bench lab|telemetry|domains`, tables and JSON.
 //! - `demo.rs`: `wuos demo`, the README's main demo.
 //! - `router.rs`: `wuos status`, `wuos top` (router daemons), `wuos hog` (a load).
 //! - `service.rs`: `wuos service …` (domains on a router).
 //! - `topo.rs`: a topology argument (file or generator) and helpers shared by the above.
 
 mod bench;
+mod bench_domains;
 mod bench_telemetry;
 mod demo;
 mod lab;

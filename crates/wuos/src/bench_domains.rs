@@ -1,0 +1,231 @@
+//! `wuos bench domains`: how fast a service domain starts — created from scratch, and taken from
+//! the idle pool — and what a domain costs in memory, through the real path (admin RPC →
+//! wuosd → container backend) on a lab router. Prints a table and writes JSON.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use wuos_lab::daemons::{DaemonOptions, socket_path};
+use wuos_lab::progress::Silent;
+use wuos_lab::{LabEnv, down, up};
+use wuos_model::file;
+use wuos_proto::pb;
+
+#[derive(Serialize)]
+struct Report {
+    machine: String,
+    runs: usize,
+    container_start_median_ms: f64,
+    container_start_p90_ms: f64,
+    pool_start_median_ms: f64,
+    pool_start_p90_ms: f64,
+    vm_start_median_ms: Option<f64>,
+    vm_note: String,
+    /// Memory charged to each idle domain's own cgroup (its parked init and kernel memory the
+    /// cgroup accounts), mean over the domains.
+    overhead_bytes_per_domain: u64,
+    /// Host-wide MemAvailable drop per domain (namespace, veth, cgroups, process); None when the
+    /// machine's own fluctuation hid it.
+    host_bytes_per_domain: Option<u64>,
+    overhead_domains: usize,
+}
+
+/// Sum of the memory charged to the cgroups under `rel` (v1 memory.usage_in_bytes, v2
+/// memory.current), counting each leaf once.
+fn charged(rel: &str) -> (u64, usize) {
+    let (root, file) = if Path::new("/sys/fs/cgroup/memory").exists() {
+        ("/sys/fs/cgroup/memory", "memory.usage_in_bytes")
+    } else {
+        ("/sys/fs/cgroup", "memory.current")
+    };
+    let dir = Path::new(root).join(rel);
+    let mut sum = 0;
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with("pool-") {
+            if let Some(v) = std::fs::read_to_string(e.path().join(file))
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+            {
+                sum += v;
+                n += 1;
+            }
+        }
+    }
+    (sum, n)
+}
+
+const TOPOLOGY: &str = "[[node]]\nname = \"r1\"\nrole = \"fog\"\nmemory = \"8GiB\"\n[[node]]\nname = \"r2\"\nrole = \"edge\"\n[[link]]\na = \"r1\"\nb = \"r2\"\n";
+
+fn lab(env: &LabEnv, name: &str, pool: u32) -> Result<()> {
+    let _ = down::down(env, name, &Silent);
+    let t = file::parse(TOPOLOGY, "bench")?;
+    up::up(
+        env,
+        t,
+        &up::UpOptions {
+            name: name.into(),
+            workers: 2,
+            daemons: Some(DaemonOptions {
+                pool,
+                ..Default::default()
+            }),
+        },
+        &Silent,
+    )?;
+    Ok(())
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[((v.len() - 1) as f64 * p).round() as usize]
+    }
+}
+
+fn mem_available() -> u64 {
+    let s = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Starts and destroys `runs` stress services; returns their start times (ms, as the daemon saw
+/// them) and whether each came from the pool.
+fn cycle(sock: &Path, runs: usize, settle: Duration) -> Result<Vec<(f64, bool)>> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let mut c = wuosd::admin::client(sock).await?;
+        let mut out = Vec::new();
+        for i in 0..runs {
+            tokio::time::sleep(settle).await; // let the pool refill
+            let params: HashMap<String, String> = [("memory", "4MiB"), ("cpus", "0"), ("duration", "600s")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let d = c
+                .start_service(pb::StartServiceRequest {
+                    service: "stress".into(),
+                    name: format!("b{i}"),
+                    params,
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("start: {}", s.message()))?
+                .into_inner();
+            out.push((d.start_ms, d.from_pool));
+            c.destroy_domain(pb::DomainRef { name: d.name })
+                .await
+                .map_err(|s| anyhow::anyhow!("destroy: {}", s.message()))?;
+        }
+        Ok(out)
+    })
+}
+
+pub fn run(out: &Path, runs: usize) -> Result<()> {
+    if runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let env = LabEnv::system();
+    let name = "benchdom";
+    eprintln!("containers created on demand ({runs} runs)");
+    lab(&env, name, 0)?;
+    let sock = socket_path(&env, name, "r1");
+    let fresh = cycle(&sock, runs, Duration::from_millis(50));
+    down::down(&env, name, &Silent)?;
+    let mut fresh: Vec<f64> = fresh?.into_iter().map(|(ms, _)| ms).collect();
+
+    eprintln!("containers from the idle pool ({runs} runs)");
+    lab(&env, name, 2)?;
+    let pooled = cycle(&sock, runs, Duration::from_millis(300));
+    down::down(&env, name, &Silent)?;
+    let pooled = pooled?;
+    let from_pool = pooled.iter().filter(|(_, p)| *p).count();
+    if from_pool < runs / 2 {
+        bail!("only {from_pool} of {runs} starts came from the pool");
+    }
+    let mut pooled: Vec<f64> = pooled.into_iter().filter(|(_, p)| *p).map(|(ms, _)| ms).collect();
+
+    // Overhead: the same lab with 14 parked (pre-created, frozen) domains and with none (a lab
+    // router's /26 holds 16 domain links).
+    let n = 14usize;
+    eprintln!("memory overhead ({n} idle domains)");
+    lab(&env, name, 0)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let without = mem_available();
+    down::down(&env, name, &Silent)?;
+    std::thread::sleep(Duration::from_secs(1));
+    lab(&env, name, n as u32)?;
+    let t0 = Instant::now();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    loop {
+        let l = rt.block_on(async {
+            wuosd::admin::client(&sock)
+                .await?
+                .list_domains(pb::ListDomainsRequest {})
+                .await
+                .context("list")
+        })?;
+        if l.into_inner().pool_idle as usize >= n || t0.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let with = mem_available();
+    let (sum, counted) = charged(&format!("wuos/{name}/r1/services"));
+    down::down(&env, name, &Silent)?;
+    if counted == 0 {
+        bail!("no idle domains were found to measure");
+    }
+    let overhead = sum / counted as u64;
+    let host = without.checked_sub(with).map(|d| d / counted as u64).filter(|&d| d > 0);
+
+    let report = Report {
+        machine: crate::bench::machine(),
+        runs,
+        container_start_median_ms: pct(&mut fresh, 0.5),
+        container_start_p90_ms: pct(&mut fresh, 0.9),
+        pool_start_median_ms: pct(&mut pooled, 0.5),
+        pool_start_p90_ms: pct(&mut pooled, 0.9),
+        vm_start_median_ms: None,
+        vm_note: "the vm (QEMU microVM) backend is not built yet; no figure".into(),
+        overhead_bytes_per_domain: overhead,
+        host_bytes_per_domain: host,
+        overhead_domains: counted,
+    };
+    println!(
+        "wuos bench domains — {} — {runs} runs, start = RPC received → command running",
+        report.machine
+    );
+    println!("{:<28} {:>10} {:>10} {:>8}", "", "median ms", "p90 ms", "target");
+    println!(
+        "{:<28} {:>10.2} {:>10.2} {:>8}",
+        "container, created on demand", report.container_start_median_ms, report.container_start_p90_ms, "30"
+    );
+    println!(
+        "{:<28} {:>10.2} {:>10.2} {:>8}",
+        "container, from the pool", report.pool_start_median_ms, report.pool_start_p90_ms, "3"
+    );
+    println!("{:<28} {:>10} {:>10} {:>8}", "microVM", "-", "-", "report");
+    println!(
+        "memory per idle domain: {} KiB charged to its cgroup; host MemAvailable drop {} ({counted} parked domains)",
+        overhead / 1024,
+        host.map_or("hidden by the machine's fluctuation".into(), |h| format!(
+            "{} KiB",
+            h / 1024
+        ))
+    );
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(out, serde_json::to_string_pretty(&report)?)?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
