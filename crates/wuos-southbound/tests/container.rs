@@ -111,6 +111,7 @@ impl Router {
                 dom_addr: Ipv4Addr::new(10, 231, k, 2),
                 prefix_len: 30,
                 routes_via_host: true,
+                vips: Vec::new(),
             }),
             argv: argv.iter().map(|s| s.to_string()).collect(),
             env: vec![("RUN".into(), run_dir.display().to_string())],

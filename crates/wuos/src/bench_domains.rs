@@ -45,14 +45,15 @@ fn charged(rel: &str) -> (u64, usize) {
     let mut sum = 0;
     let mut n = 0;
     for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-        if e.file_name().to_string_lossy().starts_with("pool-") {
-            if let Some(v) = std::fs::read_to_string(e.path().join(file))
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-            {
-                sum += v;
-                n += 1;
-            }
+        if !e.file_name().to_string_lossy().starts_with("pool-") {
+            continue;
+        }
+        let value = std::fs::read_to_string(e.path().join(file))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        if let Some(v) = value {
+            sum += v;
+            n += 1;
         }
     }
     (sum, n)

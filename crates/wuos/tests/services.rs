@@ -222,3 +222,95 @@ fn services_start_pause_refuse_and_survive_a_daemon_restart() {
     let list = json(&svc(&["list"]));
     assert!(list["domains"].as_array().unwrap().is_empty(), "{list}");
 }
+
+/// Sends a SIP OPTIONS from inside router r1's namespace and returns the status line of the answer.
+fn sip_options(lab: &str, dst: &str) -> String {
+    let ns = wuos_southbound::netns::open(std::path::Path::new("/run/netns"), &format!("wuos.{lab}.r1")).unwrap();
+    wuos_southbound::netns::run_in(&ns, || {
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        sock.set_read_timeout(Some(Duration::from_secs(2)))?;
+        let port = sock.local_addr()?.port();
+        let msg = format!(
+            "OPTIONS sip:{dst}:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 10.253.0.1:{port};branch=z9hG4bK-wuos-{port}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:probe@10.253.0.1>;tag=wuos\r\nTo: <sip:{dst}>\r\n\
+             Call-ID: wuos-probe-{port}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        );
+        sock.send_to(msg.as_bytes(), (dst, 5060))?;
+        let mut buf = [0u8; 2048];
+        let (n, _) = sock.recv_from(&mut buf)?;
+        Ok::<_, std::io::Error>(
+            String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string(),
+        )
+    })
+    .unwrap()
+    .unwrap_or_else(|e| format!("no answer: {e}"))
+}
+
+#[test]
+fn the_pabx_service_is_a_real_kamailio_answering_sip() {
+    if !privileged("pabx") {
+        return;
+    }
+    let lab = "t-pabx";
+    let _ = run(&["lab", "down", lab]);
+    ok(&["lab", "up", "line:2", "--name", lab, "--pool", "1"]);
+    struct Down;
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = run(&["lab", "down", "t-pabx"]);
+        }
+    }
+    let _d = Down;
+    let out = run(&[
+        "service",
+        "start",
+        "pabx",
+        "--router",
+        "r1",
+        "--lab",
+        lab,
+        "--json",
+        "--param",
+        "static_users=2000=10.0.4.2:5060",
+    ]);
+    let d = json(&out);
+    let addr = d["address"].as_str().unwrap().to_string();
+    // Kamailio takes a moment to bind its sockets.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut answer = String::new();
+    while Instant::now() < deadline {
+        answer = sip_options(lab, &addr);
+        if answer.starts_with("SIP/2.0 200") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        answer.starts_with("SIP/2.0 200"),
+        "Kamailio at {addr} must answer OPTIONS, got: {answer}"
+    );
+    // It also answers on the service VIP (routing the VIP to the instance is the controller's work;
+    // here the test adds that route by hand).
+    let st = Command::new("ip")
+        .args([
+            "-n",
+            &format!("wuos.{lab}.r1"),
+            "route",
+            "add",
+            "10.255.0.10/32",
+            "via",
+            &addr,
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let vip = sip_options(lab, "10.255.0.10");
+    assert!(
+        vip.starts_with("SIP/2.0 200"),
+        "the VIP must reach Kamailio too, got: {vip}"
+    );
+}

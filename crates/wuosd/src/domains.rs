@@ -67,6 +67,9 @@ pub struct Entry {
     /// domain taken from the idle pool (a namespace cannot be renamed).
     #[serde(default)]
     pub host: String,
+    /// The service VIP the instance answers on (from the catalog).
+    #[serde(default)]
+    pub vip: Option<Ipv4Addr>,
 }
 
 pub struct Domains {
@@ -176,6 +179,7 @@ impl Domains {
                 dom_addr: Ipv4Addr::from(base + 2),
                 prefix_len: 30,
                 routes_via_host: true,
+                vips: e.vip.into_iter().collect(),
             }),
             argv: e.spec.argv.clone(),
             env: self.env_with_path(&e.spec.env),
@@ -283,6 +287,7 @@ impl Domains {
                 from_pool: false,
                 pid: 0,
                 host: name.clone(),
+                vip: None,
             };
             let cs = self.cspec(&name, &e);
             if let Err(err) = self.backend.create(&cs) {
@@ -349,7 +354,10 @@ impl Domains {
             prefix_len: 30,
             gateway: Some(Ipv4Addr::from(base + 1)),
         };
-        let dir = self.cfg.run_dir.join(&name);
+        // Its files live where the domain sees them: the run directory of its host name (a pool
+        // member keeps `pool-N`); inside the domain /run is private, except this directory.
+        let host = pooled.as_ref().map_or_else(|| name.clone(), |p| p.host.clone());
+        let dir = self.cfg.run_dir.join(&host);
         let dirs = InstanceDirs {
             config_dir: dir.display().to_string(),
             run_dir: dir.display().to_string(),
@@ -394,7 +402,8 @@ impl Domains {
             start_ms: 0.0,
             from_pool: pooled.is_some(),
             pid: 0,
-            host: pooled.as_ref().map_or_else(|| name.clone(), |p| p.host.clone()),
+            host,
+            vip: def.vip,
         };
         let result = match pooled {
             Some(_) => {

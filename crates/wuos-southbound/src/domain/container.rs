@@ -404,6 +404,7 @@ impl DomainBackend for ContainerBackend {
         let deadline = Instant::now() + self.init_timeout;
 
         self.apply_limits(&cg, spec)?;
+        net::add_vips(spec)?;
         // Reader first, so domain-init's non-blocking open for writing finds it.
         let mut status = OpenOptions::new()
             .read(true)

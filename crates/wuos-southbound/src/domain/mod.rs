@@ -92,6 +92,9 @@ pub struct ContainerNet {
     pub prefix_len: u8,
     /// Install a default route in the domain via `host_addr`.
     pub routes_via_host: bool,
+    /// Service VIPs the domain answers on: /32s on its loopback (the router routes a VIP to the
+    /// instance that serves it).
+    pub vips: Vec<Ipv4Addr>,
 }
 
 /// `PATH` of a domain whose spec does not set one.
@@ -387,6 +390,7 @@ mod tests {
                 dom_addr: Ipv4Addr::new(10, 200, 0, 2),
                 prefix_len: 30,
                 routes_via_host: true,
+                vips: Vec::new(),
             }),
             argv: vec!["sleep".into(), "100".into()],
             env: vec![],

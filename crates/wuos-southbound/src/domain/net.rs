@@ -113,6 +113,10 @@ pub fn create(spec: &ContainerSpec, proc_root: &Path) -> Result<(), DomainError>
             dom_nl.add_address(di, net.dom_addr, net.prefix_len).await?;
             router_nl.set_up(hi, true).await?;
             dom_nl.set_up(di, true).await?;
+            // The service VIPs, on the loopback (up since the namespace was made).
+            for vip in &net.vips {
+                dom_nl.add_address(1, *vip, 32).await?;
+            }
             if net.routes_via_host {
                 dom_nl
                     .replace_route(&RouteSpec {
@@ -123,6 +127,29 @@ pub fn create(spec: &ContainerSpec, proc_root: &Path) -> Result<(), DomainError>
                         src: None,
                     })
                     .await?;
+            }
+            Ok::<(), NetlinkError>(())
+        })
+        .map_err(nl_err(name))
+    })
+}
+
+/// Puts the service VIPs of `spec` on the loopback of its existing namespace (a domain taken from
+/// the idle pool learns its VIP only then). An address already there is not an error.
+pub fn add_vips(spec: &ContainerSpec) -> Result<(), DomainError> {
+    let name = spec.name.as_str();
+    let Some(net) = spec.net.as_ref().filter(|n| !n.vips.is_empty()) else {
+        return Ok(());
+    };
+    with_runtime(name, |rt| {
+        let handle = rt.handle().clone();
+        let ns = netns::open(&spec.netns_dir, &spec.netns_name).map_err(ns_err(name))?;
+        let nl = netns::run_in(&ns, || Netlink::connect_here(&handle))
+            .map_err(ns_err(name))?
+            .map_err(nl_err(name))?;
+        rt.block_on(async {
+            for vip in &net.vips {
+                nl.add_address(1, *vip, 32).await?;
             }
             Ok::<(), NetlinkError>(())
         })
