@@ -36,6 +36,8 @@ pub struct DaemonOptions {
     pub domains: bool,
     /// Frozen, pre-created service domains per router.
     pub pool: u32,
+    /// Keep core 0 and a quarter of a router's memory for routing (off: services share all).
+    pub routing_reservation: bool,
 }
 
 impl Default for DaemonOptions {
@@ -45,6 +47,7 @@ impl Default for DaemonOptions {
             hop_limit: 2,
             domains: true,
             pool: 0,
+            routing_reservation: true,
         }
     }
 }
@@ -95,12 +98,13 @@ pub fn write_configs(env: &LabEnv, st: &LabState, opts: &DaemonOptions) -> Resul
             // Routing keeps a quarter of a router's memory when the router has a limit.
             let mut reserve = node
                 .memory
+                .filter(|_| opts.routing_reservation)
                 .map(|m| format!("routing_memory = \"{}\"\n", wuos_model::units::format_bytes(m / 4)))
                 .unwrap_or_default();
             // Core 0 is the routing domain's and services are pinned to the others, when the
             // router has the CPU for it (a whole core for routing plus some for services).
             let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-            if host_cpus >= 2.0 && node.cpus.unwrap_or(host_cpus) >= 1.5 {
+            if opts.routing_reservation && host_cpus >= 2.0 && node.cpus.unwrap_or(host_cpus) >= 1.5 {
                 reserve.push_str("routing_cores = [0]\n");
             }
             text.push_str(&format!(

@@ -30,6 +30,16 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 20)]
         runs: usize,
     },
+    /// Routing under service load: forwarding latency and throughput through a router whose
+    /// services run CPU and memory stress, with the routing reservation on and off.
+    Isolation {
+        #[arg(long, default_value = "bench-results/isolation.json")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 3000)]
+        pings: u32,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Router daemons: telemetry propagation latency 2 hops away at 10 Hz, protocol bytes/s per
     /// router, wuosd CPU and RSS at 1 Hz and 10 Hz in grid:10x10.
     Telemetry {
@@ -290,6 +300,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         } => (runs, out, no_random, no_impair),
         BenchCmd::Telemetry { out, seconds } => return crate::bench_telemetry::run(&out, seconds),
         BenchCmd::Domains { out, runs } => return crate::bench_domains::run(&out, runs),
+        BenchCmd::Isolation { out, pings, runs } => return crate::bench_isolation::run(&out, pings, runs),
     };
     if runs == 0 {
         bail!("--runs must be at least 1");

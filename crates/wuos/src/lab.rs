@@ -47,6 +47,9 @@ pub enum LabCmd {
         /// Frozen, pre-created service domains kept ready in every router.
         #[arg(long, default_value_t = 0)]
         pool: u32,
+        /// Do not reserve a core and memory for routing: services share the whole router.
+        #[arg(long)]
+        no_routing_reservation: bool,
         #[arg(long)]
         json: bool,
     },
@@ -201,6 +204,7 @@ pub fn run(cmd: LabCmd) -> Result<()> {
             hop_limit,
             no_domains,
             pool,
+            no_routing_reservation,
             json,
         } => {
             let t = topo::load(&topology, seed)?;
@@ -217,6 +221,7 @@ pub fn run(cmd: LabCmd) -> Result<()> {
                     hop_limit,
                     domains: !no_domains,
                     pool,
+                    routing_reservation: !no_routing_reservation,
                 }),
             };
             let bar = Bar::new();

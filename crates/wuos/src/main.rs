@@ -3,7 +3,7 @@
 //! # Layout
 //! - `main.rs`: the command tree and exit codes.
 //! - `lab.rs`: `wuos lab …` (up, down, list, status, exec, graph, link set, relay).
-//! - `bench.rs`, `bench_telemetry.rs`, `bench_domains.rs`: `wuos bench lab|telemetry|domains`, tables and JSON.
+//! - `bench.rs`, `bench_telemetry.rs`, `bench_domains.rs`, `bench_isolation.rs`: `wuos bench lab|telemetry|domains|isolation`, tables and JSON.
 //! - `demo.rs`: `wuos demo`, the README's main demo.
 //! - `router.rs`: `wuos status`, `wuos top` (router daemons), `wuos hog` (a load).
 //! - `service.rs`: `wuos service …` (domains on a router).
@@ -11,6 +11,7 @@
 
 mod bench;
 mod bench_domains;
+mod bench_isolation;
 mod bench_telemetry;
 mod demo;
 mod lab;
