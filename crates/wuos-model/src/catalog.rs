@@ -16,6 +16,7 @@
 //! any other brace is literal text, and `{{` is a literal `{` where one must be
 //! followed by a lowercase name. An unknown placeholder is an error.
 
+use crate::file::{backticked, key_on_line, line_col, one_line};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -601,85 +602,10 @@ impl Ctx<'_> {
         err
     }
 
-    /// `name` prefixed with the table that holds `offset` (e.g. `health.port`,
-    /// `ports[1].proto`), from the nearest table header above it.
+    /// `name` prefixed with the table that holds `offset` (e.g. `health.port`, `ports[1].proto`).
     fn key_path(&self, offset: Option<usize>, name: &str) -> String {
-        let Some(offset) = offset else {
-            return name.to_string();
-        };
-        let offset = offset.min(self.src.len());
-        let line_start = self.src[..offset].rfind('\n').map_or(0, |i| i + 1);
-        let line_end = self.src[offset..].find('\n').map_or(self.src.len(), |i| offset + i);
-        let Some((path, array)) = self.src[..line_end].lines().filter_map(parse_header).next_back() else {
-            return name.to_string();
-        };
-        if parse_header(&self.src[line_start..line_end]).is_some()
-            && let Some(pos) = path.iter().position(|p| p == name)
-        {
-            return path[..=pos].join(".");
-        }
-        let mut prefix = path.join(".");
-        if array {
-            let n = self.src[..line_end]
-                .lines()
-                .filter_map(parse_header)
-                .filter(|(p, a)| *a && *p == path)
-                .count();
-            prefix.push_str(&format!("[{}]", n.saturating_sub(1)));
-        }
-        format!("{prefix}.{name}")
+        crate::file::key_path(self.src, offset, name)
     }
-}
-
-/// `[a.b]` → `(["a", "b"], false)`, `[[ports]]` → `(["ports"], true)`.
-fn parse_header(line: &str) -> Option<(Vec<String>, bool)> {
-    let line = line.split('#').next()?.trim();
-    let (inner, array) = if let Some(s) = line.strip_prefix("[[") {
-        (s.strip_suffix("]]")?, true)
-    } else {
-        (line.strip_prefix('[')?.strip_suffix(']')?, false)
-    };
-    let path: Vec<String> = inner
-        .split('.')
-        .map(|p| p.trim().trim_matches('"').to_string())
-        .collect();
-    path.iter().all(|p| !p.is_empty()).then_some((path, array))
-}
-
-/// The bare key of the `key = value` line containing `offset`.
-fn key_on_line(src: &str, offset: usize) -> Option<String> {
-    let offset = offset.min(src.len());
-    let start = src[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let eq = src[start..offset].find('=')?;
-    let key = src[start..start + eq].trim().trim_matches('"');
-    (!key.is_empty()).then(|| key.to_string())
-}
-
-fn backticked(s: &str) -> Vec<String> {
-    s.split('`').skip(1).step_by(2).map(str::to_string).collect()
-}
-
-fn one_line(s: &str) -> String {
-    let s = s
-        .replace("expected i64", "expected an integer")
-        .replace("expected f64", "expected a number");
-    s.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-fn line_col(src: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(src.len());
-    while !src.is_char_boundary(offset) {
-        offset -= 1;
-    }
-    let before = &src[..offset];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (line, before[line_start..].chars().count() + 1)
 }
 
 /// Parses and checks one service file. `file` is only used in error messages.

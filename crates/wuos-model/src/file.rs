@@ -267,40 +267,44 @@ impl Ctx<'_> {
         self.error(kind, key, offset)
     }
 
-    /// `name` prefixed with the path of the table that contains `offset`
-    /// (e.g. `link[2].rate`), found from the nearest table header above it.
     fn key_path(&self, offset: Option<usize>, name: &str) -> String {
-        let Some(offset) = offset else {
-            return name.to_string();
-        };
-        let offset = offset.min(self.src.len());
-        let line_start = self.src[..offset].rfind('\n').map_or(0, |i| i + 1);
-        let line_end = self.src[offset..].find('\n').map_or(self.src.len(), |i| offset + i);
-        let header = self.src[..line_end].lines().filter_map(parse_header).next_back();
-        let Some((path, array)) = header else {
-            return name.to_string();
-        };
-        // On the header line itself the unknown key may be part of the header.
-        if parse_header(&self.src[line_start..line_end]).is_some()
-            && let Some(pos) = path.iter().position(|p| p == name)
-        {
-            return path[..=pos].join(".");
-        }
-        let mut prefix = path.join(".");
-        if array {
-            let n = self.src[..line_end]
-                .lines()
-                .filter_map(parse_header)
-                .filter(|(p, a)| *a && *p == path)
-                .count();
-            prefix.push_str(&format!("[{}]", n.saturating_sub(1)));
-        }
-        format!("{prefix}.{name}")
+        key_path(self.src, offset, name)
     }
 }
 
+/// `name` prefixed with the path of the table that contains `offset`
+/// (e.g. `link[2].rate`), found from the nearest table header above it.
+pub(crate) fn key_path(src: &str, offset: Option<usize>, name: &str) -> String {
+    let Some(offset) = offset else {
+        return name.to_string();
+    };
+    let offset = offset.min(src.len());
+    let line_start = src[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = src[offset..].find('\n').map_or(src.len(), |i| offset + i);
+    let header = src[..line_end].lines().filter_map(parse_header).next_back();
+    let Some((path, array)) = header else {
+        return name.to_string();
+    };
+    // On the header line itself the unknown key may be part of the header.
+    if parse_header(&src[line_start..line_end]).is_some()
+        && let Some(pos) = path.iter().position(|p| p == name)
+    {
+        return path[..=pos].join(".");
+    }
+    let mut prefix = path.join(".");
+    if array {
+        let n = src[..line_end]
+            .lines()
+            .filter_map(parse_header)
+            .filter(|(p, a)| *a && *p == path)
+            .count();
+        prefix.push_str(&format!("[{}]", n.saturating_sub(1)));
+    }
+    format!("{prefix}.{name}")
+}
+
 /// `[a.b]` → `(["a", "b"], false)`, `[[link]]` → `(["link"], true)`.
-fn parse_header(line: &str) -> Option<(Vec<String>, bool)> {
+pub(crate) fn parse_header(line: &str) -> Option<(Vec<String>, bool)> {
     let line = line.trim();
     let line = line.split('#').next()?.trim();
     let (inner, array) = if let Some(s) = line.strip_prefix("[[") {
@@ -317,7 +321,7 @@ fn parse_header(line: &str) -> Option<(Vec<String>, bool)> {
 
 /// The bare key of the `key = value` line containing `offset`, if the offset
 /// is in the value.
-fn key_on_line(src: &str, offset: usize) -> Option<String> {
+pub(crate) fn key_on_line(src: &str, offset: usize) -> Option<String> {
     let offset = offset.min(src.len());
     let start = src[..offset].rfind('\n').map_or(0, |i| i + 1);
     let eq = src[start..offset].find('=')?;
@@ -326,11 +330,11 @@ fn key_on_line(src: &str, offset: usize) -> Option<String> {
 }
 
 /// Everything between pairs of backticks.
-fn backticked(s: &str) -> Vec<String> {
+pub(crate) fn backticked(s: &str) -> Vec<String> {
     s.split('`').skip(1).step_by(2).map(str::to_string).collect()
 }
 
-fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     let s = s
         .replace("expected i64", "expected an integer")
         .replace("expected f64", "expected a number");
@@ -342,7 +346,7 @@ fn one_line(s: &str) -> String {
 }
 
 /// 1-based line and column (in characters) of a byte offset.
-fn line_col(src: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_col(src: &str, offset: usize) -> (usize, usize) {
     let mut offset = offset.min(src.len());
     while !src.is_char_boundary(offset) {
         offset -= 1;

@@ -107,10 +107,18 @@ struct Report {
     impairment: Option<ImpairResult>,
 }
 
+/// The `p`-quantile (0..=1, nearest rank) of `v`; NaN when empty. Sorts `v`.
+pub(crate) fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v[((v.len() - 1) as f64 * p).round() as usize]
+    }
+}
+
 fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    if s.is_empty() { f64::NAN } else { s[s.len() / 2] }
+    pct(&mut v.to_vec(), 0.5)
 }
 
 fn stage(r: &up::UpReport, names: &[&str]) -> f64 {

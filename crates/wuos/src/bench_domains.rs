@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::bench::pct;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use wuos_lab::daemons::{DaemonOptions, socket_path};
@@ -78,15 +79,6 @@ fn lab(env: &LabEnv, name: &str, pool: u32) -> Result<()> {
         &Silent,
     )?;
     Ok(())
-}
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        f64::NAN
-    } else {
-        v[((v.len() - 1) as f64 * p).round() as usize]
-    }
 }
 
 fn mem_available() -> u64 {

@@ -12,6 +12,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use crate::bench::pct;
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use wuos_lab::daemons::{DaemonOptions, socket_path};
@@ -58,15 +59,6 @@ struct Report {
     cases: Vec<Case>,
     /// Every run, for the spread.
     runs: Vec<Case>,
-}
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        f64::NAN
-    } else {
-        v[((v.len() - 1) as f64 * p).round() as usize]
-    }
 }
 
 fn measure(lab: &str, name: &str, requested: usize, stress: usize, pings: u32) -> Result<Case> {

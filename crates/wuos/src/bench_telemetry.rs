@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::bench::pct;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use wuos_lab::daemons::{DaemonOptions, socket_path};
@@ -46,14 +47,6 @@ struct Report {
     machine: String,
     propagation: Propagation,
     cost: Vec<Cost>,
-}
-
-fn pct(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
 fn rt() -> Result<tokio::runtime::Runtime> {
