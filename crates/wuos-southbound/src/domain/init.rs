@@ -17,6 +17,7 @@
 //!    read-only flag is a per-mount flag, so the host's mounts stay writable. Then
 //!    `/proc/sys/net` is made writable again (it shows the domain's own namespace), fresh tmpfs
 //!    are mounted on `/tmp`, `/run` and `/dev/shm` (charged to the domain's memory cgroup), and
+//!    the directory of this program (the wuos tools) is bound back read-only when a tmpfs hides it;
 //!    `run_dir` is bind-mounted writable (through an fd opened before `/run` was covered, so a
 //!    run_dir under `/run` or `/tmp` works too; a bind copies the read-only flag of its source
 //!    mount, so it is cleared on the copy, as for `/proc/sys/net`);
@@ -425,6 +426,14 @@ fn private_read_only_root(run_dir: Option<&Path>) -> Result<(), DomainError> {
         Some(d) => Some((d, File::open(d).map_err(step("open the run directory", d))?)),
         None => None,
     };
+    // The directory of the wuos binaries (this program's), which domains' commands may use
+    // (`wuos hog`, `wuos echo`); kept visible, read-only, if the fresh tmpfs would hide it.
+    let hidden = |d: &Path| ["/tmp", "/run", "/dev/shm"].iter().any(|t| d.starts_with(t));
+    let tools_fd = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+        .filter(|d| hidden(d) && run_dir.is_none_or(|r| !d.starts_with(r)))
+        .and_then(|d| File::open(&d).ok().map(|f| (d, f)));
 
     mount_setattr(c"/", libc::AT_RECURSIVE as libc::c_uint, libc::MOUNT_ATTR_RDONLY, 0)
         .map_err(step("make every mount read-only under", root))?;
@@ -461,6 +470,13 @@ fn private_read_only_root(run_dir: Option<&Path>) -> Result<(), DomainError> {
         let target = CString::new(dir.as_os_str().as_bytes())
             .map_err(|_| DomainError::InitUsage("the run directory contains a NUL byte".into()))?;
         mount_setattr(&target, 0, 0, libc::MOUNT_ATTR_RDONLY).map_err(step("make writable", dir))?;
+    }
+    if let Some((dir, fd)) = tools_fd {
+        fs::create_dir_all(&dir).map_err(step("create the mount point of the tools directory", &dir))?;
+        let source = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        // The bind keeps the source's read-only flag: the tools stay read-only in the domain.
+        mount(Some(&source), &dir, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(nix_step("bind the tools directory onto", &dir))?;
     }
     nix::unistd::chdir(root).map_err(nix_step("change directory to", root))?;
     Ok(())
