@@ -59,7 +59,7 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 pub fn domain_json(d: &pb::DomainInfo) -> serde_json::Value {
     json!({
         "name": d.name, "kind": d.kind, "service": d.service, "state": d.state, "pid": d.pid,
-        "address": d.address, "cpus": d.cpus, "memory_limit": d.memory_limit,
+        "address": d.address, "cpus": d.cpus, "cpu_pct": d.cpu_pct, "memory_limit": d.memory_limit,
         "memory_bytes": d.memory_bytes, "restarts": d.restarts, "start_ms": d.start_ms,
         "from_pool": d.from_pool,
     })

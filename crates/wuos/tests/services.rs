@@ -171,6 +171,15 @@ fn services_start_pause_refuse_and_survive_a_daemon_restart() {
     ok(&["service", "resume", "stress-1", "--router", "r1", "--lab", LAB]);
     std::thread::sleep(Duration::from_millis(300));
     assert!(cpu_ns(pid) > b, "a resumed busy loop uses CPU again");
+    // The daemon's CPU figure: a busy thread under the catalog's 0.5-core quota reads about 50%.
+    json(&svc(&["list"]));
+    std::thread::sleep(Duration::from_millis(1000));
+    let l = json(&svc(&["list"]));
+    let pct = l["domains"][0]["cpu_pct"].as_f64().unwrap();
+    assert!(
+        (30.0..=60.0).contains(&pct),
+        "stress at a 0.5-core quota should read ~50% of a core, got {pct:.1}%"
+    );
 
     // Admission: 256 MiB more does not fit in the 128 MiB left; the refusal names memory and by how much.
     let refused = svc(&["start", "stress", "--name", "big"]);

@@ -84,6 +84,8 @@ pub struct Domains {
     store: Arc<Store>,
     subnet: Ipv4Net,
     init_exe: PathBuf,
+    /// The last CPU reading of each domain (when, cumulative ns), for its CPU % since then.
+    cpu_seen: std::sync::Mutex<BTreeMap<String, (Instant, u64)>>,
 }
 
 impl std::fmt::Debug for Domains {
@@ -134,6 +136,7 @@ impl Domains {
             store,
             subnet,
             init_exe,
+            cpu_seen: std::sync::Mutex::new(BTreeMap::new()),
         };
         d.readopt()?;
         d.fill_pool();
@@ -499,6 +502,7 @@ impl Domains {
         let info = self.set_state(name, "destroyed");
         self.entries.remove(name);
         self.admission.release(name);
+        self.cpu_seen.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
         self.persist(name);
         Ok(info)
     }
@@ -575,6 +579,21 @@ impl Domains {
         };
         let cs = self.cspec(name, e);
         let usage = self.backend.usage(&cs);
+        // CPU % of one core since the previous look at this domain (0 the first time).
+        let cpu_pct = usage.as_ref().map_or(0.0, |u| {
+            let now = Instant::now();
+            let mut seen = self.cpu_seen.lock().unwrap_or_else(|p| p.into_inner());
+            let pct = seen.get(name).map_or(0.0, |&(t, ns)| {
+                let dt = now.duration_since(t).as_nanos() as f64;
+                if dt > 0.0 {
+                    u.cpu_ns.saturating_sub(ns) as f64 / dt * 100.0
+                } else {
+                    0.0
+                }
+            });
+            seen.insert(name.to_string(), (now, u.cpu_ns));
+            pct
+        });
         pb::DomainInfo {
             name: name.into(),
             kind: format!("{:?}", e.spec.kind).to_lowercase(),
@@ -585,7 +604,7 @@ impl Domains {
             cpus: cs.cpus.unwrap_or(0.0),
             memory_limit: cs.memory.unwrap_or(0),
             memory_bytes: usage.as_ref().map_or(0, |u| u.memory_bytes),
-            cpu_pct: 0.0,
+            cpu_pct,
             restarts: e.restarts,
             start_ms: e.start_ms,
             from_pool: e.from_pool,
