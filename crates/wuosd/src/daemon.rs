@@ -38,6 +38,7 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The hypervisor layer, when the config has `[domains]`.
     pub domains: Option<Mutex<crate::domains::Domains>>,
+    last_services: Mutex<Vec<pb::ServiceInstance>>,
     started: Instant,
     peers: HashMap<String, mpsc::Sender<Outgoing>>,
 }
@@ -103,18 +104,24 @@ impl Shared {
     }
 
     /// The services this router hosts, for its adverts.
+    /// (If a domain operation holds the domains just now, the last list is advertised again
+    /// rather than blocking the sampler or advertising none.)
     fn services(&self) -> Vec<pb::ServiceInstance> {
         let Some(d) = &self.domains else { return Vec::new() };
-        let Ok(d) = d.try_lock() else { return Vec::new() };
-        d.list()
-            .domains
-            .into_iter()
-            .filter(|i| !i.service.is_empty())
-            .map(|i| pb::ServiceInstance {
-                service: i.service,
-                state: i.state,
-            })
-            .collect()
+        let mut last = self.last_services.lock().unwrap_or_else(|p| p.into_inner());
+        if let Ok(d) = d.try_lock() {
+            *last = d
+                .list()
+                .domains
+                .into_iter()
+                .filter(|i| !i.service.is_empty())
+                .map(|i| pb::ServiceInstance {
+                    service: i.service,
+                    state: i.state,
+                })
+                .collect();
+        }
+        last.clone()
     }
 
     fn send(&self, neighbor: &str, msg: Outgoing) {
@@ -338,6 +345,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
         instance: Mutex::new(instance),
         metrics: metrics.clone(),
         domains,
+        last_services: Mutex::new(Vec::new()),
         started: Instant::now(),
         peers,
     });

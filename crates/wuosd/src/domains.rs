@@ -84,8 +84,9 @@ pub struct Domains {
     store: Arc<Store>,
     subnet: Ipv4Net,
     init_exe: PathBuf,
-    /// The last CPU reading of each domain (when, cumulative ns), for its CPU % since then.
-    cpu_seen: std::sync::Mutex<BTreeMap<String, (Instant, u64)>>,
+    /// The two latest CPU readings of each domain (when, cumulative ns), taken by
+    /// [`Domains::supervise`] once a second: its CPU % is the rate between them.
+    cpu_seen: BTreeMap<String, [(Instant, u64); 2]>,
 }
 
 impl std::fmt::Debug for Domains {
@@ -136,7 +137,7 @@ impl Domains {
             store,
             subnet,
             init_exe,
-            cpu_seen: std::sync::Mutex::new(BTreeMap::new()),
+            cpu_seen: BTreeMap::new(),
         };
         d.readopt()?;
         d.fill_pool();
@@ -502,7 +503,7 @@ impl Domains {
         let info = self.set_state(name, "destroyed");
         self.entries.remove(name);
         self.admission.release(name);
-        self.cpu_seen.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        self.cpu_seen.remove(name);
         self.persist(name);
         Ok(info)
     }
@@ -546,8 +547,19 @@ impl Domains {
         self.persist(name);
     }
 
-    /// Periodic check: a running domain whose process exited is restarted per its policy.
+    /// Periodic check (once a second): takes every domain's CPU reading, and restarts a running
+    /// domain whose process exited, per its policy.
     pub fn supervise(&mut self) {
+        let now = Instant::now();
+        let names: Vec<String> = self.entries.keys().cloned().collect();
+        for name in &names {
+            let cs = self.cspec(name, &self.entries[name]);
+            if let Some(u) = self.backend.usage(&cs) {
+                let reading = (now, u.cpu_ns);
+                let slot = self.cpu_seen.entry(name.clone()).or_insert([reading, reading]);
+                *slot = [slot[1], reading];
+            }
+        }
         let running: Vec<String> = self
             .entries
             .iter()
@@ -579,20 +591,14 @@ impl Domains {
         };
         let cs = self.cspec(name, e);
         let usage = self.backend.usage(&cs);
-        // CPU % of one core since the previous look at this domain (0 the first time).
-        let cpu_pct = usage.as_ref().map_or(0.0, |u| {
-            let now = Instant::now();
-            let mut seen = self.cpu_seen.lock().unwrap_or_else(|p| p.into_inner());
-            let pct = seen.get(name).map_or(0.0, |&(t, ns)| {
-                let dt = now.duration_since(t).as_nanos() as f64;
-                if dt > 0.0 {
-                    u.cpu_ns.saturating_sub(ns) as f64 / dt * 100.0
-                } else {
-                    0.0
-                }
-            });
-            seen.insert(name.to_string(), (now, u.cpu_ns));
-            pct
+        // CPU % of one core over the last supervision period (0 until there are two readings).
+        let cpu_pct = self.cpu_seen.get(name).map_or(0.0, |[(t0, a), (t1, b)]| {
+            let dt = t1.duration_since(*t0).as_nanos() as f64;
+            if dt > 0.0 {
+                b.saturating_sub(*a) as f64 / dt * 100.0
+            } else {
+                0.0
+            }
         });
         pb::DomainInfo {
             name: name.into(),
