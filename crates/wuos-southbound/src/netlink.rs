@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::packet_route::route::RouteProtocol;
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -46,16 +46,6 @@ pub struct RouteSpec {
     pub oif: u32,
     /// Preferred source address (the router's loopback), so replies come back to a routed address.
     pub src: Option<Ipv4Addr>,
-}
-
-/// What `links()` reports of an interface.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LinkState {
-    pub index: u32,
-    pub name: String,
-    pub up: bool,
-    pub mtu: u32,
-    pub mac: Vec<u8>,
 }
 
 /// A netlink handle bound to one network namespace.
@@ -165,19 +155,6 @@ impl Netlink {
             )))
     }
 
-    /// Every interface of the namespace.
-    pub async fn links(&self) -> Result<Vec<LinkState>, NetlinkError> {
-        let msgs: Vec<LinkMessage> = self
-            .handle
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(failed("cannot list interfaces".into()))?;
-        Ok(msgs.into_iter().map(link_state).collect())
-    }
-
     /// The index of the interface called `name`.
     pub async fn index_of(&self, name: &str) -> Result<u32, NetlinkError> {
         let mut s = self.handle.link().get().match_name(name.to_string()).execute();
@@ -191,23 +168,4 @@ impl Netlink {
 /// Maps a failed request to an error that says what was attempted.
 fn failed(what: String) -> impl FnOnce(rtnetlink::Error) -> NetlinkError {
     move |source| NetlinkError::Request { what, source }
-}
-
-fn link_state(m: LinkMessage) -> LinkState {
-    let mut s = LinkState {
-        index: m.header.index,
-        name: String::new(),
-        up: m.header.flags.contains(LinkFlags::Up),
-        mtu: 0,
-        mac: Vec::new(),
-    };
-    for a in m.attributes {
-        match a {
-            LinkAttribute::IfName(n) => s.name = n,
-            LinkAttribute::Mtu(v) => s.mtu = v,
-            LinkAttribute::Address(a) => s.mac = a,
-            _ => {}
-        }
-    }
-    s
 }

@@ -4,31 +4,14 @@
 //! They need root. Outside CI they skip (printing why) when not root; with CI=true a skip fails.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-fn wuos() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_wuos"))
-}
-
 use wuos_lab::probe::parse_ping;
+mod common;
+
+use common::{ok, run, wuos};
 use wuos_southbound::privilege::may_run_privileged as privileged;
-
-fn run(args: &[&str]) -> Output {
-    wuos().args(args).output().expect("the wuos binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "wuos {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Tears the lab down when the test ends, even on panic.
 struct Lab(&'static str);

@@ -3,36 +3,17 @@
 //! admission refuses what does not fit (naming the short resource), and a restarted wuosd
 //! re-adopts a running domain instead of losing or duplicating it.
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
+
+mod common;
+
+use common::{Down, daemon_pids, in_router, ok, run};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use wuos_southbound::privilege::may_run_privileged as privileged;
 
 const LAB: &str = "t-svc";
-
-fn wuos() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_wuos"));
-    let wuosd = PathBuf::from(env!("CARGO_BIN_EXE_wuos")).with_file_name("wuosd");
-    c.env("WUOSD_EXE", wuosd);
-    c
-}
-
-fn run(args: &[&str]) -> Output {
-    wuos().args(args).output().expect("wuos runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "wuos {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn svc(args: &[&str]) -> Output {
     let mut a = vec!["service"];
@@ -76,14 +57,6 @@ fn cpu_ns(pid: i64) -> u64 {
         * 1000
 }
 
-struct Lab;
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = run(&["lab", "down", LAB]);
-    }
-}
-
 #[test]
 fn services_start_pause_refuse_and_survive_a_daemon_restart() {
     if !privileged("services") {
@@ -110,7 +83,7 @@ fn services_start_pause_refuse_and_survive_a_daemon_restart() {
         "--telemetry-interval",
         "200ms",
     ]);
-    let _lab = Lab;
+    let _lab = Down(LAB);
 
     let list = json(&svc(&["list"]));
     assert_eq!(list["pool_idle"], 1, "one frozen domain waits in the pool: {list}");
@@ -195,15 +168,7 @@ fn services_start_pause_refuse_and_survive_a_daemon_restart() {
     );
 
     // The daemon dies; the supervisor restarts it; the running domain is re-adopted, same pid.
-    let wuosd: Vec<i32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|p| {
-            std::fs::read(format!("/proc/{p}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&format!("/labs/{LAB}/daemons/r1.toml")))
-        })
-        .collect();
+    let wuosd = daemon_pids(LAB, "r1");
     assert_eq!(wuosd.len(), 1, "one wuosd for r1: {wuosd:?}");
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(wuosd[0]), nix::sys::signal::Signal::SIGKILL).unwrap();
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -234,8 +199,7 @@ fn services_start_pause_refuse_and_survive_a_daemon_restart() {
 
 /// Sends a SIP OPTIONS from inside router r1's namespace and returns the status line of the answer.
 fn sip_options(lab: &str, dst: &str) -> String {
-    let ns = wuos_southbound::netns::open(std::path::Path::new("/run/netns"), &format!("wuos.{lab}.r1")).unwrap();
-    wuos_southbound::netns::run_in(&ns, || {
+    in_router(lab, "r1", || {
         let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
         sock.set_read_timeout(Some(Duration::from_secs(2)))?;
         let port = sock.local_addr()?.port();
@@ -255,7 +219,6 @@ fn sip_options(lab: &str, dst: &str) -> String {
                 .to_string(),
         )
     })
-    .unwrap()
     .unwrap_or_else(|e| format!("no answer: {e}"))
 }
 
@@ -267,13 +230,7 @@ fn the_pabx_service_is_a_real_kamailio_answering_sip() {
     let lab = "t-pabx";
     let _ = run(&["lab", "down", lab]);
     ok(&["lab", "up", "line:2", "--name", lab, "--pool", "1"]);
-    struct Down;
-    impl Drop for Down {
-        fn drop(&mut self) {
-            let _ = run(&["lab", "down", "t-pabx"]);
-        }
-    }
-    let _d = Down;
+    let _d = Down("t-pabx");
     let out = run(&[
         "service",
         "start",

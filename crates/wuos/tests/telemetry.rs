@@ -2,56 +2,16 @@
 //! carries a router's memory use to the routers 1 and 2 hops away — and no further — and a router
 //! whose daemon dies ages out of its neighbors' views. Driven through the `wuos` CLI.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+mod common;
+
+use common::{Down, daemon_pids, in_router, ok, run, wuos};
 use wuos_southbound::privilege::may_run_privileged as privileged;
 
 const LAB: &str = "t-tel";
 const INTERVAL_MS: u64 = 500;
-
-fn wuos() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_wuos"))
-}
-
-fn wuosd_exe() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_BIN_EXE_wuos")).with_file_name("wuosd");
-    assert!(
-        p.exists(),
-        "{} is missing: build it first (cargo build -p wuosd)",
-        p.display()
-    );
-    p
-}
-
-fn run(args: &[&str]) -> Output {
-    wuos()
-        .env("WUOSD_EXE", wuosd_exe())
-        .args(args)
-        .output()
-        .expect("wuos runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "wuos {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-struct Lab;
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = run(&["lab", "down", LAB]);
-    }
-}
 
 fn status(router: &str) -> Option<Value> {
     let out = run(&["status", router, "--lab", LAB, "--json"]);
@@ -83,25 +43,6 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn r3_daemon_pid() -> i32 {
-    let ns = std::fs::metadata(format!("/run/netns/wuos.{LAB}.r3"))
-        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-        .unwrap();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let same_ns = std::fs::read_link(e.path().join("ns/net"))
-            .map(|l| l.to_string_lossy() == format!("net:[{ns}]"))
-            .unwrap_or(false);
-        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        if same_ns && comm.trim() == "wuosd" {
-            return pid;
-        }
-    }
-    panic!("no wuosd runs in r3's namespace");
-}
-
 #[test]
 fn telemetry_reaches_two_hops_and_a_dead_daemon_ages_out() {
     if !privileged("telemetry") {
@@ -118,7 +59,7 @@ fn telemetry_reaches_two_hops_and_a_dead_daemon_ages_out() {
         &format!("{INTERVAL_MS}ms"),
     ]);
     assert!(up.contains("6 daemons"), "{up}");
-    let _lab = Lab;
+    let _lab = Down(LAB);
     let interval = Duration::from_millis(INTERVAL_MS);
 
     // Converged: r1 and r5 (2 hops from r3) see r3; r6 (3 hops) does not.
@@ -181,7 +122,9 @@ fn telemetry_reaches_two_hops_and_a_dead_daemon_ages_out() {
 
     // A hung daemon (SIGSTOP) stops answering: its neighbors lose it, and the routers 2 hops away
     // drop it too (withdrawn or stale).
-    let pid = r3_daemon_pid();
+    let pids = daemon_pids(LAB, "r3");
+    assert_eq!(pids.len(), 1, "one wuosd for r3: {pids:?}");
+    let pid = pids[0];
     let boot = r3_in_view(&status("r2").unwrap()).unwrap().1;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGSTOP).unwrap();
     let stopped = Instant::now();
@@ -222,13 +165,7 @@ fn top_and_status_show_every_router() {
     let lab = "t-top";
     let _ = run(&["lab", "down", lab]);
     ok(&["lab", "up", "line:3", "--name", lab, "--telemetry-interval", "200ms"]);
-    struct Down;
-    impl Drop for Down {
-        fn drop(&mut self) {
-            let _ = run(&["lab", "down", "t-top"]);
-        }
-    }
-    let _d = Down;
+    let _d = Down("t-top");
     std::thread::sleep(Duration::from_millis(800));
     let top = ok(&["top", lab, "--once"]);
     for r in ["r1", "r2", "r3"] {
@@ -247,8 +184,7 @@ fn top_and_status_show_every_router() {
     // The daemon's metrics endpoint, scraped from inside the lab.
     let v: Value = serde_json::from_str(&ok(&["lab", "status", lab, "--json"])).unwrap();
     let lo = v["nodes"][1]["loopback"].as_str().unwrap().to_string();
-    let ns = wuos_southbound::netns::open(std::path::Path::new("/run/netns"), &format!("wuos.{lab}.r1")).unwrap();
-    let text = wuos_southbound::netns::run_in(&ns, || {
+    let text = in_router(lab, "r1", || {
         use std::io::{Read, Write};
         let mut conn = std::net::TcpStream::connect((lo.as_str(), 9470))?;
         conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
@@ -256,7 +192,6 @@ fn top_and_status_show_every_router() {
         conn.read_to_string(&mut body)?;
         Ok::<_, std::io::Error>(body)
     })
-    .unwrap()
     .expect("r2's metrics endpoint answers from inside the lab");
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(

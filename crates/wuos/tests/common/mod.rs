@@ -1,0 +1,65 @@
+//! Helpers shared by the CLI integration tests (each test file uses a part of them).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `wuos` binary, with `WUOSD_EXE` pointing at the `wuosd` built beside it.
+pub fn wuos() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wuos"));
+    c.env("WUOSD_EXE", wuosd_exe());
+    c
+}
+
+/// `target/…/wuosd`; the test script builds every binary before the tests.
+pub fn wuosd_exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_wuos")).with_file_name("wuosd")
+}
+
+pub fn run(args: &[&str]) -> Output {
+    wuos().args(args).output().expect("the wuos binary runs")
+}
+
+/// Runs `wuos ARGS`, asserts it succeeded and returns its stdout.
+pub fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "wuos {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Takes lab `0` down when dropped, even when the test panics.
+pub struct Down(pub &'static str);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = run(&["lab", "down", self.0]);
+    }
+}
+
+/// Runs `f` on a thread inside router `node`'s namespace (its sockets live there).
+pub fn in_router<R: Send>(lab: &str, node: &str, f: impl FnOnce() -> R + Send) -> R {
+    let ns = wuos_southbound::netns::open(Path::new("/run/netns"), &format!("wuos.{lab}.{node}"))
+        .unwrap_or_else(|e| panic!("router {node} of lab {lab}: {e}"));
+    wuos_southbound::netns::run_in(&ns, f).expect("entering the router's namespace")
+}
+
+/// Pids of the wuosd of router `node` in lab `lab` (found by its config path).
+pub fn daemon_pids(lab: &str, node: &str) -> Vec<i32> {
+    let config = format!("/labs/{lab}/daemons/{node}.toml");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "wuosd")
+                && std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&config))
+        })
+        .collect()
+}
