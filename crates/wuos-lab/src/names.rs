@@ -28,6 +28,13 @@ pub fn node_cgroup(lab: &str, node: &str) -> String {
     format!("wuos/{lab}/{node}")
 }
 
+/// The leaf cgroup of router `node`'s own processes (its daemon, `wuos lab exec` commands) on a
+/// cgroup v2 host: v2 lets a cgroup hold processes or controlled children, not both, and the
+/// router's service domains are children of its cgroup. (On v1 they join the router's cgroup.)
+pub fn node_system_cgroup(lab: &str, node: &str) -> String {
+    format!("wuos/{lab}/{node}/system")
+}
+
 /// ifindex of a router's `eth{n}`; chosen at creation so no lookup is needed afterwards.
 pub fn eth_index(n: usize) -> u32 {
     100 + n as u32

@@ -1791,7 +1791,10 @@ item = 'if ($rU == "{key}") { $ru = "sip:{key}@{value}"; }'
     #[test]
     fn shipped_catalog() {
         let c = load_dir(&catalog_dir()).unwrap();
-        assert_eq!(c.services.keys().collect::<Vec<_>>(), ["echo", "pabx", "stress"]);
+        assert_eq!(
+            c.services.keys().collect::<Vec<_>>(),
+            ["echo", "echo-vm", "pabx", "stress"]
+        );
         for (name, def) in &c.services {
             let inst = format!("{name}-1");
             let spec = def.instantiate(&inst, net(), &dirs(&inst), &BTreeMap::new()).unwrap();
@@ -1869,11 +1872,17 @@ item = 'if ($rU == "{key}") { $ru = "sip:{key}@{value}"; }'
         let spec = echo.instantiate("echo-1", net(), &dirs("e"), &BTreeMap::new()).unwrap();
         assert_eq!(spec.argv, ["wuos", "echo", "--port", "7"]);
         assert_eq!(spec.restart, RestartPolicy::Always);
+        let vm = c.get("echo-vm").unwrap();
+        assert_eq!(vm.isolation, Isolation::Vm);
+        assert_eq!(
+            vm.instantiate("v-1", net(), &dirs("v"), &BTreeMap::new()).unwrap().argv,
+            spec.argv
+        );
 
         let e = c.get("pbax").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "catalog: unknown service \"pbax\"; fix: did you mean \"pabx\"? otherwise use one of echo, pabx, stress"
+            "catalog: unknown service \"pbax\"; fix: did you mean \"pabx\"? otherwise use one of echo, echo-vm, pabx, stress"
         );
     }
 

@@ -151,6 +151,7 @@ mod tests {
                 pb::ServiceInstance {
                     service: "s".repeat(60),
                     state: "x".repeat(60),
+                    ..Default::default()
                 };
                 pad
             ],

@@ -379,6 +379,9 @@ pub fn check_advert(a: &pb::TelemetryAdvert) -> Result<(), ValidateError> {
     for s in &a.services {
         name(ctx, "service", &s.service, false)?;
         name(ctx, "service state", &s.state, true)?;
+        name(ctx, "service domain name", &s.name, true)?;
+        name(ctx, "service health", &s.health, true)?;
+        number(ctx, "service cpu_pct", s.cpu_pct)?;
     }
     Ok(())
 }
@@ -648,6 +651,11 @@ mod tests {
             services: vec![pb::ServiceInstance {
                 service: "web".into(),
                 state: "running".into(),
+                name: "web-1".into(),
+                cpu_pct: 12.5,
+                memory_bytes: 40 << 20,
+                memory_limit: 64 << 20,
+                health: "healthy".into(),
             }],
             links: vec![pb::LinkMetrics {
                 interface: "eth1".into(),

@@ -138,7 +138,17 @@ fn link() -> impl Strategy<Value = pb::LinkMetrics> {
 }
 
 fn service() -> impl Strategy<Value = pb::ServiceInstance> {
-    (text(), text()).prop_map(|(service, state)| pb::ServiceInstance { service, state })
+    (text(), text(), text(), 0.0..1e4f64, any::<u64>(), any::<u64>(), text()).prop_map(
+        |(service, state, name, cpu_pct, memory_bytes, memory_limit, health)| pb::ServiceInstance {
+            service,
+            state,
+            name,
+            cpu_pct,
+            memory_bytes,
+            memory_limit,
+            health,
+        },
+    )
 }
 
 fn advert() -> impl Strategy<Value = pb::TelemetryAdvert> {
@@ -483,6 +493,11 @@ fn write_fuzz_seeds() {
         services: vec![pb::ServiceInstance {
             service: "web".into(),
             state: "running".into(),
+            name: "web-1".into(),
+            cpu_pct: 3.5,
+            memory_bytes: 12 << 20,
+            memory_limit: 64 << 20,
+            health: "healthy".into(),
         }],
         links: vec![pb::LinkMetrics {
             interface: "eth1".into(),

@@ -117,6 +117,7 @@ impl Router {
             env: vec![("RUN".into(), run_dir.display().to_string())],
             run_dir,
             init_exe: self.init.clone(),
+            backend: Default::default(),
         };
         self.specs.push(s.clone());
         s

@@ -24,6 +24,10 @@ struct Report {
     pool_start_median_ms: f64,
     pool_start_p90_ms: f64,
     vm_start_median_ms: Option<f64>,
+    vm_start_p90_ms: Option<f64>,
+    vm_runs: usize,
+    /// Memory charged to a running vm domain's cgroup (QEMU and the guest RAM it touched).
+    vm_memory_bytes: Option<u64>,
     vm_note: String,
     /// Memory charged to each idle domain's own cgroup (its parked init and kernel memory the
     /// cgroup accounts), mean over the domains.
@@ -34,9 +38,9 @@ struct Report {
     overhead_domains: usize,
 }
 
-/// Sum of the memory charged to the cgroups under `rel` (v1 memory.usage_in_bytes, v2
-/// memory.current), counting each leaf once.
-fn charged(rel: &str) -> (u64, usize) {
+/// Sum of the memory charged to the cgroups under `rel` whose names start with `prefix` (v1
+/// memory.usage_in_bytes, v2 memory.current), counting each leaf once.
+fn charged(rel: &str, prefix: &str) -> (u64, usize) {
     let (root, file) = if Path::new("/sys/fs/cgroup/memory").exists() {
         ("/sys/fs/cgroup/memory", "memory.usage_in_bytes")
     } else {
@@ -46,7 +50,7 @@ fn charged(rel: &str) -> (u64, usize) {
     let mut sum = 0;
     let mut n = 0;
     for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-        if !e.file_name().to_string_lossy().starts_with("pool-") {
+        if !e.file_name().to_string_lossy().starts_with(prefix) {
             continue;
         }
         let value = std::fs::read_to_string(e.path().join(file))
@@ -93,19 +97,30 @@ fn mem_available() -> u64 {
 /// Starts and destroys `runs` stress services; returns their start times (ms, as the daemon saw
 /// them) and whether each came from the pool.
 fn cycle(sock: &Path, runs: usize, settle: Duration) -> Result<Vec<(f64, bool)>> {
+    let params = [("memory", "4MiB"), ("cpus", "0"), ("duration", "600s")];
+    cycle_service(sock, "stress", &params, runs, settle, |_| {})
+}
+
+/// Starts and destroys `runs` instances of `service`, calling `running` with each instance's
+/// name while it runs.
+fn cycle_service(
+    sock: &Path,
+    service: &str,
+    params: &[(&str, &str)],
+    runs: usize,
+    settle: Duration,
+    mut running: impl FnMut(&str),
+) -> Result<Vec<(f64, bool)>> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
         let mut c = wuosd::admin::client(sock).await?;
         let mut out = Vec::new();
         for i in 0..runs {
             tokio::time::sleep(settle).await; // let the pool refill
-            let params: HashMap<String, String> = [("memory", "4MiB"), ("cpus", "0"), ("duration", "600s")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+            let params: HashMap<String, String> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
             let d = c
                 .start_service(pb::StartServiceRequest {
-                    service: "stress".into(),
+                    service: service.into(),
                     name: format!("b{i}"),
                     params,
                 })
@@ -113,6 +128,7 @@ fn cycle(sock: &Path, runs: usize, settle: Duration) -> Result<Vec<(f64, bool)>>
                 .map_err(|s| anyhow::anyhow!("start: {}", s.message()))?
                 .into_inner();
             out.push((d.start_ms, d.from_pool));
+            running(&d.name);
             c.destroy_domain(pb::DomainRef { name: d.name })
                 .await
                 .map_err(|s| anyhow::anyhow!("destroy: {}", s.message()))?;
@@ -172,13 +188,33 @@ pub fn run(out: &Path, runs: usize) -> Result<()> {
     }
     std::thread::sleep(Duration::from_secs(1));
     let with = mem_available();
-    let (sum, counted) = charged(&format!("wuos/{name}/r1/services"));
+    let (sum, counted) = charged(&format!("wuos/{name}/r1/services"), "pool-");
     down::down(&env, name, &Silent)?;
     if counted == 0 {
         bail!("no idle domains were found to measure");
     }
     let overhead = sum / counted as u64;
     let host = without.checked_sub(with).map(|d| d / counted as u64).filter(|&d| d > 0);
+
+    // MicroVMs: fewer runs, each boots a kernel (seconds under TCG).
+    let vm_runs = runs.min(5);
+    let accel_note = wuos_southbound::domain::VmBackend::new().accel_note();
+    eprintln!(
+        "microVMs booted on demand ({vm_runs} runs){}",
+        accel_note.as_deref().map_or(String::new(), |n| format!(": {n}"))
+    );
+    lab(&env, name, 0)?;
+    let mut vm_mem = Vec::new();
+    let vms = cycle_service(&sock, "echo-vm", &[], vm_runs, Duration::from_millis(50), |dom| {
+        std::thread::sleep(Duration::from_millis(500));
+        let (bytes, n) = charged(&format!("wuos/{name}/r1/services"), dom);
+        if n == 1 {
+            vm_mem.push(bytes);
+        }
+    });
+    down::down(&env, name, &Silent)?;
+    let mut vms: Vec<f64> = vms?.into_iter().map(|(ms, _)| ms).collect();
+    let vm_memory = (!vm_mem.is_empty()).then(|| vm_mem.iter().sum::<u64>() / vm_mem.len() as u64);
 
     let report = Report {
         machine: crate::bench::machine(),
@@ -187,8 +223,14 @@ pub fn run(out: &Path, runs: usize) -> Result<()> {
         container_start_p90_ms: pct(&mut fresh, 0.9),
         pool_start_median_ms: pct(&mut pooled, 0.5),
         pool_start_p90_ms: pct(&mut pooled, 0.9),
-        vm_start_median_ms: None,
-        vm_note: "the vm (QEMU microVM) backend is not built yet; no figure".into(),
+        vm_start_median_ms: Some(pct(&mut vms, 0.5)),
+        vm_start_p90_ms: Some(pct(&mut vms, 0.9)),
+        vm_runs,
+        vm_memory_bytes: vm_memory,
+        vm_note: format!(
+            "start = RPC received → the guest runs the command (QEMU microVM, host kernel, wuos guest init){}",
+            accel_note.map_or(String::new(), |n| format!("; {n}"))
+        ),
         overhead_bytes_per_domain: overhead,
         host_bytes_per_domain: host,
         overhead_domains: counted,
@@ -206,7 +248,16 @@ pub fn run(out: &Path, runs: usize) -> Result<()> {
         "{:<28} {:>10.2} {:>10.2} {:>8}",
         "container, from the pool", report.pool_start_median_ms, report.pool_start_p90_ms, "3"
     );
-    println!("{:<28} {:>10} {:>10} {:>8}", "microVM", "-", "-", "report");
+    println!(
+        "{:<28} {:>10.0} {:>10.0} {:>8}",
+        "microVM (echo-vm)",
+        report.vm_start_median_ms.unwrap_or(f64::NAN),
+        report.vm_start_p90_ms.unwrap_or(f64::NAN),
+        "report"
+    );
+    if let Some(m) = report.vm_memory_bytes {
+        println!("memory of a running microVM: {} MiB charged to its cgroup", m >> 20);
+    }
     println!(
         "memory per idle domain: {} KiB charged to its cgroup; host MemAvailable drop {} ({counted} parked domains)",
         overhead / 1024,

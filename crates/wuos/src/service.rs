@@ -61,7 +61,7 @@ pub fn domain_json(d: &pb::DomainInfo) -> serde_json::Value {
         "name": d.name, "kind": d.kind, "service": d.service, "state": d.state, "pid": d.pid,
         "address": d.address, "cpus": d.cpus, "cpu_pct": d.cpu_pct, "memory_limit": d.memory_limit,
         "memory_bytes": d.memory_bytes, "restarts": d.restarts, "start_ms": d.start_ms,
-        "from_pool": d.from_pool,
+        "from_pool": d.from_pool, "health": d.health, "health_detail": d.health_detail,
     })
 }
 
@@ -137,16 +137,17 @@ pub fn run(a: ServiceArgs) -> Result<()> {
                         l.pool_idle
                     );
                     println!(
-                        "{:<16} {:<8} {:<8} {:<10} {:>7} {:>6} {:>10} {:<15}",
-                        "NAME", "KIND", "SERVICE", "STATE", "PID", "CPUS", "MEMORY", "ADDRESS"
+                        "{:<16} {:<8} {:<8} {:<10} {:<10} {:>7} {:>6} {:>10} {:<15}",
+                        "NAME", "KIND", "SERVICE", "STATE", "HEALTH", "PID", "CPUS", "MEMORY", "ADDRESS"
                     );
                     for d in &l.domains {
                         println!(
-                            "{:<16} {:<8} {:<8} {:<10} {:>7} {:>6.2} {:>10} {:<15}",
+                            "{:<16} {:<8} {:<8} {:<10} {:<10} {:>7} {:>6.2} {:>10} {:<15}",
                             d.name,
                             d.kind,
                             d.service,
                             d.state,
+                            if d.health.is_empty() { "-" } else { &d.health },
                             d.pid,
                             d.cpus,
                             human(d.memory_bytes),

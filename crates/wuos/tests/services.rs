@@ -279,4 +279,56 @@ fn the_pabx_service_is_a_real_kamailio_answering_sip() {
         vip.starts_with("SIP/2.0 200"),
         "the VIP must reach Kamailio too, got: {vip}"
     );
+    // The daemon's own health probe (the catalog's SIP OPTIONS over UDP) finds it healthy.
+    let name = d["name"].as_str().unwrap().to_string();
+    let health = |domain: &str| -> (String, String) {
+        let l = json(&run(&["service", "list", "--router", "r1", "--lab", lab, "--json"]));
+        let d = l["domains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == domain)
+            .cloned()
+            .unwrap_or_default();
+        (
+            d["health"].as_str().unwrap_or("").to_string(),
+            d["health_detail"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut h = health(&name);
+    while h.0 != "healthy" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        h = health(&name);
+    }
+    assert_eq!(h.0, "healthy", "probe detail: {}", h.1);
+    // r1's adverts carry the instance with its own figures: r2 sees them in its view.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let seen = loop {
+        let st = json(&run(&["status", "r2", "--lab", lab, "--json"]));
+        let svc = st["view"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["advert"]["services"].as_array())
+            .flatten()
+            .find(|s| s["name"] == name.as_str())
+            .cloned();
+        match svc {
+            Some(s) if s["health"] == "healthy" => break s,
+            _ if Instant::now() > deadline => panic!("r2 never saw {name} healthy in r1's adverts: {st}"),
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
+    assert_eq!(seen["service"], "pabx");
+    assert!(
+        seen["memory_bytes"].as_u64().unwrap() > 1 << 20,
+        "Kamailio's memory: {seen}"
+    );
+    assert!(seen["memory_limit"].as_u64().unwrap() > 0, "{seen}");
+    // Paused, Kamailio stops answering: the probe fails and says why (it stays paused: the
+    // probes only judge running domains, so it is not restarted behind the operator's back).
+    ok(&["service", "pause", &name, "--router", "r1", "--lab", lab]);
+    assert_eq!(health(&name).0, "", "a paused domain is not probed");
+    ok(&["service", "resume", &name, "--router", "r1", "--lab", lab]);
 }

@@ -158,7 +158,10 @@ pub fn status_json(r: &pb::StatusReply) -> serde_json::Value {
                 "mem_pressure": pressure(&r.mem_pressure),
                 "io_pressure": pressure(&r.io_pressure),
             },
-            "services": a.services.iter().map(|s| json!({"service": s.service, "state": s.state})).collect::<Vec<_>>(),
+            "services": a.services.iter().map(|s| json!({
+                "service": s.service, "state": s.state, "name": s.name, "cpu_pct": s.cpu_pct,
+                "memory_bytes": s.memory_bytes, "memory_limit": s.memory_limit, "health": s.health,
+            })).collect::<Vec<_>>(),
             "links": a.links.iter().map(|l| json!({
                 "interface": l.interface, "neighbor": l.neighbor,
                 "rx_bytes_per_s": l.rx_bytes_per_s, "tx_bytes_per_s": l.tx_bytes_per_s,

@@ -117,7 +117,13 @@ impl Shared {
                 .filter(|i| !i.service.is_empty())
                 .map(|i| pb::ServiceInstance {
                     service: i.service,
-                    state: i.state,
+                    // Adverts carry names of at most 64 bytes; a failure reason can be longer.
+                    state: clip(&i.state, wuos_proto::validate::MAX_NAME_LEN),
+                    name: i.name,
+                    cpu_pct: i.cpu_pct,
+                    memory_bytes: i.memory_bytes,
+                    memory_limit: i.memory_limit,
+                    health: i.health,
                 })
                 .collect();
         }
@@ -326,8 +332,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
                 cpu_ids: online_cpus(&cfg.resources.sys_root),
                 memory: first.mem_total_bytes,
             };
+            let vm = wuos_southbound::domain::VmBackend::new();
+            if let Some(note) = vm.accel_note() {
+                tracing::warn!("{note}");
+            }
             let backend: Arc<dyn wuos_southbound::domain::DomainBackend> =
-                Arc::new(wuos_southbound::domain::ContainerBackend::new());
+                Arc::new(wuos_southbound::domain::Backends {
+                    container: Arc::new(wuos_southbound::domain::ContainerBackend::new()),
+                    vm: Some(Arc::new(vm)),
+                });
             let d = crate::domains::Domains::open(
                 dc.clone(),
                 cfg.resources.cgroup_root.clone(),
@@ -431,7 +444,22 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
                 let s = s.clone();
                 let _ = tokio::task::spawn_blocking(move || {
                     if let Some(d) = &s.domains {
-                        d.lock().unwrap_or_else(|p| p.into_inner()).supervise();
+                        let probes = {
+                            let mut d = d.lock().unwrap_or_else(|p| p.into_inner());
+                            d.supervise();
+                            d.due_probes()
+                        };
+                        // Probes run outside the lock, side by side (each bounded by its timeout).
+                        let results: Vec<_> = std::thread::scope(|sc| {
+                            let runs: Vec<_> = probes
+                                .iter()
+                                .map(|p| sc.spawn(move || (p.domain.clone(), crate::health::run(p))))
+                                .collect();
+                            runs.into_iter().filter_map(|h| h.join().ok()).collect()
+                        });
+                        if !results.is_empty() {
+                            d.lock().unwrap_or_else(|p| p.into_inner()).record_probes(results);
+                        }
                     }
                 })
                 .await;
@@ -467,4 +495,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
     }
     info!("stopped");
     Ok(())
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn clip(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
 }

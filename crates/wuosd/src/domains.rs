@@ -24,11 +24,12 @@ use tracing::{info, warn};
 use wuos_model::Ipv4Net;
 use wuos_model::admission::{Admission, HostBudget, Reservation};
 use wuos_model::catalog::{Catalog, InstanceDirs, load_dir};
-use wuos_model::domain::{CpuSpec, DomainKind, DomainSpec, NetAttach, RestartPolicy};
+use wuos_model::domain::{CpuSpec, DomainKind, DomainSpec, Isolation, NetAttach, RestartPolicy};
 use wuos_proto::pb;
-use wuos_southbound::domain::{ContainerNet, ContainerSpec, DomainBackend, Status as BackendStatus};
+use wuos_southbound::domain::{BackendKind, ContainerNet, ContainerSpec, DomainBackend, Status as BackendStatus};
 
 use crate::config::DomainsConfig;
+use crate::health::{Health, HealthState, Probe};
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +88,8 @@ pub struct Domains {
     /// The two latest CPU readings of each domain (when, cumulative ns), taken by
     /// [`Domains::supervise`] once a second: its CPU % is the rate between them.
     cpu_seen: BTreeMap<String, [(Instant, u64); 2]>,
+    /// Health-probe bookkeeping of running domains (see [`crate::health`]).
+    health: BTreeMap<String, HealthState>,
 }
 
 impl std::fmt::Debug for Domains {
@@ -138,6 +141,7 @@ impl Domains {
             subnet,
             init_exe,
             cpu_seen: BTreeMap::new(),
+            health: BTreeMap::new(),
         };
         d.readopt()?;
         d.fill_pool();
@@ -189,6 +193,10 @@ impl Domains {
             env: self.env_with_path(&e.spec.env),
             run_dir: self.cfg.run_dir.join(name),
             init_exe: self.init_exe.clone(),
+            backend: match e.spec.isolation {
+                Isolation::Container => BackendKind::Container,
+                Isolation::Vm => BackendKind::Vm,
+            },
         }
     }
 
@@ -343,8 +351,13 @@ impl Domains {
         if self.entries.contains_key(&name) {
             return Err(DomainsError::Exists(name));
         }
-        // The pool's slot (and so its address) is reused when one is taken.
-        let pooled = self.pool.pop();
+        // The pool's slot (and so its address) is reused when one is taken. The pool holds
+        // parked containers: a vm domain boots on its own.
+        let pooled = if def.isolation == Isolation::Container {
+            self.pool.pop()
+        } else {
+            None
+        };
         if let Some(p) = &pooled {
             let _ = self.store.delete_blob(&format!("{KEY_PREFIX}{}", p.host));
         }
@@ -600,6 +613,8 @@ impl Domains {
                 0.0
             }
         });
+        // Only running domains are probed; a paused one keeps no stale verdict.
+        let probed = self.health.get(name).filter(|_| e.state == "running");
         pb::DomainInfo {
             name: name.into(),
             kind: format!("{:?}", e.spec.kind).to_lowercase(),
@@ -614,7 +629,68 @@ impl Domains {
             restarts: e.restarts,
             start_ms: e.start_ms,
             from_pool: e.from_pool,
+            health: probed.map_or("", |h| h.health.as_str()).into(),
+            health_detail: probed.map(|h| h.detail.clone()).unwrap_or_default(),
         }
+    }
+
+    /// The health probes due now, of running domains; run them outside the lock and hand the
+    /// outcomes to [`Domains::record_probes`].
+    pub fn due_probes(&mut self) -> Vec<Probe> {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for (name, e) in &self.entries {
+            let Some(check) = &e.spec.health else { continue };
+            if e.state != "running" {
+                self.health.remove(name);
+                continue;
+            }
+            let h = self
+                .health
+                .entry(name.clone())
+                .or_insert_with(|| HealthState::new(Some(check)));
+            if !h.due(check, now) {
+                continue;
+            }
+            let Some(net) = &e.spec.net else { continue };
+            due.push(Probe {
+                domain: name.clone(),
+                kind: check.kind.clone(),
+                addr: net.address,
+                timeout: check.timeout,
+                pid: e.pid,
+                vm: e.spec.isolation == Isolation::Vm,
+            });
+        }
+        due
+    }
+
+    /// Records probe outcomes; a domain that has just turned unhealthy is restarted per its
+    /// policy (like one whose process exited).
+    pub fn record_probes(&mut self, results: Vec<(String, Result<(), String>)>) {
+        let now = Instant::now();
+        for (name, result) in results {
+            let Some(check) = self.entries.get(&name).and_then(|e| e.spec.health.clone()) else {
+                continue;
+            };
+            let Some(h) = self.health.get_mut(&name) else { continue };
+            if h.record(&check, now, result) {
+                warn!(domain = %name, detail = %h.detail, "unhealthy");
+                self.health.remove(&name);
+                self.apply_restart_policy(&name);
+                self.persist(&name);
+            }
+        }
+    }
+
+    /// Whether `name` runs and its health probe passed (true for services without a probe).
+    pub fn is_healthy(&self, name: &str) -> bool {
+        let running = self.entries.get(name).is_some_and(|e| e.state == "running");
+        running
+            && self
+                .health
+                .get(name)
+                .is_none_or(|h| matches!(h.health, Health::Healthy | Health::Unchecked))
     }
 
     pub fn list(&self) -> pb::DomainList {

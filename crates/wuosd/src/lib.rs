@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`daemon`]: the tasks around the protocol state machine (diagram there).
 //! - [`domains`]: the hypervisor layer: domains, admission, idle pool, re-adoption.
+//! - [`health`]: the catalog's health probes (tcp, udp, command) and their bookkeeping.
 //! - [`server`]: the Neighbor (hellos, flooding) and Control (session envelope) gRPC services.
 //! - [`admin`]: the local Status API on a Unix socket, and its client.
 //! - [`config`]: the TOML configuration and its validation.
@@ -15,6 +16,7 @@ pub mod admin;
 pub mod config;
 pub mod daemon;
 pub mod domains;
+pub mod health;
 pub mod metrics;
 pub mod monitor;
 pub mod server;

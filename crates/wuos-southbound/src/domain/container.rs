@@ -60,19 +60,23 @@ impl ContainerBackend {
         }
     }
 
-    fn cgroups(&self, spec: &ContainerSpec) -> Result<CgroupFs, DomainError> {
+    pub(crate) fn proc_root(&self) -> &Path {
+        &self.proc_root
+    }
+
+    pub(crate) fn cgroups(&self, spec: &ContainerSpec) -> Result<CgroupFs, DomainError> {
         CgroupFs::detect(&spec.cgroup_root).map_err(cg_err(&spec.name))
     }
 
     /// Live (non-zombie) processes of the domain's cgroup and its descendants.
-    fn live_procs(&self, cg: &CgroupFs, spec: &ContainerSpec) -> Vec<i32> {
+    pub(crate) fn live_procs(&self, cg: &CgroupFs, spec: &ContainerSpec) -> Vec<i32> {
         cg.procs(&spec.cgroup)
             .into_iter()
             .filter(|&p| process::alive(&self.proc_root, p))
             .collect()
     }
 
-    fn make_cgroup(&self, cg: &CgroupFs, spec: &ContainerSpec) -> Result<(), DomainError> {
+    pub(crate) fn make_cgroup(&self, cg: &CgroupFs, spec: &ContainerSpec) -> Result<(), DomainError> {
         cg.create(&spec.cgroup, &Limits::default())
             .map_err(cg_err(&spec.name))?;
         self.apply_limits(cg, spec)
@@ -170,6 +174,12 @@ impl ContainerBackend {
     /// Spawns domain-init for `spec`: with its command, or parked (waiting for one on the
     /// command FIFO). Returns once the command is `exec`ed or the init is parked.
     fn launch(&self, spec: &ContainerSpec, parked: bool) -> Result<i32, DomainError> {
+        self.launch_with(spec, parked, true)
+    }
+
+    /// [`launch`](Self::launch), with or without the private read-only mount namespace (the
+    /// `vm` backend runs QEMU, the hypervisor, with the host's view).
+    pub(crate) fn launch_with(&self, spec: &ContainerSpec, parked: bool, ro_root: bool) -> Result<i32, DomainError> {
         spec.validate()?;
         let cg = self.cgroups(spec)?;
         let ns_path = spec.netns_path();
@@ -226,7 +236,7 @@ impl ContainerBackend {
             netns: Some(ns_path),
             cgroup_root: spec.cgroup_root.clone(),
             cgroup: spec.cgroup.clone(),
-            ro_root: true,
+            ro_root,
             run_dir: Some(spec.run_dir.clone()),
             status_stdin: true,
             parked,

@@ -8,6 +8,8 @@
 //! - [`container`]: the real backend — cgroup with limits, namespaces, launching, freezing, stopping.
 //! - [`net`]: the domain's network namespace and its veth to the router.
 //! - [`init`]: `domain-init`, the program that enters a domain and `exec`s the domain's command.
+//! - [`vm`]: the `vm` backend — a QEMU microVM in the domain's cgroup, with a tap in the router's
+//!   namespace; [`vm_image`] builds its kernel and initramfs.
 //! - [`fake`]: the recording fake.
 //!
 //! ```text
@@ -29,6 +31,8 @@ pub mod container;
 pub mod fake;
 pub mod init;
 pub mod net;
+pub mod vm;
+pub mod vm_image;
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -37,6 +41,7 @@ use std::time::Duration;
 
 pub use container::ContainerBackend;
 pub use fake::FakeBackend;
+pub use vm::VmBackend;
 
 use crate::cgroup::CgroupError;
 use crate::netlink::NetlinkError;
@@ -78,6 +83,70 @@ pub struct ContainerSpec {
     pub run_dir: PathBuf,
     /// The binary that implements `domain-init` (`wuosd`, or the `domain_init` example in tests).
     pub init_exe: PathBuf,
+    /// Which backend runs it (read by [`Backends`]; a backend called directly ignores it).
+    pub backend: BackendKind,
+}
+
+/// The isolation a domain gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BackendKind {
+    /// [`ContainerBackend`].
+    #[default]
+    Container,
+    /// [`VmBackend`].
+    Vm,
+}
+
+/// The daemon's backend: each call goes to the backend the spec's [`ContainerSpec::backend`]
+/// names. Without a `vm` backend, vm domains are refused with the reason.
+pub struct Backends {
+    pub container: std::sync::Arc<dyn DomainBackend>,
+    pub vm: Option<std::sync::Arc<dyn DomainBackend>>,
+}
+
+impl Backends {
+    fn pick(&self, spec: &ContainerSpec) -> Result<&dyn DomainBackend, DomainError> {
+        match spec.backend {
+            BackendKind::Container => Ok(self.container.as_ref()),
+            BackendKind::Vm => self.vm.as_deref().ok_or_else(|| DomainError::Unsupported {
+                name: spec.name.clone(),
+                what: "isolation \"vm\" (this daemon has no vm backend)",
+            }),
+        }
+    }
+}
+
+impl DomainBackend for Backends {
+    fn create(&self, spec: &ContainerSpec) -> Result<(), DomainError> {
+        self.pick(spec)?.create(spec)
+    }
+    fn start(&self, spec: &ContainerSpec) -> Result<i32, DomainError> {
+        self.pick(spec)?.start(spec)
+    }
+    fn start_parked(&self, spec: &ContainerSpec) -> Result<i32, DomainError> {
+        self.pick(spec)?.start_parked(spec)
+    }
+    fn run_parked(&self, spec: &ContainerSpec) -> Result<i32, DomainError> {
+        self.pick(spec)?.run_parked(spec)
+    }
+    fn pause(&self, spec: &ContainerSpec) -> Result<(), DomainError> {
+        self.pick(spec)?.pause(spec)
+    }
+    fn resume(&self, spec: &ContainerSpec) -> Result<(), DomainError> {
+        self.pick(spec)?.resume(spec)
+    }
+    fn stop(&self, spec: &ContainerSpec, grace: Duration) -> Result<(), DomainError> {
+        self.pick(spec)?.stop(spec, grace)
+    }
+    fn destroy(&self, spec: &ContainerSpec) -> Result<(), DomainError> {
+        self.pick(spec)?.destroy(spec)
+    }
+    fn status(&self, spec: &ContainerSpec) -> Status {
+        self.pick(spec).map_or(Status::Absent, |b| b.status(spec))
+    }
+    fn usage(&self, spec: &ContainerSpec) -> Option<Usage> {
+        self.pick(spec).ok()?.usage(spec)
+    }
 }
 
 /// The veth between the router's namespace and the domain's.
@@ -351,6 +420,17 @@ pub enum DomainError {
         path: PathBuf,
         error: io::Error,
     },
+    #[error("domain {name}: {what} is not supported by this backend")]
+    Unsupported { name: String, what: &'static str },
+    #[error("domain {name}: cannot prepare the guest image: {error}")]
+    Image { name: String, error: vm_image::ImageError },
+    #[error("domain {name}: the vm did not boot: {message} (console {log}: {console})")]
+    Boot {
+        name: String,
+        message: String,
+        console: String,
+        log: PathBuf,
+    },
     /// A failure injected into the [`FakeBackend`].
     #[error("domain {name}: {message} (injected by the fake backend)")]
     Injected { name: String, message: String },
@@ -396,6 +476,7 @@ mod tests {
             env: vec![],
             run_dir: "/run/wuos/demo/r1/pabx-1".into(),
             init_exe: "/usr/bin/wuosd".into(),
+            backend: BackendKind::Container,
         }
     }
 

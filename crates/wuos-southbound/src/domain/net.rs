@@ -62,9 +62,23 @@ fn open_router_ns(spec: &ContainerSpec, proc_root: &Path) -> Result<File, Domain
     File::open(&path).map_err(|e| DomainError::io(&spec.name, "open the router's network namespace", &path, e))
 }
 
+/// A netlink connection into the router's namespace, on `rt`.
+fn router_netlink(
+    spec: &ContainerSpec,
+    proc_root: &Path,
+    rt: &tokio::runtime::Runtime,
+) -> Result<Netlink, DomainError> {
+    let name = spec.name.as_str();
+    let router_ns = open_router_ns(spec, proc_root)?;
+    let handle = rt.handle().clone();
+    netns::run_in(&router_ns, || Netlink::connect_here(&handle))
+        .map_err(ns_err(name))?
+        .map_err(nl_err(name))
+}
+
 /// A locally administered MAC derived from the namespace name and the end, stable across
 /// re-creations (so neighbours' ARP caches stay valid).
-fn mac_for(netns_name: &str, end: u8) -> [u8; 6] {
+pub(crate) fn mac_for(netns_name: &str, end: u8) -> [u8; 6] {
     // FNV-1a, 32 bits.
     let mut h: u32 = 0x811c_9dc5;
     for b in netns_name.bytes().chain([end]) {
@@ -157,6 +171,35 @@ pub fn add_vips(spec: &ContainerSpec) -> Result<(), DomainError> {
     })
 }
 
+/// Addresses and brings up the router's end of a `vm` domain: the tap `net.host_if` that QEMU
+/// makes in the router's namespace when it starts (waited for up to `wait`). An address already
+/// there is not an error.
+pub fn address_tap(spec: &ContainerSpec, proc_root: &Path, wait: std::time::Duration) -> Result<(), DomainError> {
+    let name = spec.name.as_str();
+    let Some(net) = &spec.net else {
+        return Ok(());
+    };
+    with_runtime(name, |rt| {
+        let nl = router_netlink(spec, proc_root, rt)?;
+        rt.block_on(async {
+            let deadline = std::time::Instant::now() + wait;
+            let index = loop {
+                match nl.index_of(&net.host_if).await {
+                    Ok(i) => break i,
+                    Err(NetlinkError::NoSuchLink(_)) if std::time::Instant::now() < deadline => {
+                        // Nothing else runs on this runtime but the connection, idle between requests.
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            nl.add_address(index, net.host_addr, net.prefix_len).await?;
+            nl.set_up(index, true).await
+        })
+        .map_err(nl_err(name))
+    })
+}
+
 /// Deletes the veth (by its router end, if the router's namespace still exists) and the domain's
 /// namespace. Missing pieces are not errors.
 pub fn remove(spec: &ContainerSpec, proc_root: &Path) -> Result<(), DomainError> {
@@ -166,11 +209,7 @@ pub fn remove(spec: &ContainerSpec, proc_root: &Path) -> Result<(), DomainError>
         let router_exists = spec.router_netns.as_ref().is_none_or(|p| p.exists());
         if router_exists {
             result = with_runtime(name, |rt| {
-                let router_ns = open_router_ns(spec, proc_root)?;
-                let handle = rt.handle().clone();
-                let nl = netns::run_in(&router_ns, || Netlink::connect_here(&handle))
-                    .map_err(ns_err(name))?
-                    .map_err(nl_err(name))?;
+                let nl = router_netlink(spec, proc_root, rt)?;
                 rt.block_on(async {
                     match nl.index_of(&net.host_if).await {
                         Ok(i) => nl.del_link(i).await,
