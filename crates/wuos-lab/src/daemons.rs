@@ -38,6 +38,11 @@ pub struct DaemonOptions {
     pub pool: u32,
     /// Keep core 0 and a quarter of a router's memory for routing (off: services share all).
     pub routing_reservation: bool,
+    /// Site values of catalog parameters for every router, per service (e.g. the PABX's static
+    /// users), written as `[domains.params.SERVICE]`.
+    pub service_params: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    /// Attach the XDP classifier on routers (not hosts) with domains: service demand in adverts.
+    pub xdp: bool,
 }
 
 impl Default for DaemonOptions {
@@ -48,6 +53,8 @@ impl Default for DaemonOptions {
             domains: true,
             pool: 0,
             routing_reservation: true,
+            service_params: Default::default(),
+            xdp: false,
         }
     }
 }
@@ -58,6 +65,21 @@ pub fn domain_subnet(i: usize) -> Option<String> {
         let base = u32::from(std::net::Ipv4Addr::new(10, 253, 0, 0)) + 64 * i as u32;
         format!("{}/26", std::net::Ipv4Addr::from(base))
     })
+}
+
+/// `v` as a TOML basic string.
+fn toml_string(v: &str) -> String {
+    let mut s = String::from("\"");
+    for c in v.chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            c if c.is_control() => s.push_str(&format!("\\u{:04x}", c as u32)),
+            c => s.push(c),
+        }
+    }
+    s.push('"');
+    s
 }
 
 pub fn config_path(env: &LabEnv, lab: &str, node: &str) -> PathBuf {
@@ -80,6 +102,7 @@ pub fn write_configs(env: &LabEnv, st: &LabState, opts: &DaemonOptions) -> Resul
         let mut text = format!(
             "# Written by `wuos lab up` for router {node} of lab {lab}.\n\
              router_id = \"{node}\"\nrole = \"{role}\"\nlisten = \"0.0.0.0:{PROTOCOL_PORT}\"\n\
+             control_address = \"{lo}:{PROTOCOL_PORT}\"\n\
              admin_socket = \"{sock}\"\nmetrics_listen = \"{lo}:{METRICS_PORT}\"\n\
              telemetry_interval = \"{interval}\"\nhop_limit = {hops}\ndata_dir = \"{data}\"\n\n\
              [resources]\nsource = \"cgroup\"\ncgroup = \"{cg}\"\ncgroup_root = \"{root}\"\n",
@@ -117,6 +140,21 @@ pub fn write_configs(env: &LabEnv, st: &LabState, opts: &DaemonOptions) -> Resul
                 prefix = names::node_netns(&st.name, &node.name),
                 pool = opts.pool,
             ));
+            if opts.xdp && node.role != wuos_model::Role::Host {
+                text.push_str("\n[datapath]\nxdp = true\n");
+            }
+            for (service, params) in &opts.service_params {
+                text.push_str(&format!("\n[domains.params.{service}]\n"));
+                for (k, v) in params {
+                    text.push_str(&format!("{k} = {}\n", toml_string(v)));
+                }
+            }
+        }
+        // Fog routers orchestrate, falling back to the (first) data-centre router.
+        if node.role == wuos_model::Role::Fog
+            && let Some(dc) = t.nodes.iter().find(|n| n.role == wuos_model::Role::Dc)
+        {
+            text.push_str(&format!("\n[orchestrator]\ndatacenter = \"{}\"\n", dc.name));
         }
         for (li, l) in t.links.iter().enumerate() {
             let la = &st.plan.links[li];

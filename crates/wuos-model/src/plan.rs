@@ -163,6 +163,9 @@ pub struct Route {
 /// another next hop gets a /32 (longest-prefix match makes it win); the
 /// aggregate comes first, then /32s in node order.
 ///
+/// A host (role `host`) also gets a route for the service VIP pool (10.255.0.0/16) via its
+/// lowest-index neighbour.
+///
 /// A node with no neighbours gets no routes. When some destinations are
 /// unreachable from a node (the network is partitioned), that node gets no
 /// aggregate, only /32s for reachable destinations, so traffic to the
@@ -254,6 +257,17 @@ pub fn route_plan(t: &Topology, plan: &AddressPlan, link_up: &dyn Fn(usize) -> b
                     gateway: gateway(h),
                 });
             }
+        }
+        // A host reaches services (their VIPs) through its first router; routers learn where
+        // each VIP leads from their controllers.
+        if t.nodes[s].role == crate::topology::Role::Host {
+            let l = adj[s][0].1;
+            mine.push(Route {
+                dst: crate::topology::SERVICE_VIP_POOL.addr,
+                prefix_len: crate::topology::SERVICE_VIP_POOL.prefix_len,
+                link: l,
+                gateway: gateway(l),
+            });
         }
         routes.push(mine);
     }
@@ -503,6 +517,23 @@ mod tests {
         assert_full_shortest_reachability(&gen_spec("tree:3x3"));
         assert_full_shortest_reachability(&gen_spec("random:60"));
         assert_full_shortest_reachability(&gen_spec("random:60:waxman:0.2:0.3"));
+    }
+
+    #[test]
+    fn hosts_reach_service_vips_through_their_router_and_routers_get_no_such_route() {
+        let t = crate::file::parse(
+            "[[node]]\nname = \"h1\"\nrole = \"host\"\n[[node]]\nname = \"r1\"\nrole = \"edge\"\n[[node]]\nname = \"r2\"\nrole = \"fog\"\n\
+             [[link]]\na = \"h1\"\nb = \"r1\"\n[[link]]\na = \"r1\"\nb = \"r2\"\n",
+            "t",
+        )
+        .unwrap();
+        let plan = address_plan(&t).unwrap();
+        let routes = route_plan(&t, &plan, &|_| true);
+        let vip = |r: &Route| r.dst == Ipv4Addr::new(10, 255, 0, 0) && r.prefix_len == 16;
+        let h1: Vec<&Route> = routes[0].iter().filter(|r| vip(r)).collect();
+        assert_eq!(h1.len(), 1, "{:?}", routes[0]);
+        assert_eq!((h1[0].link, h1[0].gateway), (0, plan.links[0].b));
+        assert!(!routes[1].iter().any(vip) && !routes[2].iter().any(vip));
     }
 
     #[test]

@@ -120,6 +120,8 @@ pub struct InstanceConfig {
     pub stale_after_intervals: u32,
     /// The configured neighbors.
     pub neighbors: Vec<NeighborConfig>,
+    /// Where our controller takes intents (`ADDRESS:PORT`), announced in our adverts; empty: none.
+    pub control_address: String,
 }
 
 impl InstanceConfig {
@@ -135,6 +137,7 @@ impl InstanceConfig {
             hop_limit: DEFAULT_HOP_LIMIT,
             stale_after_intervals: DEFAULT_STALE_AFTER_INTERVALS,
             neighbors: Vec::new(),
+            control_address: String::new(),
         }
     }
 
@@ -223,6 +226,8 @@ pub enum Input {
         links: Vec<pb::LinkMetrics>,
         /// Services hosted here.
         services: Vec<pb::ServiceInstance>,
+        /// Demand for services seen by our data path.
+        demand: Vec<pb::ServiceDemand>,
     },
     /// Our hello to `neighbor` was answered.
     HelloAnswered {
@@ -400,9 +405,10 @@ impl Instance {
                 resources,
                 links,
                 services,
+                demand,
             } => {
                 self.start(now_ms);
-                self.sample(timestamp_unix_ns, resources, links, services, &mut fx);
+                self.sample(timestamp_unix_ns, resources, links, services, demand, &mut fx);
             }
             Input::HelloAnswered {
                 now_ms,
@@ -574,10 +580,12 @@ impl Instance {
         resources: pb::Resources,
         mut links: Vec<pb::LinkMetrics>,
         mut services: Vec<pb::ServiceInstance>,
+        mut demand: Vec<pb::ServiceDemand>,
         fx: &mut Effects,
     ) {
         links.truncate(MAX_ITEMS_PER_ADVERT);
         services.truncate(MAX_ITEMS_PER_ADVERT);
+        demand.truncate(MAX_ITEMS_PER_ADVERT);
         let advert = pb::TelemetryAdvert {
             origin: self.cfg.router_id.clone(),
             boot_id: self.cfg.boot_id,
@@ -589,6 +597,8 @@ impl Instance {
             resources: Some(sanitize(resources)),
             services,
             links,
+            control_address: self.cfg.control_address.clone(),
+            demand,
         };
         if validate::check_advert(&advert).is_err() {
             self.counters.samples_rejected += 1;
@@ -927,6 +937,7 @@ mod tests {
             }),
             services: vec![],
             links: vec![],
+            ..Default::default()
         }
     }
 
@@ -959,6 +970,7 @@ mod tests {
             },
             links: vec![],
             services: vec![],
+            demand: vec![],
         }
     }
 

@@ -39,5 +39,5 @@ pub use neighbor::{Neighbor, NeighborConfig};
 pub use validate::{MAX_ADVERTS_PER_FLOOD, MAX_HOP_LIMIT, MAX_MESSAGE_BYTES, ValidateError};
 pub use view::View;
 
-/// Protocol version 1.0: major in the high 16 bits.
-pub const PROTOCOL_VERSION: u32 = 1 << 16;
+/// Protocol version 1.1: major in the high 16 bits, minor in the low (docs/protocol.md).
+pub const PROTOCOL_VERSION: u32 = (1 << 16) | 1;

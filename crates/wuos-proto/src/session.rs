@@ -34,6 +34,13 @@ impl Session {
         }
     }
 
+    /// A session this side opens (the orchestrator's), with its id chosen (≠ 0).
+    pub fn opened(me: impl Into<String>, id: u64) -> Self {
+        let mut s = Self::new(me);
+        s.session_id = Some(id);
+        s
+    }
+
     /// The session id, once the first envelope fixed it.
     pub fn id(&self) -> Option<u64> {
         self.session_id

@@ -376,6 +376,12 @@ pub fn check_advert(a: &pb::TelemetryAdvert) -> Result<(), ValidateError> {
             number(ctx, "link rtt_ms", rtt)?;
         }
     }
+    name(ctx, "control_address", &a.control_address, true)?;
+    too_many(ctx, "demand", a.demand.len(), MAX_ITEMS_PER_ADVERT)?;
+    for d in &a.demand {
+        name(ctx, "demand service", &d.service, false)?;
+        number(ctx, "demand flows_per_s", d.flows_per_s)?;
+    }
     for s in &a.services {
         name(ctx, "service", &s.service, false)?;
         name(ctx, "service state", &s.state, true)?;
@@ -452,6 +458,7 @@ pub fn check_envelope(m: &pb::SessionEnvelope) -> Result<(), ValidateError> {
                     Some(Kind::ServiceRule(s)) => {
                         name(ictx, "service", &s.service, false)?;
                         name(ictx, "vip", &s.vip, true)?;
+                        name(ictx, "serving_router", &s.serving_router, true)?;
                     }
                     Some(Kind::Route(r)) => {
                         name(ictx, "prefix", &r.prefix, false)?;
@@ -648,6 +655,12 @@ mod tests {
                 }),
                 ..Default::default()
             }),
+            control_address: "10.0.0.1:7470".into(),
+            demand: vec![pb::ServiceDemand {
+                service: "web".into(),
+                flows_per_s: 2.5,
+                packets: 100,
+            }],
             services: vec![pb::ServiceInstance {
                 service: "web".into(),
                 state: "running".into(),
@@ -702,7 +715,7 @@ mod tests {
 
     #[test]
     fn versions_are_printed_major_dot_minor() {
-        assert_eq!(version_string(PROTOCOL_VERSION), "1.0");
+        assert_eq!(version_string(PROTOCOL_VERSION), "1.1");
         assert_eq!(version_string((2 << 16) | 3), "2.3");
     }
 
@@ -1015,6 +1028,7 @@ mod tests {
                         service: "web".into(),
                         vip: "10.255.0.1".into(),
                         local: true,
+                        serving_router: "r1".into(),
                     }),
                 ),
                 intent(

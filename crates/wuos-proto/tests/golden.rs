@@ -366,6 +366,7 @@ fn apply(s: &mut Sim, op: Op) -> Result<(), String> {
                         }),
                         services: vec![],
                         links: vec![],
+                        ..Default::default()
                     })
                     .collect(),
                 withdrawals: withdrawals

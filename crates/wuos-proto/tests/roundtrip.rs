@@ -188,6 +188,7 @@ fn advert() -> impl Strategy<Value = pb::TelemetryAdvert> {
                     resources,
                     services,
                     links,
+                    ..Default::default()
                 }
             },
         )
@@ -227,11 +228,14 @@ fn intent_kind() -> impl Strategy<Value = pb::intent::Kind> {
     prop_oneof![
         (text(), any::<bool>())
             .prop_map(|(service, present)| Kind::ServiceInstance(pb::ServiceInstanceIntent { service, present })),
-        (text(), text(), any::<bool>()).prop_map(|(service, vip, local)| Kind::ServiceRule(pb::ServiceRuleIntent {
-            service,
-            vip,
-            local
-        })),
+        (text(), text(), any::<bool>(), text()).prop_map(|(service, vip, local, serving_router)| Kind::ServiceRule(
+            pb::ServiceRuleIntent {
+                service,
+                vip,
+                local,
+                serving_router
+            }
+        )),
         (text(), text(), any::<bool>()).prop_map(|(prefix, next_hop, present)| Kind::Route(pb::RouteIntent {
             prefix,
             next_hop,
@@ -509,6 +513,7 @@ fn write_fuzz_seeds() {
             rtt_ms: Some(0.5),
             up: true,
         }],
+        ..Default::default()
     };
     let flood = pb::FloodRequest {
         header: h(),
@@ -546,6 +551,7 @@ fn write_fuzz_seeds() {
                 service: "web".into(),
                 vip: "10.255.0.1".into(),
                 local: false,
+                serving_router: String::new(),
             })),
         },
         pb::Intent {

@@ -11,6 +11,8 @@
 //! - [`packet`]: AF_PACKET sockets with virtio-net headers, for the user-space link relay.
 //! - [`privilege`]: the root-or-skip rule of privileged tests.
 //! - [`process`]: finding processes by namespace or command line, and stopping them.
+//! - [`xdp`]: the XDP classifier (`bpf/classifier.c`): service counters, new-flow events, and
+//!   redirects to local service instances.
 //!
 //! Every host path (`/run/netns`, `/sys/fs/cgroup`, `/proc`) is a parameter, so tests use temp dirs.
 
@@ -22,3 +24,4 @@ pub mod packet;
 pub mod privilege;
 pub mod process;
 pub mod tc;
+pub mod xdp;

@@ -40,6 +40,25 @@ pub enum BenchCmd {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Orchestration: placement time over 1,000 routers, and decision latency (telemetry over the
+    /// policy's threshold → the new instance serving, routes switched) on the VoIP lab.
+    Orchestration {
+        #[arg(long, default_value = "bench-results/orchestration.json")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// XDP classifier: throughput and packets/s through a router with no XDP, the classifier
+    /// counting (XDP_PASS), and redirecting to a local instance, side by side.
+    Xdp {
+        #[arg(long, default_value = "bench-results/xdp.json")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Seconds each iperf3 run lasts.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+    },
     /// Router daemons: telemetry propagation latency 2 hops away at 10 Hz, protocol bytes/s per
     /// router, wuosd CPU and RSS at 1 Hz and 10 Hz in grid:10x10.
     Telemetry {
@@ -309,6 +328,8 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Telemetry { out, seconds } => return crate::bench_telemetry::run(&out, seconds),
         BenchCmd::Domains { out, runs } => return crate::bench_domains::run(&out, runs),
         BenchCmd::Isolation { out, pings, runs } => return crate::bench_isolation::run(&out, pings, runs),
+        BenchCmd::Orchestration { out, runs } => return crate::bench_orchestration::run(&out, runs),
+        BenchCmd::Xdp { out, runs, seconds } => return crate::bench_xdp::run(&out, runs, seconds),
     };
     if runs == 0 {
         bail!("--runs must be at least 1");

@@ -15,12 +15,24 @@ const DEMO_TOPOLOGY: &str = include_str!("../../../examples/demo.toml");
 
 #[derive(Args)]
 pub struct DemoArgs {
+    #[command(subcommand)]
+    scenario: Option<Scenario>,
     /// Leave the lab up at the end.
     #[arg(long)]
     keep: bool,
 }
 
+#[derive(clap::Subcommand)]
+enum Scenario {
+    /// The VoIP scenario: a PABX moved by the fog router's orchestrator between the data centre
+    /// and the fog router while calls go on; timeline, call-setup times, plot.
+    Voip(crate::demo_voip::VoipArgs),
+}
+
 pub fn run(args: DemoArgs) -> Result<()> {
+    if let Some(Scenario::Voip(a)) = args.scenario {
+        return crate::demo_voip::run(a);
+    }
     let env = LabEnv::system();
     let topo = wuos_model::file::parse(DEMO_TOPOLOGY, "examples/demo.toml")?;
     let name = "demo".to_string();

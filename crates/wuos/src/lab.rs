@@ -50,6 +50,9 @@ pub enum LabCmd {
         /// Do not reserve a core and memory for routing: services share the whole router.
         #[arg(long)]
         no_routing_reservation: bool,
+        /// Attach the XDP classifier on every router: per-service counters, demand in adverts.
+        #[arg(long)]
+        xdp: bool,
         #[arg(long)]
         json: bool,
     },
@@ -205,6 +208,7 @@ pub fn run(cmd: LabCmd) -> Result<()> {
             no_domains,
             pool,
             no_routing_reservation,
+            xdp,
             json,
         } => {
             let t = topo::load(&topology, seed)?;
@@ -222,6 +226,8 @@ pub fn run(cmd: LabCmd) -> Result<()> {
                     domains: !no_domains,
                     pool,
                     routing_reservation: !no_routing_reservation,
+                    xdp,
+                    ..Default::default()
                 }),
             };
             let bar = Bar::new();

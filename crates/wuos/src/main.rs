@@ -3,18 +3,25 @@
 //! # Layout
 //! - `main.rs`: the command tree and exit codes.
 //! - `lab.rs`: `wuos lab …` (up, down, list, status, exec, graph, link set, relay).
-//! - `bench.rs`, `bench_telemetry.rs`, `bench_domains.rs`, `bench_isolation.rs`: `wuos bench lab|telemetry|domains|isolation`, tables and JSON.
-//! - `demo.rs`: `wuos demo`, the README's main demo.
+//! - `bench.rs`, `bench_telemetry.rs`, `bench_domains.rs`, `bench_isolation.rs`, `bench_xdp.rs`: `wuos bench lab|telemetry|domains|isolation|xdp`, tables and JSON.
+//! - `demo.rs`: `wuos demo` (a sample lab) and `demo_voip.rs` + `demo_plot.rs`: `wuos demo voip`, the
+//!   README's main demo (the VoIP scenario, its plot).
 //! - `router.rs`: `wuos status`, `wuos top` (router daemons), `wuos hog` (a load).
+//! - `policy.rs`: `wuos policy apply|show`, `wuos decisions` (the orchestrator of a fog router).
 //! - `service.rs`: `wuos service …` (domains on a router).
 //! - `topo.rs`: a topology argument (file or generator) and helpers shared by the above.
 
 mod bench;
 mod bench_domains;
 mod bench_isolation;
+mod bench_orchestration;
 mod bench_telemetry;
+mod bench_xdp;
 mod demo;
+mod demo_plot;
+mod demo_voip;
 mod lab;
+mod policy;
 mod router;
 mod service;
 mod topo;
@@ -42,7 +49,8 @@ enum Cmd {
     /// Benchmarks: print a table and write JSON.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
-    /// The main demo: a sample lab, its reachability and link delay, then teardown.
+    /// Demos: `wuos demo voip` (the main one: a PABX placed by policy, calls measured), or
+    /// `wuos demo` alone (a sample lab, its reachability and link delay).
     Demo(demo::DemoArgs),
     /// A router daemon's own telemetry and its neighborhood view.
     Status(router::StatusArgs),
@@ -52,6 +60,10 @@ enum Cmd {
     Service(service::ServiceArgs),
     /// A UDP echo server (the `echo` VNF: latency probes).
     Echo(router::EchoArgs),
+    /// The orchestrator's placement policy: apply a file, show the one in force.
+    Policy(policy::PolicyArgs),
+    /// The orchestrator's decision log: each move with its reason.
+    Decisions(policy::DecisionsArgs),
     /// Hold memory and CPU for a while (a load for tests and demos; run it with `wuos lab exec`).
     Hog(router::HogArgs),
 }
@@ -79,6 +91,8 @@ fn main() -> ExitCode {
         Cmd::Hog(a) => router::hog(a),
         Cmd::Echo(a) => router::echo(a),
         Cmd::Service(a) => service::run(a),
+        Cmd::Policy(a) => policy::policy(a),
+        Cmd::Decisions(a) => policy::decisions(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

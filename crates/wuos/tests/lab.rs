@@ -497,9 +497,11 @@ fn cgroup_v2_path_creates_joins_and_removes_router_cgroups() {
     assert!(dir.join("cgroup.procs").exists(), "{} must be a cgroup", dir.display());
     let out = with_root(&["lab", "exec", "t-v2", "r1", "--", "cat", "/proc/self/cgroup"]);
     let cg = String::from_utf8_lossy(&out.stdout);
+    // On v2 a router's own processes live in its `system` leaf (its domains are its other
+    // children, and v2 lets a cgroup hold processes or controlled children, not both).
     assert!(
-        cg.lines().any(|l| l == "0::/wuos/t-v2/r1"),
-        "exec must join the v2 cgroup:\n{cg}"
+        cg.lines().any(|l| l == "0::/wuos/t-v2/r1/system"),
+        "exec must join the router's v2 leaf cgroup:\n{cg}"
     );
     // A process left running in the router is killed by down, and the cgroup removed.
     let mut bg = wuos()
@@ -508,14 +510,14 @@ fn cgroup_v2_path_creates_joins_and_removes_router_cgroups() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while std::fs::read_to_string(dir.join("cgroup.procs"))
+    while std::fs::read_to_string(dir.join("system/cgroup.procs"))
         .unwrap_or_default()
         .trim()
         .is_empty()
     {
         assert!(
             Instant::now() < deadline,
-            "the sleep never appeared in the router's cgroup"
+            "the sleep never appeared in the router's system cgroup"
         );
         std::thread::sleep(Duration::from_millis(10));
     }

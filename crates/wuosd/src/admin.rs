@@ -50,6 +50,24 @@ impl Admin for AdminSvc {
         self.with_domains(move |d| d.stop(&name)).await
     }
 
+    async fn apply_policy(&self, req: Request<pb::ApplyPolicyRequest>) -> Result<Response<pb::PolicyReply>, Status> {
+        let o = self.orchestration()?;
+        let r = req.into_inner();
+        let source = if r.source.is_empty() { "policy".into() } else { r.source };
+        o.apply_policy(r.text, source)
+            .await
+            .map(Response::new)
+            .map_err(Status::invalid_argument)
+    }
+
+    async fn get_policy(&self, _: Request<pb::GetPolicyRequest>) -> Result<Response<pb::PolicyReply>, Status> {
+        Ok(Response::new(self.orchestration()?.policy()))
+    }
+
+    async fn decisions(&self, _: Request<pb::DecisionsRequest>) -> Result<Response<pb::DecisionList>, Status> {
+        Ok(Response::new(self.orchestration()?.decisions()))
+    }
+
     async fn pause_domain(&self, req: Request<pb::DomainRef>) -> Result<Response<pb::DomainInfo>, Status> {
         let name = req.into_inner().name;
         self.with_domains(move |d| d.pause(&name)).await
@@ -69,6 +87,15 @@ impl Admin for AdminSvc {
 impl AdminSvc {
     /// Runs a domain operation on a blocking thread (namespaces, cgroups and process spawning are
     /// synchronous) and maps its error to a gRPC status that says what went wrong.
+    fn orchestration(&self) -> Result<&Arc<crate::orchestration::Orchestration>, Status> {
+        self.0.orchestration.get().ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "{} runs no orchestrator (no [orchestrator] in its config; fog routers of a lab have one)",
+                self.0.cfg.router_id
+            ))
+        })
+    }
+
     async fn with_domains<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut crate::domains::Domains) -> Result<T, crate::domains::DomainsError> + Send + 'static,
@@ -161,6 +188,10 @@ pub fn status_json(r: &pb::StatusReply) -> serde_json::Value {
             "services": a.services.iter().map(|s| json!({
                 "service": s.service, "state": s.state, "name": s.name, "cpu_pct": s.cpu_pct,
                 "memory_bytes": s.memory_bytes, "memory_limit": s.memory_limit, "health": s.health,
+            })).collect::<Vec<_>>(),
+            "control_address": a.control_address,
+            "demand": a.demand.iter().map(|d| json!({
+                "service": d.service, "flows_per_s": d.flows_per_s, "packets": d.packets,
             })).collect::<Vec<_>>(),
             "links": a.links.iter().map(|l| json!({
                 "interface": l.interface, "neighbor": l.neighbor,

@@ -55,6 +55,10 @@ pub struct Config {
     pub role: Role,
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// The address other routers reach this router's controller at (advertised); default: the
+    /// listen address (which must then not be a wildcard).
+    #[serde(default)]
+    pub control_address: Option<String>,
     pub admin_socket: PathBuf,
     #[serde(default)]
     pub metrics_listen: Option<String>,
@@ -79,6 +83,58 @@ pub struct Config {
     /// Domains (the hypervisor layer); absent: this router runs no domains.
     #[serde(default)]
     pub domains: Option<DomainsConfig>,
+    /// The orchestrator (fog routers); absent: this router only takes intents.
+    #[serde(default)]
+    pub orchestrator: Option<OrchestratorConfig>,
+    /// The data path.
+    #[serde(default)]
+    pub datapath: DatapathConfig,
+}
+
+/// `[datapath]`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DatapathConfig {
+    /// Attach the XDP classifier to the neighbor interfaces: per-service counters and the demand
+    /// in our adverts (needs `[domains]`, whose catalog names the services).
+    #[serde(default)]
+    pub xdp: bool,
+}
+
+/// `[orchestrator]`: where services go when no rule of the policy fits, and the timers of moves.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OrchestratorConfig {
+    /// The data-centre router, which always runs every service.
+    pub datacenter: String,
+    /// A policy file applied at start (when the store holds none applied later).
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
+    /// Consecutive samples a change must hold.
+    #[serde(default = "default_confirm")]
+    pub confirm_samples: u32,
+    /// How long the old instance keeps running after the routes moved.
+    #[serde(default = "default_drain")]
+    pub drain: String,
+    /// How long a new instance may take to become healthy.
+    #[serde(default = "default_ready_timeout")]
+    pub ready_timeout: String,
+    /// New flows per second a service needs before it is moved (0: any demand, or none needed
+    /// when the data path reports none).
+    #[serde(default)]
+    pub min_demand_flows: f64,
+}
+
+fn default_confirm() -> u32 {
+    1
+}
+
+fn default_drain() -> String {
+    "2s".into()
+}
+
+fn default_ready_timeout() -> String {
+    "20s".into()
 }
 
 /// `[domains]`: where services run and what the routing domain keeps for itself.
@@ -111,6 +167,11 @@ pub struct DomainsConfig {
     /// The program that implements `domain-init` (default: this wuosd).
     #[serde(default)]
     pub init_exe: Option<PathBuf>,
+    /// Site values of catalog parameters, per service (`[domains.params.pabx]`,
+    /// `static_users = "..."`): used by every instance started here, an explicit start's
+    /// parameters winning.
+    #[serde(default)]
+    pub params: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
 }
 
 fn default_netns_dir() -> PathBuf {
@@ -219,6 +280,16 @@ impl Config {
         })
     }
 
+    /// What our adverts give as the controller's address: `control_address`, or `listen` unless
+    /// it is a wildcard (then none: no orchestrator can reach us).
+    pub fn advertised_control_address(&self) -> String {
+        match &self.control_address {
+            Some(a) => a.clone(),
+            None if self.listen.starts_with("0.0.0.0:") || self.listen.starts_with("[::]:") => String::new(),
+            None => self.listen.clone(),
+        }
+    }
+
     pub fn telemetry_interval(&self) -> Duration {
         parse_duration(&self.telemetry_interval).unwrap_or(Duration::from_secs(1))
     }
@@ -274,6 +345,37 @@ impl Config {
                     return Err(bad(key, format!("{d:?} is out of range"), "use 10ms to 600s"));
                 }
                 Err(e) => return Err(bad(key, e.to_string(), "e.g. \"1s\" or \"100ms\"")),
+            }
+        }
+        if let Some(o) = &self.orchestrator {
+            if o.datacenter.is_empty() {
+                return Err(bad(
+                    "orchestrator.datacenter",
+                    "is empty".into(),
+                    "name the data-centre router",
+                ));
+            }
+            for (key, v) in [
+                ("orchestrator.drain", &o.drain),
+                ("orchestrator.ready_timeout", &o.ready_timeout),
+            ] {
+                if let Err(e) = parse_duration(v) {
+                    return Err(bad(key, e.to_string(), "e.g. \"2s\""));
+                }
+            }
+            if !(1..=1000).contains(&o.confirm_samples) {
+                return Err(bad(
+                    "orchestrator.confirm_samples",
+                    format!("{} is out of range", o.confirm_samples),
+                    "use 1 to 1000",
+                ));
+            }
+            if !(o.min_demand_flows.is_finite() && o.min_demand_flows >= 0.0) {
+                return Err(bad(
+                    "orchestrator.min_demand_flows",
+                    format!("{} is not a rate", o.min_demand_flows),
+                    "use 0 or more new flows per second",
+                ));
             }
         }
         if !(1..=8).contains(&self.hop_limit) {

@@ -41,6 +41,17 @@ pub struct Shared {
     last_services: Mutex<Vec<pb::ServiceInstance>>,
     started: Instant,
     peers: HashMap<String, mpsc::Sender<Outgoing>>,
+    /// Applies orchestrators' intents.
+    pub controller: crate::controller::Controller,
+    /// The orchestrator (fog routers with `[orchestrator]`), set once at start.
+    pub orchestration: std::sync::OnceLock<Arc<crate::orchestration::Orchestration>>,
+    /// The embedded store.
+    pub store: Arc<Store>,
+    /// The XDP classifier (`[datapath] xdp`).
+    pub datapath: Option<crate::datapath::DataPath>,
+    boot_id: u64,
+    /// Netlink in this router's namespace (the controller's routes); `None` if it could not open.
+    pub netlink: Option<wuos_southbound::netlink::Netlink>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -77,6 +88,28 @@ fn role(r: wuos_model::Role) -> pb::Role {
 impl Shared {
     pub fn now_ms(&self) -> u64 {
         now_ms(self.started)
+    }
+
+    /// This daemon's boot id.
+    pub fn boot_id(&self) -> u64 {
+        self.boot_id
+    }
+
+    /// The protocol state as the admin API reports it.
+    pub fn status(&self) -> pb::StatusReply {
+        self.lock().status(self.now_ms(), unix_ns())
+    }
+
+    /// Where router `id`'s controller listens, as its adverts say (ours: our listen address).
+    pub fn control_address_of(&self, id: &str) -> Option<String> {
+        if id == self.cfg.router_id {
+            return Some(self.cfg.advertised_control_address());
+        }
+        let inst = self.instance.lock().unwrap_or_else(|p| p.into_inner());
+        inst.view()
+            .get(id)
+            .map(|e| e.advert.control_address.clone())
+            .filter(|a| !a.is_empty())
     }
 
     /// Feeds one input to the state machine and carries out what it asks for.
@@ -323,6 +356,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
                 interface: n.interface.clone(),
             })
             .collect(),
+        // The Control service shares the protocol port.
+        control_address: cfg.advertised_control_address(),
     });
     let domains = match &cfg.domains {
         Some(dc) => {
@@ -353,6 +388,31 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
         }
         None => None,
     };
+    let datapath = match (&domains, cfg.datapath.xdp) {
+        (Some(d), true) => {
+            let services = d.lock().unwrap_or_else(|p| p.into_inner()).datapath_services();
+            let ifaces: Vec<&str> = cfg.neighbors.iter().map(|n| n.interface.as_str()).collect();
+            match crate::datapath::DataPath::start(&ifaces, &services) {
+                Ok(dp) => {
+                    info!(
+                        interfaces = ifaces.len(),
+                        services = services.len(),
+                        "XDP classifier attached"
+                    );
+                    Some(dp)
+                }
+                Err(e) => {
+                    warn!(error = %e, "no XDP data path: demand is not measured");
+                    None
+                }
+            }
+        }
+        (None, true) => {
+            warn!("[datapath] xdp needs [domains] (its catalog names the services): not attached");
+            None
+        }
+        _ => None,
+    };
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         instance: Mutex::new(instance),
@@ -361,6 +421,18 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
         last_services: Mutex::new(Vec::new()),
         started: Instant::now(),
         peers,
+        controller: crate::controller::Controller::open(store.clone()),
+        orchestration: std::sync::OnceLock::new(),
+        store: store.clone(),
+        boot_id,
+        datapath,
+        netlink: match wuos_southbound::netlink::Netlink::connect_here(&tokio::runtime::Handle::current()) {
+            Ok(nl) => Some(nl),
+            Err(e) => {
+                warn!(error = %e, "no netlink: service rules cannot be applied");
+                None
+            }
+        },
     });
     for (id, address, rx) in receivers {
         tokio::spawn(peer_worker(shared.clone(), id, address, rx));
@@ -427,11 +499,34 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
                         resources: resources(&sample),
                         links: links(&s.cfg, &sample),
                         services,
+                        demand: s.datapath.as_ref().map(|d| d.demand()).unwrap_or_default(),
                     });
                 }
                 Err(e) => warn!(error = %e, "monitor sample failed"),
             }
         }
+    });
+
+    // The orchestrator (fog routers).
+    if let Some(oc) = &cfg.orchestrator {
+        let o = crate::orchestration::start(shared.clone(), oc.clone());
+        let _ = shared.orchestration.set(o);
+        info!(datacenter = %oc.datacenter, "orchestrator running");
+    }
+
+    // The controller puts the kernel back in line with the intents in force: once the view has
+    // filled after a start, then every few seconds (a lost route, a serving router that moved).
+    let reconciler = shared.netlink.clone().map(|nl| {
+        let s = shared.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(Duration::from_secs(5));
+            t.tick().await;
+            tokio::time::sleep(s.cfg.telemetry_interval() * 2).await;
+            loop {
+                s.controller.reconcile(&s, &nl).await;
+                t.tick().await;
+            }
+        })
     });
 
     // Domain supervision: restart policies.
@@ -469,6 +564,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
 
     shutdown.await;
     if let Some(t) = supervisor {
+        t.abort();
+    }
+    if let Some(t) = reconciler {
         t.abort();
     }
     info!("shutting down: withdrawing from the neighbors");

@@ -379,6 +379,10 @@ impl Domains {
             config_dir: dir.display().to_string(),
             run_dir: dir.display().to_string(),
         };
+        // The site's values for this service, then the caller's.
+        let mut merged = self.cfg.params.get(service).cloned().unwrap_or_default();
+        merged.extend(params.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let params = &merged;
         let made = def.instantiate(&name, attach, &dirs, params).and_then(|spec| {
             // The service's config file (e.g. kamailio.cfg), rendered into its directory.
             let vars = def.vars(&name, attach, &dirs, params)?;
@@ -683,6 +687,27 @@ impl Domains {
         }
     }
 
+    /// A probe of `name` to run now (regardless of its interval: a waiter for its health), or
+    /// `None` when it is not running or has no probe beyond its process.
+    pub fn probe_now(&mut self, name: &str) -> Option<Probe> {
+        let e = self.entries.get(name).filter(|e| e.state == "running")?;
+        let check = e.spec.health.as_ref()?;
+        let net = e.spec.net.as_ref()?;
+        let probe = Probe {
+            domain: name.to_string(),
+            kind: check.kind.clone(),
+            addr: net.address,
+            timeout: check.timeout,
+            pid: e.pid,
+            vm: e.spec.isolation == Isolation::Vm,
+        };
+        let h = self
+            .health
+            .entry(name.to_string())
+            .or_insert_with(|| HealthState::new(Some(check)));
+        (h.health != Health::Unchecked).then_some(probe)
+    }
+
     /// Whether `name` runs and its health probe passed (true for services without a probe).
     pub fn is_healthy(&self, name: &str) -> bool {
         let running = self.entries.get(name).is_some_and(|e| e.state == "running");
@@ -691,6 +716,26 @@ impl Domains {
                 .health
                 .get(name)
                 .is_none_or(|h| matches!(h.health, Health::Healthy | Health::Unchecked))
+    }
+
+    /// The catalog services with a VIP, as the data path classifies them.
+    pub fn datapath_services(&self) -> Vec<crate::datapath::ServiceSpec> {
+        self.catalog
+            .services
+            .values()
+            .filter_map(|d| {
+                Some(crate::datapath::ServiceSpec {
+                    name: d.name.clone(),
+                    vip: d.vip?,
+                    ports: d.ports.iter().map(|p| (p.proto, p.port)).collect(),
+                })
+            })
+            .collect()
+    }
+
+    /// The services the catalog defines.
+    pub fn catalog_services(&self) -> Vec<String> {
+        self.catalog.services.keys().cloned().collect()
     }
 
     pub fn list(&self) -> pb::DomainList {

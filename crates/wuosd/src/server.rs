@@ -2,6 +2,7 @@
 //! `invalid_argument` with the reason, counted by reason.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use prost::Message;
 use tonic::{Request, Response, Status};
@@ -131,8 +132,9 @@ impl Neighbor for NeighborSvc {
 }
 
 /// The Control service: controller ↔ orchestrator sessions. Envelopes are checked and numbered
-/// by [`wuos_proto::session::Session`]; intents are answered `unimplemented` until the controller
-/// applies them (orchestration work).
+/// by [`wuos_proto::session::Session`]; intents are applied in order by the
+/// [`crate::controller::Controller`] and each is answered with an `Ack` (an instance once it is
+/// healthy) or an `IntentError` (code `failed`) that says why.
 pub struct ControlSvc(Arc<Shared>);
 
 pub fn control_service(shared: Arc<Shared>) -> pb::control_server::ControlServer<ControlSvc> {
@@ -152,11 +154,27 @@ impl pb::control_server::Control for ControlSvc {
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let shared = self.0.clone();
         tokio::spawn(async move {
-            let mut session = wuos_proto::session::Session::new(shared.cfg.router_id.clone());
+            let session = Arc::new(std::sync::Mutex::new(wuos_proto::session::Session::new(
+                shared.cfg.router_id.clone(),
+            )));
+            // Stamps and sends a reply (from this task or from a health waiter).
+            let reply = {
+                let (session, tx, shared) = (session.clone(), tx.clone(), shared.clone());
+                move |body: Body| {
+                    let env = session.lock().unwrap_or_else(|p| p.into_inner()).envelope(body);
+                    shared.metrics.bytes("sent", env.encoded_len());
+                    let tx = tx.clone();
+                    async move { tx.send(Ok(env)).await.is_ok() }
+                }
+            };
             while let Ok(Some(env)) = inbound.message().await {
                 shared.metrics.bytes("received", env.encoded_len());
-                let replies = match session.receive(&env) {
-                    Ok(Body::Intents(batch)) => session.unsupported(batch),
+                let checked = session.lock().unwrap_or_else(|p| p.into_inner()).receive(&env).cloned();
+                let replies = match checked {
+                    Ok(Body::Intents(batch)) => {
+                        apply_batch(&shared, batch, reply.clone()).await;
+                        Vec::new()
+                    }
                     Ok(Body::Ack(_)) => Vec::new(),
                     Ok(Body::Error(e)) => {
                         warn!(intent = e.intent_id, code = %e.code, message = %e.message, "peer reported an error");
@@ -177,5 +195,51 @@ impl pb::control_server::Control for ControlSvc {
             }
         });
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+}
+
+/// How long an instance may take to become healthy before its intent is answered with an error.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Applies a batch in order and answers each intent through `reply` (instances once healthy).
+async fn apply_batch<F, Fut>(shared: &Arc<Shared>, batch: pb::IntentBatch, reply: F)
+where
+    F: Fn(pb::session_envelope::Body) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    use crate::controller::{Applied, await_healthy};
+    use pb::session_envelope::Body;
+    let error = |intent_id: u64, message: String| {
+        Body::Error(pb::IntentError {
+            intent_id,
+            code: "failed".into(),
+            message,
+        })
+    };
+    for intent in batch.intents {
+        let id = intent.id;
+        let Some(nl) = shared.netlink.as_ref() else {
+            reply(error(id, format!("{} has no netlink socket", shared.cfg.router_id))).await;
+            continue;
+        };
+        match shared.controller.apply(shared, nl, &intent).await {
+            Ok(Applied::Now) => {
+                reply(Body::Ack(pb::Ack { intent_ids: vec![id] })).await;
+            }
+            Ok(Applied::WhenHealthy(name)) => {
+                let (shared, reply) = (shared.clone(), reply.clone());
+                tokio::spawn(async move {
+                    let body = match await_healthy(&shared, &name, READY_TIMEOUT).await {
+                        Ok(()) => Body::Ack(pb::Ack { intent_ids: vec![id] }),
+                        Err(e) => error(id, e),
+                    };
+                    reply(body).await;
+                });
+            }
+            Err(e) => {
+                warn!(intent = id, error = %e, "intent not applied");
+                reply(error(id, e)).await;
+            }
+        }
     }
 }

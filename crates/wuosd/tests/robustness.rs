@@ -330,7 +330,12 @@ fn control_sessions_follow_the_envelope_rules() {
                 (42, seq),
                 "replies are numbered in the session"
             );
-            assert_eq!(error_of(&e), (id, "unimplemented".to_string()));
+            // A policy is not an intent a controller takes: refused, saying where policies go.
+            assert_eq!(error_of(&e), (id, "failed".to_string()));
+            match &e.body {
+                Some(Body::Error(x)) => assert!(x.message.contains("wuos policy apply"), "{}", x.message),
+                _ => unreachable!(),
+            }
             assert_eq!(e.header.unwrap().sender, "me");
         }
         tx.send(env(5, &[12])).await.unwrap();

@@ -298,6 +298,7 @@ impl Sim {
                 ..Default::default()
             },
             links: vec![],
+            demand: vec![],
             services: vec![],
         };
         self.input(router, input);

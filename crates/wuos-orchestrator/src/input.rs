@@ -1,0 +1,55 @@
+//! What the daemon tells the orchestrator.
+
+use wuos_policy::{Candidate, Policy};
+
+/// One message in. Time comes only from the `now_ms` of these (the daemon's monotonic clock);
+/// inputs without it (the acks) happen at the latest time seen.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// A telemetry sample: this router (0 hops) and every router of its neighborhood view. Each
+    /// sample is where placements are decided.
+    Telemetry {
+        /// Monotonic clock, ms.
+        now_ms: u64,
+        /// The candidates, with their stale flags.
+        candidates: Vec<Candidate>,
+    },
+    /// New flows per second of `service` seen by the controller on `router` (its latest report
+    /// replaces the previous one).
+    Demand {
+        /// Monotonic clock, ms.
+        now_ms: u64,
+        /// The service.
+        service: String,
+        /// The reporting router.
+        router: String,
+        /// New flows per second (negative or NaN is read as 0).
+        flows: f64,
+    },
+    /// The controller on `router` reports its instance of `service` ready (health check
+    /// passing).
+    InstanceReady {
+        /// The service.
+        service: String,
+        /// The router running the instance.
+        router: String,
+    },
+    /// The controller on `router` reports its instance of `service` failed: it did not start,
+    /// or it died.
+    InstanceFailed {
+        /// The service.
+        service: String,
+        /// The router.
+        router: String,
+        /// What happened, for the log.
+        reason: String,
+    },
+    /// Time passes: ready timeouts, the end of drains, telemetry staleness.
+    Tick {
+        /// Monotonic clock, ms.
+        now_ms: u64,
+    },
+    /// A new policy (already parsed and checked). Services keep their placements; new ones
+    /// start in the data centre; removed ones are moved back there and forgotten.
+    ReplacePolicy(Policy),
+}

@@ -1,0 +1,45 @@
+//! # Layout
+//!
+//! - [`config`]: [`Config`] (the router, the data centre, timers, thresholds),
+//!   [`Config::validate`] and [`ConfigError`].
+//! - [`input`]: what the daemon tells the orchestrator ([`Input`]): telemetry, demand, acks of
+//!   the controllers, ticks, a new policy.
+//! - [`output`]: what it asks for and logs ([`Output`]): [`Intent`]s to controllers and
+//!   [`Decision`]s.
+//! - [`service`]: one service's placement state ([`ServiceState`], [`Phase`]): the
+//!   make-before-break migration state machine.
+//! - `demand` (private): the latest demand reports and their window.
+//! - [`orchestrator`]: [`Orchestrator`], the state machine over all services: decisions with
+//!   hysteresis, moves, aborts.
+//! - [`synthetic`]: deterministic neighborhoods for benchmarks ([`synthetic_neighborhood`]).
+//!
+//! # Purpose
+//!
+//! The SD-WAN orchestrator of a fog router decides where each service runs — on this router, on
+//! a router a hop or two away, or in the data centre — from the telemetry of its neighborhood,
+//! the demand its controllers see and the policy (`wuos-policy`, `docs/policy.md`), and tells
+//! the controllers what to start, stop and route. Pure: no I/O, no clock, no async; the daemon
+//! feeds [`Input`]s to [`Orchestrator::handle`] and executes the returned [`Output`]s.
+//!
+//! ```text
+//!  wuosd: view + local sample ──Telemetry──►┐
+//!  controllers: flows/s ────────Demand─────►│ Orchestrator::handle ──► Intent{router, ...} ──► controllers
+//!  controllers: acks ──InstanceReady/Failed►│                      ──► Decision ──► log, admin API
+//!  timer ───────────────────────Tick───────►┘
+//! ```
+
+pub mod config;
+mod demand;
+pub mod input;
+pub mod orchestrator;
+pub mod output;
+pub mod service;
+pub mod synthetic;
+
+pub use config::{Config, ConfigError};
+pub use input::Input;
+pub use orchestrator::Orchestrator;
+pub use output::{Decision, DecisionKind, Intent, Output};
+pub use service::{Phase, ServiceState};
+pub use synthetic::synthetic_neighborhood;
+pub use wuos_policy::{Candidate, Figures, Placement, Policy, PolicyError, Role, RuleRef};

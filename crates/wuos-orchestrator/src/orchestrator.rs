@@ -1,0 +1,887 @@
+//! The orchestrator: every service's [`ServiceState`], driven by [`Input`]s, returning
+//! [`Output`]s.
+//!
+//! # Decisions
+//!
+//! Made at each telemetry sample, for each service in [`Phase::Stable`], with the policy's
+//! evaluator ([`Service::evaluate_with`]) and [`Service::viable_rule`] of the serving
+//! placement:
+//!
+//! - **leave**: the serving placement is viable under no rule (its figures fail, it went stale
+//!   or left the view, its instance failed) for `confirm_samples` consecutive samples → move to
+//!   what the evaluator chose now;
+//! - **upgrade**: a rule earlier than the serving placement's has had a viable candidate for
+//!   the policy's `hold` (continuously, and for at least `confirm_samples` samples) → move to
+//!   what the evaluator chose now;
+//! - **stay** otherwise — in particular while the serving placement stays viable under the rule
+//!   the evaluator picks, even when the evaluator would now prefer another router of that rule
+//!   (stickiness).
+//!
+//! No move happens without demand: a service whose demand in the window is 0 (or under
+//! `min_demand_flows`) stays where it is, viable or not.
+//!
+//! # Moves
+//!
+//! Make before break: start the new instance, wait for it to be ready, move the routes of every
+//! router of the neighborhood, let the old instance drain, stop it. The data centre always runs
+//! the service: a move there switches the routes at once, and its instance is never stopped.
+//! A start that fails or times out is aborted (the new instance is stopped, the service stays)
+//! and that router is not chosen again for `failure_backoff_ms`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use wuos_policy::{Candidate, EvalOptions, Placement, Policy, Role, RuleRef, Service};
+
+use crate::config::Config;
+use crate::demand::DemandTable;
+use crate::input::Input;
+use crate::output::{Decision, DecisionKind, Intent, Output};
+use crate::service::{Phase, ServiceState};
+
+/// The placement state machine of one router's orchestrator. Pure: no I/O, no clock.
+#[derive(Clone, Debug)]
+pub struct Orchestrator {
+    cfg: Config,
+    policy: Policy,
+    services: BTreeMap<String, ServiceState>,
+    candidates: Vec<Candidate>,
+    /// This router and every non-host router of the latest telemetry: who is told routes.
+    neighborhood: BTreeSet<String>,
+    last_telemetry_ms: Option<u64>,
+    now_ms: u64,
+    demand: DemandTable,
+}
+
+/// A move decided: from where, to where, by which rule, why.
+struct Move {
+    from: Placement,
+    to: Placement,
+    rule: RuleRef,
+    reason: String,
+}
+
+/// What the per-service steps read: everything but the service states.
+struct Ctx<'a> {
+    cfg: &'a Config,
+    policy: &'a Policy,
+    candidates: &'a [Candidate],
+    neighborhood: &'a BTreeSet<String>,
+    demand: &'a DemandTable,
+    now_ms: u64,
+}
+
+impl Ctx<'_> {
+    /// The router a placement names.
+    fn router_of<'p>(&'p self, p: &'p Placement) -> &'p str {
+        match p {
+            Placement::Local => &self.cfg.local,
+            Placement::Router(name) => name,
+            Placement::Datacenter => &self.cfg.datacenter,
+        }
+    }
+
+    /// `Router(local)` is `Local`, `Router(datacenter)` is `Datacenter`.
+    fn normalize(&self, p: Placement) -> Placement {
+        match p {
+            Placement::Router(name) if name == self.cfg.local => Placement::Local,
+            Placement::Router(name) if name == self.cfg.datacenter => Placement::Datacenter,
+            p => p,
+        }
+    }
+
+    fn intent(&self, out: &mut Vec<Output>, router: &str, intent: Intent) {
+        out.push(Output::Intent {
+            router: router.to_string(),
+            intent,
+        });
+    }
+
+    fn decision(
+        &self,
+        out: &mut Vec<Output>,
+        service: &str,
+        kind: DecisionKind,
+        (from, to): (&Placement, &Placement),
+        rule: Option<RuleRef>,
+        reason: String,
+    ) {
+        out.push(Output::Decision(Decision {
+            at_ms: self.now_ms,
+            service: service.to_string(),
+            kind,
+            from: from.clone(),
+            to: to.clone(),
+            rule,
+            reason,
+        }));
+    }
+
+    /// Tells every router of the neighborhood to send the service to `to`.
+    fn route_all(&self, out: &mut Vec<Output>, service: &str, st: &mut ServiceState, to: &Placement) {
+        let to_router = self.router_of(to);
+        for r in self.neighborhood {
+            self.intent(
+                out,
+                r,
+                Intent::RouteService {
+                    service: service.to_string(),
+                    vip: st.vip,
+                    to_router: to_router.to_string(),
+                },
+            );
+        }
+        st.routed = Some(self.neighborhood.clone());
+    }
+
+    /// Tells the routers new to the neighborhood where the service is: all of them when the
+    /// service is new (the VIP leads to the data centre until a move), then each router that
+    /// joins.
+    fn announce(&self, out: &mut Vec<Output>, service: &str, st: &mut ServiceState) {
+        let routed = st.routed.get_or_insert_with(Default::default);
+        let to_router = self.router_of(st.phase.serving());
+        for r in self.neighborhood {
+            if routed.insert(r.clone()) {
+                out.push(Output::Intent {
+                    router: r.clone(),
+                    intent: Intent::RouteService {
+                        service: service.to_string(),
+                        vip: st.vip,
+                        to_router: to_router.to_string(),
+                    },
+                });
+            }
+        }
+    }
+
+    /// Ready timeouts and the end of drains.
+    fn timers(&self, out: &mut Vec<Output>, service: &str, st: &mut ServiceState) {
+        match &st.phase {
+            Phase::Starting { to, since_ms, .. }
+                if self.now_ms.saturating_sub(*since_ms) >= self.cfg.ready_timeout_ms =>
+            {
+                let reason = format!(
+                    "{} not ready after {} ms",
+                    self.router_of(to),
+                    self.now_ms.saturating_sub(*since_ms)
+                );
+                self.abort(out, service, st, reason);
+            }
+            Phase::Draining { old, new, until_ms } if self.now_ms >= *until_ms => {
+                if *old != Placement::Datacenter {
+                    let service = service.to_string();
+                    self.intent(out, self.router_of(old), Intent::StopInstance { service });
+                }
+                st.phase = Phase::Stable { at: new.clone() };
+            }
+            _ => {}
+        }
+    }
+
+    /// Gives up a start: stop the new instance, stay, keep away from that router for a while.
+    fn abort(&self, out: &mut Vec<Output>, service: &str, st: &mut ServiceState, why: String) {
+        let Phase::Starting { from, to, rule, .. } = st.phase.clone() else {
+            return;
+        };
+        let router = self.router_of(&to).to_string();
+        let reason = format!(
+            "{why}; staying at {from}; {router} not chosen for {service} again for {} ms",
+            self.cfg.failure_backoff_ms
+        );
+        self.decision(out, service, DecisionKind::Abort, (&from, &to), Some(rule), reason);
+        let until = self.now_ms.saturating_add(self.cfg.failure_backoff_ms);
+        self.intent(
+            out,
+            &router,
+            Intent::StopInstance {
+                service: service.to_string(),
+            },
+        );
+        st.backoff.insert(router, until);
+        st.phase = Phase::Stable { at: from };
+        st.reset_counters();
+    }
+
+    /// Begins a move from the serving placement to `to`.
+    fn start_move(&self, out: &mut Vec<Output>, service: &str, st: &mut ServiceState, m: Move) {
+        let Move { from, to, rule, reason } = m;
+        self.decision(out, service, DecisionKind::Move, (&from, &to), Some(rule), reason);
+        st.reset_counters();
+        if to == Placement::Datacenter {
+            self.route_all(out, service, st, &to);
+            st.phase = Phase::Draining {
+                old: from,
+                new: to,
+                until_ms: self.now_ms.saturating_add(self.cfg.drain_ms),
+            };
+        } else {
+            let router = self.router_of(&to).to_string();
+            self.intent(
+                out,
+                &router,
+                Intent::StartInstance {
+                    service: service.to_string(),
+                },
+            );
+            st.phase = Phase::Starting {
+                from,
+                to,
+                since_ms: self.now_ms,
+                rule,
+            };
+        }
+    }
+
+    /// The placement decision of one service at one sample; see the module docs.
+    fn decide(&self, out: &mut Vec<Output>, svc: &Service, st: &mut ServiceState, demand: f64, note: &str) {
+        let Phase::Stable { at } = &st.phase else { return };
+        let at = at.clone();
+        let now = self.now_ms;
+        st.backoff.retain(|_, until| *until > now);
+        let exclude: Vec<String> = st.backoff.keys().cloned().collect();
+        let focus = match &at {
+            Placement::Datacenter => None,
+            p => Some(self.router_of(p)),
+        };
+        let opts = EvalOptions {
+            exclude: &exclude,
+            focus,
+        };
+        let eval = svc.evaluate_with(self.candidates, &opts);
+        let best = self.normalize(eval.placement.clone());
+        let mut current = svc.viable_rule(self.candidates, &at, &opts);
+        if at == Placement::Datacenter {
+            // The data centre may also be named by a `place at` rule.
+            let named = svc.viable_rule(self.candidates, &Placement::Router(self.cfg.datacenter.clone()), &opts);
+            current = match (current, named) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        let demand_ok = demand > 0.0 && demand >= self.cfg.min_demand_flows;
+        let reason = |why: String| format!("{note}{why}; {}; demand {demand:.1} flows/s", eval.explanation);
+        match current {
+            None => {
+                st.better_since_ms = None;
+                st.better_samples = 0;
+                st.unviable_samples = st.unviable_samples.saturating_add(1);
+                if st.unviable_samples >= self.cfg.confirm_samples && best != at && demand_ok {
+                    let n = st.unviable_samples;
+                    let why = if n > 1 {
+                        format!("{at} not viable for {n} samples")
+                    } else {
+                        format!("{at} not viable")
+                    };
+                    let m = Move {
+                        from: at,
+                        to: best,
+                        rule: eval.rule,
+                        reason: reason(why),
+                    };
+                    self.start_move(out, &svc.name, st, m);
+                }
+            }
+            Some(rule) => {
+                st.unviable_samples = 0;
+                if eval.rule < rule && best != at {
+                    let since = *st.better_since_ms.get_or_insert(now);
+                    st.better_samples = st.better_samples.saturating_add(1);
+                    let held = now.saturating_sub(since);
+                    if held >= svc.hold_ms && st.better_samples >= self.cfg.confirm_samples && demand_ok {
+                        let why = format!(
+                            "{} viable for {held} ms (hold {} ms), better than {rule} at {at}",
+                            eval.rule, svc.hold_ms
+                        );
+                        let m = Move {
+                            from: at,
+                            to: best,
+                            rule: eval.rule,
+                            reason: reason(why),
+                        };
+                        self.start_move(out, &svc.name, st, m);
+                    }
+                } else {
+                    st.better_since_ms = None;
+                    st.better_samples = 0;
+                }
+            }
+        }
+    }
+
+    /// Sends a service that left the policy back to the data centre.
+    fn retire(&self, out: &mut Vec<Output>, service: &str, st: &mut ServiceState) {
+        let serving = st.phase.serving().clone();
+        let stop = |out: &mut Vec<Output>, p: &Placement| {
+            if *p != Placement::Datacenter {
+                let service = service.to_string();
+                self.intent(out, self.router_of(p), Intent::StopInstance { service });
+            }
+        };
+        let pending = match &st.phase {
+            Phase::Starting { to, .. } => Some(to.clone()),
+            Phase::Draining { old, .. } => Some(old.clone()),
+            Phase::Stable { .. } => None,
+        };
+        if serving == Placement::Datacenter && pending.is_none() {
+            return;
+        }
+        let reason = format!("{service} is no longer in the policy");
+        let dc = Placement::Datacenter;
+        self.decision(out, service, DecisionKind::Retire, (&serving, &dc), None, reason);
+        if let Some(p) = pending {
+            stop(out, &p);
+        }
+        st.reset_counters();
+        if serving == Placement::Datacenter {
+            st.phase = Phase::Stable { at: dc };
+        } else {
+            self.route_all(out, service, st, &dc);
+            st.phase = Phase::Draining {
+                old: serving,
+                new: dc,
+                until_ms: self.now_ms.saturating_add(self.cfg.drain_ms),
+            };
+        }
+    }
+}
+
+/// This router and every router of the view that is not a host.
+fn neighborhood(cfg: &Config, candidates: &[Candidate]) -> BTreeSet<String> {
+    let mut set: BTreeSet<String> = candidates
+        .iter()
+        .filter(|c| c.role != Role::Host)
+        .map(|c| c.name.clone())
+        .collect();
+    set.insert(cfg.local.clone());
+    set
+}
+
+impl Orchestrator {
+    /// An orchestrator with every service of `policy` in the data centre and no telemetry yet.
+    ///
+    /// `cfg` should have passed [`Config::validate`]; if not, numbers are clamped into range.
+    pub fn new(cfg: Config, policy: Policy) -> Self {
+        let cfg = cfg.clamped();
+        let services = policy
+            .services
+            .iter()
+            .map(|s| (s.name.clone(), ServiceState::new(s.vip())))
+            .collect();
+        let neighborhood = neighborhood(&cfg, &[]);
+        Orchestrator {
+            cfg,
+            policy,
+            services,
+            candidates: Vec::new(),
+            neighborhood,
+            last_telemetry_ms: None,
+            now_ms: 0,
+            demand: DemandTable::default(),
+        }
+    }
+
+    /// The configuration (after clamping).
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// One service's state (also of a service being retired).
+    pub fn service(&self, name: &str) -> Option<&ServiceState> {
+        self.services.get(name)
+    }
+
+    /// Every service's state, by name.
+    pub fn services(&self) -> impl Iterator<Item = (&str, &ServiceState)> {
+        self.services.iter().map(|(n, s)| (n.as_str(), s))
+    }
+
+    /// The latest telemetry (stale flags forced on once it is older than `max_staleness_ms`).
+    pub fn candidates(&self) -> &[Candidate] {
+        &self.candidates
+    }
+
+    /// The latest time seen, ms.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// A service's demand now: new flows per second over the reports in the window.
+    pub fn demand(&self, service: &str) -> f64 {
+        self.demand.total(service, self.now_ms, self.cfg.demand_window_ms)
+    }
+
+    /// Handles one input; returns the intents to send and the decisions to log, in order.
+    pub fn handle(&mut self, input: Input) -> Vec<Output> {
+        let mut out = Vec::new();
+        match input {
+            Input::Telemetry { now_ms, candidates } => {
+                self.advance(now_ms, &mut out);
+                self.candidates = candidates;
+                self.last_telemetry_ms = Some(self.now_ms);
+                self.neighborhood = neighborhood(&self.cfg, &self.candidates);
+                let (ctx, services) = self.split();
+                for (name, st) in services.iter_mut() {
+                    ctx.announce(&mut out, name, st);
+                }
+                self.decide_all("", &mut out);
+            }
+            Input::Demand {
+                now_ms,
+                service,
+                router,
+                flows,
+            } => {
+                self.advance(now_ms, &mut out);
+                if self.services.contains_key(&service) {
+                    self.demand.record(service, router, self.now_ms, flows);
+                } else {
+                    out.push(Output::Ignored {
+                        reason: format!("demand for unknown service {service:?} from {router}"),
+                    });
+                }
+            }
+            Input::InstanceReady { service, router } => self.ready(&service, &router, &mut out),
+            Input::InstanceFailed {
+                service,
+                router,
+                reason,
+            } => self.failed(&service, &router, &reason, &mut out),
+            Input::Tick { now_ms } => {
+                self.advance(now_ms, &mut out);
+                self.demand.prune(self.now_ms, self.cfg.demand_window_ms);
+                if let Some(t) = self.last_telemetry_ms {
+                    let age = self.now_ms.saturating_sub(t);
+                    if age > self.cfg.max_staleness_ms {
+                        for c in &mut self.candidates {
+                            c.stale = true;
+                        }
+                        self.decide_all(&format!("no telemetry for {age} ms; "), &mut out);
+                    }
+                }
+            }
+            Input::ReplacePolicy(policy) => self.replace(policy, &mut out),
+        }
+        out
+    }
+
+    /// The read-only context and the service states, borrowed apart.
+    fn split(&mut self) -> (Ctx<'_>, &mut BTreeMap<String, ServiceState>) {
+        let ctx = Ctx {
+            cfg: &self.cfg,
+            policy: &self.policy,
+            candidates: &self.candidates,
+            neighborhood: &self.neighborhood,
+            demand: &self.demand,
+            now_ms: self.now_ms,
+        };
+        (ctx, &mut self.services)
+    }
+
+    /// Moves the clock (never backwards) and runs the timers; forgets retired services once
+    /// back in the data centre.
+    fn advance(&mut self, now_ms: u64, out: &mut Vec<Output>) {
+        self.now_ms = self.now_ms.max(now_ms);
+        let (ctx, services) = self.split();
+        for (name, st) in services.iter_mut() {
+            ctx.timers(out, name, st);
+        }
+        self.services.retain(|_, st| {
+            st.in_policy
+                || st.phase
+                    != Phase::Stable {
+                        at: Placement::Datacenter,
+                    }
+        });
+    }
+
+    fn decide_all(&mut self, note: &str, out: &mut Vec<Output>) {
+        let (ctx, services) = self.split();
+        for (name, st) in services.iter_mut() {
+            if !st.in_policy {
+                continue;
+            }
+            let Some(svc) = ctx.policy.service(name) else { continue };
+            let demand = ctx.demand.total(name, ctx.now_ms, ctx.cfg.demand_window_ms);
+            ctx.decide(out, svc, st, demand, note);
+        }
+    }
+
+    fn ready(&mut self, service: &str, router: &str, out: &mut Vec<Output>) {
+        let (ctx, services) = self.split();
+        let Some(st) = services.get_mut(service) else {
+            out.push(Output::Ignored {
+                reason: format!("{service} ready at {router}, but {service} is not a known service"),
+            });
+            return;
+        };
+        match st.phase.clone() {
+            Phase::Starting { from, to, .. } if ctx.router_of(&to) == router => {
+                ctx.route_all(out, service, st, &to);
+                st.phase = Phase::Draining {
+                    old: from,
+                    new: to,
+                    until_ms: ctx.now_ms.saturating_add(ctx.cfg.drain_ms),
+                };
+            }
+            phase => out.push(Output::Ignored {
+                reason: format!("{service} ready at {router}, but {service} is {phase}"),
+            }),
+        }
+    }
+
+    fn failed(&mut self, service: &str, router: &str, reason: &str, out: &mut Vec<Output>) {
+        let (ctx, services) = self.split();
+        let Some(st) = services.get_mut(service) else {
+            out.push(Output::Ignored {
+                reason: format!("{service} failed at {router} ({reason}), but {service} is not a known service"),
+            });
+            return;
+        };
+        match st.phase.clone() {
+            Phase::Starting { to, .. } if ctx.router_of(&to) == router => {
+                ctx.abort(out, service, st, format!("instance at {router} failed: {reason}"));
+            }
+            Phase::Stable { at } | Phase::Draining { new: at, .. }
+                if at != Placement::Datacenter && ctx.router_of(&at) == router =>
+            {
+                let backoff = ctx.cfg.failure_backoff_ms;
+                let why = format!(
+                    "instance at {router} failed: {reason}; {router} not chosen for {service} for {backoff} ms"
+                );
+                ctx.decision(out, service, DecisionKind::Failure, (&at, &at), None, why);
+                st.backoff
+                    .insert(router.to_string(), ctx.now_ms.saturating_add(backoff));
+            }
+            phase => out.push(Output::Ignored {
+                reason: format!("{service} failed at {router} ({reason}), but {service} is {phase}"),
+            }),
+        }
+    }
+
+    fn replace(&mut self, policy: Policy, out: &mut Vec<Output>) {
+        self.policy = policy;
+        let (ctx, services) = self.split();
+        for (name, st) in services.iter_mut() {
+            st.reset_counters();
+            match ctx.policy.service(name) {
+                Some(svc) => {
+                    st.in_policy = true;
+                    st.vip = svc.vip();
+                }
+                None if st.in_policy => {
+                    st.in_policy = false;
+                    ctx.retire(out, name, st);
+                }
+                None => {}
+            }
+        }
+        for svc in &self.policy.services {
+            self.services
+                .entry(svc.name.clone())
+                .or_insert_with(|| ServiceState::new(svc.vip()));
+        }
+        self.services.retain(|_, st| {
+            st.in_policy
+                || st.phase
+                    != Phase::Stable {
+                        at: Placement::Datacenter,
+                    }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wuos_policy::Figures;
+
+    use super::*;
+    use crate::synthetic::synthetic_neighborhood;
+
+    const VOIP: &str = "service voip {
+  match udp dport 5060 to 10.255.0.10
+  place local when mem.used_pct < 30
+  place nearby within 2 hops when mem.used_pct < 30 prefer lowest latency
+  otherwise datacenter
+  hold 0s
+}";
+
+    fn cand(name: &str, hops: u32, mem: f64) -> Candidate {
+        Candidate {
+            name: name.into(),
+            hops,
+            latency_ms: Some(f64::from(hops)),
+            role: if hops == 0 { Role::Fog } else { Role::Edge },
+            stale: false,
+            figures: Figures {
+                mem_used_pct: Some(mem),
+                ..Figures::default()
+            },
+        }
+    }
+
+    fn orch(policy: &str) -> Orchestrator {
+        let mut cfg = Config::new("r1", "dc1");
+        cfg.drain_ms = 1000;
+        Orchestrator::new(cfg, Policy::parse(policy).unwrap())
+    }
+
+    fn lines(out: &[Output]) -> Vec<String> {
+        out.iter().map(ToString::to_string).collect()
+    }
+
+    fn telemetry(o: &mut Orchestrator, now_ms: u64, candidates: Vec<Candidate>) -> Vec<String> {
+        lines(&o.handle(Input::Telemetry { now_ms, candidates }))
+    }
+
+    fn demand(o: &mut Orchestrator, now_ms: u64) {
+        o.handle(Input::Demand {
+            now_ms,
+            service: "voip".into(),
+            router: "r1".into(),
+            flows: 1.0,
+        });
+    }
+
+    /// voip served locally, routes moved, drain over.
+    fn at_local() -> Orchestrator {
+        let mut o = orch(VOIP);
+        demand(&mut o, 0);
+        let out = telemetry(&mut o, 0, vec![cand("r1", 0, 10.0), cand("r2", 1, 10.0)]);
+        // A new service is routed to the data centre everywhere first.
+        assert_eq!(
+            out[..2],
+            [
+                "intent r1: route voip 10.255.0.10 -> dc1",
+                "intent r2: route voip 10.255.0.10 -> dc1"
+            ]
+        );
+        assert_eq!(out[3], "intent r1: start voip");
+        o.handle(Input::InstanceReady {
+            service: "voip".into(),
+            router: "r1".into(),
+        });
+        o.handle(Input::Tick { now_ms: 1000 });
+        assert_eq!(
+            o.service("voip").unwrap().phase(),
+            &Phase::Stable { at: Placement::Local }
+        );
+        o
+    }
+
+    #[test]
+    fn new_routers_are_told_where_the_service_is() {
+        let mut o = at_local();
+        demand(&mut o, 1000);
+        let out = telemetry(
+            &mut o,
+            2000,
+            vec![cand("r1", 0, 10.0), cand("r2", 1, 10.0), cand("r9", 2, 90.0)],
+        );
+        assert_eq!(out, vec!["intent r9: route voip 10.255.0.10 -> r1"]);
+        let out = telemetry(&mut o, 3000, vec![cand("r1", 0, 10.0), cand("r9", 2, 90.0)]);
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn a_removed_service_goes_back_to_the_datacenter_and_is_forgotten() {
+        let mut o = at_local();
+        let other = "service web { match tcp dport 80 place local when mem.used_pct < 99 otherwise datacenter }";
+        let out = lines(&o.handle(Input::ReplacePolicy(Policy::parse(other).unwrap())));
+        assert_eq!(
+            out,
+            vec![
+                "decision voip retire local -> datacenter: voip is no longer in the policy",
+                "intent r1: route voip 10.255.0.10 -> dc1",
+                "intent r2: route voip 10.255.0.10 -> dc1",
+            ]
+        );
+        assert!(!o.service("voip").unwrap().in_policy());
+        assert_eq!(
+            o.service("web").unwrap().phase(),
+            &Phase::Stable {
+                at: Placement::Datacenter
+            }
+        );
+        let out = lines(&o.handle(Input::Tick { now_ms: 2000 }));
+        assert_eq!(out, vec!["intent r1: stop voip"]);
+        assert!(o.service("voip").is_none(), "forgotten once back in the data centre");
+        assert_eq!(o.services().map(|(n, _)| n).collect::<Vec<_>>(), vec!["web"]);
+    }
+
+    #[test]
+    fn a_removed_service_that_is_starting_is_cancelled() {
+        let mut o = orch(VOIP);
+        demand(&mut o, 0);
+        telemetry(&mut o, 0, vec![cand("r1", 0, 10.0)]);
+        let other = "service web { match tcp dport 80 otherwise datacenter }";
+        let out = lines(&o.handle(Input::ReplacePolicy(Policy::parse(other).unwrap())));
+        assert_eq!(
+            out,
+            vec![
+                "decision voip retire datacenter -> datacenter: voip is no longer in the policy",
+                "intent r1: stop voip",
+            ]
+        );
+        assert!(o.service("voip").is_none());
+        // A late ack is ignored.
+        let out = lines(&o.handle(Input::InstanceReady {
+            service: "voip".into(),
+            router: "r1".into(),
+        }));
+        assert_eq!(out, vec!["ignored: voip ready at r1, but voip is not a known service"]);
+    }
+
+    #[test]
+    fn lost_telemetry_moves_services_to_their_fallback() {
+        let mut o = at_local();
+        demand(&mut o, 5000);
+        // The latest telemetry is from t=0.
+        assert!(
+            lines(&o.handle(Input::Tick { now_ms: 10_000 })).is_empty(),
+            "10 s is not too old"
+        );
+        let out = lines(&o.handle(Input::Tick { now_ms: 10_001 }));
+        assert_eq!(out.len(), 3, "{out:?}");
+        assert!(
+            out[0].starts_with("decision voip move local -> datacenter (otherwise): no telemetry for 10001 ms; local not viable; rule 1 \"place local when mem.used_pct < 30\": local router stale;"),
+            "{}",
+            out[0]
+        );
+        assert!(lines(&o.handle(Input::Tick { now_ms: 10_500 })).is_empty());
+    }
+
+    #[test]
+    fn a_failed_serving_instance_is_left() {
+        let mut o = at_local();
+        let out = lines(&o.handle(Input::InstanceFailed {
+            service: "voip".into(),
+            router: "r1".into(),
+            reason: "oom".into(),
+        }));
+        assert_eq!(
+            out,
+            vec![
+                "decision voip failure local -> local: instance at r1 failed: oom; r1 not chosen for voip for 60000 ms"
+            ]
+        );
+        demand(&mut o, 1000);
+        let out = telemetry(&mut o, 1000, vec![cand("r1", 0, 10.0), cand("r2", 1, 10.0)]);
+        assert!(out[0].starts_with("decision voip move local -> r2 (rule 2): local not viable; rule 1 \"place local when mem.used_pct < 30\": local router excluded;"), "{}", out[0]);
+        assert_eq!(out[1], "intent r2: start voip");
+        // The data centre's instance failing is not acted upon.
+        let out = lines(&o.handle(Input::InstanceFailed {
+            service: "voip".into(),
+            router: "dc1".into(),
+            reason: "x".into(),
+        }));
+        assert_eq!(
+            out,
+            vec!["ignored: voip failed at dc1 (x), but voip is starting r2 (from local since 1000)"]
+        );
+    }
+
+    #[test]
+    fn unexpected_inputs_are_ignored() {
+        let mut o = orch(VOIP);
+        let out = lines(&o.handle(Input::Demand {
+            now_ms: 0,
+            service: "nope".into(),
+            router: "r2".into(),
+            flows: 3.0,
+        }));
+        assert_eq!(out, vec!["ignored: demand for unknown service \"nope\" from r2"]);
+        let out = lines(&o.handle(Input::InstanceReady {
+            service: "voip".into(),
+            router: "r2".into(),
+        }));
+        assert_eq!(out, vec!["ignored: voip ready at r2, but voip is stable at datacenter"]);
+        let out = lines(&o.handle(Input::InstanceFailed {
+            service: "nope".into(),
+            router: "r2".into(),
+            reason: "x".into(),
+        }));
+        assert_eq!(
+            out,
+            vec!["ignored: nope failed at r2 (x), but nope is not a known service"]
+        );
+    }
+
+    #[test]
+    fn the_datacenter_named_by_a_rule_is_the_datacenter() {
+        let p = "service voip { match udp dport 5060 place at dc1 when mem.used_pct < 50 otherwise local hold 0s }";
+        let mut o = orch(p);
+        demand(&mut o, 0);
+        let mut dc = cand("dc1", 3, 10.0);
+        dc.role = Role::Dc;
+        let out = telemetry(&mut o, 0, vec![cand("r1", 0, 10.0), dc.clone()]);
+        assert!(
+            out.iter().all(|l| l.contains(": route voip -> dc1")),
+            "already in the data centre, viable under rule 1: only the first routes: {out:?}"
+        );
+        dc.figures.mem_used_pct = Some(60.0);
+        let out = telemetry(&mut o, 1000, vec![cand("r1", 0, 10.0), dc]);
+        assert_eq!(out[1], "intent r1: start voip", "{out:?}");
+    }
+
+    #[test]
+    fn the_clock_never_goes_back() {
+        let mut o = at_local();
+        o.handle(Input::Tick { now_ms: 5000 });
+        o.handle(Input::Tick { now_ms: 10 });
+        assert_eq!(o.now_ms(), 5000);
+    }
+
+    #[test]
+    fn a_large_neighborhood() {
+        let mut policy = String::new();
+        for i in 0..8 {
+            policy.push_str(&format!(
+                "service s{i} {{ match udp dport {} place local when mem.used_pct < 5 and cpu.used_pct < 5
+                   place nearby within 2 hops when mem.used_pct < {} and cpu.pressure < 10 prefer lowest latency
+                   place nearby within 4 hops when mem.free_mib > 1000 prefer lowest cpu
+                   otherwise datacenter hold 0s }}\n",
+                1000 + i,
+                10 + i
+            ));
+        }
+        let policy = Policy::parse(&policy).unwrap();
+        let candidates = synthetic_neighborhood(1000, 42);
+        let run = || {
+            let mut o = Orchestrator::new(Config::new("r0000", "dc1"), policy.clone());
+            for i in 0..8 {
+                o.handle(Input::Demand {
+                    now_ms: 0,
+                    service: format!("s{i}"),
+                    router: "r0000".into(),
+                    flows: 1.0,
+                });
+            }
+            o.handle(Input::Telemetry {
+                now_ms: 0,
+                candidates: candidates.clone(),
+            })
+        };
+        let out = run();
+        assert_eq!(out, run(), "deterministic");
+        let starts = out
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Output::Intent {
+                        intent: Intent::StartInstance { .. },
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(starts, 8, "every service moves out of the data centre: {out:#?}");
+        // One evaluation of one service over the 1000 candidates, as the benchmark does.
+        let e = policy.services[0].evaluate(&candidates);
+        assert!(!e.explanation.to_string().is_empty());
+    }
+}

@@ -1,0 +1,192 @@
+//! The VoIP scenario end to end (`wuos demo voip --quick`), privileged: real namespaces, XDP,
+//! Kamailio as the PABX, SIPp callers. Then the controller of the router serving the PABX is
+//! killed and restarted by the lab supervisor: it must keep serving, without a second instance.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Down, daemon_pids, ok, run};
+use serde_json::Value;
+
+const LAB: &str = "voip";
+
+fn privileged() -> bool {
+    wuos_southbound::privilege::may_run_privileged("voip scenario")
+}
+
+fn json(args: &[&str]) -> Value {
+    serde_json::from_str(&ok(args)).expect("--json prints JSON")
+}
+
+/// Runs `n` calls (1 per 100 ms) from actor1 to user 2000 (a SIPp answerer on actor2) through the
+/// VIP; (successful, failed).
+fn calls(n: u32) -> (u64, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut uas = Command::new(env!("CARGO_BIN_EXE_wuos"))
+        .args(["lab", "exec", LAB, "actor2", "--"])
+        .args(["sipp", "-sn", "uas", "-i", "10.254.0.5", "-p", "5060", "-nostdin"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = Command::new(env!("CARGO_BIN_EXE_wuos"))
+        .args(["lab", "exec", LAB, "actor1", "--"])
+        .args([
+            "sipp",
+            "-sn",
+            "uac",
+            "10.255.0.10:5060",
+            "-s",
+            "2000",
+            "-i",
+            "10.254.0.1",
+            "-p",
+            "5062",
+        ])
+        .args([
+            "-t",
+            "un",
+            "-max_socket",
+            "100",
+            "-r",
+            "10",
+            "-m",
+            &n.to_string(),
+            "-nostdin",
+        ])
+        .args(["-trace_stat", "-stf", "stat.csv", "-fd", "1", "-timeout", "30s"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let _ = uas.kill();
+    let _ = uas.wait();
+    let stat = std::fs::read_to_string(dir.path().join("stat.csv")).unwrap_or_default();
+    let mut lines = stat.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(';').collect();
+    let last: Vec<&str> = lines.last().unwrap_or_default().split(';').collect();
+    let get = |name: &str| {
+        header
+            .iter()
+            .position(|c| *c == name)
+            .and_then(|i| last.get(i)?.trim().parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "no {name} in SIPp's statistics: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })
+    };
+    (get("SuccessfulCall(C)"), get("FailedCall(C)"))
+}
+
+#[test]
+fn the_pabx_follows_the_policy_calls_never_fail_and_a_restarted_controller_keeps_serving() {
+    if !privileged() {
+        return;
+    }
+    let _ = run(&["lab", "down", LAB]);
+    let _down = Down(LAB);
+    let out = tempfile::tempdir().unwrap();
+    let r = json(&[
+        "demo",
+        "voip",
+        "--quick",
+        "--json",
+        "--keep",
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    let phases = r["phases"].as_array().expect("phases");
+    assert_eq!(phases.len(), 3, "{r}");
+    let at: Vec<&str> = phases.iter().map(|p| p["pabx_at"].as_str().unwrap()).collect();
+    assert_eq!(at[..2], ["dc", "fog"], "{r}");
+    assert_ne!(at[2], "fog", "memory pressure moves the PABX off the fog router: {r}");
+    for p in phases {
+        assert_eq!(p["calls_failed"], 0, "no call fails across the moves: {p}");
+        assert!(p["calls_completed"].as_u64().unwrap() > 0, "calls in every phase: {p}");
+    }
+    let median = |i: usize| phases[i]["setup_median_ms"].as_f64().expect("a median");
+    assert!(
+        median(1) + 50.0 <= median(0),
+        "setup on the fog router ({} ms) at least 50 ms below the data centre ({} ms)",
+        median(1),
+        median(0)
+    );
+    let decisions = r["decisions"].as_array().unwrap();
+    assert!(decisions.len() >= 2, "{r}");
+    assert_eq!(
+        (decisions[0]["from"].as_str(), decisions[0]["to"].as_str()),
+        (Some("dc"), Some("fog"))
+    );
+    assert!(decisions[1]["reason"].as_str().unwrap().contains("mem.used_pct"), "{r}");
+    for f in ["voip.png", "voip.svg", "results.json"] {
+        assert!(out.path().join(f).exists(), "{f} written");
+    }
+
+    // The daemons (controllers) of the data centre and of the router serving the PABX are killed
+    // and restarted by the lab supervisor. The data centre re-adopts its PABX (same process, no
+    // second one); the orchestrator moves the service off the router that went silent, and the
+    // stop it owes that router is delivered once its controller is back: in the end exactly one
+    // PABX runs outside the data centre, where the orchestrator says, and calls complete.
+    let serving = at[2].to_string();
+    let pabx_on = |node: &str| -> Vec<Value> {
+        json(&["service", "list", "--router", node, "--lab", LAB, "--json"])["domains"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["service"] == "pabx")
+            .cloned()
+            .collect()
+    };
+    let dc_before = pabx_on("dc");
+    assert_eq!(dc_before.len(), 1);
+    assert_eq!(pabx_on(&serving).len(), 1);
+    for node in ["dc", serving.as_str()] {
+        let pids = daemon_pids(LAB, node);
+        assert_eq!(pids.len(), 1, "one daemon on {node}");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pids[0]), nix::sys::signal::Signal::SIGKILL).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for node in ["dc", serving.as_str()] {
+        while !run(&["status", node, "--lab", LAB, "--json"]).status.success() {
+            assert!(Instant::now() < deadline, "the supervisor restarts {node}'s daemon");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let dc_after = pabx_on("dc");
+    assert_eq!(dc_after.len(), 1, "no duplicate PABX in the dc: {dc_after:?}");
+    assert_eq!(
+        dc_after[0]["pid"], dc_before[0]["pid"],
+        "the dc's PABX was re-adopted, not restarted"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (where_now, counts) = loop {
+        let d = json(&["decisions", "--lab", LAB, "--json"]);
+        let where_now = d["serving"]["pabx"].as_str().unwrap_or_default().to_string();
+        let counts: Vec<(String, usize)> = ["edge1", "fog", "edge2"]
+            .iter()
+            .map(|n| (n.to_string(), pabx_on(n).len()))
+            .collect();
+        let total: usize = counts.iter().map(|c| c.1).sum();
+        let at_serving = counts.iter().find(|c| c.0 == where_now).map_or(0, |c| c.1);
+        if total == 1 && at_serving == 1 {
+            break (where_now, counts);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never converged to one PABX where the orchestrator serves it ({where_now}): {counts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    eprintln!("after the restarts the PABX is served at {where_now}: {counts:?}");
+    let (good, bad) = calls(10);
+    assert_eq!(
+        (good, bad),
+        (10, 0),
+        "calls through the VIP after the controllers restarted"
+    );
+}
