@@ -153,7 +153,7 @@ pub(crate) fn await_decision(
     }
 }
 
-/// One call's setup time: when it started (Unix ms) and INVITE → 200 OK (ms).
+/// One call's setup time: when SIPp recorded it (its 200 OK, Unix ms) and INVITE → 200 OK (ms).
 struct Setup {
     at_ms: f64,
     ms: f64,
