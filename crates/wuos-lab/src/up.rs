@@ -280,6 +280,39 @@ fn build(env: &LabEnv, state: &mut LabState, opts: &UpOptions, progress: &dyn Pr
     })
 }
 
+/// Turns TX checksum offload off on every link end of the lab (`ethtool -K IF tx off`): an XDP
+/// redirect (the daemons' classifier steering a service to a local instance) drops a frame's
+/// partial-checksum state, so the checksums must be complete when frames are sent.
+fn tx_checksum_off(env: &LabEnv, state: &LabState) -> Result<(), LabError> {
+    let t = &state.topology;
+    for (li, l) in t.links.iter().enumerate() {
+        let la = &state.plan.links[li];
+        for (node, ifname) in [(&l.a, &la.a_ifname), (&l.b, &la.b_ifname)] {
+            let ns = wuos_southbound::netns::open(&env.netns_dir, &names::node_netns(&state.name, node))?;
+            let out = wuos_southbound::netns::run_in(&ns, || {
+                std::process::Command::new("ethtool")
+                    .args(["-K", ifname, "tx", "off"])
+                    .output()
+            })?;
+            match out {
+                Ok(o) if o.status.success() => {}
+                Ok(o) => {
+                    return Err(LabError::Daemons(format!(
+                        "ethtool -K {ifname} tx off in {node}: {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    )));
+                }
+                Err(e) => {
+                    return Err(LabError::Daemons(format!(
+                        "cannot run ethtool (apt-get install ethtool) for {ifname} in {node}: {e}"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Writes the daemons' configs, starts the supervisor and waits until every daemon listens.
 fn start_daemons(
     env: &LabEnv,
@@ -291,6 +324,9 @@ fn start_daemons(
         return Ok(report);
     };
     let t0 = Instant::now();
+    if d.xdp {
+        tx_checksum_off(env, state)?;
+    }
     crate::daemons::write_configs(env, state, d)?;
     state.supervisor_pid = Some(crate::daemons::spawn_supervisor(env, &state.name)?);
     state.save(env)?;

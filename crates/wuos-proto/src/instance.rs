@@ -524,6 +524,8 @@ impl Instance {
             neighbors: self.neighbors.values().map(|n| n.to_pb(now_ms)).collect(),
             counters: self.counters.to_pb(),
             uptime_ms: self.started_ms.map_or(0, |t| now_ms.saturating_sub(t)),
+            // Filled in by the daemon, which owns the data path.
+            datapath: Vec::new(),
         }
     }
 

@@ -329,6 +329,12 @@ fn status_reply() -> impl Strategy<Value = pb::StatusReply> {
                 neighbors,
                 counters,
                 uptime_ms,
+                datapath: vec![pb::DataPathService {
+                    service: "pabx".into(),
+                    packets: boot_id,
+                    flows: uptime_ms,
+                    redirect_to: "d0".into(),
+                }],
             },
         )
 }

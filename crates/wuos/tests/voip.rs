@@ -100,14 +100,36 @@ fn the_pabx_follows_the_policy_calls_never_fail_and_a_restarted_controller_keeps
         "--out",
         out.path().to_str().unwrap(),
     ]);
+    // What the failure messages show: the results and the routers' logs.
+    let diag = |what: &str| -> String {
+        let mut d = format!("{what}\nresults: {r}\n");
+        for node in ["fog", "dc", "edge1"] {
+            let log = std::fs::read_to_string(format!("/run/wuos/labs/{LAB}/logs/{node}.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().filter(|l| !l.contains("DEBUG")).collect();
+            d.push_str(&format!(
+                "--- {node}.log (last lines)\n{}\n",
+                tail[tail.len().saturating_sub(15)..].join("\n")
+            ));
+        }
+        d
+    };
     let phases = r["phases"].as_array().expect("phases");
     assert_eq!(phases.len(), 3, "{r}");
     let at: Vec<&str> = phases.iter().map(|p| p["pabx_at"].as_str().unwrap()).collect();
     assert_eq!(at[..2], ["dc", "fog"], "{r}");
     assert_ne!(at[2], "fog", "memory pressure moves the PABX off the fog router: {r}");
     for p in phases {
-        assert_eq!(p["calls_failed"], 0, "no call fails across the moves: {p}");
-        assert!(p["calls_completed"].as_u64().unwrap() > 0, "calls in every phase: {p}");
+        assert_eq!(
+            p["calls_failed"],
+            0,
+            "{}",
+            diag(&format!("no call fails across the moves: {p}"))
+        );
+        assert!(
+            p["calls_completed"].as_u64().unwrap() > 0,
+            "{}",
+            diag(&format!("calls in every phase: {p}"))
+        );
     }
     let median = |i: usize| phases[i]["setup_median_ms"].as_f64().expect("a median");
     assert!(
@@ -127,12 +149,75 @@ fn the_pabx_follows_the_policy_calls_never_fail_and_a_restarted_controller_keeps
         assert!(out.path().join(f).exists(), "{f} written");
     }
 
+    // A policy that does not parse, or names a service the catalog does not know, is refused with
+    // its location, and the one in force stays.
+    let before = json(&["policy", "show", "--lab", LAB, "--json"]);
+    for (text, needle) in [
+        (
+            "service pabx {\n  match udp dport 5060 to 10.255.0.10\n  place local when mem.used_pct lt 30\n  otherwise datacenter\n}\n",
+            ":3:",
+        ),
+        (
+            "service nosuch {\n  match udp dport 5060\n  otherwise datacenter\n}\n",
+            "unknown service \"nosuch\"",
+        ),
+    ] {
+        let f = out.path().join("bad.policy");
+        std::fs::write(&f, text).unwrap();
+        let r = run(&["policy", "apply", f.to_str().unwrap(), "--lab", LAB]);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(3), "refused as bad input: {err}");
+        assert!(err.contains("bad.policy:") && err.contains(needle), "{err}");
+        assert_eq!(
+            json(&["policy", "show", "--lab", LAB, "--json"]),
+            before,
+            "the policy in force stays"
+        );
+    }
+
     // The daemons (controllers) of the data centre and of the router serving the PABX are killed
     // and restarted by the lab supervisor. The data centre re-adopts its PABX (same process, no
     // second one); the orchestrator moves the service off the router that went silent, and the
     // stop it owes that router is delivered once its controller is back: in the end exactly one
     // PABX runs outside the data centre, where the orchestrator says, and calls complete.
     let serving = at[2].to_string();
+    // The serving router's XDP classifier counted the calls and redirects them to the instance.
+    let st = json(&["status", &serving, "--lab", LAB, "--json"]);
+    let dp = st["datapath"]
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["service"] == "pabx"))
+        .cloned()
+        .unwrap_or_else(|| panic!("{serving} reports its data path: {st}"));
+    assert!(
+        dp["packets"].as_u64().unwrap() > 0 && dp["flows"].as_u64().unwrap() > 0,
+        "{dp}"
+    );
+    assert_ne!(
+        dp["redirect_to"], "",
+        "the PABX's packets are redirected to the local instance: {dp}"
+    );
+    // Where XDP does not fit — packets a router sends itself — nftables counts and marks them.
+    let sent = run(&[
+        "lab",
+        "exec",
+        LAB,
+        "fog",
+        "--",
+        "bash",
+        "-c",
+        "echo probe > /dev/udp/10.255.0.10/5060",
+    ]);
+    assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+    let table = ok(&["lab", "exec", LAB, "fog", "--", "nft", "list", "table", "ip", "wuos"]);
+    let line = table
+        .lines()
+        .find(|l| l.contains("udp dport 5060") && l.contains("comment \"pabx\""))
+        .unwrap_or_else(|| panic!("fog marks the PABX's traffic: {table}"));
+    assert!(line.contains("meta mark set 0x57"), "{line}");
+    assert!(
+        !line.contains("counter packets 0 "),
+        "the router's own datagram was counted: {line}"
+    );
     let pabx_on = |node: &str| -> Vec<Value> {
         json(&["service", "list", "--router", node, "--lab", LAB, "--json"])["domains"]
             .as_array()

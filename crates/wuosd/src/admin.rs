@@ -24,6 +24,18 @@ impl Admin for AdminSvc {
     async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
         let now = self.0.now_ms();
         let mut reply = self.0.lock().status(now, unix_ns());
+        if let Some(dp) = &self.0.datapath {
+            reply.datapath = dp
+                .summary()
+                .into_iter()
+                .map(|(service, packets, flows, to)| pb::DataPathService {
+                    service,
+                    packets,
+                    flows,
+                    redirect_to: to.unwrap_or_default(),
+                })
+                .collect();
+        }
         let m = &self.0.metrics;
         for (name, v) in [("bytes_sent", &m.bytes_sent), ("bytes_received", &m.bytes_received)] {
             reply.counters.push(pb::Counter {
@@ -221,6 +233,9 @@ pub fn status_json(r: &pb::StatusReply) -> serde_json::Value {
             "state": n.state, "rtt_ms": n.rtt_ms, "last_heard_ms": n.last_heard_ms,
         })).collect::<Vec<_>>(),
         "counters": r.counters.iter().map(|c| (c.name.clone(), json!(c.value))).collect::<serde_json::Map<_, _>>(),
+        "datapath": r.datapath.iter().map(|d| json!({
+            "service": d.service, "packets": d.packets, "flows": d.flows, "redirect_to": d.redirect_to,
+        })).collect::<Vec<_>>(),
     })
 }
 

@@ -128,7 +128,16 @@ impl Controller {
     pub async fn apply(&self, shared: &Arc<Shared>, nl: &Netlink, intent: &pb::Intent) -> Result<Applied, String> {
         let applied = match intent.kind.as_ref() {
             Some(Kind::ServiceInstance(s)) => instance(shared, &s.service, s.present).await,
-            Some(Kind::ServiceRule(r)) => rule(shared, nl, r).await.map(|()| Applied::Now),
+            Some(Kind::ServiceRule(r)) => {
+                let done = rule(shared, nl, r).await.map(|()| Applied::Now);
+                // A rule that cannot be applied yet (the serving router not in our view yet, no
+                // route to it) is kept all the same: the reconciler applies it once it can.
+                if let Err(e) = &done {
+                    warn!(service = %r.service, error = %e, "service rule kept, to be applied when possible");
+                    self.remember(intent);
+                }
+                done
+            }
             Some(Kind::Route(_)) => Err("route intents are not taken: use a service rule".into()),
             Some(Kind::Policy(_)) => Err("policies are applied through the admin API (wuos policy apply)".into()),
             None => Err("the intent has no kind".into()),
@@ -237,7 +246,34 @@ async fn rule(shared: &Arc<Shared>, nl: &Netlink, r: &pb::ServiceRuleIntent) -> 
         src: None,
     })
     .await
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    // The data path: redirect the service's packets onto the local instance's veth, or stop.
+    if let Some(dp) = &shared.datapath {
+        if &r.serving_router == me {
+            let s = shared.clone();
+            let service = r.service.clone();
+            let link = tokio::task::spawn_blocking(move || {
+                s.domains
+                    .as_ref()?
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .instance_link(&service)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            match link {
+                Some((host_if, netns, dom_if)) => {
+                    if let Err(e) = dp.set_local(&r.service, &host_if, &netns, &dom_if) {
+                        warn!(service = %r.service, error = %e, "no XDP redirect to the local instance; the route carries it");
+                    }
+                }
+                None => dp.clear_local(&r.service),
+            }
+        } else {
+            dp.clear_local(&r.service);
+        }
+    }
+    Ok(())
 }
 
 /// `10.0.0.1` of `10.0.0.1:7470`.

@@ -515,11 +515,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
     }
 
     // The controller puts the kernel back in line with the intents in force: once the view has
-    // filled after a start, then every few seconds (a lost route, a serving router that moved).
+    // filled after a start, then every 2 s (a lost route, a rule that could not be applied yet).
     let reconciler = shared.netlink.clone().map(|nl| {
         let s = shared.clone();
         tokio::spawn(async move {
-            let mut t = tokio::time::interval(Duration::from_secs(5));
+            let mut t = tokio::time::interval(Duration::from_secs(2));
             t.tick().await;
             tokio::time::sleep(s.cfg.telemetry_interval() * 2).await;
             loop {

@@ -733,6 +733,16 @@ impl Domains {
             .collect()
     }
 
+    /// Where running domain `name` is attached: this router's end of its link, its namespace
+    /// file and its own end (for the data path's redirect).
+    pub fn instance_link(&self, name: &str) -> Option<(String, PathBuf, String)> {
+        let e = self.entries.get(name).filter(|e| e.state == "running")?;
+        let cs = self.cspec(name, e);
+        let net = cs.net.as_ref()?;
+        // A vm's guest end is not a veth in a namespace: no redirect there.
+        (e.spec.isolation == Isolation::Container).then(|| (net.host_if.clone(), cs.netns_path(), net.dom_if.clone()))
+    }
+
     /// The services the catalog defines.
     pub fn catalog_services(&self) -> Vec<String> {
         self.catalog.services.keys().cloned().collect()
