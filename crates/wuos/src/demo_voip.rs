@@ -393,10 +393,7 @@ pub fn run(a: VoipArgs) -> Result<()> {
     let first = await_decision(&rt, Duration::from_secs(90), |d| d.to == "fog")?;
     say.line(&format!(
         "decision: {} {} → {}: {}",
-        d_kind(&first),
-        first.from,
-        first.to,
-        first.reason
+        first.kind, first.from, first.to, first.reason
     ));
     std::thread::sleep(phase_len);
 
@@ -419,10 +416,7 @@ pub fn run(a: VoipArgs) -> Result<()> {
     let second = await_decision(&rt, Duration::from_secs(60), |d| d.from == "fog")?;
     say.line(&format!(
         "decision: {} {} → {}: {}",
-        d_kind(&second),
-        second.from,
-        second.to,
-        second.reason
+        second.kind, second.from, second.to, second.reason
     ));
     std::thread::sleep(phase_len);
 
@@ -430,7 +424,13 @@ pub fn run(a: VoipArgs) -> Result<()> {
     let calls_end = unix_ms() as f64;
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(uac_pid), nix::sys::signal::Signal::SIGUSR1);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline && run.children[1].try_wait().ok().flatten().is_none() {
+    let uac_running = |run: &mut Run| {
+        run.children
+            .iter_mut()
+            .find(|c| c.id() as i32 == uac_pid)
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    };
+    while Instant::now() < deadline && uac_running(&mut run) {
         std::thread::sleep(Duration::from_millis(100));
     }
     let decisions = rt.block_on(fetch_decisions(&socket_path(&env, LAB, "fog")))?;
@@ -522,7 +522,7 @@ pub fn run(a: VoipArgs) -> Result<()> {
     } else {
         println!("\ndecisions (fog's orchestrator):");
         for d in &decisions.decisions {
-            println!("  {} {} → {} [{}]: {}", d_kind(d), d.from, d.to, d.rule, d.reason);
+            println!("  {} {} → {} [{}]: {}", d.kind, d.from, d.to, d.rule, d.reason);
         }
         println!(
             "\n{:<32} {:>8} {:>10} {:>7} {:>12} {:>10}",
@@ -552,8 +552,4 @@ pub fn run(a: VoipArgs) -> Result<()> {
     }
     drop(run);
     Ok(())
-}
-
-fn d_kind(d: &pb::DecisionRecord) -> &str {
-    &d.kind
 }
