@@ -3,8 +3,8 @@
 //! Each direction numbers its envelopes from 1; the first envelope received fixes the session id.
 //! A receiver checks every envelope (version, fields, session id, sequence) and answers a bad one
 //! with an `IntentError` envelope naming the problem; the session continues. Acting on intents is
-//! the controller's business (the orchestration work); until then [`Session::unsupported`]
-//! answers each intent with an `unimplemented` error, so an orchestrator learns where it stands.
+//! the controller's business (`wuosd`'s `controller`); a side that takes no intents (as every
+//! 1.0 router did) answers each with [`Session::unsupported`], an `unimplemented` error.
 
 use crate::pb;
 use crate::pb::session_envelope::Body;

@@ -23,7 +23,7 @@ use wuos_orchestrator::{Config, Input, Orchestrator, Policy, synthetic_neighborh
 use wuos_proto::pb;
 
 use crate::bench::pct;
-use crate::demo_voip::{Say, Started, admin, await_decision, start};
+use crate::demo_voip::{Say, Started, admin, await_decision, start, start_stress};
 
 const POLICY: &str = include_str!("../../../examples/voip.policy");
 
@@ -93,25 +93,13 @@ fn crossing(rt: &tokio::runtime::Runtime, threshold: f64, after_ms: i64, timeout
     }
 }
 
-fn service(rt: &tokio::runtime::Runtime, start: bool) -> Result<()> {
+fn stop_stress(rt: &tokio::runtime::Runtime) -> Result<()> {
     rt.block_on(async {
-        let mut c = admin("fog").await?;
-        if start {
-            c.start_service(pb::StartServiceRequest {
-                service: "stress".into(),
-                name: "stress".into(),
-                params: [("memory", "200MiB"), ("cpus", "0"), ("duration", "600s")]
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            })
+        admin("fog")
+            .await?
+            .destroy_domain(pb::DomainRef { name: "stress".into() })
             .await
             .map_err(|s| anyhow::anyhow!("stress: {}", s.message()))?;
-        } else {
-            c.destroy_domain(pb::DomainRef { name: "stress".into() })
-                .await
-                .map_err(|s| anyhow::anyhow!("stress: {}", s.message()))?;
-        }
         Ok(())
     })
 }
@@ -137,7 +125,7 @@ pub fn run(out: &Path, runs: usize) -> Result<()> {
         // for a service mid-move: measure from a settled placement.
         std::thread::sleep(Duration::from_secs(3));
         let before = crate::demo_voip::unix_ms();
-        service(&rt, true)?;
+        start_stress(&rt)?;
         let crossed = crossing(&rt, 30.0, before, Duration::from_secs(20))?;
         moves_away += 1;
         let d = await_decision(&rt, Duration::from_secs(30), |d| {
@@ -147,7 +135,7 @@ pub fn run(out: &Path, runs: usize) -> Result<()> {
         let ms = d.switched_unix_ms as f64 - crossed;
         say.line(&format!("run {}: {ms:.0} ms ({} → {})", i + 1, d.from, d.to));
         latencies.push(ms);
-        service(&rt, false)?;
+        stop_stress(&rt)?;
         if i + 1 < runs {
             let back = crate::demo_voip::unix_ms();
             await_decision(&rt, Duration::from_secs(60), |d| d.to == "fog" && d.at_unix_ms >= back)

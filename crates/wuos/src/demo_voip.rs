@@ -238,6 +238,26 @@ struct Phase {
 
 /// The scenario up to calls running: the lab, the PABX in the dc, the policy on fog, the SIPp
 /// answerer and caller (shared with `wuos bench orchestration`).
+/// Starts the `stress` VNF on the fog router: 200 MiB held for 10 minutes, which takes the fog
+/// router (512 MiB) over the policy's 30% memory use.
+pub(crate) fn start_stress(rt: &tokio::runtime::Runtime) -> Result<()> {
+    rt.block_on(async {
+        admin("fog")
+            .await?
+            .start_service(pb::StartServiceRequest {
+                service: "stress".into(),
+                name: "stress".into(),
+                params: [("memory", "200MiB"), ("cpus", "0"), ("duration", "600s")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("cannot start the stress VNF: {}", s.message()))
+    })?;
+    Ok(())
+}
+
 pub(crate) struct Started {
     pub run: Run,
     pub rt: tokio::runtime::Runtime,
@@ -398,20 +418,7 @@ pub fn run(a: VoipArgs) -> Result<()> {
     std::thread::sleep(phase_len);
 
     // Phase 3: memory pressure on the fog router.
-    rt.block_on(async {
-        admin("fog")
-            .await?
-            .start_service(pb::StartServiceRequest {
-                service: "stress".into(),
-                name: "stress".into(),
-                params: [("memory", "200MiB"), ("cpus", "0"), ("duration", "600s")]
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            })
-            .await
-            .map_err(|s| anyhow::anyhow!("cannot start the stress VNF: {}", s.message()))
-    })?;
+    start_stress(&rt)?;
     say.line("stress VNF on fog: 200 MiB held (the fog router has 512 MiB)");
     let second = await_decision(&rt, Duration::from_secs(60), |d| d.from == "fog")?;
     say.line(&format!(

@@ -174,7 +174,7 @@ async fn instance(shared: &Arc<Shared>, service: &str, present: bool) -> Result<
             ));
         };
         let mut d = d.lock().unwrap_or_else(|p| p.into_inner());
-        let existing = d.list().domains.into_iter().find(|i| i.name == service);
+        let existing = d.state_of(&service).map(|(state, _)| state.to_string());
         if !present {
             if existing.is_some() {
                 d.destroy(&service).map_err(|e| e.to_string())?;
@@ -183,7 +183,7 @@ async fn instance(shared: &Arc<Shared>, service: &str, present: bool) -> Result<
             return Ok(Applied::Now);
         }
         match existing {
-            Some(i) if i.state == "running" || i.state == "paused" => {}
+            Some(state) if state == "running" || state == "paused" => {}
             Some(_) => {
                 // Stopped or failed: start it afresh.
                 d.destroy(&service).map_err(|e| e.to_string())?;
@@ -216,20 +216,17 @@ async fn rule(shared: &Arc<Shared>, nl: &Netlink, r: &pb::ServiceRuleIntent) -> 
         // The local instance's address.
         let s = shared.clone();
         let service = r.service.clone();
-        let addr = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let d = s.domains.as_ref()?;
             let d = d.lock().unwrap_or_else(|p| p.into_inner());
-            d.list()
-                .domains
-                .into_iter()
-                .find(|i| i.name == service && i.state == "running")
-                .map(|i| i.address)
+            match d.state_of(&service)? {
+                ("running", addr) => addr,
+                _ => None,
+            }
         })
         .await
         .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("no running local instance of {} to route {vip} to", r.service))?;
-        addr.parse()
-            .map_err(|_| format!("instance address {addr:?} is not IPv4"))?
+        .ok_or_else(|| format!("no running local instance of {} to route {vip} to", r.service))?
     } else {
         let address = shared
             .control_address_of(&r.serving_router)

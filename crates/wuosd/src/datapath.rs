@@ -34,7 +34,7 @@ pub struct DataPath {
     /// The services redirected to a local instance now, and the veth.
     local: Mutex<BTreeMap<String, String>>,
     /// When demand was last reported.
-    last: Mutex<(Instant,)>,
+    last: Mutex<Instant>,
 }
 
 impl std::fmt::Debug for DataPath {
@@ -80,7 +80,7 @@ impl DataPath {
             names,
             receivers: Mutex::new(BTreeSet::new()),
             local: Mutex::new(BTreeMap::new()),
-            last: Mutex::new((Instant::now(),)),
+            last: Mutex::new(Instant::now()),
         })
     }
 
@@ -187,8 +187,8 @@ impl DataPath {
         drop(c);
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        let secs = now.duration_since(last.0).as_secs_f64().max(1e-3);
-        last.0 = now;
+        let secs = now.duration_since(*last).as_secs_f64().max(1e-3);
+        *last = now;
         self.names
             .iter()
             .map(|(id, name)| pb::ServiceDemand {

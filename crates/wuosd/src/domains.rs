@@ -98,6 +98,20 @@ impl std::fmt::Debug for Domains {
     }
 }
 
+/// The health probe of domain `name` as its service defines it (`None`: no probe or no address).
+fn probe_of(name: &str, e: &Entry) -> Option<Probe> {
+    let check = e.spec.health.as_ref()?;
+    let net = e.spec.net.as_ref()?;
+    Some(Probe {
+        domain: name.to_string(),
+        kind: check.kind.clone(),
+        addr: net.address,
+        timeout: check.timeout,
+        pid: e.pid,
+        vm: e.spec.isolation == Isolation::Vm,
+    })
+}
+
 const KEY_PREFIX: &str = "domain/";
 const POOL_PREFIX: &str = "pool-";
 
@@ -653,18 +667,11 @@ impl Domains {
                 .health
                 .entry(name.clone())
                 .or_insert_with(|| HealthState::new(Some(check)));
-            if !h.due(check, now) {
-                continue;
+            if h.due(check, now)
+                && let Some(p) = probe_of(name, e)
+            {
+                due.push(p);
             }
-            let Some(net) = &e.spec.net else { continue };
-            due.push(Probe {
-                domain: name.clone(),
-                kind: check.kind.clone(),
-                addr: net.address,
-                timeout: check.timeout,
-                pid: e.pid,
-                vm: e.spec.isolation == Isolation::Vm,
-            });
         }
         due
     }
@@ -692,15 +699,7 @@ impl Domains {
     pub fn probe_now(&mut self, name: &str) -> Option<Probe> {
         let e = self.entries.get(name).filter(|e| e.state == "running")?;
         let check = e.spec.health.as_ref()?;
-        let net = e.spec.net.as_ref()?;
-        let probe = Probe {
-            domain: name.to_string(),
-            kind: check.kind.clone(),
-            addr: net.address,
-            timeout: check.timeout,
-            pid: e.pid,
-            vm: e.spec.isolation == Isolation::Vm,
-        };
+        let probe = probe_of(name, e)?;
         let h = self
             .health
             .entry(name.to_string())
@@ -741,6 +740,15 @@ impl Domains {
         let net = cs.net.as_ref()?;
         // A vm's guest end is not a veth in a namespace: no redirect there.
         (e.spec.isolation == Isolation::Container).then(|| (net.host_if.clone(), cs.netns_path(), net.dom_if.clone()))
+    }
+
+    /// The state of domain `name` ("running", "paused", "failed: …", …) and its address, from
+    /// memory: unlike [`Domains::info`] it reads nothing from the kernel (the controller asks at
+    /// every reconcile).
+    pub fn state_of(&self, name: &str) -> Option<(&str, Option<Ipv4Addr>)> {
+        self.entries
+            .get(name)
+            .map(|e| (e.state.as_str(), e.spec.net.as_ref().map(|n| n.address)))
     }
 
     /// The services the catalog defines.
