@@ -15,17 +15,19 @@ use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use wuos_model::units::format_duration;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use wuos_model::Role;
+use wuos_model::daemon::{
+    DaemonConfig, DatapathConfig, DomainsConfig, METRICS_PORT, NeighborConfig, OrchestratorConfig, PROTOCOL_PORT,
+    ResourcesConfig, Source,
+};
+use wuos_model::ids::{RouterId, ServiceId};
 
 use crate::env::LabEnv;
 use crate::error::LabError;
 use crate::names;
 use crate::state::LabState;
-
-/// The port of the augmented SD-WAN protocol on every router.
-pub const PROTOCOL_PORT: u16 = 7470;
-/// The Prometheus port, on every router's loopback address.
-pub const METRICS_PORT: u16 = 9470;
 
 /// Daemon settings chosen at `lab up`.
 #[derive(Clone, Debug)]
@@ -67,21 +69,6 @@ pub fn domain_subnet(i: usize) -> Option<String> {
     })
 }
 
-/// `v` as a TOML basic string.
-fn toml_string(v: &str) -> String {
-    let mut s = String::from("\"");
-    for c in v.chars() {
-        match c {
-            '"' => s.push_str("\\\""),
-            '\\' => s.push_str("\\\\"),
-            c if c.is_control() => s.push_str(&format!("\\u{:04x}", c as u32)),
-            c => s.push(c),
-        }
-    }
-    s.push('"');
-    s
-}
-
 pub fn config_path(env: &LabEnv, lab: &str, node: &str) -> PathBuf {
     env.lab_dir(lab).join("daemons").join(format!("{node}.toml"))
 }
@@ -90,86 +77,115 @@ pub fn socket_path(env: &LabEnv, lab: &str, node: &str) -> PathBuf {
     env.lab_dir(lab).join("sock").join(format!("{node}.sock"))
 }
 
-/// Writes one wuosd configuration per router: its neighbors are the far ends of its links.
+/// The wuosd configuration of router `i`: its neighbors are the far ends of its links.
+pub fn config(env: &LabEnv, st: &LabState, opts: &DaemonOptions, i: usize) -> Result<DaemonConfig, LabError> {
+    let t = &st.topology;
+    let node = &t.nodes[i];
+    let id = |name: &str| RouterId::new(name).map_err(|e| LabError::Topology(e.to_string()));
+    let lo = st.plan.loopbacks[i];
+    let cgroup = names::node_cgroup(&st.name, &node.name);
+    let domains = match (opts.domains, &env.catalog_dir, domain_subnet(i)) {
+        (true, Some(catalog), Some(subnet)) => {
+            // Routing keeps a quarter of a router's memory when the router has a limit.
+            let routing_memory = node.memory.filter(|_| opts.routing_reservation).map(|m| m / 4);
+            // Core 0 is the routing domain's and services are pinned to the others, when the
+            // router has the CPU for it (a whole core for routing plus some for services).
+            let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            let routing_cores = if opts.routing_reservation && host_cpus >= 2.0 && node.cpus.unwrap_or(host_cpus) >= 1.5
+            {
+                vec![0]
+            } else {
+                Vec::new()
+            };
+            let mut params = std::collections::BTreeMap::new();
+            for (service, p) in &opts.service_params {
+                let service = ServiceId::new(service.as_str()).map_err(|e| LabError::Daemons(e.to_string()))?;
+                params.insert(service, p.clone());
+            }
+            Some(DomainsConfig {
+                catalog: catalog.clone(),
+                run_dir: env.lab_dir(&st.name).join("domains").join(&node.name),
+                router_netns: Some(env.netns_dir.join(names::node_netns(&st.name, &node.name))),
+                netns_dir: env.netns_dir.clone(),
+                cgroup: cgroup.clone(),
+                netns_prefix: names::node_netns(&st.name, &node.name),
+                subnet: subnet
+                    .parse()
+                    .map_err(|e| LabError::Daemons(format!("domain subnet {subnet}: {e}")))?,
+                routing_cores,
+                routing_memory,
+                control_memory: None,
+                pool: opts.pool,
+                init_exe: None,
+                params,
+            })
+        }
+        _ => None,
+    };
+    // Fog routers orchestrate, falling back to the (first) data-centre router.
+    let orchestrator = match t.nodes.iter().find(|n| n.role == Role::Dc) {
+        Some(dc) if node.role == Role::Fog => Some(OrchestratorConfig::new(id(&dc.name)?)),
+        _ => None,
+    };
+    let mut neighbors = Vec::new();
+    for (li, l) in t.links.iter().enumerate() {
+        let la = &st.plan.links[li];
+        let (peer, peer_addr, local_if) = if l.a == node.name {
+            (&l.b, la.b, &la.a_ifname)
+        } else if l.b == node.name {
+            (&l.a, la.a, &la.b_ifname)
+        } else {
+            continue;
+        };
+        neighbors.push(NeighborConfig {
+            id: id(peer)?,
+            address: SocketAddr::from((peer_addr, PROTOCOL_PORT)),
+            interface: local_if.clone(),
+        });
+    }
+    Ok(DaemonConfig {
+        router_id: id(&node.name)?,
+        role: node.role,
+        listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, PROTOCOL_PORT)),
+        control_address: Some(SocketAddr::from((lo, PROTOCOL_PORT))),
+        admin_socket: socket_path(env, &st.name, &node.name),
+        metrics_listen: Some(SocketAddr::from((lo, METRICS_PORT))),
+        telemetry_interval: opts.telemetry_interval,
+        hello_interval: None,
+        dead_multiplier: 3,
+        hop_limit: opts.hop_limit,
+        stale_after_intervals: 3,
+        data_dir: env.lab_dir(&st.name).join("data").join(&node.name),
+        resources: ResourcesConfig {
+            source: Source::Cgroup,
+            cgroup: Some(cgroup),
+            cgroup_root: env.cgroup_root.clone(),
+            ..ResourcesConfig::default()
+        },
+        neighbors,
+        datapath: DatapathConfig {
+            xdp: opts.xdp && domains.is_some() && node.role != Role::Host,
+        },
+        domains,
+        orchestrator,
+    })
+}
+
+/// Writes one wuosd configuration per router (`LAB_DIR/daemons/NODE.toml`).
 pub fn write_configs(env: &LabEnv, st: &LabState, opts: &DaemonOptions) -> Result<(), LabError> {
     let dir = env.lab_dir(&st.name).join("daemons");
     fs::create_dir_all(&dir).map_err(|source| LabError::Io {
         what: format!("cannot create {}", dir.display()),
         source,
     })?;
-    let t = &st.topology;
-    for (i, node) in t.nodes.iter().enumerate() {
-        let mut text = format!(
-            "# Written by `wuos lab up` for router {node} of lab {lab}.\n\
-             router_id = \"{node}\"\nrole = \"{role}\"\nlisten = \"0.0.0.0:{PROTOCOL_PORT}\"\n\
-             control_address = \"{lo}:{PROTOCOL_PORT}\"\n\
-             admin_socket = \"{sock}\"\nmetrics_listen = \"{lo}:{METRICS_PORT}\"\n\
-             telemetry_interval = \"{interval}\"\nhop_limit = {hops}\ndata_dir = \"{data}\"\n\n\
-             [resources]\nsource = \"cgroup\"\ncgroup = \"{cg}\"\ncgroup_root = \"{root}\"\n",
-            node = node.name,
-            lab = st.name,
-            role = node.role,
-            sock = socket_path(env, &st.name, &node.name).display(),
-            lo = st.plan.loopbacks[i],
-            interval = format_duration(opts.telemetry_interval),
-            hops = opts.hop_limit,
-            data = env.lab_dir(&st.name).join("data").join(&node.name).display(),
-            cg = names::node_cgroup(&st.name, &node.name),
-            root = env.cgroup_root.display(),
+    for (i, node) in st.topology.nodes.iter().enumerate() {
+        let cfg = config(env, st, opts, i)?;
+        let text = cfg.to_toml().map_err(|e| LabError::Daemons(e.to_string()))?;
+        let text = format!(
+            "# Written by `wuos lab up` for router {} of lab {}.\n{text}",
+            node.name, st.name
         );
-        if let (true, Some(catalog), Some(subnet)) = (opts.domains, &env.catalog_dir, domain_subnet(i)) {
-            // Routing keeps a quarter of a router's memory when the router has a limit.
-            let mut reserve = node
-                .memory
-                .filter(|_| opts.routing_reservation)
-                .map(|m| format!("routing_memory = \"{}\"\n", wuos_model::units::format_bytes(m / 4)))
-                .unwrap_or_default();
-            // Core 0 is the routing domain's and services are pinned to the others, when the
-            // router has the CPU for it (a whole core for routing plus some for services).
-            let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-            if opts.routing_reservation && host_cpus >= 2.0 && node.cpus.unwrap_or(host_cpus) >= 1.5 {
-                reserve.push_str("routing_cores = [0]\n");
-            }
-            text.push_str(&format!(
-                "\n[domains]\ncatalog = \"{catalog}\"\nrun_dir = \"{run}\"\nrouter_netns = \"{netns}\"\n\
-                 cgroup = \"{cg}\"\nnetns_prefix = \"{prefix}\"\nsubnet = \"{subnet}\"\npool = {pool}\n{reserve}",
-                catalog = catalog.display(),
-                run = env.lab_dir(&st.name).join("domains").join(&node.name).display(),
-                netns = env.netns_dir.join(names::node_netns(&st.name, &node.name)).display(),
-                cg = names::node_cgroup(&st.name, &node.name),
-                prefix = names::node_netns(&st.name, &node.name),
-                pool = opts.pool,
-            ));
-            if opts.xdp && node.role != wuos_model::Role::Host {
-                text.push_str("\n[datapath]\nxdp = true\n");
-            }
-            for (service, params) in &opts.service_params {
-                text.push_str(&format!("\n[domains.params.{service}]\n"));
-                for (k, v) in params {
-                    text.push_str(&format!("{k} = {}\n", toml_string(v)));
-                }
-            }
-        }
-        // Fog routers orchestrate, falling back to the (first) data-centre router.
-        if node.role == wuos_model::Role::Fog
-            && let Some(dc) = t.nodes.iter().find(|n| n.role == wuos_model::Role::Dc)
-        {
-            text.push_str(&format!("\n[orchestrator]\ndatacenter = \"{}\"\n", dc.name));
-        }
-        for (li, l) in t.links.iter().enumerate() {
-            let la = &st.plan.links[li];
-            let (peer, peer_addr, local_if) = if l.a == node.name {
-                (&l.b, la.b, &la.a_ifname)
-            } else if l.b == node.name {
-                (&l.a, la.a, &la.b_ifname)
-            } else {
-                continue;
-            };
-            text.push_str(&format!(
-                "\n[[neighbor]]\nid = \"{peer}\"\naddress = \"{peer_addr}:{PROTOCOL_PORT}\"\ninterface = \"{local_if}\"\n"
-            ));
-        }
-        let path = dir.join(format!("{}.toml", node.name));
+        let path = config_path(env, &st.name, &node.name);
         fs::write(&path, text).map_err(|source| LabError::Io {
             what: format!("cannot write {}", path.display()),
             source,
@@ -292,4 +308,86 @@ pub fn supervise(env: &LabEnv, lab: &str, stop: &AtomicBool) -> Result<(), LabEr
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> LabState {
+        let topo = wuos_model::file::parse(
+            "[[node]]\nname = \"fog\"\nrole = \"fog\"\nmemory = \"512MiB\"\n\
+             [[node]]\nname = \"dc\"\nrole = \"dc\"\n\
+             [[node]]\nname = \"e1\"\nrole = \"edge\"\n\
+             [[link]]\na = \"fog\"\nb = \"dc\"\n[[link]]\na = \"fog\"\nb = \"e1\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let plan = wuos_model::plan::address_plan(&topo).unwrap();
+        LabState {
+            name: "t".into(),
+            phase: crate::state::Phase::Up,
+            created_unix_ms: 0,
+            links: Vec::new(),
+            topology: topo,
+            plan,
+            supervisor_pid: None,
+        }
+    }
+
+    fn env() -> LabEnv {
+        LabEnv {
+            state_dir: "/tmp/wuos-test-state".into(),
+            netns_dir: "/run/netns".into(),
+            cgroup_root: "/sys/fs/cgroup".into(),
+            proc_root: "/proc".into(),
+            relay_exe: "/bin/wuos".into(),
+            wuosd_exe: "/bin/wuosd".into(),
+            catalog_dir: Some("/cat".into()),
+        }
+    }
+
+    #[test]
+    fn every_router_gets_a_config_the_daemon_accepts_with_its_links_as_neighbors() {
+        let st = state();
+        let opts = DaemonOptions {
+            xdp: true,
+            service_params: [(
+                "pabx".to_string(),
+                [("static_users".to_string(), "2000=\"x\"".to_string())].into(),
+            )]
+            .into(),
+            ..DaemonOptions::default()
+        };
+        for (i, node) in st.topology.nodes.iter().enumerate() {
+            let cfg = config(&env(), &st, &opts, i).unwrap();
+            let text = cfg.to_toml().unwrap();
+            let path = std::path::Path::new("x.toml");
+            let back = DaemonConfig::parse(&text, path).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            back.validate(path).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert_eq!(back, cfg, "{text}");
+            assert_eq!(cfg.router_id, node.name.as_str());
+            assert_eq!(cfg.admin_socket, socket_path(&env(), "t", &node.name));
+            let neighbors: Vec<&str> = cfg.neighbors.iter().map(|n| n.id.as_str()).collect();
+            let expected: &[&str] = match node.name.as_str() {
+                "fog" => &["dc", "e1"],
+                _ => &["fog"],
+            };
+            assert_eq!(neighbors, expected);
+            assert_eq!(
+                cfg.orchestrator.is_some(),
+                node.role == Role::Fog,
+                "fog routers orchestrate"
+            );
+            assert!(cfg.datapath.xdp, "xdp on routers with domains");
+        }
+        let fog = config(&env(), &st, &opts, 0).unwrap();
+        let d = fog.domains.unwrap();
+        assert_eq!(
+            d.routing_memory,
+            Some(128 << 20),
+            "a quarter of 512 MiB is kept for routing"
+        );
+        assert_eq!(fog.orchestrator.unwrap().datacenter, "dc");
+    }
 }

@@ -71,3 +71,29 @@ fn suggest(known: &[String]) -> String {
         format!("; it has {} nodes ({}, …)", known.len(), known[..6].join(", "))
     }
 }
+
+impl wuos_model::Classify for LabError {
+    fn class(&self) -> wuos_model::ErrorClass {
+        use wuos_model::ErrorClass as C;
+        match self {
+            LabError::BadName(_) | LabError::Topology(_) | LabError::BadChange(_) => C::BadInput,
+            LabError::Ambiguous(_) => C::BadInput,
+            LabError::Exists(_) => C::Conflict,
+            LabError::NoSuchLab { .. }
+            | LabError::NoLabs
+            | LabError::NoSuchNode { .. }
+            | LabError::NoSuchLink { .. } => C::NotFound,
+            LabError::NotRoot => C::Unavailable,
+            LabError::Netns(wuos_southbound::netns::NetnsError::Exists { .. }) => C::Conflict,
+            LabError::RolledBack { cause, .. } => cause.class(),
+            LabError::State(_)
+            | LabError::Netns(_)
+            | LabError::Netlink(_)
+            | LabError::Cgroup(_)
+            | LabError::Tc(_)
+            | LabError::Io { .. }
+            | LabError::Daemons(_)
+            | LabError::Runtime(_) => C::Internal,
+        }
+    }
+}

@@ -21,6 +21,11 @@
 //!   routing domain) and admission control of service domains.
 //! - [`catalog`]: the VNF catalog format (`docs/domains.md`), templates and
 //!   instantiation of catalog entries into domain specs.
+//! - [`ids`]: typed identifiers ([`RouterId`], [`ServiceId`]), checked when made.
+//! - [`error`](mod@error): the one classification of errors ([`ErrorClass`], [`Classify`]) and
+//!   its exit codes and HTTP statuses.
+//! - [`daemon`]: the configuration of `wuosd` ([`daemon::DaemonConfig`]), read by the daemon and
+//!   written by the lab.
 //!
 //! # Purpose
 //!
@@ -29,16 +34,21 @@
 
 pub mod admission;
 pub mod catalog;
+pub mod daemon;
 pub mod domain;
 pub mod dot;
+pub mod error;
 pub mod file;
 pub mod generate;
+pub mod ids;
 pub mod plan;
 pub mod rng;
 pub mod topology;
 pub mod units;
 
+pub use error::{Classify, ErrorClass, RemoteError};
 pub use generate::GenerateError;
+pub use ids::{IdError, RouterId, ServiceId};
 pub use plan::PlanError;
 pub use topology::*;
 pub use units::UnitError;

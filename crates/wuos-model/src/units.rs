@@ -229,6 +229,54 @@ pub fn format_percent(p: f64) -> String {
     format!("{p}%")
 }
 
+/// `#[serde(with = "crate::units::duration")]` for `Duration`: a human string (`"1s"`) both
+/// ways, through [`format_duration`] and [`parse_duration`].
+pub mod duration {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    /// Serializes as [`super::format_duration`]`(d)`.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_duration(*d))
+    }
+
+    /// Deserializes what [`super::parse_duration`] accepts.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `#[serde(with = "crate::units::opt_bytes")]` for an `Option<u64>` of bytes: `"256MiB"` (or a
+/// bare number of bytes) both ways, through [`format_bytes`] and [`parse_bytes`].
+pub mod opt_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serializes `Some(b)` as [`super::format_bytes`]`(b)`.
+    pub fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_str(&super::format_bytes(*b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Deserializes `null`, a size string or a number of bytes.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Number(u64),
+        }
+        Option::<Raw>::deserialize(d)?
+            .map(|r| match r {
+                Raw::Text(s) => super::parse_bytes(&s).map_err(serde::de::Error::custom),
+                Raw::Number(n) => Ok(n),
+            })
+            .transpose()
+    }
+}
+
 /// `#[serde(with = "crate::units::opt_duration")]` for `Option<Duration>`:
 /// serializes as a human string (`"20ms"`) or `null`, and deserializes what
 /// [`parse_duration`] accepts.

@@ -9,6 +9,11 @@
 //!   flood requests.
 //! - [`counters`]: what an instance has done ([`Counters`]), for Prometheus and the status.
 //! - [`session`]: the controller ↔ orchestrator session envelope ([`session::Session`]).
+//! - [`admin`]: the client of wuosd's administration API ([`admin::AdminClient`]), by Unix socket
+//!   or address, with classified errors.
+//! - [`status`]: error classes ([`wuos_model::ErrorClass`]) to gRPC status codes and back.
+//! - `convert`: the model's types to their protocol forms and back (roles).
+//! - `json`: serde helpers of the generated messages (enum fields by name).
 //! - [`instance`]: the protocol state machine of one router ([`Instance`]): [`Input`]s and
 //!   RPCs in, [`Action`]s out, and [`InstanceError`] for bad configurations.
 //!
@@ -16,8 +21,9 @@
 //!
 //! The augmented SD-WAN protocol of wuos, specified in `docs/protocol.md`: routers exchange
 //! hellos with their neighbors and flood telemetry adverts (CPU, memory, IO) a few hops far.
-//! Everything here is pure: no I/O, no clocks (time comes in as monotonic `now_ms`), no async.
-//! The daemon `wuosd` owns the sockets and timers and executes the returned actions.
+//! Everything here but the admin client is pure: no I/O, no clocks (time comes in as monotonic
+//! `now_ms`), no async. The daemon `wuosd` owns the sockets and timers and executes the returned
+//! actions.
 
 /// Generated from `proto/wuos/v1/*.proto`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -25,11 +31,15 @@ pub mod pb {
     tonic::include_proto!("wuos.v1");
 }
 
+pub mod admin;
+mod convert;
 pub mod counters;
 pub mod flood;
 pub mod instance;
+mod json;
 pub mod neighbor;
 pub mod session;
+pub mod status;
 pub mod validate;
 pub mod view;
 

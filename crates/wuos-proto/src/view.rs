@@ -68,6 +68,7 @@ impl Entry {
             learned_from: self.learned_from.clone(),
             stale: self.is_stale(now_ms, stale_after_intervals),
             latency_ms: (received_unix_ns - self.advert.timestamp_unix_ns as f64) / 1e6,
+            origin: self.advert.origin.clone(),
         }
     }
 }

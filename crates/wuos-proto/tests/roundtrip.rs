@@ -281,6 +281,7 @@ fn view_entry() -> impl Strategy<Value = pb::ViewEntry> {
     )
         .prop_map(
             |(advert, hops, age_ms, learned_from, stale, latency_ms)| pb::ViewEntry {
+                origin: advert.as_ref().map(|a| a.origin.clone()).unwrap_or_default(),
                 advert,
                 hops,
                 age_ms,
@@ -625,5 +626,30 @@ fn write_fuzz_seeds() {
         for f in std::fs::read_dir(root.join(target)).unwrap() {
             assert_eq!(decode(&std::fs::read(f.unwrap().path()).unwrap()), Ok(()));
         }
+    }
+}
+
+/// The JSON form (serde derives from the build): what a daemon produces reads back the same.
+fn json_roundtrip<M>(m: M) -> Result<(), TestCaseError>
+where
+    M: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let text = serde_json::to_string(&m).unwrap();
+    let back: M = serde_json::from_str(&text).map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
+    prop_assert_eq!(back, m);
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn json_roundtrip_header(m in header()) { json_roundtrip(m)?; }
+    #[test]
+    fn json_roundtrip_intent(m in intent()) { json_roundtrip(m)?; }
+    #[test]
+    fn json_roundtrip_envelope(m in envelope()) { json_roundtrip(m)?; }
+    #[test]
+    fn json_roundtrip_hello_with_a_known_role(mut m in hello(), r in 0..5i32) {
+        m.role = r;
+        json_roundtrip(m)?;
     }
 }

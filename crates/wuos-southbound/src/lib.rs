@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`netns`]: named network namespaces (create on a dedicated thread, enter, delete, list).
 //! - [`netlink`]: rtnetlink links (veth born in their target namespaces), addresses, routes.
+//! - [`routes`]: the [`routes::Routes`] trait (next hop and FIB match by kernel lookup, replace,
+//!   delete), implemented by [`netlink::Netlink`] and faked by [`routes::RecordingRoutes`].
 //! - [`cgroup`]: cgroup v1 and v2 — create with CPU quota and memory limit, pin cores, weigh,
 //!   freeze and thaw, read usage and children's budgets, join, kill, remove.
 //! - [`domain`]: isolated domains of a router — the `DomainBackend` trait, the container backend
@@ -23,5 +25,6 @@ pub mod netns;
 pub mod packet;
 pub mod privilege;
 pub mod process;
+pub mod routes;
 pub mod tc;
 pub mod xdp;

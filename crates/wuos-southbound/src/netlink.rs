@@ -26,6 +26,9 @@ pub enum NetlinkError {
     Request { what: String, source: rtnetlink::Error },
     #[error("no interface named {0}")]
     NoSuchLink(String),
+    /// A change refused without the kernel (by a fake, in tests).
+    #[error("refused: {0}")]
+    Refused(String),
 }
 
 /// One end of a veth pair, created directly in its namespace with a chosen name, index and MAC.
@@ -206,6 +209,58 @@ impl Netlink {
                 source: e,
             }),
         }
+    }
+
+    /// The route the kernel takes to `dst` (`ip route get`), or with `fib_match` the FIB entry it
+    /// matches (`ip route get fibmatch`); `None` when there is no route.
+    pub(crate) async fn get_route(
+        &self,
+        dst: Ipv4Addr,
+        fib_match: bool,
+    ) -> Result<Option<crate::routes::FibEntry>, NetlinkError> {
+        use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteFlags};
+        let mut msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(dst, 32)
+            .build();
+        if fib_match {
+            msg.header.flags |= RouteFlags::FibMatch;
+        }
+        let mut s = self.handle.route().get(msg).execute();
+        let m = match s.try_next().await {
+            Ok(Some(m)) => m,
+            Ok(None) => return Ok(None),
+            // No route: ENETUNREACH (or EHOSTUNREACH for an unreachable route).
+            Err(rtnetlink::Error::NetlinkError(e))
+                if [-libc::ENETUNREACH, -libc::EHOSTUNREACH, -libc::ESRCH].contains(&e.raw_code()) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(NetlinkError::Request {
+                    what: format!("cannot look up the route to {dst}"),
+                    source: e,
+                });
+            }
+        };
+        let mut e = crate::routes::FibEntry {
+            dst,
+            prefix_len: m.header.destination_prefix_length,
+            gateway: None,
+            oif: 0,
+            protocol: u8::from(m.header.protocol),
+        };
+        for a in &m.attributes {
+            match a {
+                RouteAttribute::Destination(RouteAddress::Inet(d)) => e.dst = *d,
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => e.gateway = Some(*g),
+                RouteAttribute::Oif(o) => e.oif = *o,
+                _ => {}
+            }
+        }
+        if !fib_match {
+            e.prefix_len = 32;
+        }
+        Ok(Some(e))
     }
 
     /// The index of the interface called `name`.

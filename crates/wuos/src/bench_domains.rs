@@ -2,7 +2,6 @@
 //! the idle pool — and what a domain costs in memory, through the real path (admin RPC →
 //! wuosd → container backend) on a lab router. Prints a table and writes JSON.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,6 @@ use wuos_lab::daemons::{DaemonOptions, socket_path};
 use wuos_lab::progress::Silent;
 use wuos_lab::{LabEnv, down, up};
 use wuos_model::file;
-use wuos_proto::pb;
 
 #[derive(Serialize)]
 struct Report {
@@ -113,25 +111,20 @@ fn cycle_service(
 ) -> Result<Vec<(f64, bool)>> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let mut c = wuosd::admin::client(sock).await?;
+        let mut c = wuos_proto::admin::AdminClient::connect(sock).await?;
         let mut out = Vec::new();
         for i in 0..runs {
             tokio::time::sleep(settle).await; // let the pool refill
-            let params: HashMap<String, String> = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let params = params.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
             let d = c
-                .start_service(pb::StartServiceRequest {
-                    service: service.into(),
-                    name: format!("b{i}"),
-                    params,
-                })
+                .start_service(service, &format!("b{i}"), params)
                 .await
-                .map_err(|s| anyhow::anyhow!("start: {}", s.message()))?
-                .into_inner();
+                .context("start")?;
             out.push((d.start_ms, d.from_pool));
             running(&d.name);
-            c.destroy_domain(pb::DomainRef { name: d.name })
+            c.domain(wuos_proto::admin::DomainVerb::Destroy, &d.name)
                 .await
-                .map_err(|s| anyhow::anyhow!("destroy: {}", s.message()))?;
+                .context("destroy")?;
         }
         Ok(out)
     })
@@ -175,13 +168,13 @@ pub fn run(out: &Path, runs: usize) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     loop {
         let l = rt.block_on(async {
-            wuosd::admin::client(&sock)
+            wuos_proto::admin::AdminClient::connect(sock.clone())
                 .await?
-                .list_domains(pb::ListDomainsRequest {})
+                .list_domains()
                 .await
                 .context("list")
         })?;
-        if l.into_inner().pool_idle as usize >= n || t0.elapsed() > Duration::from_secs(30) {
+        if l.pool_idle as usize >= n || t0.elapsed() > Duration::from_secs(30) {
             break;
         }
         std::thread::sleep(Duration::from_millis(200));

@@ -19,7 +19,6 @@ use wuos_lab::daemons::{DaemonOptions, socket_path};
 use wuos_lab::probe::parse_ping;
 use wuos_lab::progress::Silent;
 use wuos_lab::{LabEnv, down, status, up};
-use wuos_proto::pb;
 
 use crate::lab::exec_output;
 
@@ -159,13 +158,9 @@ fn one_case(name: &str, reservation: bool, stress: usize, pings: u32) -> Result<
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
             let r = rt.block_on(async {
-                wuosd::admin::client(&sock)
+                wuos_proto::admin::AdminClient::connect(sock.clone())
                     .await?
-                    .start_service(pb::StartServiceRequest {
-                        service: "stress".into(),
-                        name: format!("load{i}"),
-                        params,
-                    })
+                    .start_service("stress", &format!("load{i}"), params)
                     .await
                     .map_err(anyhow::Error::from)
             });
@@ -173,8 +168,8 @@ fn one_case(name: &str, reservation: bool, stress: usize, pings: u32) -> Result<
                 Ok(_) => admitted += 1,
                 // Admission refusing what would eat into the routing core is the protection.
                 Err(e)
-                    if e.downcast_ref::<tonic::Status>()
-                        .is_some_and(|s| s.code() == tonic::Code::FailedPrecondition) => {}
+                    if e.downcast_ref::<wuos_proto::admin::AdminError>()
+                        .is_some_and(|a| wuos_model::Classify::class(a) == wuos_model::ErrorClass::BadInput) => {}
                 Err(e) => return Err(e.context("start stress")),
             }
         }

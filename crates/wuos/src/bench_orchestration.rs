@@ -20,7 +20,6 @@ use serde::Serialize;
 use wuos_lab::LabEnv;
 use wuos_lab::daemons::socket_path;
 use wuos_orchestrator::{Config, Input, Orchestrator, Policy, synthetic_neighborhood};
-use wuos_proto::pb;
 
 use crate::bench::pct;
 use crate::demo_voip::{Say, Started, admin, await_decision, start, start_stress};
@@ -78,7 +77,7 @@ fn crossing(rt: &tokio::runtime::Runtime, threshold: f64, after_ms: i64, timeout
     let sock = socket_path(&LabEnv::system(), "voip", "fog");
     let deadline = Instant::now() + timeout;
     loop {
-        let st = rt.block_on(wuosd::admin::status(&sock))?;
+        let st = rt.block_on(wuos_proto::admin::status(sock.clone()))?;
         if let Some(own) = &st.own {
             let t = own.timestamp_unix_ns as f64 / 1e6;
             let mem = own.resources.as_ref().map_or(0.0, |r| r.mem_used_pct);
@@ -97,9 +96,9 @@ fn stop_stress(rt: &tokio::runtime::Runtime) -> Result<()> {
     rt.block_on(async {
         admin("fog")
             .await?
-            .destroy_domain(pb::DomainRef { name: "stress".into() })
+            .domain(wuos_proto::admin::DomainVerb::Destroy, "stress")
             .await
-            .map_err(|s| anyhow::anyhow!("stress: {}", s.message()))?;
+            .context("stress")?;
         Ok(())
     })
 }

@@ -82,7 +82,7 @@ fn propagation(env: &LabEnv, seconds: u64) -> Result<Propagation> {
         // Wait until r3 is in r1's view.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let st = rt.block_on(wuosd::admin::status(&sock))?;
+            let st = rt.block_on(wuos_proto::admin::status(sock.clone()))?;
             if st
                 .view
                 .iter()
@@ -98,7 +98,7 @@ fn propagation(env: &LabEnv, seconds: u64) -> Result<Propagation> {
         let mut seen: HashMap<(u64, u64), f64> = HashMap::new();
         let end = Instant::now() + Duration::from_secs(seconds);
         while Instant::now() < end {
-            let st = rt.block_on(wuosd::admin::status(&sock))?;
+            let st = rt.block_on(wuos_proto::admin::status(sock.clone()))?;
             for v in &st.view {
                 if let Some(a) = v.advert.as_ref().filter(|a| a.origin == "r3" && v.hops == 2) {
                     seen.entry((a.boot_id, a.sequence)).or_insert(v.latency_ms);
@@ -153,7 +153,7 @@ fn wuosd_pids(lab: &str) -> Vec<i32> {
 }
 
 fn bytes_total(rt: &tokio::runtime::Runtime, sock: &Path) -> Option<u64> {
-    let st = rt.block_on(wuosd::admin::status(sock)).ok()?;
+    let st = rt.block_on(wuos_proto::admin::status(sock)).ok()?;
     Some(
         st.counters
             .iter()

@@ -121,7 +121,7 @@ fn show(env: &LabEnv, lab: &str) -> Result<()> {
     let deadline = std::time::Instant::now() + Duration::from_secs(8);
     // fog1 reaches every router within 2 hops: edge1, dc1, edge2 (1 hop), h1, h2 (2 hops).
     let mut view = loop {
-        let r = rt.block_on(wuosd::admin::status(&sock))?;
+        let r = rt.block_on(wuos_proto::admin::status(sock.clone()))?;
         if r.view.len() >= 5 || std::time::Instant::now() > deadline {
             break r.view;
         }

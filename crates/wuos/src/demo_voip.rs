@@ -31,7 +31,6 @@ use wuos_lab::{LabEnv, down, up};
 use wuos_proto::pb;
 
 use crate::bench::pct;
-use crate::policy::{decision_json, fetch_decisions};
 
 const TOPOLOGY: &str = include_str!("../../../examples/voip.toml");
 const POLICY: &str = include_str!("../../../examples/voip.policy");
@@ -120,8 +119,13 @@ fn spawn_in(node: &str, argv: &[String], cwd: &Path, log: &Path) -> Result<Child
         .with_context(|| format!("cannot start {} on {node}", argv[0]))
 }
 
-pub(crate) async fn admin(node: &str) -> Result<wuos_proto::pb::admin_client::AdminClient<tonic::transport::Channel>> {
-    wuosd::admin::client(&socket_path(&LabEnv::system(), LAB, node)).await
+pub(crate) async fn admin(node: &str) -> Result<wuos_proto::admin::AdminClient> {
+    Ok(wuos_proto::admin::AdminClient::connect(socket_path(&LabEnv::system(), LAB, node)).await?)
+}
+
+/// The decision log of the orchestrator behind admin socket `sock`.
+async fn fetch_decisions(sock: &Path) -> Result<pb::DecisionList> {
+    Ok(wuos_proto::admin::AdminClient::connect(sock).await?.decisions().await?)
 }
 
 /// Waits until the orchestrator logs a move that `pick` accepts; returns it.
@@ -244,16 +248,16 @@ pub(crate) fn start_stress(rt: &tokio::runtime::Runtime) -> Result<()> {
     rt.block_on(async {
         admin("fog")
             .await?
-            .start_service(pb::StartServiceRequest {
-                service: "stress".into(),
-                name: "stress".into(),
-                params: [("memory", "200MiB"), ("cpus", "0"), ("duration", "600s")]
+            .start_service(
+                "stress",
+                "stress",
+                [("memory", "200MiB"), ("cpus", "0"), ("duration", "600s")]
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
-            })
+            )
             .await
-            .map_err(|s| anyhow::anyhow!("cannot start the stress VNF: {}", s.message()))
+            .context("cannot start the stress VNF")
     })?;
     Ok(())
 }
@@ -310,27 +314,20 @@ pub(crate) fn start(env: &LabEnv, rate: f64, keep: bool, out: &Path, say: &Say) 
     let d = rt.block_on(async {
         admin("dc")
             .await?
-            .start_service(pb::StartServiceRequest {
-                service: "pabx".into(),
-                name: "pabx".into(),
-                params: Default::default(),
-            })
+            .start_service("pabx", "pabx", BTreeMap::new())
             .await
-            .map_err(|s| anyhow::anyhow!("cannot start the PABX in the dc: {}", s.message()))
+            .context("cannot start the PABX in the dc")
     })?;
     say.line(&format!(
         "PABX (Kamailio) running in the dc at {} (VIP {VIP})",
-        d.into_inner().address
+        d.address
     ));
     rt.block_on(async {
         admin("fog")
             .await?
-            .apply_policy(pb::ApplyPolicyRequest {
-                text: POLICY.into(),
-                source: "examples/voip.policy".into(),
-            })
+            .apply_policy(POLICY, "examples/voip.policy")
             .await
-            .map_err(|s| anyhow::anyhow!("policy refused: {}", s.message()))
+            .context("policy refused")
     })?;
     say.line("policy applied on fog: PABX local while mem.used_pct < 30, else within 2 hops, else dc");
 
@@ -495,7 +492,11 @@ pub fn run(a: VoipArgs) -> Result<()> {
         }));
     }
     let total = rows.last().map_or((0, 0), |r| (r.1, r.2));
-    let decisions_json: Vec<serde_json::Value> = decisions.decisions.iter().map(decision_json).collect();
+    let decisions_json: Vec<serde_json::Value> = decisions
+        .decisions
+        .iter()
+        .map(|d| serde_json::to_value(d).expect("decisions serialize"))
+        .collect();
     let plot = crate::demo_plot::plot(
         &out,
         &setups

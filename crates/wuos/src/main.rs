@@ -24,6 +24,7 @@ mod lab;
 mod policy;
 mod router;
 mod service;
+mod target;
 mod topo;
 
 use std::process::ExitCode;
@@ -68,14 +69,10 @@ enum Cmd {
     Hog(router::HogArgs),
 }
 
-/// Exit codes, so scripts can tell failures apart.
+/// Exit codes, so scripts can tell failures apart: the class of the error
+/// ([`wuos_model::ErrorClass::exit_code`]: 3 bad input, 4 not found, 5 conflict, 6 unavailable,
+/// 1 anything else), and 77 when root is needed.
 pub(crate) mod exit {
-    /// Something failed while running.
-    pub const FAILURE: u8 = 1;
-    /// The input (topology, option value) is invalid.
-    pub const BAD_INPUT: u8 = 3;
-    /// The named lab, node or link does not exist.
-    pub const NOT_FOUND: u8 = 4;
     /// Needs root.
     pub const NO_PERMISSION: u8 = 77;
 }
@@ -104,18 +101,35 @@ fn main() -> ExitCode {
 }
 
 fn exit_code(e: &anyhow::Error) -> u8 {
-    use wuos_lab::LabError as L;
-    if e.downcast_ref::<topo::BadInput>().is_some() {
-        return exit::BAD_INPUT;
+    if matches!(
+        e.downcast_ref::<wuos_lab::LabError>(),
+        Some(wuos_lab::LabError::NotRoot)
+    ) {
+        return exit::NO_PERMISSION;
     }
-    if e.downcast_ref::<topo::NotFound>().is_some() {
-        return exit::NOT_FOUND;
-    }
-    match e.downcast_ref::<L>() {
-        Some(L::NotRoot) => exit::NO_PERMISSION,
-        Some(L::Topology(_) | L::BadName(_) | L::BadChange(_)) => exit::BAD_INPUT,
-        Some(L::NoSuchLab { .. } | L::NoSuchNode { .. } | L::NoSuchLink { .. } | L::NoLabs) => exit::NOT_FOUND,
-        Some(L::RolledBack { cause, .. }) if matches!(**cause, L::Topology(_)) => exit::BAD_INPUT,
-        _ => exit::FAILURE,
-    }
+    class_of(e).exit_code()
+}
+
+/// The class of the first error in `e`'s chain that has one (`Internal` if none does).
+fn class_of(e: &anyhow::Error) -> wuos_model::ErrorClass {
+    use wuos_model::Classify;
+    e.chain()
+        .find_map(|cause| {
+            None.or_else(|| cause.downcast_ref::<topo::BadInput>().map(Classify::class))
+                .or_else(|| cause.downcast_ref::<topo::NotFound>().map(Classify::class))
+                .or_else(|| cause.downcast_ref::<wuos_lab::LabError>().map(Classify::class))
+                .or_else(|| {
+                    cause
+                        .downcast_ref::<wuos_proto::admin::AdminError>()
+                        .map(Classify::class)
+                })
+                .or_else(|| cause.downcast_ref::<wuos_model::RemoteError>().map(Classify::class))
+                .or_else(|| {
+                    cause
+                        .downcast_ref::<wuos_model::daemon::ConfigError>()
+                        .map(Classify::class)
+                })
+                .or_else(|| cause.downcast_ref::<wuos_model::UnitError>().map(Classify::class))
+        })
+        .unwrap_or(wuos_model::ErrorClass::Internal)
 }

@@ -1,14 +1,10 @@
-//! `wuos policy apply FILE | show` and `wuos decisions`: the orchestrator of a lab's fog router,
-//! through its daemon's admin socket.
+//! `wuos policy apply FILE | show` and `wuos decisions`: the orchestrator of a lab's fog router
+//! (or of any daemon, `--socket`/`--address`), through its admin API.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Subcommand};
-use serde_json::json;
-use wuos_lab::state::LabState;
-use wuos_lab::{LabEnv, daemons, status};
-use wuos_proto::pb;
 
-use crate::topo::{BadInput, NotFound};
+use crate::topo::BadInput;
 
 #[derive(Args)]
 pub struct PolicyArgs {
@@ -17,8 +13,8 @@ pub struct PolicyArgs {
     /// The router running the orchestrator (default: the lab's fog router, if it has one).
     #[arg(long, global = true)]
     router: Option<String>,
-    #[arg(long, global = true)]
-    lab: Option<String>,
+    #[command(flatten)]
+    daemon: crate::target::DaemonArgs,
     #[arg(long, global = true)]
     json: bool,
 }
@@ -37,80 +33,29 @@ pub struct DecisionsArgs {
     /// The router running the orchestrator (default: the lab's fog router, if it has one).
     #[arg(long)]
     router: Option<String>,
-    #[arg(long)]
-    lab: Option<String>,
+    #[command(flatten)]
+    daemon: crate::target::DaemonArgs,
     #[arg(long)]
     json: bool,
 }
 
-/// The lab and the orchestrating router: the one named, or the lab's only fog router.
-fn target(lab: Option<&str>, router: Option<String>) -> Result<(LabEnv, String, String)> {
-    let env = LabEnv::system();
-    let lab = status::resolve(&env, lab)?;
-    if let Some(r) = router {
-        return Ok((env, lab, r));
-    }
-    let st = LabState::load(&env, &lab)?;
-    let fogs: Vec<String> = st
-        .topology
-        .nodes
-        .iter()
-        .filter(|n| n.role == wuos_model::Role::Fog)
-        .map(|n| n.name.clone())
-        .collect();
-    match fogs.as_slice() {
-        [one] => Ok((env, lab, one.clone())),
-        [] => Err(NotFound(format!(
-            "lab {lab} has no fog router: name the orchestrator with --router R"
-        ))
-        .into()),
-        many => Err(BadInput(format!(
-            "lab {lab} has several fog routers ({}): choose one with --router R",
-            many.join(", ")
-        ))
-        .into()),
-    }
-}
-
-fn refused(s: tonic::Status) -> anyhow::Error {
-    match s.code() {
-        tonic::Code::InvalidArgument => BadInput(s.message().to_string()).into(),
-        tonic::Code::FailedPrecondition | tonic::Code::NotFound => NotFound(s.message().to_string()).into(),
-        _ => anyhow::anyhow!("{}", s.message()),
-    }
-}
-
 pub fn policy(a: PolicyArgs) -> Result<()> {
-    let (env, lab, router) = target(a.lab.as_deref(), a.router)?;
-    let sock = daemons::socket_path(&env, &lab, &router);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
-        let mut c = wuosd::admin::client(&sock).await?;
+    let daemon = a.daemon.orchestrator(a.router.as_deref())?;
+    let router = daemon.name.clone();
+    crate::target::runtime()?.block_on(async {
+        let mut c = daemon.client().await?;
         let reply = match a.cmd {
             PolicyCmd::Apply { file } => {
                 let text = std::fs::read_to_string(&file)
                     .map_err(|e| BadInput(format!("cannot read {}: {e}", file.display())))?;
-                c.apply_policy(pb::ApplyPolicyRequest {
-                    text,
-                    source: file.display().to_string(),
-                })
-                .await
-                .map_err(refused)?
-                .into_inner()
+                c.apply_policy(&text, &file.display().to_string()).await?
             }
-            PolicyCmd::Show => c
-                .get_policy(pb::GetPolicyRequest {})
-                .await
-                .map_err(refused)?
-                .into_inner(),
+            PolicyCmd::Show => c.policy().await?,
         };
         if a.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(
-                    &json!({"router": router, "services": reply.services, "text": reply.text})
-                )?
-            );
+            let mut v = serde_json::to_value(&reply)?;
+            v["router"] = router.into();
+            println!("{}", serde_json::to_string_pretty(&v)?);
         } else if reply.text.is_empty() {
             println!("{router}: no policy in force");
         } else {
@@ -121,39 +66,15 @@ pub fn policy(a: PolicyArgs) -> Result<()> {
     })
 }
 
-/// One decision as `wuos decisions --json` and `wuos demo voip --json` print it.
-pub fn decision_json(d: &pb::DecisionRecord) -> serde_json::Value {
-    json!({
-        "at": d.at_unix_ms as f64 / 1000.0, "service": d.service, "kind": d.kind, "from": d.from,
-        "to": d.to, "rule": d.rule, "reason": d.reason,
-        "switched_at": (d.switched_unix_ms > 0).then(|| d.switched_unix_ms as f64 / 1000.0),
-    })
-}
-
-/// The decision log of `router`.
-pub async fn fetch_decisions(sock: &std::path::Path) -> Result<pb::DecisionList> {
-    let mut c = wuosd::admin::client(sock).await?;
-    c.decisions(pb::DecisionsRequest {})
-        .await
-        .map_err(refused)
-        .map(tonic::Response::into_inner)
-        .context("decisions")
-}
-
 pub fn decisions(a: DecisionsArgs) -> Result<()> {
-    let (env, lab, router) = target(a.lab.as_deref(), a.router)?;
-    let sock = daemons::socket_path(&env, &lab, &router);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let l = rt.block_on(fetch_decisions(&sock))?;
+    let daemon = a.daemon.orchestrator(a.router.as_deref())?;
+    let router = daemon.name.clone();
+    let l = crate::target::runtime()?
+        .block_on(async { Ok::<_, anyhow::Error>(daemon.client().await?.decisions().await?) })?;
     if a.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "router": router,
-                "serving": l.serving,
-                "decisions": l.decisions.iter().map(decision_json).collect::<Vec<_>>(),
-            }))?
-        );
+        let mut v = serde_json::to_value(&l)?;
+        v["router"] = router.into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     println!("decisions of the orchestrator on {router} (oldest first)");

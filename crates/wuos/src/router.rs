@@ -9,16 +9,15 @@ use clap::Args;
 use wuos_lab::{LabEnv, daemons, status};
 use wuos_model::units::{parse_bytes, parse_duration};
 use wuos_proto::pb;
-use wuosd::admin::status_json;
 
 use crate::topo::BadInput;
 
 #[derive(Args)]
 pub struct StatusArgs {
     /// The router (in the one lab that is up, or the one given with --lab).
-    router: String,
-    #[arg(long)]
-    lab: Option<String>,
+    router: Option<String>,
+    #[command(flatten)]
+    daemon: crate::target::DaemonArgs,
     #[arg(long)]
     json: bool,
 }
@@ -69,10 +68,6 @@ pub fn echo(a: EchoArgs) -> Result<()> {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
-}
-
 /// Bytes for people: three significant figures in B, KiB, MiB or GiB.
 pub fn human(b: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -94,33 +89,17 @@ fn pct(v: f64) -> String {
 }
 
 pub fn status(a: StatusArgs) -> Result<()> {
-    let env = LabEnv::system();
-    let lab = status::resolve(&env, a.lab.as_deref())?;
-    let sock = daemons::socket_path(&env, &lab, &a.router);
-    if !sock.exists() {
-        let st = wuos_lab::state::LabState::load(&env, &lab)?;
-        if st.topology.node_index(&a.router).is_none() {
-            return Err(wuos_lab::LabError::NoSuchNode {
-                lab,
-                node: a.router,
-                known: st.topology.nodes.iter().map(|n| n.name.clone()).collect(),
-            }
-            .into());
-        }
-        anyhow::bail!(
-            "router {} of lab {lab} runs no daemon (was the lab started with --no-daemons?)",
-            a.router
-        );
-    }
-    let reply = runtime()?.block_on(wuosd::admin::status(&sock))?;
+    let daemon = a.daemon.resolve(a.router.as_deref())?;
+    let reply =
+        crate::target::runtime()?.block_on(async { Ok::<_, anyhow::Error>(daemon.client().await?.status().await?) })?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&status_json(&reply))?);
+        println!("{}", serde_json::to_string_pretty(&reply)?);
         return Ok(());
     }
     println!(
         "router {} ({}), boot {}, up {:.1} s",
         reply.router_id,
-        wuosd::admin::role_name(reply.role()),
+        reply.role().name(),
         reply.boot_id,
         reply.uptime_ms as f64 / 1e3
     );
@@ -195,7 +174,7 @@ pub fn top(a: TopArgs) -> Result<()> {
     let lab = status::resolve(&env, a.lab.as_deref())?;
     let every = parse_duration(&a.interval).map_err(|e| BadInput(e.to_string()))?;
     let st = wuos_lab::state::LabState::load(&env, &lab)?;
-    let rt = runtime()?;
+    let rt = crate::target::runtime()?;
     loop {
         let t0 = Instant::now();
         let mut out = String::new();
@@ -210,8 +189,9 @@ pub fn top(a: TopArgs) -> Result<()> {
         ));
         for n in &st.topology.nodes {
             let sock = daemons::socket_path(&env, &lab, &n.name);
-            match rt.block_on(async { tokio::time::timeout(Duration::from_secs(1), wuosd::admin::status(&sock)).await })
-            {
+            match rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(1), wuos_proto::admin::status(sock.clone())).await
+            }) {
                 Ok(Ok(r)) => {
                     let own = r.own.unwrap_or_default();
                     let res = own.resources.unwrap_or_default();

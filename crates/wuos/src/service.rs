@@ -1,10 +1,9 @@
 //! `wuos service list|start|stop|pause|resume|destroy --router R`: services (domains) on a lab
-//! router, through its daemon's admin socket.
+//! router (or any daemon, `--socket`/`--address`), through its admin API.
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use serde_json::json;
-use wuos_lab::{LabEnv, daemons, status};
+use wuos_proto::admin::DomainVerb;
 use wuos_proto::pb;
 
 use crate::router::human;
@@ -16,8 +15,8 @@ pub struct ServiceArgs {
     /// The router.
     #[arg(long, global = true)]
     router: Option<String>,
-    #[arg(long, global = true)]
-    lab: Option<String>,
+    #[command(flatten)]
+    daemon: crate::target::DaemonArgs,
     #[arg(long, global = true)]
     json: bool,
 }
@@ -56,18 +55,9 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("{s:?}: use KEY=VALUE"))
 }
 
-pub fn domain_json(d: &pb::DomainInfo) -> serde_json::Value {
-    json!({
-        "name": d.name, "kind": d.kind, "service": d.service, "state": d.state, "pid": d.pid,
-        "address": d.address, "cpus": d.cpus, "cpu_pct": d.cpu_pct, "memory_limit": d.memory_limit,
-        "memory_bytes": d.memory_bytes, "restarts": d.restarts, "start_ms": d.start_ms,
-        "from_pool": d.from_pool, "health": d.health, "health_detail": d.health_detail,
-    })
-}
-
 fn print_one(d: &pb::DomainInfo, json_out: bool) -> Result<()> {
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&domain_json(d))?);
+        println!("{}", serde_json::to_string_pretty(d)?);
     } else {
         println!(
             "{} ({} {}): {}{}{}",
@@ -95,40 +85,17 @@ fn print_one(d: &pb::DomainInfo, json_out: bool) -> Result<()> {
 }
 
 pub fn run(a: ServiceArgs) -> Result<()> {
-    let env = LabEnv::system();
-    let lab = status::resolve(&env, a.lab.as_deref())?;
-    let router = a
-        .router
-        .ok_or_else(|| crate::topo::BadInput("give the router with --router R".into()))?;
-    let sock = daemons::socket_path(&env, &lab, &router);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(async {
-        let mut c = wuosd::admin::client(&sock).await?;
-        let refused = |s: tonic::Status| -> anyhow::Error {
-            match s.code() {
-                tonic::Code::NotFound => crate::topo::NotFound(s.message().to_string()).into(),
-                tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => {
-                    crate::topo::BadInput(s.message().to_string()).into()
-                }
-                _ => anyhow::anyhow!("{}", s.message()),
-            }
-        };
+    let daemon = a.daemon.resolve(a.router.as_deref())?;
+    let router = daemon.name.clone();
+    crate::target::runtime()?.block_on(async {
+        let mut c = daemon.client().await?;
         let one = match a.cmd {
             ServiceCmd::List => {
-                let l = c
-                    .list_domains(pb::ListDomainsRequest {})
-                    .await
-                    .map_err(refused)?
-                    .into_inner();
+                let l = c.list_domains().await?;
                 if a.json {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&json!({
-                            "router": router,
-                            "domains": l.domains.iter().map(domain_json).collect::<Vec<_>>(),
-                            "free_cpus": l.free_cpus, "free_memory": l.free_memory, "pool_idle": l.pool_idle,
-                        }))?
-                    );
+                    let mut v = serde_json::to_value(&l)?;
+                    v["router"] = router.into();
+                    println!("{}", serde_json::to_string_pretty(&v)?);
                 } else {
                     println!(
                         "router {router}: {:.2} cores and {} free for services, {} idle in the pool",
@@ -157,19 +124,15 @@ pub fn run(a: ServiceArgs) -> Result<()> {
                 }
                 return Ok(());
             }
-            ServiceCmd::Start { service, name, params } => c
-                .start_service(pb::StartServiceRequest {
-                    service,
-                    name: name.unwrap_or_default(),
-                    params: params.into_iter().collect(),
-                })
-                .await
-                .map_err(refused)?,
-            ServiceCmd::Stop { name } => c.stop_domain(pb::DomainRef { name }).await.map_err(refused)?,
-            ServiceCmd::Pause { name } => c.pause_domain(pb::DomainRef { name }).await.map_err(refused)?,
-            ServiceCmd::Resume { name } => c.resume_domain(pb::DomainRef { name }).await.map_err(refused)?,
-            ServiceCmd::Destroy { name } => c.destroy_domain(pb::DomainRef { name }).await.map_err(refused)?,
+            ServiceCmd::Start { service, name, params } => {
+                c.start_service(&service, name.as_deref().unwrap_or(""), params.into_iter().collect())
+                    .await?
+            }
+            ServiceCmd::Stop { name } => c.domain(DomainVerb::Stop, &name).await?,
+            ServiceCmd::Pause { name } => c.domain(DomainVerb::Pause, &name).await?,
+            ServiceCmd::Resume { name } => c.domain(DomainVerb::Resume, &name).await?,
+            ServiceCmd::Destroy { name } => c.domain(DomainVerb::Destroy, &name).await?,
         };
-        print_one(&one.into_inner(), a.json)
+        print_one(&one, a.json)
     })
 }

@@ -59,3 +59,15 @@ impl fmt::Display for NotFound {
 }
 
 impl std::error::Error for NotFound {}
+
+impl wuos_model::Classify for BadInput {
+    fn class(&self) -> wuos_model::ErrorClass {
+        wuos_model::ErrorClass::BadInput
+    }
+}
+
+impl wuos_model::Classify for NotFound {
+    fn class(&self) -> wuos_model::ErrorClass {
+        wuos_model::ErrorClass::NotFound
+    }
+}

@@ -76,15 +76,6 @@ pub fn unix_ns() -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
-fn role(r: wuos_model::Role) -> pb::Role {
-    match r {
-        wuos_model::Role::Edge => pb::Role::Edge,
-        wuos_model::Role::Fog => pb::Role::Fog,
-        wuos_model::Role::Dc => pb::Role::Dc,
-        wuos_model::Role::Host => pb::Role::Host,
-    }
-}
-
 impl Shared {
     pub fn now_ms(&self) -> u64 {
         now_ms(self.started)
@@ -103,7 +94,7 @@ impl Shared {
     /// Where router `id`'s controller listens, as its adverts say (ours: our listen address).
     pub fn control_address_of(&self, id: &str) -> Option<String> {
         if id == self.cfg.router_id {
-            return Some(self.cfg.advertised_control_address());
+            return self.cfg.advertised_control_address().map(|a| a.to_string());
         }
         let inst = self.instance.lock().unwrap_or_else(|p| p.into_inner());
         inst.view()
@@ -265,13 +256,13 @@ fn online_cpus(sys_root: &std::path::Path) -> Vec<u32> {
 
 fn monitor_source(cfg: &Config) -> Source {
     let r = &cfg.resources;
-    match r.source.as_str() {
-        "cgroup" => Source::Cgroup {
+    match r.source {
+        crate::config::Source::Cgroup => Source::Cgroup {
             cgroup_root: r.cgroup_root.clone(),
             rel: r.cgroup.clone().unwrap_or_default(),
             proc_root: r.proc_root.clone(),
         },
-        _ => Source::Proc {
+        crate::config::Source::Proc => Source::Proc {
             proc_root: r.proc_root.clone(),
             sys_root: r.sys_root.clone(),
         },
@@ -310,7 +301,7 @@ fn links(cfg: &Config, s: &Sample) -> Vec<pb::LinkMetrics> {
                 .neighbors
                 .iter()
                 .find(|n| n.interface == i.name)
-                .map(|n| n.id.clone())
+                .map(|n| n.id.to_string())
                 .unwrap_or_default(),
             rx_bytes_per_s: i.rx_bytes_per_s as u64,
             tx_bytes_per_s: i.tx_bytes_per_s as u64,
@@ -328,36 +319,39 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
     let boot_id = store.next_boot_id((unix_ns() / 1_000_000) as u64)?;
     let mut monitor = Monitor::new(monitor_source(&cfg)).context("cannot start the monitor")?;
     info!(router = %cfg.router_id, boot_id, source = %monitor.describe(), "wuosd starting");
-    let metrics = Metrics::new(&cfg.router_id);
+    let metrics = Metrics::new(cfg.router_id.as_str());
 
     let mut peers = HashMap::new();
     let mut receivers = Vec::new();
     for n in &cfg.neighbors {
         let (tx, rx) = mpsc::channel(64);
-        peers.insert(n.id.clone(), tx);
-        receivers.push((n.id.clone(), n.address.clone(), rx));
+        peers.insert(n.id.to_string(), tx);
+        receivers.push((n.id.to_string(), n.address.to_string(), rx));
     }
     let hello = cfg.hello_interval();
     let instance = Instance::new(InstanceConfig {
-        router_id: cfg.router_id.clone(),
-        role: role(cfg.role),
+        router_id: cfg.router_id.to_string(),
+        role: cfg.role.into(),
         boot_id,
         hello_interval_ms: hello.as_millis() as u32,
         dead_interval_ms: (hello * cfg.dead_multiplier).as_millis() as u32,
-        telemetry_interval_ms: cfg.telemetry_interval().as_millis() as u32,
+        telemetry_interval_ms: cfg.telemetry_interval.as_millis() as u32,
         hop_limit: cfg.hop_limit,
         stale_after_intervals: cfg.stale_after_intervals,
         neighbors: cfg
             .neighbors
             .iter()
             .map(|n| NeighborConfig {
-                id: n.id.clone(),
-                address: n.address.clone(),
+                id: n.id.to_string(),
+                address: n.address.to_string(),
                 interface: n.interface.clone(),
             })
             .collect(),
         // The Control service shares the protocol port.
-        control_address: cfg.advertised_control_address(),
+        control_address: cfg
+            .advertised_control_address()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
     });
     let domains = match &cfg.domains {
         Some(dc) => {
@@ -439,7 +433,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
     }
 
     // Servers.
-    let listen: std::net::SocketAddr = cfg.listen.parse().context("listen address")?;
+    let listen = cfg.listen;
     let neighbor_svc = crate::server::neighbor_service(shared.clone());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut stop_a = stop_rx.clone();
@@ -456,7 +450,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
     );
     let admin = crate::admin::serve(shared.clone(), &cfg.admin_socket, stop_rx.clone())?;
     if let Some(m) = &cfg.metrics_listen {
-        let l = tokio::net::TcpListener::bind(m)
+        let l = tokio::net::TcpListener::bind(*m)
             .await
             .with_context(|| format!("metrics_listen {m}"))?;
         let s = shared.clone();
@@ -478,7 +472,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
 
     // Sampler.
     let s = shared.clone();
-    let interval = cfg.telemetry_interval();
+    let interval = cfg.telemetry_interval;
     let sampler = tokio::spawn(async move {
         let mut t = tokio::time::interval(interval);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -521,7 +515,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send + 'stati
         tokio::spawn(async move {
             let mut t = tokio::time::interval(Duration::from_secs(2));
             t.tick().await;
-            tokio::time::sleep(s.cfg.telemetry_interval() * 2).await;
+            tokio::time::sleep(s.cfg.telemetry_interval * 2).await;
             loop {
                 s.controller.reconcile(&s, &nl).await;
                 t.tick().await;

@@ -52,6 +52,18 @@ pub enum DomainsError {
     Store(String),
 }
 
+impl wuos_model::Classify for DomainsError {
+    fn class(&self) -> wuos_model::ErrorClass {
+        use wuos_model::ErrorClass as C;
+        match self {
+            DomainsError::UnknownService(..) | DomainsError::UnknownDomain(_) => C::NotFound,
+            DomainsError::Refused(_) | DomainsError::Catalog(_) => C::BadInput,
+            DomainsError::Exists(_) | DomainsError::SubnetFull(_) => C::Conflict,
+            DomainsError::Backend(_) | DomainsError::Store(_) => C::Internal,
+        }
+    }
+}
+
 /// What is kept of a domain, in the store and in memory.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Entry {
@@ -127,17 +139,10 @@ impl Domains {
         let catalog = load_dir(&cfg.catalog).map_err(|e| DomainsError::Catalog(e.to_string()))?;
         let reservation = Reservation {
             routing_cores: cfg.routing_cores.clone(),
-            routing_memory: cfg
-                .routing_memory
-                .as_deref()
-                .and_then(|m| wuos_model::units::parse_bytes(m).ok())
-                .unwrap_or(0),
+            routing_memory: cfg.routing_memory.unwrap_or(0),
         };
         let admission = Admission::new(budget, reservation).map_err(|e| DomainsError::Refused(e.to_string()))?;
-        let subnet: Ipv4Net = cfg
-            .subnet
-            .parse()
-            .map_err(|e| DomainsError::Catalog(format!("{e:?}")))?;
+        let subnet: Ipv4Net = cfg.subnet;
         let init_exe = cfg
             .init_exe
             .clone()
@@ -235,7 +240,7 @@ impl Domains {
         let slots = (self.subnet.size() / 4) as u32;
         (0..slots)
             .find(|s| !used.contains(s))
-            .ok_or_else(|| DomainsError::SubnetFull(self.cfg.subnet.clone()))
+            .ok_or_else(|| DomainsError::SubnetFull(self.cfg.subnet.to_string()))
     }
 
     fn persist(&self, name: &str) {

@@ -146,7 +146,7 @@ async fn run(
         next_id: 1,
     };
     t.load_policy().await;
-    let mut tick = tokio::time::interval(t.shared.cfg.telemetry_interval());
+    let mut tick = tokio::time::interval(t.shared.cfg.telemetry_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -187,14 +187,13 @@ fn figures(r: Option<&pb::Resources>) -> Figures {
 
 impl Task {
     fn config(&self) -> Config {
-        let ms = |s: &str, d: u64| wuos_model::units::parse_duration(s).map_or(d, |x| x.as_millis() as u64);
         let mut c = Config::new(self.shared.cfg.router_id.clone(), self.cfg.datacenter.clone());
         c.confirm_samples = self.cfg.confirm_samples;
-        c.drain_ms = ms(&self.cfg.drain, c.drain_ms);
-        c.ready_timeout_ms = ms(&self.cfg.ready_timeout, c.ready_timeout_ms);
+        c.drain_ms = self.cfg.drain.as_millis() as u64;
+        c.ready_timeout_ms = self.cfg.ready_timeout.as_millis() as u64;
         c.min_demand_flows = self.cfg.min_demand_flows;
         // Three missed telemetry intervals make the whole view stale.
-        c.max_staleness_ms = (self.shared.cfg.telemetry_interval().as_millis() as u64 * 3).max(1000);
+        c.max_staleness_ms = (self.shared.cfg.telemetry_interval.as_millis() as u64 * 3).max(1000);
         c
     }
 
@@ -279,7 +278,7 @@ impl Task {
         }
         let now = self.shared.now_ms();
         let status = self.shared.status();
-        let me = self.shared.cfg.router_id.clone();
+        let me = self.shared.cfg.router_id.to_string();
         let mut candidates = Vec::new();
         let mut demand = Vec::new();
         if let Some(own) = &status.own {
@@ -406,9 +405,9 @@ impl Task {
 
     fn name_of(&self, p: &Placement) -> String {
         match p {
-            Placement::Local => self.shared.cfg.router_id.clone(),
+            Placement::Local => self.shared.cfg.router_id.to_string(),
             Placement::Router(r) => r.clone(),
-            Placement::Datacenter => self.cfg.datacenter.clone(),
+            Placement::Datacenter => self.cfg.datacenter.to_string(),
         }
     }
 

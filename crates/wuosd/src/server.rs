@@ -68,7 +68,7 @@ impl NeighborSvc {
             .neighbors
             .iter()
             .find(|n| n.id == sender)
-            .and_then(|n| n.address.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()));
+            .map(|n| n.address.ip());
         match expected {
             Some(ip) if ip != peer.ip() => Err(self.refuse(
                 what,

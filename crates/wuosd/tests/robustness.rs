@@ -238,7 +238,7 @@ fn bad_messages_are_refused_counted_and_survived() {
         rpc_errors, 4,
         "four refused calls (version, address, size, undecodable):\n{text}"
     );
-    let status = rt.block_on(wuosd::admin::status(&sock)).unwrap();
+    let status = rt.block_on(wuos_proto::admin::status(sock.as_path())).unwrap();
     assert_eq!(status.router_id, "me");
     let log = std::fs::read_to_string(dir.path().join("wuosd.log")).unwrap();
     assert!(

@@ -1,0 +1,664 @@
+//! The configuration of `wuosd`, the router daemon: one set of serde structs that the daemon
+//! reads ([`DaemonConfig::load`]) and the lab writes ([`DaemonConfig::to_toml`]), with typed
+//! durations, sizes and addresses, and [`DaemonConfig::validate`] for what types cannot say.
+//!
+//! ```toml
+//! router_id = "r3"
+//! role = "edge"                  # edge | fog | dc | host
+//! listen = "0.0.0.0:7470"        # the augmented SD-WAN protocol (neighbors)
+//! admin_socket = "/run/wuos/r3.sock"   # local administration (wuos status, wuos top)
+//! metrics_listen = "127.0.0.1:9470"    # Prometheus text format at /metrics
+//! telemetry_interval = "1s"
+//! hop_limit = 2
+//! data_dir = "/var/lib/wuos"
+//!
+//! [resources]
+//! source = "cgroup"              # or "proc"
+//! cgroup = "wuos/demo/r3"        # with source = "cgroup"
+//!
+//! [[neighbor]]
+//! id = "r2"
+//! address = "10.0.0.2:7470"
+//! interface = "eth0"
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Classify, ErrorClass};
+use crate::ids::{RouterId, ServiceId};
+use crate::topology::{Ipv4Net, Role};
+use crate::units;
+
+/// The protocol port every lab router listens on.
+pub const PROTOCOL_PORT: u16 = 7470;
+/// The Prometheus port, on every lab router's loopback address.
+pub const METRICS_PORT: u16 = 9470;
+
+/// A configuration that cannot be used; the message names the file, the key and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The file is not TOML.
+    #[error("{path}:{line}:{col}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        col: usize,
+        message: String,
+    },
+    /// A value (or a key) is wrong; `at` is `LINE:COL: ` when known.
+    #[error("{path}:{at}{key}: {problem}; fix: {fix}")]
+    Invalid {
+        path: PathBuf,
+        at: String,
+        key: String,
+        problem: String,
+        fix: String,
+    },
+    #[error("cannot write the configuration: {0}")]
+    Write(String),
+}
+
+impl Classify for ConfigError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            ConfigError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => ErrorClass::NotFound,
+            ConfigError::Read { .. } | ConfigError::Write(_) => ErrorClass::Internal,
+            ConfigError::Syntax { .. } | ConfigError::Invalid { .. } => ErrorClass::BadInput,
+        }
+    }
+}
+
+/// Everything `wuosd` is told.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    pub router_id: RouterId,
+    pub role: Role,
+    /// The augmented SD-WAN protocol (Neighbor and Control services).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The address other routers reach this router's controller at (advertised); default: the
+    /// listen address (which must then not be a wildcard).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_address: Option<SocketAddr>,
+    /// The local administration API (a Unix socket).
+    pub admin_socket: PathBuf,
+    /// Prometheus text format at `/metrics`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// How often the router samples itself and advertises: 10 ms to 600 s.
+    #[serde(default = "default_interval", with = "units::duration")]
+    pub telemetry_interval: Duration,
+    /// Hello interval; defaults to the telemetry interval.
+    #[serde(default, with = "units::opt_duration", skip_serializing_if = "Option::is_none")]
+    pub hello_interval: Option<Duration>,
+    /// A neighbor is lost after this many hello intervals without a word from it.
+    #[serde(default = "default_dead_multiplier")]
+    pub dead_multiplier: u32,
+    #[serde(default = "default_hop_limit")]
+    pub hop_limit: u32,
+    /// A view entry is stale after this many of its origin's intervals without a refresh.
+    #[serde(default = "default_stale_after")]
+    pub stale_after_intervals: u32,
+    /// The embedded store.
+    pub data_dir: PathBuf,
+    #[serde(default)]
+    pub resources: ResourcesConfig,
+    #[serde(default, rename = "neighbor", skip_serializing_if = "Vec::is_empty")]
+    pub neighbors: Vec<NeighborConfig>,
+    /// Domains (the hypervisor layer); absent: this router runs no domains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domains: Option<DomainsConfig>,
+    /// The orchestrator (fog routers); absent: this router only takes intents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub orchestrator: Option<OrchestratorConfig>,
+    /// The data path.
+    #[serde(default)]
+    pub datapath: DatapathConfig,
+}
+
+/// `[datapath]`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DatapathConfig {
+    /// Attach the XDP classifier to the neighbor interfaces: per-service counters and the demand
+    /// in our adverts (needs `[domains]`, whose catalog names the services).
+    #[serde(default)]
+    pub xdp: bool,
+}
+
+/// `[orchestrator]`: where services go when no rule of the policy fits, and the timers of moves.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OrchestratorConfig {
+    /// The data-centre router, which always runs every service.
+    pub datacenter: RouterId,
+    /// A policy file applied at start (when the store holds none applied later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PathBuf>,
+    /// Consecutive samples a change must hold.
+    #[serde(default = "default_confirm")]
+    pub confirm_samples: u32,
+    /// How long the old instance keeps running after the routes moved.
+    #[serde(default = "default_drain", with = "units::duration")]
+    pub drain: Duration,
+    /// How long a new instance may take to become healthy before its move is aborted (the one
+    /// timeout of a start: the controller answers when the instance is ready or has failed).
+    #[serde(default = "default_ready_timeout", with = "units::duration")]
+    pub ready_timeout: Duration,
+    /// New flows per second a service needs before it is moved (0: any demand).
+    #[serde(default)]
+    pub min_demand_flows: f64,
+}
+
+impl OrchestratorConfig {
+    /// The defaults, with `datacenter` as the data centre.
+    pub fn new(datacenter: RouterId) -> Self {
+        Self {
+            datacenter,
+            policy: None,
+            confirm_samples: default_confirm(),
+            drain: default_drain(),
+            ready_timeout: default_ready_timeout(),
+            min_demand_flows: 0.0,
+        }
+    }
+}
+
+/// `[domains]`: where services run, and what the routing and control domains keep for
+/// themselves.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DomainsConfig {
+    /// The VNF catalog directory (`*.toml`, see docs/domains.md).
+    pub catalog: PathBuf,
+    /// Per-domain files (logs, configs, pid files).
+    pub run_dir: PathBuf,
+    /// The router's network namespace file; absent: the host namespace (a real router).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_netns: Option<PathBuf>,
+    #[serde(default = "default_netns_dir")]
+    pub netns_dir: PathBuf,
+    /// The router's cgroup (relative to `resources.cgroup_root`); domains live below it.
+    pub cgroup: String,
+    /// Prefix of domain namespace names (`PREFIX.DOMAIN`).
+    pub netns_prefix: String,
+    /// Domain links: a /30 each from this network (a /29 or larger).
+    #[serde(with = "net_string")]
+    pub subnet: Ipv4Net,
+    /// Cores the routing domain keeps; services get the rest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routing_cores: Vec<u32>,
+    /// Memory the routing domain keeps.
+    #[serde(default, with = "units::opt_bytes", skip_serializing_if = "Option::is_none")]
+    pub routing_memory: Option<u64>,
+    /// Memory the control domain (wuosd: controller, orchestrator, monitor) keeps: its cgroup's
+    /// limit, never available to services.
+    #[serde(default, with = "units::opt_bytes", skip_serializing_if = "Option::is_none")]
+    pub control_memory: Option<u64>,
+    /// Frozen, pre-created service domains kept ready.
+    #[serde(default)]
+    pub pool: u32,
+    /// The program that implements `domain-init` (default: this wuosd).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_exe: Option<PathBuf>,
+    /// Site values of catalog parameters, per service (`[domains.params.pabx]`,
+    /// `static_users = "..."`): used by every instance started here, an explicit start's
+    /// parameters winning.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<ServiceId, BTreeMap<String, String>>,
+}
+
+/// Where the monitor reads the router's figures.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// `/proc` and `/sys` (a real router).
+    #[default]
+    Proc,
+    /// The router's cgroup (a lab router).
+    Cgroup,
+}
+
+/// `[resources]`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResourcesConfig {
+    #[serde(default)]
+    pub source: Source,
+    /// The router's cgroup, with `source = "cgroup"` (relative to `cgroup_root`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    #[serde(default = "default_cgroup_root")]
+    pub cgroup_root: PathBuf,
+    #[serde(default = "default_proc_root")]
+    pub proc_root: PathBuf,
+    #[serde(default = "default_sys_root")]
+    pub sys_root: PathBuf,
+}
+
+impl Default for ResourcesConfig {
+    fn default() -> Self {
+        Self {
+            source: Source::Proc,
+            cgroup: None,
+            cgroup_root: default_cgroup_root(),
+            proc_root: default_proc_root(),
+            sys_root: default_sys_root(),
+        }
+    }
+}
+
+/// `[[neighbor]]`: a router at the far end of one of our links.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NeighborConfig {
+    pub id: RouterId,
+    pub address: SocketAddr,
+    pub interface: String,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::UNSPECIFIED, PROTOCOL_PORT))
+}
+fn default_interval() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_dead_multiplier() -> u32 {
+    3
+}
+fn default_hop_limit() -> u32 {
+    2
+}
+fn default_stale_after() -> u32 {
+    3
+}
+fn default_confirm() -> u32 {
+    1
+}
+fn default_drain() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_ready_timeout() -> Duration {
+    Duration::from_secs(20)
+}
+fn default_netns_dir() -> PathBuf {
+    "/run/netns".into()
+}
+fn default_cgroup_root() -> PathBuf {
+    "/sys/fs/cgroup".into()
+}
+fn default_proc_root() -> PathBuf {
+    "/proc".into()
+}
+fn default_sys_root() -> PathBuf {
+    "/sys".into()
+}
+
+/// `Ipv4Net` as `"10.253.3.0/24"`.
+mod net_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::topology::Ipv4Net;
+
+    pub fn serialize<S: Serializer>(n: &Ipv4Net, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&n.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Ipv4Net, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse()
+            .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a network: {e}")))
+    }
+}
+
+/// How to write a value of `key` correctly, for messages.
+fn fix_for(key: &str) -> &'static str {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    match last {
+        "router_id" | "id" | "datacenter" => "use 1-64 letters, digits, '.', '_' or '-'",
+        "listen" | "address" | "control_address" => "use an address:port, e.g. \"10.0.0.1:7470\"",
+        "metrics_listen" => "use an address:port, e.g. \"127.0.0.1:9470\"",
+        "telemetry_interval" | "hello_interval" | "drain" | "ready_timeout" => {
+            "use a duration, e.g. \"1s\" or \"100ms\""
+        }
+        "routing_memory" | "control_memory" => "use a size, e.g. \"128MiB\"",
+        "role" => "use edge, fog, dc or host",
+        "source" => "use \"proc\" (a real machine) or \"cgroup\" (a lab router)",
+        "subnet" => "use a /29 or larger, e.g. \"10.253.3.0/24\"",
+        _ if key.starts_with("domains.params") => "name catalog services, e.g. [domains.params.pabx]",
+        _ => "see the keys of wuosd.toml in README.md (\"The router daemon\")",
+    }
+}
+
+impl DaemonConfig {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let cfg = Self::parse(&text, path)?;
+        cfg.validate(path)?;
+        Ok(cfg)
+    }
+
+    /// Parses `text` (only parses: see [`DaemonConfig::validate`]); `path` is for messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        if let Err(e) = toml::from_str::<toml::Table>(text) {
+            let (line, col) = e.span().map_or((1, 1), |s| crate::file::line_col(text, s.start));
+            return Err(ConfigError::Syntax {
+                path: path.to_owned(),
+                line,
+                col,
+                message: crate::file::one_line(e.message()),
+            });
+        }
+        toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|s| s.start);
+            let message = crate::file::one_line(e.message());
+            // An unknown key names itself in backticks; a bad value sits on its key's line.
+            let name = message
+                .strip_prefix("unknown field ")
+                .and_then(|_| crate::file::backticked(&message).into_iter().next())
+                .or_else(|| offset.and_then(|o| crate::file::key_on_line(text, o)))
+                .unwrap_or_default();
+            let key = crate::file::key_path(text, offset, &name);
+            let at = offset.map_or(String::new(), |o| {
+                let (l, c) = crate::file::line_col(text, o);
+                format!("{l}:{c}: ")
+            });
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                at,
+                fix: fix_for(&key).to_string(),
+                key,
+                problem: message,
+            }
+        })
+    }
+
+    /// The configuration as TOML, as [`DaemonConfig::parse`] reads it back.
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| ConfigError::Write(e.to_string()))
+    }
+
+    /// What our adverts give as the controller's address: `control_address`, or `listen` unless
+    /// it is a wildcard (then none: no orchestrator can reach us).
+    pub fn advertised_control_address(&self) -> Option<SocketAddr> {
+        self.control_address
+            .or(Some(self.listen).filter(|l| !l.ip().is_unspecified()))
+    }
+
+    pub fn hello_interval(&self) -> Duration {
+        self.hello_interval.unwrap_or(self.telemetry_interval)
+    }
+
+    /// How long a neighbor may stay silent before it is lost.
+    pub fn dead_interval(&self) -> Duration {
+        self.hello_interval() * self.dead_multiplier
+    }
+
+    /// Checks what the types cannot say; the error names the key and the fix.
+    pub fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &str, problem: String, fix: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            at: String::new(),
+            key: key.into(),
+            problem,
+            fix: fix.into(),
+        };
+        let intervals = Duration::from_millis(10)..=Duration::from_secs(600);
+        for (key, d) in [
+            ("telemetry_interval", Some(self.telemetry_interval)),
+            ("hello_interval", self.hello_interval),
+        ] {
+            if let Some(d) = d.filter(|d| !intervals.contains(d)) {
+                return Err(bad(key, format!("{d:?} is out of range"), "use 10ms to 600s"));
+            }
+        }
+        if let Some(o) = &self.orchestrator {
+            if o.datacenter == self.router_id {
+                return Err(bad(
+                    "orchestrator.datacenter",
+                    format!("{} is this router", o.datacenter),
+                    "name the data-centre router",
+                ));
+            }
+            if !(1..=1000).contains(&o.confirm_samples) {
+                return Err(bad(
+                    "orchestrator.confirm_samples",
+                    format!("{} is out of range", o.confirm_samples),
+                    "use 1 to 1000",
+                ));
+            }
+            if o.ready_timeout.is_zero() {
+                return Err(bad(
+                    "orchestrator.ready_timeout",
+                    "is zero".into(),
+                    "give a new instance time to start, e.g. \"20s\"",
+                ));
+            }
+            if !(o.min_demand_flows.is_finite() && o.min_demand_flows >= 0.0) {
+                return Err(bad(
+                    "orchestrator.min_demand_flows",
+                    format!("{} is not a rate", o.min_demand_flows),
+                    "use 0 or more new flows per second",
+                ));
+            }
+        }
+        if !(1..=8).contains(&self.hop_limit) {
+            return Err(bad(
+                "hop_limit",
+                format!("{} is out of range", self.hop_limit),
+                "use 1 to 8 (2 is the default)",
+            ));
+        }
+        if !(2..=100).contains(&self.dead_multiplier) {
+            return Err(bad(
+                "dead_multiplier",
+                format!("{} is out of range", self.dead_multiplier),
+                "use 2 to 100 (3 is the default)",
+            ));
+        }
+        if !(1..=100).contains(&self.stale_after_intervals) {
+            return Err(bad(
+                "stale_after_intervals",
+                format!("{} is out of range", self.stale_after_intervals),
+                "use 1 to 100 (3 is the default)",
+            ));
+        }
+        let relative = |c: &str| !c.is_empty() && !c.starts_with('/') && !c.contains("..");
+        match (self.resources.source, &self.resources.cgroup) {
+            (Source::Proc, _) => {}
+            (Source::Cgroup, Some(c)) if relative(c) => {}
+            (Source::Cgroup, _) => {
+                return Err(bad(
+                    "resources.cgroup",
+                    "source = \"cgroup\" needs the router's cgroup".into(),
+                    "set cgroup = \"wuos/LAB/ROUTER\" (relative to cgroup_root)",
+                ));
+            }
+        }
+        if let Some(d) = &self.domains {
+            if d.subnet.prefix_len > 29 {
+                return Err(bad(
+                    "domains.subnet",
+                    format!("{} has no room for domains", d.subnet),
+                    fix_for("subnet"),
+                ));
+            }
+            if !relative(&d.cgroup) {
+                return Err(bad(
+                    "domains.cgroup",
+                    format!("{:?} is not a relative cgroup path", d.cgroup),
+                    "e.g. \"wuos/LAB/ROUTER\"",
+                ));
+            }
+            for (key, m) in [
+                ("domains.routing_memory", d.routing_memory),
+                ("domains.control_memory", d.control_memory),
+            ] {
+                if let Some(m) = m.filter(|&m| m < crate::topology::MIN_MEMORY) {
+                    return Err(bad(
+                        key,
+                        format!("{} is less than 16MiB", units::format_bytes(m)),
+                        "use at least \"16MiB\"",
+                    ));
+                }
+            }
+            if d.pool > 64 {
+                return Err(bad("domains.pool", format!("{} is too many", d.pool), "use 0 to 64"));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, n) in self.neighbors.iter().enumerate() {
+            let key = format!("neighbor[{i}]");
+            if n.id == self.router_id {
+                return Err(bad(
+                    &format!("{key}.id"),
+                    format!("{} is this router", n.id),
+                    "use another router's id",
+                ));
+            }
+            if !seen.insert(&n.id) {
+                return Err(bad(
+                    &format!("{key}.id"),
+                    format!("neighbor {} is listed twice", n.id),
+                    "list each neighbor once",
+                ));
+            }
+            if n.address.ip().is_unspecified() || n.address.port() == 0 {
+                return Err(bad(
+                    &format!("{key}.address"),
+                    format!("{} is not a neighbor's address", n.address),
+                    fix_for("address"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The IPv4 address of `a`, if it is one.
+pub fn ipv4_of(a: &SocketAddr) -> Option<Ipv4Addr> {
+    match a.ip() {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+router_id = "r3"
+role = "edge"
+admin_socket = "/tmp/r3.sock"
+data_dir = "/tmp/r3"
+telemetry_interval = "100ms"
+[resources]
+source = "cgroup"
+cgroup = "wuos/demo/r3"
+[[neighbor]]
+id = "r2"
+address = "10.0.0.2:7470"
+interface = "eth0"
+"#;
+
+    fn check(text: &str) -> Result<DaemonConfig, ConfigError> {
+        let p = Path::new("wuosd.toml");
+        let c = DaemonConfig::parse(text, p)?;
+        c.validate(p)?;
+        Ok(c)
+    }
+
+    #[test]
+    fn a_good_config_loads_with_defaults() {
+        let c = check(GOOD).unwrap();
+        assert_eq!(c.telemetry_interval, Duration::from_millis(100));
+        assert_eq!(c.hello_interval(), Duration::from_millis(100));
+        assert_eq!(c.dead_interval(), Duration::from_millis(300));
+        assert_eq!(c.hop_limit, 2);
+        assert_eq!(c.listen, "0.0.0.0:7470".parse().unwrap());
+        assert_eq!(c.advertised_control_address(), None, "a wildcard is not advertised");
+        assert_eq!(c.neighbors[0].id, "r2");
+    }
+
+    #[test]
+    fn what_is_written_reads_back_the_same() {
+        let mut c = check(GOOD).unwrap();
+        c.domains = Some(DomainsConfig {
+            catalog: "/cat".into(),
+            run_dir: "/run/d".into(),
+            router_netns: Some("/run/netns/x".into()),
+            netns_dir: default_netns_dir(),
+            cgroup: "wuos/l/r3".into(),
+            netns_prefix: "wuos.l.r3".into(),
+            subnet: "10.253.0.0/26".parse().unwrap(),
+            routing_cores: vec![0],
+            routing_memory: Some(64 << 20),
+            control_memory: Some(32 << 20),
+            pool: 2,
+            init_exe: None,
+            params: [(
+                ServiceId::new("pabx").unwrap(),
+                [("static_users".to_string(), "a b \"c\"".to_string())].into(),
+            )]
+            .into(),
+        });
+        c.orchestrator = Some(OrchestratorConfig {
+            datacenter: RouterId::new("dc").unwrap(),
+            policy: None,
+            confirm_samples: 2,
+            drain: Duration::from_millis(1500),
+            ready_timeout: Duration::from_secs(20),
+            min_demand_flows: 0.5,
+        });
+        let text = c.to_toml().unwrap();
+        assert!(text.contains("routing_memory = \"64MiB\""), "{text}");
+        assert!(text.contains("drain = \"1500ms\""), "{text}");
+        let back = check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_location() {
+        let e = check(&GOOD.replace("role = \"edge\"", "role = \"edge\"\nspeed = 3")).unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("wuosd.toml:4:1") && s.contains("speed"), "{s}");
+        assert_eq!(e.class(), ErrorClass::BadInput);
+    }
+
+    #[test]
+    fn bad_values_name_key_and_fix() {
+        let cases = [
+            (GOOD.replace("\"r3\"", "\"r 3\""), "router_id"),
+            (GOOD.replace("\"100ms\"", "\"fast\""), "telemetry_interval"),
+            (GOOD.replace("\"100ms\"", "\"1ms\""), "telemetry_interval"),
+            (GOOD.replace("cgroup = \"wuos/demo/r3\"", ""), "resources.cgroup"),
+            (
+                GOOD.replace("source = \"cgroup\"", "source = \"magic\""),
+                "resources.source",
+            ),
+            (GOOD.replace("10.0.0.2:7470", "10.0.0.2"), "neighbor[0].address"),
+            (GOOD.replace("id = \"r2\"", "id = \"r3\""), "neighbor[0].id"),
+            (format!("hop_limit = 9\n{GOOD}"), "hop_limit"),
+        ];
+        for (text, key) in cases {
+            let e = check(&text).expect_err(key).to_string();
+            assert!(
+                e.contains(key) && e.contains("fix:"),
+                "expected an error about {key}, got: {e}"
+            );
+        }
+    }
+}
