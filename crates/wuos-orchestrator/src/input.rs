@@ -1,5 +1,7 @@
 //! What the daemon tells the orchestrator.
 
+use std::collections::BTreeMap;
+
 use wuos_policy::{Candidate, Policy};
 
 /// One message in. Time comes only from the `now_ms` of these (the daemon's monotonic clock);
@@ -52,4 +54,31 @@ pub enum Input {
     /// A new policy (already parsed and checked). Services keep their placements; new ones
     /// start in the data centre; removed ones are moved back there and forgotten.
     ReplacePolicy(Policy),
+    /// After a restart of the daemon, once its neighborhood view has settled and before any
+    /// `Telemetry`: where each service was served before (as persisted from
+    /// [`Orchestrator::serving`](crate::Orchestrator::serving)) and the instances the
+    /// neighborhood runs. A service whose router still advertises a healthy instance is adopted
+    /// there; every other instance outside the data centre is stopped. Ignored after a
+    /// `Telemetry` or a first `Restore`.
+    Restore {
+        /// Monotonic clock, ms.
+        now_ms: u64,
+        /// Service → the name of the router that served it before the restart (possibly the
+        /// data centre's); a service may be missing.
+        placements: BTreeMap<String, String>,
+        /// Every instance of any service that a router of the neighborhood (this router and the
+        /// data centre included) advertises.
+        instances: Vec<AdvertisedInstance>,
+    },
+}
+
+/// An instance of a service that a router advertises (for [`Input::Restore`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdvertisedInstance {
+    /// The service.
+    pub service: String,
+    /// The router running it.
+    pub router: String,
+    /// Its health probe passed.
+    pub ready: bool,
 }

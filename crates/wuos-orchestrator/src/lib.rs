@@ -3,14 +3,16 @@
 //! - [`config`]: [`Config`] (the router, the data centre, timers, thresholds),
 //!   [`Config::validate`] and [`ConfigError`].
 //! - [`input`]: what the daemon tells the orchestrator ([`Input`]): telemetry, demand, acks of
-//!   the controllers, ticks, a new policy.
+//!   the controllers, ticks, a new policy, and after a restart the persisted placements with the
+//!   [`AdvertisedInstance`]s of the neighborhood.
 //! - [`output`]: what it asks for and logs ([`Output`]): [`Intent`]s to controllers and
 //!   [`Decision`]s.
 //! - [`service`]: one service's placement state ([`ServiceState`], [`Phase`]): the
 //!   make-before-break migration state machine.
 //! - `demand` (private): the latest demand reports and their window.
 //! - [`orchestrator`]: [`Orchestrator`], the state machine over all services: decisions with
-//!   hysteresis, moves, aborts.
+//!   hysteresis, moves, aborts, the restore after a restart ([`Orchestrator::serving`] is what
+//!   the daemon persists).
 //! - [`synthetic`]: deterministic neighborhoods for benchmarks ([`synthetic_neighborhood`]).
 //!
 //! # Purpose
@@ -21,11 +23,20 @@
 //! the controllers what to start, stop and route. Pure: no I/O, no clock, no async; the daemon
 //! feeds [`Input`]s to [`Orchestrator::handle`] and executes the returned [`Output`]s.
 //!
+//! The daemon persists where each service is served ([`Orchestrator::serving`]); after a
+//! restart it gives that back, with the instances the neighborhood advertises, in one
+//! [`Input::Restore`] before any telemetry, so that a service served by a neighbor is adopted
+//! there (not silently routed back to the data centre) and instances serving nothing are
+//! stopped.
+//!
 //! ```text
-//!  wuosd: view + local sample ──Telemetry──►┐
+//!  wuosd (restart): persisted placements
+//!    + advertised instances ────Restore────►┐ (once, before any Telemetry)
+//!  wuosd: view + local sample ──Telemetry──►│
 //!  controllers: flows/s ────────Demand─────►│ Orchestrator::handle ──► Intent{router, ...} ──► controllers
 //!  controllers: acks ──InstanceReady/Failed►│                      ──► Decision ──► log, admin API
 //!  timer ───────────────────────Tick───────►┘
+//!  Orchestrator::serving ──► wuosd: persisted at every change
 //! ```
 
 pub mod config;
@@ -37,7 +48,7 @@ pub mod service;
 pub mod synthetic;
 
 pub use config::{Config, ConfigError};
-pub use input::Input;
+pub use input::{AdvertisedInstance, Input};
 pub use orchestrator::Orchestrator;
 pub use output::{Decision, DecisionKind, Intent, Output};
 pub use service::{Phase, ServiceState};

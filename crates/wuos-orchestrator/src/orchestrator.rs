@@ -27,6 +27,25 @@
 //! the service: a move there switches the routes at once, and its instance is never stopped.
 //! A start that fails or times out is aborted (the new instance is stopped, the service stays)
 //! and that router is not chosen again for `failure_backoff_ms`.
+//!
+//! # Restart
+//!
+//! The daemon persists [`Orchestrator::serving`] at every change. After a restart it sends one
+//! [`Input::Restore`] before any telemetry: the persisted placements and the instances the
+//! neighborhood advertises. For each service of the policy, in name order:
+//!
+//! | persisted | advertised at the persisted router | served at | outputs |
+//! |---|---|---|---|
+//! | router R (not the data centre) | a ready instance | R (adopted) | `restore` decision |
+//! | router R | an instance not ready | the data centre | `restore` decision, stop at R |
+//! | router R | nothing | the data centre | `restore` decision |
+//! | the data centre, or nothing | — | the data centre | `restore` decision only with orphans |
+//!
+//! Every other instance outside the data centre, in router order, is an orphan: an `orphan`
+//! decision and a stop. Instances of services not in the policy are orphans too. The routes
+//! are not touched: the first telemetry sample announces the restored placements to every
+//! router of the neighborhood, as it announces a new service. A `Restore` after a telemetry
+//! sample, or a second one, is ignored.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -34,7 +53,7 @@ use wuos_policy::{Candidate, EvalOptions, Placement, Policy, Role, RuleRef, Serv
 
 use crate::config::Config;
 use crate::demand::DemandTable;
-use crate::input::Input;
+use crate::input::{AdvertisedInstance, Input};
 use crate::output::{Decision, DecisionKind, Intent, Output};
 use crate::service::{Phase, ServiceState};
 
@@ -48,6 +67,8 @@ pub struct Orchestrator {
     /// This router and every non-host router of the latest telemetry: who is told routes.
     neighborhood: BTreeSet<String>,
     last_telemetry_ms: Option<u64>,
+    /// When a `Restore` was handled.
+    restored_ms: Option<u64>,
     now_ms: u64,
     demand: DemandTable,
 }
@@ -70,14 +91,19 @@ struct Ctx<'a> {
     now_ms: u64,
 }
 
+/// The router a placement names.
+fn router_of<'p>(cfg: &'p Config, p: &'p Placement) -> &'p str {
+    match p {
+        Placement::Local => &cfg.local,
+        Placement::Router(name) => name,
+        Placement::Datacenter => &cfg.datacenter,
+    }
+}
+
 impl Ctx<'_> {
     /// The router a placement names.
     fn router_of<'p>(&'p self, p: &'p Placement) -> &'p str {
-        match p {
-            Placement::Local => &self.cfg.local,
-            Placement::Router(name) => name,
-            Placement::Datacenter => &self.cfg.datacenter,
-        }
+        router_of(self.cfg, p)
     }
 
     /// `Router(local)` is `Local`, `Router(datacenter)` is `Datacenter`.
@@ -307,6 +333,77 @@ impl Ctx<'_> {
         }
     }
 
+    /// Restores one service of the policy after a restart (see the module docs): `persisted`
+    /// is the router that served it before, `found` every router advertising an instance of it
+    /// (true when ready).
+    fn restore(
+        &self,
+        out: &mut Vec<Output>,
+        service: &str,
+        st: &mut ServiceState,
+        persisted: Option<&str>,
+        found: &BTreeMap<String, bool>,
+    ) {
+        let dc = Placement::Datacenter;
+        let from = persisted.map_or(dc.clone(), |r| self.normalize(Placement::Router(r.to_string())));
+        let mut stop_at = None;
+        let (to, reason) = match (&from, persisted) {
+            (Placement::Datacenter, Some(_)) => (
+                dc.clone(),
+                format!("restart: {service} was served at the data centre: stays there"),
+            ),
+            (Placement::Datacenter, None) => (
+                dc.clone(),
+                format!("restart: nothing persisted for {service}: served at the data centre"),
+            ),
+            (p, _) => {
+                let r = self.router_of(p);
+                let was = format!("restart: {service} was served at {r}; {r} advertises");
+                match found.get(r) {
+                    Some(true) => (p.clone(), format!("{was} a healthy instance: adopted")),
+                    Some(false) => {
+                        stop_at = Some(r.to_string());
+                        let reason = format!(
+                            "{was} no healthy instance (its instance is not ready: stopped): back to the data centre"
+                        );
+                        (dc.clone(), reason)
+                    }
+                    None => (
+                        dc.clone(),
+                        format!("{was} no healthy instance: back to the data centre"),
+                    ),
+                }
+            }
+        };
+        // The persisted router's instance is adopted or stopped above; the data centre's always
+        // runs.
+        let orphans: Vec<&String> = found
+            .keys()
+            .filter(|r| **r != self.cfg.datacenter && (from == dc || r.as_str() != self.router_of(&from)))
+            .collect();
+        if from != dc || !orphans.is_empty() {
+            self.decision(out, service, DecisionKind::Restore, (&from, &to), None, reason);
+        }
+        if let Some(router) = stop_at {
+            let service = service.to_string();
+            self.intent(out, &router, Intent::StopInstance { service });
+        }
+        for router in orphans {
+            let why = format!("restart: {service} instance at {router} is not serving; stopped");
+            self.orphan(out, service, router, why);
+        }
+        *st = ServiceState::new(st.vip);
+        st.phase = Phase::Stable { at: to };
+    }
+
+    /// Stops an instance that serves nothing, found after a restart.
+    fn orphan(&self, out: &mut Vec<Output>, service: &str, router: &str, reason: String) {
+        let at = self.normalize(Placement::Router(router.to_string()));
+        self.decision(out, service, DecisionKind::Orphan, (&at, &at), None, reason);
+        let service = service.to_string();
+        self.intent(out, router, Intent::StopInstance { service });
+    }
+
     /// Sends a service that left the policy back to the data centre.
     fn retire(&self, out: &mut Vec<Output>, service: &str, st: &mut ServiceState) {
         let serving = st.phase.serving().clone();
@@ -374,6 +471,7 @@ impl Orchestrator {
             candidates: Vec::new(),
             neighborhood,
             last_telemetry_ms: None,
+            restored_ms: None,
             now_ms: 0,
             demand: DemandTable::default(),
         }
@@ -402,6 +500,17 @@ impl Orchestrator {
     /// The latest telemetry (stale flags forced on once it is older than `max_staleness_ms`).
     pub fn candidates(&self) -> &[Candidate] {
         &self.candidates
+    }
+
+    /// Where each service of the policy is served now: service → router name (this router's
+    /// or the data centre's included). The daemon persists it at every change and gives it back
+    /// in [`Input::Restore`] after a restart.
+    pub fn serving(&self) -> BTreeMap<String, String> {
+        self.services
+            .iter()
+            .filter(|(_, st)| st.in_policy)
+            .map(|(name, st)| (name.clone(), router_of(&self.cfg, st.phase.serving()).to_string()))
+            .collect()
     }
 
     /// The latest time seen, ms.
@@ -464,6 +573,11 @@ impl Orchestrator {
                 }
             }
             Input::ReplacePolicy(policy) => self.replace(policy, &mut out),
+            Input::Restore {
+                now_ms,
+                placements,
+                instances,
+            } => self.restore(now_ms, &placements, instances, &mut out),
         }
         out
     }
@@ -559,6 +673,52 @@ impl Orchestrator {
             phase => out.push(Output::Ignored {
                 reason: format!("{service} failed at {router} ({reason}), but {service} is {phase}"),
             }),
+        }
+    }
+
+    fn restore(
+        &mut self,
+        now_ms: u64,
+        placements: &BTreeMap<String, String>,
+        instances: Vec<AdvertisedInstance>,
+        out: &mut Vec<Output>,
+    ) {
+        let refused = match (self.restored_ms, self.last_telemetry_ms) {
+            (Some(at), _) => Some(format!("placements were already restored at {at} ms")),
+            (None, Some(at)) => Some(format!(
+                "telemetry was handled at {at} ms, placements have been decided since"
+            )),
+            (None, None) => None,
+        };
+        if let Some(why) = refused {
+            out.push(Output::Ignored {
+                reason: format!("restore at {now_ms} ms, but {why}"),
+            });
+            return;
+        }
+        self.advance(now_ms, out);
+        self.restored_ms = Some(self.now_ms);
+        // Service → router → ready (a router listed twice is ready if either says so).
+        let mut advertised: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
+        for i in instances {
+            *advertised.entry(i.service).or_default().entry(i.router).or_default() |= i.ready;
+        }
+        let none = BTreeMap::new();
+        let (ctx, services) = self.split();
+        let names: BTreeSet<String> = services.keys().chain(advertised.keys()).cloned().collect();
+        for name in &names {
+            let found = advertised.get(name).unwrap_or(&none);
+            match services.get_mut(name).filter(|st| st.in_policy) {
+                Some(st) => ctx.restore(out, name, st, placements.get(name).map(String::as_str), found),
+                None => {
+                    for router in found.keys().filter(|r| **r != ctx.cfg.datacenter) {
+                        let why = format!(
+                            "restart: {name} instance at {router} is not serving ({name} is not in the policy); stopped"
+                        );
+                        ctx.orphan(out, name, router, why);
+                    }
+                }
+            }
         }
     }
 
@@ -883,5 +1043,428 @@ mod tests {
         // One evaluation of one service over the 1000 candidates, as the benchmark does.
         let e = policy.services[0].evaluate(&candidates);
         assert!(!e.explanation.to_string().is_empty());
+    }
+
+    const PABX: &str = "service pabx {
+  match udp dport 5060 to 10.255.0.20
+  place local when mem.used_pct < 30
+  place nearby within 2 hops when mem.used_pct < 30 prefer lowest latency
+  otherwise datacenter
+  hold 0s
+}
+service web {
+  match tcp dport 80 to 10.255.0.80
+  place local when mem.used_pct < 30
+  otherwise datacenter
+  hold 0s
+}";
+
+    /// The fog router `fog1` of the bug report, its data centre `dc`, policy [`PABX`].
+    fn fog() -> Orchestrator {
+        let mut cfg = Config::new("fog1", "dc");
+        cfg.drain_ms = 1000;
+        Orchestrator::new(cfg, Policy::parse(PABX).unwrap())
+    }
+
+    /// fog1 is not viable (memory); edge1 and edge2 are, edge1 with the lower latency.
+    fn fog_view(edge2_mem: f64) -> Vec<Candidate> {
+        let mut dc = cand("dc", 2, 10.0);
+        dc.role = Role::Dc;
+        vec![
+            cand("fog1", 0, 50.0),
+            cand("edge1", 1, 10.0),
+            cand("edge2", 1, edge2_mem),
+            dc,
+        ]
+    }
+
+    fn restore(
+        o: &mut Orchestrator,
+        now_ms: u64,
+        placements: &[(&str, &str)],
+        instances: &[(&str, &str, bool)],
+    ) -> Vec<Output> {
+        o.handle(Input::Restore {
+            now_ms,
+            placements: placements.iter().map(|(s, r)| (s.to_string(), r.to_string())).collect(),
+            instances: instances
+                .iter()
+                .map(|(service, router, ready)| AdvertisedInstance {
+                    service: service.to_string(),
+                    router: router.to_string(),
+                    ready: *ready,
+                })
+                .collect(),
+        })
+    }
+
+    fn pabx_demand(o: &mut Orchestrator, now_ms: u64) {
+        o.handle(Input::Demand {
+            now_ms,
+            service: "pabx".into(),
+            router: "fog1".into(),
+            flows: 2.0,
+        });
+    }
+
+    fn stable(at: Placement) -> Phase {
+        Phase::Stable { at }
+    }
+
+    fn serving(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(s, r)| (s.to_string(), r.to_string())).collect()
+    }
+
+    /// pabx restored at edge2 (persisted there, edge2 advertises a ready instance), at t=500.
+    fn restored_at_edge2() -> Orchestrator {
+        let mut o = fog();
+        let out = restore(
+            &mut o,
+            500,
+            &[("pabx", "edge2")],
+            &[("pabx", "edge2", true), ("pabx", "dc", true)],
+        );
+        assert_eq!(
+            lines(&out),
+            vec![
+                "decision pabx restore edge2 -> edge2: restart: pabx was served at edge2; edge2 advertises a healthy instance: adopted"
+            ]
+        );
+        o
+    }
+
+    #[test]
+    fn restore_adopts_a_neighbor_that_advertises_a_healthy_instance() {
+        let mut o = fog();
+        assert_eq!(o.serving(), serving(&[("pabx", "dc"), ("web", "dc")]));
+        let out = restore(
+            &mut o,
+            500,
+            &[("pabx", "edge2")],
+            &[("pabx", "edge2", true), ("pabx", "dc", true)],
+        );
+        let [Output::Decision(d)] = out.as_slice() else {
+            panic!("expected one decision, got {out:?}");
+        };
+        assert_eq!((d.at_ms, d.kind, d.rule), (500, DecisionKind::Restore, None));
+        assert_eq!(
+            (&d.from, &d.to),
+            (&Placement::Router("edge2".into()), &Placement::Router("edge2".into()))
+        );
+        let st = o.service("pabx").unwrap();
+        assert_eq!(st.phase(), &stable(Placement::Router("edge2".into())));
+        assert_eq!(
+            st.routed, None,
+            "the next telemetry announces the restored placement to every router"
+        );
+        assert!(st.backoff().is_empty() && st.unviable_samples == 0 && st.better_since_ms.is_none());
+        assert_eq!(o.service("web").unwrap().phase(), &stable(Placement::Datacenter));
+        assert_eq!(o.serving(), serving(&[("pabx", "edge2"), ("web", "dc")]));
+        assert_eq!(o.now_ms(), 500);
+        assert_eq!(
+            (DecisionKind::Restore.to_string(), DecisionKind::Orphan.to_string()),
+            ("restore".into(), "orphan".into())
+        );
+    }
+
+    #[test]
+    fn the_first_telemetry_after_a_restore_routes_to_the_restored_router() {
+        let mut o = restored_at_edge2();
+        pabx_demand(&mut o, 1000);
+        let out = telemetry(&mut o, 1000, fog_view(10.0));
+        let pabx: Vec<&String> = out.iter().filter(|l| l.contains("route pabx")).collect();
+        assert_eq!(
+            pabx,
+            vec![
+                "intent dc: route pabx 10.255.0.20 -> edge2",
+                "intent edge1: route pabx 10.255.0.20 -> edge2",
+                "intent edge2: route pabx 10.255.0.20 -> edge2",
+                "intent fog1: route pabx 10.255.0.20 -> edge2",
+            ],
+            "{out:#?}"
+        );
+        assert!(
+            !out.iter().any(|l| l.contains("route pabx 10.255.0.20 -> dc")),
+            "never silently back to the data centre: {out:#?}"
+        );
+        assert_eq!(
+            out.len(),
+            8,
+            "the pabx and web routes only, no decision, no start: {out:#?}"
+        );
+        // edge2 stays viable: pabx stays there although edge1 has the lower latency.
+        for t in [2000, 3000, 4000] {
+            pabx_demand(&mut o, t);
+            let out = telemetry(&mut o, t, fog_view(10.0));
+            assert!(out.is_empty(), "t={t}: {out:?}");
+        }
+        assert_eq!(
+            o.service("pabx").unwrap().phase(),
+            &stable(Placement::Router("edge2".into()))
+        );
+    }
+
+    #[test]
+    fn a_move_after_a_restore_starts_from_the_restored_placement() {
+        let mut o = restored_at_edge2();
+        pabx_demand(&mut o, 1000);
+        telemetry(&mut o, 1000, fog_view(10.0));
+        pabx_demand(&mut o, 2000);
+        let out = telemetry(&mut o, 2000, fog_view(50.0));
+        assert!(
+            out[0].starts_with("decision pabx move edge2 -> edge1 (rule 2): edge2 not viable;"),
+            "{out:#?}"
+        );
+        assert_eq!(out[1..], ["intent edge1: start pabx"]);
+        let out = lines(&o.handle(Input::InstanceReady {
+            service: "pabx".into(),
+            router: "edge1".into(),
+        }));
+        assert_eq!(
+            out,
+            vec![
+                "intent dc: route pabx 10.255.0.20 -> edge1",
+                "intent edge1: route pabx 10.255.0.20 -> edge1",
+                "intent edge2: route pabx 10.255.0.20 -> edge1",
+                "intent fog1: route pabx 10.255.0.20 -> edge1",
+            ]
+        );
+        assert_eq!(o.serving()["pabx"], "edge1");
+        let out = lines(&o.handle(Input::Tick { now_ms: 3000 }));
+        assert_eq!(
+            out,
+            vec!["intent edge2: stop pabx"],
+            "the adopted instance is drained and stopped"
+        );
+        assert_eq!(
+            o.service("pabx").unwrap().phase(),
+            &stable(Placement::Router("edge1".into()))
+        );
+    }
+
+    #[test]
+    fn restore_adopts_this_routers_own_instance() {
+        let mut o = fog();
+        let out = lines(&restore(&mut o, 0, &[("pabx", "fog1")], &[("pabx", "fog1", true)]));
+        assert_eq!(
+            out,
+            vec![
+                "decision pabx restore local -> local: restart: pabx was served at fog1; fog1 advertises a healthy instance: adopted"
+            ]
+        );
+        assert_eq!(o.service("pabx").unwrap().phase(), &stable(Placement::Local));
+        assert_eq!(o.serving()["pabx"], "fog1");
+    }
+
+    #[test]
+    fn a_persisted_router_without_an_instance_sends_the_service_back_to_the_datacenter() {
+        let mut o = fog();
+        let out = lines(&restore(&mut o, 0, &[("pabx", "edge2")], &[("pabx", "dc", true)]));
+        assert_eq!(
+            out,
+            vec![
+                "decision pabx restore edge2 -> datacenter: restart: pabx was served at edge2; edge2 advertises no healthy instance: back to the data centre"
+            ]
+        );
+        assert_eq!(o.service("pabx").unwrap().phase(), &stable(Placement::Datacenter));
+        let out = telemetry(&mut o, 1000, fog_view(10.0));
+        let pabx: Vec<&String> = out.iter().filter(|l| l.contains("route pabx")).collect();
+        assert!(
+            pabx.len() == 4 && pabx.iter().all(|l| l.ends_with("-> dc")),
+            "every router is told the data centre serves pabx: {out:#?}"
+        );
+    }
+
+    #[test]
+    fn a_persisted_router_whose_instance_is_not_ready_is_told_to_stop_it() {
+        let mut o = fog();
+        let out = lines(&restore(&mut o, 0, &[("pabx", "edge2")], &[("pabx", "edge2", false)]));
+        assert_eq!(
+            out,
+            vec![
+                "decision pabx restore edge2 -> datacenter: restart: pabx was served at edge2; edge2 advertises no healthy instance (its instance is not ready: stopped): back to the data centre",
+                "intent edge2: stop pabx",
+            ]
+        );
+        assert_eq!(o.service("pabx").unwrap().phase(), &stable(Placement::Datacenter));
+        assert_eq!(o.serving()["pabx"], "dc");
+    }
+
+    #[test]
+    fn nothing_persisted_or_the_datacenter_changes_nothing() {
+        let mut o = fog();
+        let out = restore(
+            &mut o,
+            0,
+            &[("pabx", "dc")],
+            &[("pabx", "dc", true), ("web", "dc", false)],
+        );
+        assert!(out.is_empty(), "no decision when nothing changes: {out:?}");
+        assert_eq!(o.serving(), serving(&[("pabx", "dc"), ("web", "dc")]));
+        assert_eq!(o.service("web").unwrap().routed, None);
+    }
+
+    #[test]
+    fn orphans_are_stopped_in_router_order() {
+        let mut o = fog();
+        let instances = [
+            ("pabx", "fog1", false),
+            ("pabx", "edge2", true),
+            ("pabx", "edge3", true),
+            ("pabx", "edge3", true),
+            ("pabx", "dc", true),
+        ];
+        let out = restore(&mut o, 700, &[("pabx", "edge2")], &instances);
+        assert_eq!(
+            lines(&out),
+            vec![
+                "decision pabx restore edge2 -> edge2: restart: pabx was served at edge2; edge2 advertises a healthy instance: adopted",
+                "decision pabx orphan edge3 -> edge3: restart: pabx instance at edge3 is not serving; stopped",
+                "intent edge3: stop pabx",
+                "decision pabx orphan local -> local: restart: pabx instance at fog1 is not serving; stopped",
+                "intent fog1: stop pabx",
+            ],
+            "one stop per orphan (edge3 advertised twice), none to the adopted router or the data centre"
+        );
+        let Output::Decision(d) = &out[1] else {
+            panic!("{out:?}")
+        };
+        assert_eq!((d.at_ms, d.kind), (700, DecisionKind::Orphan));
+        assert_eq!(
+            o.service("pabx").unwrap().phase(),
+            &stable(Placement::Router("edge2".into()))
+        );
+    }
+
+    #[test]
+    fn orphans_without_a_persisted_placement() {
+        let mut o = fog();
+        let out = lines(&restore(&mut o, 0, &[], &[("pabx", "edge1", true)]));
+        assert_eq!(
+            out,
+            vec![
+                "decision pabx restore datacenter -> datacenter: restart: nothing persisted for pabx: served at the data centre",
+                "decision pabx orphan edge1 -> edge1: restart: pabx instance at edge1 is not serving; stopped",
+                "intent edge1: stop pabx",
+            ]
+        );
+        assert_eq!(o.service("pabx").unwrap().phase(), &stable(Placement::Datacenter));
+    }
+
+    #[test]
+    fn a_persisted_router_that_is_not_the_serving_one_is_not_an_orphan_twice() {
+        // Persisted at edge2 (not ready: stopped once, by the restore), served by the data
+        // centre; the persisted data centre name is the data centre.
+        let mut o = fog();
+        let out = lines(&restore(
+            &mut o,
+            0,
+            &[("pabx", "edge2"), ("web", "dc")],
+            &[
+                ("pabx", "edge2", false),
+                ("pabx", "edge1", false),
+                ("web", "fog1", true),
+            ],
+        ));
+        assert_eq!(
+            out,
+            vec![
+                "decision pabx restore edge2 -> datacenter: restart: pabx was served at edge2; edge2 advertises no healthy instance (its instance is not ready: stopped): back to the data centre",
+                "intent edge2: stop pabx",
+                "decision pabx orphan edge1 -> edge1: restart: pabx instance at edge1 is not serving; stopped",
+                "intent edge1: stop pabx",
+                "decision web restore datacenter -> datacenter: restart: web was served at the data centre: stays there",
+                "decision web orphan local -> local: restart: web instance at fog1 is not serving; stopped",
+                "intent fog1: stop web",
+            ]
+        );
+    }
+
+    #[test]
+    fn instances_of_services_not_in_the_policy_are_orphans() {
+        let mut o = fog();
+        let out = lines(&restore(
+            &mut o,
+            0,
+            &[("old", "edge1"), ("zzz", "dc")],
+            &[
+                ("zzz", "edge2", false),
+                ("old", "edge1", true),
+                ("old", "dc", true),
+                ("web", "edge3", true),
+            ],
+        ));
+        assert_eq!(
+            out,
+            vec![
+                "decision old orphan edge1 -> edge1: restart: old instance at edge1 is not serving (old is not in the policy); stopped",
+                "intent edge1: stop old",
+                "decision web restore datacenter -> datacenter: restart: nothing persisted for web: served at the data centre",
+                "decision web orphan edge3 -> edge3: restart: web instance at edge3 is not serving; stopped",
+                "intent edge3: stop web",
+                "decision zzz orphan edge2 -> edge2: restart: zzz instance at edge2 is not serving (zzz is not in the policy); stopped",
+                "intent edge2: stop zzz",
+            ],
+            "services in name order; the data centre's instances are never stopped"
+        );
+        assert!(o.service("old").is_none() && o.service("zzz").is_none());
+        assert_eq!(o.serving(), serving(&[("pabx", "dc"), ("web", "dc")]));
+    }
+
+    #[test]
+    fn restore_after_telemetry_is_ignored() {
+        let mut o = fog();
+        telemetry(&mut o, 0, fog_view(10.0));
+        let out = lines(&restore(
+            &mut o,
+            1000,
+            &[("pabx", "edge2")],
+            &[("pabx", "edge2", true), ("pabx", "edge1", true)],
+        ));
+        assert_eq!(
+            out,
+            vec!["ignored: restore at 1000 ms, but telemetry was handled at 0 ms, placements have been decided since"]
+        );
+        assert_eq!(o.service("pabx").unwrap().phase(), &stable(Placement::Datacenter));
+        assert_eq!(o.now_ms(), 0, "an ignored restore changes nothing, the clock included");
+    }
+
+    #[test]
+    fn a_second_restore_is_ignored() {
+        let mut o = restored_at_edge2();
+        let out = lines(&restore(
+            &mut o,
+            600,
+            &[("pabx", "edge1")],
+            &[("pabx", "edge1", true), ("pabx", "edge2", true)],
+        ));
+        assert_eq!(
+            out,
+            vec!["ignored: restore at 600 ms, but placements were already restored at 500 ms"]
+        );
+        assert_eq!(o.serving(), serving(&[("pabx", "edge2"), ("web", "dc")]));
+    }
+
+    #[test]
+    fn serving_names_the_router_in_every_phase() {
+        let mut o = at_local();
+        assert_eq!(o.serving(), serving(&[("voip", "r1")]));
+        // Starting: still served where it was.
+        let other = "service voip { match udp dport 5060 to 10.255.0.10 place nearby within 1 hops when mem.used_pct < 30 otherwise datacenter hold 0s }";
+        o.handle(Input::ReplacePolicy(Policy::parse(other).unwrap()));
+        demand(&mut o, 2000);
+        let out = telemetry(&mut o, 2000, vec![cand("r1", 0, 10.0), cand("r2", 1, 10.0)]);
+        assert_eq!(out[1], "intent r2: start voip", "{out:#?}");
+        assert_eq!(o.serving(), serving(&[("voip", "r1")]));
+        // Draining: served by the new one.
+        o.handle(Input::InstanceReady {
+            service: "voip".into(),
+            router: "r2".into(),
+        });
+        assert_eq!(o.serving(), serving(&[("voip", "r2")]));
+        // A retired service is not persisted.
+        let web = "service web { match tcp dport 80 otherwise datacenter }";
+        o.handle(Input::ReplacePolicy(Policy::parse(web).unwrap()));
+        assert_eq!(o.serving(), serving(&[("web", "dc1")]));
     }
 }

@@ -6,6 +6,8 @@
 //! decision voip move datacenter -> local (rule 1): rule 1 viable for 10000 ms (hold 10s); rule 1 "...": ...
 //! intent r1: start voip
 //! intent r2: route voip 10.255.0.10 -> r1
+//! decision pabx restore r2 -> r2: restart: pabx was served at r2; r2 advertises a healthy instance: adopted
+//! decision pabx orphan r3 -> r3: restart: pabx instance at r3 is not serving; stopped
 //! ```
 
 use std::fmt;
@@ -71,6 +73,12 @@ pub enum DecisionKind {
     Failure,
     /// The service left the policy and goes back to the data centre.
     Retire,
+    /// After a restart, where the service is served: adopted where it was served before if
+    /// that router still advertises a healthy instance, else the data centre.
+    Restore,
+    /// After a restart, an instance that serves nothing (not where the service is served, or of
+    /// a service not in the policy) is stopped.
+    Orphan,
 }
 
 impl fmt::Display for DecisionKind {
@@ -80,6 +88,8 @@ impl fmt::Display for DecisionKind {
             DecisionKind::Abort => "abort",
             DecisionKind::Failure => "failure",
             DecisionKind::Retire => "retire",
+            DecisionKind::Restore => "restore",
+            DecisionKind::Orphan => "orphan",
         })
     }
 }
@@ -93,9 +103,11 @@ pub struct Decision {
     pub service: String,
     /// What kind.
     pub kind: DecisionKind,
-    /// Where it was served.
+    /// Where it was served (for a restore: where it was served before the restart; for an
+    /// orphan: where the instance runs).
     pub from: Placement,
-    /// Where it goes (for an abort: where it was going).
+    /// Where it goes (for an abort: where it was going; for an orphan: where the instance
+    /// runs).
     pub to: Placement,
     /// The rule that chose `to`, when a rule did.
     pub rule: Option<RuleRef>,

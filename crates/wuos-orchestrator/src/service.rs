@@ -8,6 +8,10 @@
 //!     │                                         │ ready timeout:             │ the data centre)
 //!     │◄──── abort: stop new, stay at old ──────┘                            │
 //!     └◄─────────────────────────────────────────── Stable(new) ◄────────────┘
+//!
+//!   Restore (after a restart, before any telemetry): Stable(datacenter) ──► Stable(persisted
+//!   router) if it advertises a ready instance, else Stable(datacenter); routes announced at
+//!   the next telemetry.
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -82,8 +86,9 @@ pub struct ServiceState {
     pub(crate) better_since_ms: Option<u64>,
     /// For how many consecutive samples.
     pub(crate) better_samples: u32,
-    /// Routers told where the service is; `None` while no router was ever told (traffic goes
-    /// to the data centre by default).
+    /// Routers told where the service is; `None` while no router was told since the
+    /// orchestrator started (traffic goes to the data centre by default, or after a restore
+    /// wherever the routers were told before the restart): the next telemetry tells them all.
     pub(crate) routed: Option<BTreeSet<String>>,
     /// Routers not to choose, until when.
     pub(crate) backoff: BTreeMap<String, u64>,
