@@ -28,6 +28,7 @@
 //! | `ready SERVICE ROUTER` | `InstanceReady` |
 //! | `failed SERVICE ROUTER REASON...` | `InstanceFailed` |
 //! | `policy FILE` | `ReplacePolicy` |
+//! | `restore [placed=S@R ...] [ready=S@R ...] [unready=S@R ...]` | `Restore`: S was served at R before the restart; R advertises an instance of S, ready or not |
 //! | `expect SERVICE PHASE...` | the service's phase starts with PHASE (`stable at local`, `starting r2`, `gone`) |
 //!
 //! Figures: `latency` (ms), `cpu`, `mem` (used %), `cores`, `mib` (free), `cpu_psi`,
@@ -38,10 +39,11 @@
 //! `t=T COMMAND` for each input with outputs, then each output indented by two spaces, as its
 //! `Display` (the daemon's log line).
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use wuos_orchestrator::{Candidate, Config, Figures, Input, Orchestrator, Output, Policy, Role};
+use wuos_orchestrator::{AdvertisedInstance, Candidate, Config, Figures, Input, Orchestrator, Output, Policy, Role};
 
 enum Cmd {
     Sample,
@@ -53,6 +55,7 @@ enum Cmd {
     Ready(String, String),
     Failed(String, String, String),
     Policy(String),
+    Restore(BTreeMap<String, String>, Vec<AdvertisedInstance>),
     Expect(String, String),
 }
 
@@ -137,6 +140,31 @@ fn candidate(words: &[String], line: usize) -> Candidate {
     c
 }
 
+/// `placed=S@R`, `ready=S@R`, `unready=S@R` words: the placements and instances of a restore.
+fn restore(words: &[String], line: usize) -> Cmd {
+    let mut placements = BTreeMap::new();
+    let mut instances = Vec::new();
+    for w in words {
+        let parsed = w.split_once('=').and_then(|(k, v)| Some((k, v.split_once('@')?)));
+        let Some((k, (service, router))) = parsed else {
+            panic!("line {line}: expected placed=, ready= or unready=SERVICE@ROUTER, found {w:?}");
+        };
+        let (service, router) = (service.to_string(), router.to_string());
+        match k {
+            "placed" => {
+                placements.insert(service, router);
+            }
+            "ready" | "unready" => instances.push(AdvertisedInstance {
+                service,
+                router,
+                ready: k == "ready",
+            }),
+            _ => panic!("line {line}: unknown restore word {k:?} (placed, ready or unready)"),
+        }
+    }
+    Cmd::Restore(placements, instances)
+}
+
 /// `T` or `A..B/STEP`.
 fn times(spec: &str, line: usize) -> Vec<u64> {
     match spec.split_once("..") {
@@ -217,6 +245,7 @@ fn parse_script(dir: &Path) -> Script {
                         Some("ready") => Cmd::Ready(arg(1), arg(2)),
                         Some("failed") => Cmd::Failed(arg(1), arg(2), rest[3..].join(" ")),
                         Some("policy") => Cmd::Policy(arg(1)),
+                        Some("restore") => restore(&rest[1..], line),
                         Some("expect") => Cmd::Expect(arg(1), rest[2..].join(" ")),
                         other => panic!("line {line}: unknown command {other:?}"),
                     };
@@ -284,6 +313,11 @@ fn run(dir: &Path) -> String {
                 reason,
             },
             Cmd::Policy(file) => Input::ReplacePolicy(load_policy(dir, &file)),
+            Cmd::Restore(placements, instances) => Input::Restore {
+                now_ms: e.at,
+                placements,
+                instances,
+            },
             Cmd::Expect(service, want) => {
                 let got = orch
                     .service(&service)
@@ -372,4 +406,9 @@ scenarios!(
     h_sticky_neighbors,
     i_demand,
     j_confirm_samples,
+    k_restore_adopted,
+    l_restore_instance_gone,
+    m_restore_orphan,
+    n_restore_nothing_persisted,
+    o_restore_not_ready,
 );
