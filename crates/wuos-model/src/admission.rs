@@ -44,6 +44,9 @@ pub struct Reservation {
     pub routing_cores: Vec<u32>,
     /// Memory reserved for the routing domain, at least 16 MiB.
     pub routing_memory: u64,
+    /// Memory reserved for the control domain (wuosd: controller, monitor, orchestrator), at
+    /// least 16 MiB when set; 0: none. Never available to services.
+    pub control_memory: u64,
 }
 
 /// What an admitted domain is charged.
@@ -129,9 +132,22 @@ impl Admission {
                 bytes: reservation.routing_memory,
             });
         }
+        if reservation.control_memory != 0 && reservation.control_memory < MIN_MEMORY {
+            return Err(E::ControlMemoryTooSmall {
+                bytes: reservation.control_memory,
+            });
+        }
         if reservation.routing_memory > budget.memory {
             return Err(E::RoutingMemoryTooLarge {
                 asks: reservation.routing_memory,
+                total: budget.memory,
+            });
+        }
+        let reserved_memory = reservation.routing_memory.saturating_add(reservation.control_memory);
+        if reserved_memory > budget.memory {
+            return Err(E::ReservationsTooLarge {
+                routing: reservation.routing_memory,
+                control: reservation.control_memory,
                 total: budget.memory,
             });
         }
@@ -151,7 +167,7 @@ impl Admission {
                 reserved: reservation.routing_cores.len(),
             });
         }
-        let service_memory = budget.memory - reservation.routing_memory;
+        let service_memory = budget.memory - reserved_memory;
         Ok(Admission {
             budget,
             reservation,
@@ -475,6 +491,27 @@ pub enum AdmissionError {
         /// The value given.
         bytes: u64,
     },
+    /// Control memory below the minimum.
+    #[error("the control reservation of {} memory is below the 16MiB minimum; fix: reserve at least \"16MiB\"", format_bytes(*bytes))]
+    ControlMemoryTooSmall {
+        /// The value given.
+        bytes: u64,
+    },
+    /// Routing and control memory together above the router's.
+    #[error(
+        "the routing ({}) and control ({}) reservations are more than the router's {} of memory; fix: reserve less",
+        format_bytes(*routing),
+        format_bytes(*control),
+        format_bytes(*total)
+    )]
+    ReservationsTooLarge {
+        /// The routing reservation.
+        routing: u64,
+        /// The control reservation.
+        control: u64,
+        /// The router's memory.
+        total: u64,
+    },
     /// Routing memory above the router's.
     #[error(
         "the routing reservation of {} memory is more than the router's {}; fix: reserve less",
@@ -605,6 +642,7 @@ mod tests {
         Reservation {
             routing_cores: cores.to_vec(),
             routing_memory: memory,
+            control_memory: 0,
         }
     }
 

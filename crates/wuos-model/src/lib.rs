@@ -12,11 +12,14 @@
 //! - [`plan`]: link and loopback addressing, and shortest-path routes with
 //!   aggregation.
 //! - [`dot`]: Graphviz rendering.
+//! - [`route`]: IPv4 routes as values (installed, looked up).
 //! - [`rng`]: the seeded SplitMix64 generator shared with the link relay.
 //! - [`domain`]: domains ([`domain::DomainSpec`]: kind, CPU, memory, veth,
-//!   command, health check, restart policy), their lifecycle state machine
-//!   ([`domain::State`] + [`domain::Event`] → [`domain::Transition`]) and the
-//!   record the daemon persists and re-adopts ([`domain::DomainRecord`]).
+//!   command, health check, restart policy).
+//! - [`lifecycle`]: a domain's lifecycle state machine ([`lifecycle::State`] +
+//!   [`lifecycle::Event`] → [`lifecycle::Action`]s), typed failures, the health
+//!   gate, and the record the daemon persists and re-adopts
+//!   ([`lifecycle::DomainRecord`]).
 //! - [`admission`]: routing protection (cores and memory reserved for the
 //!   routing domain) and admission control of service domains.
 //! - [`catalog`]: the VNF catalog format (`docs/domains.md`), templates and
@@ -41,8 +44,10 @@ pub mod error;
 pub mod file;
 pub mod generate;
 pub mod ids;
+pub mod lifecycle;
 pub mod plan;
 pub mod rng;
+pub mod route;
 pub mod topology;
 pub mod units;
 

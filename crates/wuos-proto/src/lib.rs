@@ -3,6 +3,8 @@
 //! - [`pb`]: the generated messages, clients and servers (`proto/wuos/v1/*.proto`).
 //! - [`validate`]: what a receiver checks before acting: `check_*` for decoded messages,
 //!   `decode_*` for raw bytes, the limits ([`MAX_MESSAGE_BYTES`], ...), and [`ValidateError`].
+//! - [`neighborhood`]: the typed snapshot of a router and its view ([`neighborhood::Neighborhood`])
+//!   that the daemon's orchestrator and controller read.
 //! - [`neighbor`]: one configured neighbor's liveness ([`Neighbor`], [`NeighborConfig`]).
 //! - [`view`]: the adverts known of other routers, their ordering and ageing ([`View`]).
 //! - [`flood`]: hop arithmetic and the per-neighbor [`Outbox`](flood::Outbox) that batches
@@ -38,6 +40,7 @@ pub mod flood;
 pub mod instance;
 mod json;
 pub mod neighbor;
+pub mod neighborhood;
 pub mod session;
 pub mod status;
 pub mod validate;

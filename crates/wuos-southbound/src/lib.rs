@@ -10,11 +10,12 @@
 //! - [`domain`]: isolated domains of a router — the `DomainBackend` trait, the container backend
 //!   (namespace + cgroup + read-only mount namespace, launched through `domain-init`) and a fake.
 //! - [`tc`]: traffic control through `tc -batch` (token buckets, redirects into user space).
+//! - [`nft`]: nftables rulesets (the [`nft::Nftables`] trait, the `nft` program, a fake).
 //! - [`packet`]: AF_PACKET sockets with virtio-net headers, for the user-space link relay.
 //! - [`privilege`]: the root-or-skip rule of privileged tests.
 //! - [`process`]: finding processes by namespace or command line, and stopping them.
 //! - [`xdp`]: the XDP classifier (`bpf/classifier.c`): service counters, new-flow events, and
-//!   redirects to local service instances.
+//!   redirects to local service instances; the [`xdp::XdpMaps`] trait and its fake.
 //!
 //! Every host path (`/run/netns`, `/sys/fs/cgroup`, `/proc`) is a parameter, so tests use temp dirs.
 
@@ -22,6 +23,7 @@ pub mod cgroup;
 pub mod domain;
 pub mod netlink;
 pub mod netns;
+pub mod nft;
 pub mod packet;
 pub mod privilege;
 pub mod process;

@@ -14,9 +14,7 @@ use rtnetlink::packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::packet_route::route::RouteProtocol;
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
-/// Routes installed by wuos carry this protocol number, so they can be told apart from others
-/// (`ip route show proto 201`).
-pub const ROUTE_PROTOCOL: u8 = 201;
+pub use wuos_model::route::{ROUTE_PROTOCOL, RouteSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
@@ -38,17 +36,6 @@ pub struct VethEnd<'a> {
     pub name: &'a str,
     pub index: u32,
     pub mac: [u8; 6],
-}
-
-/// A unicast IPv4 route.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RouteSpec {
-    pub dst: Ipv4Addr,
-    pub prefix_len: u8,
-    pub gateway: Ipv4Addr,
-    pub oif: u32,
-    /// Preferred source address (the router's loopback), so replies come back to a routed address.
-    pub src: Option<Ipv4Addr>,
 }
 
 /// A netlink handle bound to one network namespace.

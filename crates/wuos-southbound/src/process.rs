@@ -105,3 +105,55 @@ mod tests {
         assert!(pids_with_cmdline(dir.path(), &["relay", "dem"]).is_empty());
     }
 }
+
+/// Why [`run_beside`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BesideError {
+    #[error("no process to run {0} beside")]
+    NoProcess(String),
+    #[error("cannot run nsenter (util-linux) for {command}: {source}")]
+    Spawn { command: String, source: std::io::Error },
+    #[error("{command} exited with {status}")]
+    Failed {
+        command: String,
+        status: std::process::ExitStatus,
+    },
+    #[error("{command} did not finish within {timeout:?}")]
+    Timeout { command: String, timeout: Duration },
+    #[error("cannot wait for {command}: {source}")]
+    Wait { command: String, source: std::io::Error },
+}
+
+/// Runs `argv` in the network and mount namespaces of process `pid` (`nsenter -t PID -n -m`),
+/// with no input and no output, killed after `timeout`; `Ok` when it exits with 0.
+pub fn run_beside(pid: i32, argv: &[String], timeout: Duration) -> Result<(), BesideError> {
+    let command = argv.join(" ");
+    if pid <= 0 {
+        return Err(BesideError::NoProcess(command));
+    }
+    let mut child = std::process::Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-n", "-m", "--"])
+        .args(argv)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|source| BesideError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(()),
+            Ok(Some(status)) => return Err(BesideError::Failed { command, status }),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(BesideError::Timeout { command, timeout });
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(source) => return Err(BesideError::Wait { command, source }),
+        }
+    }
+}

@@ -10,36 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::netlink::{Netlink, NetlinkError, ROUTE_PROTOCOL, RouteSpec};
 
-/// Where the kernel sends packets for a destination: the next hop (the destination itself when
-/// it is on-link) and the outgoing interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct NextHop {
-    pub gateway: Ipv4Addr,
-    pub oif: u32,
-}
-
-/// The FIB entry a destination matches (`ip route get fibmatch`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FibEntry {
-    pub dst: Ipv4Addr,
-    pub prefix_len: u8,
-    /// `None`: on-link (a connected route).
-    pub gateway: Option<Ipv4Addr>,
-    pub oif: u32,
-    /// The route's protocol ([`ROUTE_PROTOCOL`] for routes wuos installed).
-    pub protocol: u8,
-}
-
-impl FibEntry {
-    /// Whether this entry is wuos's route for exactly `dst/prefix_len` via `via`.
-    pub fn is(&self, dst: Ipv4Addr, prefix_len: u8, via: NextHop) -> bool {
-        self.dst == dst
-            && self.prefix_len == prefix_len
-            && self.protocol == ROUTE_PROTOCOL
-            && self.oif == via.oif
-            && self.gateway.unwrap_or(dst) == via.gateway
-    }
-}
+pub use wuos_model::route::{FibEntry, NextHop};
 
 /// The kernel's routes, as wuos reads and changes them.
 pub trait Routes: Send + Sync {
@@ -54,6 +25,25 @@ pub trait Routes: Send + Sync {
 
     /// Deletes wuos's route to `dst/prefix_len`; a missing one is not an error.
     fn delete(&self, dst: Ipv4Addr, prefix_len: u8) -> impl Future<Output = Result<(), NetlinkError>> + Send;
+}
+
+/// A shared implementation (a test keeps a handle on its fake).
+impl<T: Routes> Routes for std::sync::Arc<T> {
+    fn next_hop(&self, dst: Ipv4Addr) -> impl Future<Output = Result<Option<NextHop>, NetlinkError>> + Send {
+        (**self).next_hop(dst)
+    }
+
+    fn fib_match(&self, dst: Ipv4Addr) -> impl Future<Output = Result<Option<FibEntry>, NetlinkError>> + Send {
+        (**self).fib_match(dst)
+    }
+
+    fn replace(&self, route: &RouteSpec) -> impl Future<Output = Result<(), NetlinkError>> + Send {
+        (**self).replace(route)
+    }
+
+    fn delete(&self, dst: Ipv4Addr, prefix_len: u8) -> impl Future<Output = Result<(), NetlinkError>> + Send {
+        (**self).delete(dst, prefix_len)
+    }
 }
 
 impl Routes for Netlink {

@@ -672,3 +672,130 @@ mod tests {
         assert_eq!(OBJECT.as_ptr() as usize % 8, 0, "aligned for aya");
     }
 }
+
+/// Where a redirect sends a service's packets: a local instance behind a veth.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LocalTarget {
+    /// This router's end of the instance's veth.
+    pub host_if: String,
+    /// The instance's namespace file.
+    pub netns: std::path::PathBuf,
+    /// The instance's end.
+    pub dom_if: String,
+}
+
+/// The XDP data path as the daemon drives it: services classified, redirects to local
+/// instances, counters and new-flow events. [`Classifier`] is the kernel's; [`RecordingXdp`] the
+/// fake beside it.
+pub trait XdpMaps: Send {
+    /// Classifies packets to `key` as service `id`.
+    fn add_service(&mut self, key: ServiceKey, id: ServiceId) -> Result<(), XdpError>;
+    /// Sends service `id`'s packets straight to the local instance behind `to`.
+    fn redirect(&mut self, id: ServiceId, to: &LocalTarget) -> Result<(), XdpError>;
+    /// Returns service `id`'s packets to the kernel's route; whether it had a redirect.
+    fn clear_redirect(&mut self, id: ServiceId) -> Result<bool, XdpError>;
+    /// Every service's counters, by id.
+    fn counters(&self) -> Result<Vec<(ServiceId, ServiceCounters)>, XdpError>;
+    /// The new-flow events waiting, oldest first; does not block.
+    fn drain_new_flows(&mut self) -> Vec<FlowEvent>;
+}
+
+impl XdpMaps for Classifier {
+    fn add_service(&mut self, key: ServiceKey, id: ServiceId) -> Result<(), XdpError> {
+        Classifier::add_service(self, key, id)
+    }
+
+    /// Resolves both ends of the veth (the far one in the instance's namespace: ifindexes are per
+    /// namespace), attaches the receiving program on the far end once in native mode (a native
+    /// redirect onto a veth needs one), and sets the rule.
+    fn redirect(&mut self, id: ServiceId, to: &LocalTarget) -> Result<(), XdpError> {
+        let ns = File::open(&to.netns).map_err(|source| XdpError::NetnsHandle {
+            netns: format!("namespace {}", to.netns.display()),
+            source,
+        })?;
+        let host = link_info(None, &to.host_if)?;
+        let dom = link_info(Some(&ns), &to.dom_if)?;
+        let receiving = self
+            .attached
+            .iter()
+            .any(|a| a.program == PASS && a.iface == to.dom_if && a.netns.as_ref().is_some_and(|f| same_netns(f, &ns)));
+        if self.mode == Mode::Native && !receiving {
+            self.attach_receiver(Some(&ns), &to.dom_if)?;
+        }
+        self.set_local_rule(
+            id,
+            LocalRule {
+                ifindex: host.index,
+                dst_mac: dom.mac,
+                src_mac: host.mac,
+            },
+        )
+    }
+
+    fn clear_redirect(&mut self, id: ServiceId) -> Result<bool, XdpError> {
+        self.clear_local_rule(id)
+    }
+
+    fn counters(&self) -> Result<Vec<(ServiceId, ServiceCounters)>, XdpError> {
+        Classifier::counters(self)
+    }
+
+    fn drain_new_flows(&mut self) -> Vec<FlowEvent> {
+        Classifier::drain_new_flows(self)
+    }
+}
+
+/// Whether two namespace handles are the same namespace.
+fn same_netns(a: &File, b: &File) -> bool {
+    matches!((netns::inode(a), netns::inode(b)), (Ok(x), Ok(y)) if x == y)
+}
+
+/// What a [`RecordingXdp`] was asked to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum XdpCall {
+    AddService(ServiceKey, ServiceId),
+    Redirect(ServiceId, LocalTarget),
+    ClearRedirect(ServiceId),
+}
+
+/// A fake data path for tests: records what it is asked, reports the counters and new flows a
+/// test gives it.
+#[derive(Debug, Default)]
+pub struct RecordingXdp {
+    pub calls: Vec<XdpCall>,
+    pub counters: BTreeMap<ServiceId, ServiceCounters>,
+    pub flows: Vec<FlowEvent>,
+    /// The next redirect fails with this message.
+    pub fail_redirect: Option<String>,
+}
+
+impl XdpMaps for RecordingXdp {
+    fn add_service(&mut self, key: ServiceKey, id: ServiceId) -> Result<(), XdpError> {
+        self.calls.push(XdpCall::AddService(key, id));
+        Ok(())
+    }
+
+    fn redirect(&mut self, id: ServiceId, to: &LocalTarget) -> Result<(), XdpError> {
+        if let Some(m) = self.fail_redirect.take() {
+            return Err(XdpError::NoSuchInterface {
+                iface: to.dom_if.clone(),
+                netns: m,
+            });
+        }
+        self.calls.push(XdpCall::Redirect(id, to.clone()));
+        Ok(())
+    }
+
+    fn clear_redirect(&mut self, id: ServiceId) -> Result<bool, XdpError> {
+        self.calls.push(XdpCall::ClearRedirect(id));
+        Ok(true)
+    }
+
+    fn counters(&self) -> Result<Vec<(ServiceId, ServiceCounters)>, XdpError> {
+        Ok(self.counters.iter().map(|(k, v)| (*k, *v)).collect())
+    }
+
+    fn drain_new_flows(&mut self) -> Vec<FlowEvent> {
+        std::mem::take(&mut self.flows)
+    }
+}

@@ -1,6 +1,6 @@
-//! The local administration API (Admin) on a Unix socket; its client is
-//! `wuos_proto::admin::AdminClient`. A Unix socket lives in the filesystem, which every network namespace shares, so the
-//! CLI on the host reaches a lab router's daemon without any route into the lab.
+//! The local administration API (`Admin`) on a Unix socket, thin: each call goes to the component
+//! that owns the answer, and its own types become protobuf here, and only here. Its client is
+//! `wuos_proto::admin::AdminClient`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,31 +10,138 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 use tonic::{Request, Response, Status};
+use wuos_model::lifecycle::State;
 use wuos_proto::pb;
 use wuos_proto::pb::admin_server::{Admin, AdminServer};
+use wuos_proto::status::to_status;
 
-use crate::daemon::{Shared, unix_ns};
+use crate::datapath::DatapathHandle;
+use crate::domains::component::{DomainsHandle, Verb};
+use crate::domains::{DomainView, DomainsReport};
+use crate::metrics::Metrics;
+use crate::orchestration::{DecisionRecord, OrchestrationHandle, PolicyView};
+use crate::protocol::ProtocolHandle;
 
-struct AdminSvc(Arc<Shared>);
+/// What the admin API answers from.
+#[derive(Clone)]
+pub struct AdminSvc {
+    pub router_id: String,
+    pub protocol: ProtocolHandle,
+    pub domains: Option<DomainsHandle>,
+    pub orchestration: Option<OrchestrationHandle>,
+    pub datapath: Option<DatapathHandle>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// A domain's state as the API spells it: `running`, `failed: REASON`, ….
+pub fn state_text(s: &State) -> String {
+    match s {
+        State::Failed { .. } => {
+            let text = s.to_string();
+            format!("failed: {}", text.trim_start_matches("failed (").trim_end_matches(')'))
+        }
+        s => s.as_str().to_string(),
+    }
+}
+
+impl From<&DomainView> for pb::DomainInfo {
+    fn from(d: &DomainView) -> Self {
+        pb::DomainInfo {
+            name: d.name.clone(),
+            kind: d.kind.as_str().to_string(),
+            service: d.service.clone().unwrap_or_default(),
+            state: state_text(&d.state),
+            pid: d.pid,
+            address: d.address.map(|a| a.to_string()).unwrap_or_default(),
+            cpus: d.cpus.unwrap_or(0.0),
+            memory_limit: d.memory_limit.unwrap_or(0),
+            memory_bytes: d.memory_bytes,
+            cpu_pct: d.cpu_pct,
+            restarts: d.restarts,
+            start_ms: d.start_ms,
+            from_pool: d.from_pool,
+            health: d.health.as_ref().map(|h| h.0.as_str().to_string()).unwrap_or_default(),
+            health_detail: d.health.as_ref().map(|h| h.1.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+impl From<&DomainsReport> for pb::DomainList {
+    fn from(r: &DomainsReport) -> Self {
+        pb::DomainList {
+            domains: r.domains.iter().map(pb::DomainInfo::from).collect(),
+            free_cpus: r.free_cpus,
+            free_memory: r.free_memory,
+            pool_idle: r.pool_idle,
+        }
+    }
+}
+
+impl From<DecisionRecord> for pb::DecisionRecord {
+    fn from(d: DecisionRecord) -> Self {
+        pb::DecisionRecord {
+            at_unix_ms: d.at_unix_ms,
+            service: d.service,
+            kind: d.kind,
+            from: d.from,
+            to: d.to,
+            rule: d.rule,
+            reason: d.reason,
+            switched_unix_ms: d.switched_unix_ms.unwrap_or(0),
+        }
+    }
+}
+
+impl From<PolicyView> for pb::PolicyReply {
+    fn from(p: PolicyView) -> Self {
+        pb::PolicyReply {
+            text: p.text,
+            services: p.services,
+        }
+    }
+}
+
+impl AdminSvc {
+    fn domains(&self) -> Result<&DomainsHandle, Status> {
+        self.domains.as_ref().ok_or_else(|| {
+            Status::not_found(format!(
+                "{} runs no domains (no [domains] section in its wuosd config)",
+                self.router_id
+            ))
+        })
+    }
+
+    fn orchestration(&self) -> Result<&OrchestrationHandle, Status> {
+        self.orchestration.as_ref().ok_or_else(|| {
+            Status::not_found(format!(
+                "{} runs no orchestrator (no [orchestrator] in its config; fog routers of a lab have one)",
+                self.router_id
+            ))
+        })
+    }
+
+    async fn verb(&self, verb: Verb, req: Request<pb::DomainRef>) -> Result<Response<pb::DomainInfo>, Status> {
+        let d = self
+            .domains()?
+            .apply(verb, &req.into_inner().name)
+            .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new((&d).into()))
+    }
+}
 
 #[tonic::async_trait]
 impl Admin for AdminSvc {
     async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
-        let now = self.0.now_ms();
-        let mut reply = self.0.lock().status(now, unix_ns());
-        if let Some(dp) = &self.0.datapath {
-            reply.datapath = dp
-                .summary()
-                .into_iter()
-                .map(|(service, packets, flows, to)| pb::DataPathService {
-                    service,
-                    packets,
-                    flows,
-                    redirect_to: to.unwrap_or_default(),
-                })
-                .collect();
+        let mut reply = self
+            .protocol
+            .status()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        if let Some(dp) = &self.datapath {
+            reply.datapath = dp.summary().await;
         }
-        let m = &self.0.metrics;
+        let m = &self.metrics;
         for (name, v) in [("bytes_sent", &m.bytes_sent), ("bytes_received", &m.bytes_received)] {
             reply.counters.push(pb::Counter {
                 name: name.into(),
@@ -45,90 +152,61 @@ impl Admin for AdminSvc {
     }
 
     async fn list_domains(&self, _: Request<pb::ListDomainsRequest>) -> Result<Response<pb::DomainList>, Status> {
-        self.with_domains(|d| Ok(d.list())).await
+        let r = self.domains()?.report().await.map_err(|e| to_status(&e))?;
+        Ok(Response::new((&r).into()))
     }
 
     async fn start_service(&self, req: Request<pb::StartServiceRequest>) -> Result<Response<pb::DomainInfo>, Status> {
         let r = req.into_inner();
-        let params = r.params.into_iter().collect();
-        self.with_domains(move |d| d.start_service(&r.service, &r.name, &params))
+        let d = self
+            .domains()?
+            .start_service(&r.service, &r.name, r.params.into_iter().collect())
             .await
+            .map_err(|e| to_status(&e))?;
+        Ok(Response::new((&d).into()))
     }
 
     async fn stop_domain(&self, req: Request<pb::DomainRef>) -> Result<Response<pb::DomainInfo>, Status> {
-        let name = req.into_inner().name;
-        self.with_domains(move |d| d.stop(&name)).await
+        self.verb(Verb::Stop, req).await
+    }
+
+    async fn pause_domain(&self, req: Request<pb::DomainRef>) -> Result<Response<pb::DomainInfo>, Status> {
+        self.verb(Verb::Pause, req).await
+    }
+
+    async fn resume_domain(&self, req: Request<pb::DomainRef>) -> Result<Response<pb::DomainInfo>, Status> {
+        self.verb(Verb::Resume, req).await
+    }
+
+    async fn destroy_domain(&self, req: Request<pb::DomainRef>) -> Result<Response<pb::DomainInfo>, Status> {
+        self.verb(Verb::Destroy, req).await
     }
 
     async fn apply_policy(&self, req: Request<pb::ApplyPolicyRequest>) -> Result<Response<pb::PolicyReply>, Status> {
         let o = self.orchestration()?;
         let r = req.into_inner();
         let source = if r.source.is_empty() { "policy".into() } else { r.source };
-        o.apply_policy(r.text, source)
-            .await
-            .map(Response::new)
-            .map_err(Status::invalid_argument)
+        let p = o.apply_policy(r.text, source).await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(p.into()))
     }
 
     async fn get_policy(&self, _: Request<pb::GetPolicyRequest>) -> Result<Response<pb::PolicyReply>, Status> {
-        Ok(Response::new(self.orchestration()?.policy()))
+        let p = self.orchestration()?.policy().await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(p.into()))
     }
 
     async fn decisions(&self, _: Request<pb::DecisionsRequest>) -> Result<Response<pb::DecisionList>, Status> {
-        Ok(Response::new(self.orchestration()?.decisions()))
-    }
-
-    async fn pause_domain(&self, req: Request<pb::DomainRef>) -> Result<Response<pb::DomainInfo>, Status> {
-        let name = req.into_inner().name;
-        self.with_domains(move |d| d.pause(&name)).await
-    }
-
-    async fn resume_domain(&self, req: Request<pb::DomainRef>) -> Result<Response<pb::DomainInfo>, Status> {
-        let name = req.into_inner().name;
-        self.with_domains(move |d| d.resume(&name)).await
-    }
-
-    async fn destroy_domain(&self, req: Request<pb::DomainRef>) -> Result<Response<pb::DomainInfo>, Status> {
-        let name = req.into_inner().name;
-        self.with_domains(move |d| d.destroy(&name)).await
-    }
-}
-
-impl AdminSvc {
-    /// Runs a domain operation on a blocking thread (namespaces, cgroups and process spawning are
-    /// synchronous) and maps its error to a gRPC status that says what went wrong.
-    fn orchestration(&self) -> Result<&Arc<crate::orchestration::Orchestration>, Status> {
-        self.0.orchestration.get().ok_or_else(|| {
-            Status::not_found(format!(
-                "{} runs no orchestrator (no [orchestrator] in its config; fog routers of a lab have one)",
-                self.0.cfg.router_id
-            ))
-        })
-    }
-
-    async fn with_domains<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut crate::domains::Domains) -> Result<T, crate::domains::DomainsError> + Send + 'static,
-    ) -> Result<Response<T>, Status> {
-        let shared = self.0.clone();
-        let r = tokio::task::spawn_blocking(move || {
-            let Some(domains) = &shared.domains else {
-                return Err(Status::not_found(
-                    "this router runs no domains (no [domains] section in its wuosd config)",
-                ));
-            };
-            let mut d = domains.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut d).map_err(|e| wuos_proto::status::to_status(&e))
-        })
-        .await
-        .map_err(|e| Status::internal(format!("domain operation panicked: {e}")))?;
-        r.map(Response::new)
+        let l = self.orchestration()?.decisions().await.map_err(|e| to_status(&e))?;
+        Ok(Response::new(pb::DecisionList {
+            decisions: l.decisions.into_iter().map(pb::DecisionRecord::from).collect(),
+            serving: l.serving.into_iter().collect(),
+        }))
     }
 }
 
 /// Binds `path` (replacing a stale socket) and serves until `stop` turns true.
 pub fn serve(
-    shared: Arc<Shared>,
+    svc: AdminSvc,
     path: &Path,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>> {
@@ -140,10 +218,29 @@ pub fn serve(
     let incoming = UnixListenerStream::new(listener);
     Ok(tokio::spawn(async move {
         let _ = Server::builder()
-            .add_service(AdminServer::new(AdminSvc(shared)))
+            .add_service(AdminServer::new(svc))
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop.changed().await;
             })
             .await;
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use wuos_model::lifecycle::Failure;
+
+    use super::*;
+
+    #[test]
+    fn states_are_spelled_as_the_api_documents() {
+        assert_eq!(state_text(&State::Running), "running");
+        assert_eq!(
+            state_text(&State::Failed {
+                reason: Failure::Exited { code: 3 },
+                gave_up_after: Some(2)
+            }),
+            "failed: exited with code 3; gave up after 2 restarts"
+        );
+    }
 }

@@ -1,426 +1,407 @@
-//! The controller (every router): applies the intents an orchestrator sends over a `Control`
-//! session — service instances (domains), and service rules (where a service's VIP leads) —
-//! acknowledges each, persists the intents in force, and after a restart reconciles the kernel
-//! with them.
+//! The controller component: a task that owns the controller state machine
+//! ([`wuos_controller::Controller`]) and carries out its ops — intents persisted, instances
+//! ensured by the domains component, VIP routes resolved by kernel lookups and installed, XDP
+//! redirects set — answering each intent on the session it came from.
 //!
 //! ```text
-//!  orchestrator ──IntentBatch──▶ session (server.rs) ──▶ Controller::apply ──▶ Domains / netlink
-//!               ◀──Ack / IntentError── (an instance is acknowledged once its health probe passes)
+//!  Control sessions (server.rs) ─┐                      ┌─▶ store: intent/KEY (JSON)
+//!  local orchestrator ───────────┼─ Intents{session} ─▶ │ controller task │─▶ domains: ensure ──Ensured──┐
+//!  domains snapshot (watch) ─────┤   Instances          │  owns Controller│─▶ Routes: next_hop, fib_match,│
+//!  neighborhood (watch) ─────────┤   Addresses          │                 │     replace, delete           │
+//!  every 2 s ────────────────────┘   Tick               └────────┬────────┘─▶ data path: redirects      │
+//!        ◀────────── answers per session (ack | error) ───────────┘      ◀──────────────────────────────┘
 //! ```
 //!
-//! Intents are keyed by what they decide (`instance/SERVICE`, `rule/SERVICE`): a newer intent for
-//! the same key replaces the older, in memory and in the store. Applying is idempotent — a running
-//! instance is not started twice, a route is replaced — so re-applying after a restart (or
-//! periodically, [`Controller::reconcile`]) duplicates nothing and restores what is missing.
-//!
-//! One instance per service per router: the domain is named after the service (`pabx`).
+//! The local orchestrator is a session like a remote one, but in-process: intents for this router
+//! never leave it.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use prost::Message;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
-use wuos_proto::pb;
-use wuos_proto::pb::intent::Kind;
-use wuos_southbound::netlink::{Netlink, RouteSpec};
+use wuos_controller::{
+    Controller, DataplaneOp, Input, InstanceState, Intent, IntentKey, KernelView, LocalInstance, Op, Origin, Redirect,
+};
+use wuos_model::lifecycle::State;
+use wuos_model::{RouterId, ServiceId};
+use wuos_proto::neighborhood::Neighborhood;
+use wuos_southbound::routes::Routes;
+use wuos_southbound::xdp::LocalTarget;
 
-use crate::daemon::Shared;
+use crate::datapath::DatapathHandle;
+use crate::domains::DomainsSnapshot;
+use crate::domains::component::DomainsHandle;
 use crate::store::Store;
+
+/// How often the controller puts the kernel back in line with the intents in force.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 
 const KEY_PREFIX: &str = "intent/";
 
-/// How an applied intent is acknowledged.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Applied {
-    /// Done: acknowledge now.
-    Now,
-    /// An instance started (or already running): acknowledge once domain `0` is healthy.
-    WhenHealthy(String),
+/// The answer to one intent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub intent_id: u64,
+    pub outcome: Result<(), String>,
 }
 
-/// The controller's state: the intents in force.
-#[derive(Debug)]
-pub struct Controller {
-    store: Arc<Store>,
-    intents: Mutex<BTreeMap<String, pb::Intent>>,
+enum Msg {
+    Open {
+        session: u64,
+        answers: mpsc::Sender<Answer>,
+    },
+    Close {
+        session: u64,
+    },
+    Intents {
+        session: u64,
+        intents: Vec<(u64, Intent)>,
+    },
+    Ensured {
+        service: ServiceId,
+        present: bool,
+        outcome: Result<(), String>,
+    },
+    /// The intents in force (admin API).
+    InForce(tokio::sync::oneshot::Sender<BTreeMap<IntentKey, Intent>>),
 }
 
-/// The key an intent is filed under, or `None` for intents the controller does not keep.
-fn key(intent: &pb::Intent) -> Option<String> {
-    match intent.kind.as_ref()? {
-        Kind::ServiceInstance(s) => Some(format!("instance/{}", s.service)),
-        Kind::ServiceRule(r) => Some(format!("rule/{}", r.service)),
-        Kind::Route(_) | Kind::Policy(_) => None,
-    }
+/// The door into the controller task; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ControllerHandle {
+    tx: mpsc::Sender<Msg>,
+    sessions: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// The route that `addr` takes: the longest matching prefix (ties: the first listed).
-pub fn lookup(routes: &[RouteSpec], addr: Ipv4Addr) -> Option<&RouteSpec> {
-    let a = u32::from(addr);
-    let mut best: Option<&RouteSpec> = None;
-    for r in routes {
-        let mask = if r.prefix_len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(r.prefix_len.min(32)))
-        };
-        if a & mask == u32::from(r.dst) & mask && best.is_none_or(|b| r.prefix_len > b.prefix_len) {
-            best = Some(r);
-        }
-    }
-    best
-}
-
-/// The next hop towards `target` as a route to install for another destination: the gateway of
-/// `target`'s route, or `target` itself when it is on-link.
-pub fn next_hop_towards(routes: &[RouteSpec], target: Ipv4Addr) -> Option<(Ipv4Addr, u32)> {
-    let r = lookup(routes, target)?;
-    let gw = if r.gateway.is_unspecified() { target } else { r.gateway };
-    Some((gw, r.oif))
-}
-
-impl Controller {
-    /// Loads the persisted intents.
-    pub fn open(store: Arc<Store>) -> Self {
-        let mut intents = BTreeMap::new();
-        for (k, v) in store.blobs_with_prefix(KEY_PREFIX).unwrap_or_default() {
-            match pb::Intent::decode(v.as_slice()) {
-                Ok(i) => {
-                    intents.insert(k.trim_start_matches(KEY_PREFIX).to_string(), i);
-                }
-                Err(e) => warn!(key = %k, error = %e, "dropping an undecodable stored intent"),
-            }
-        }
-        Self {
-            store,
-            intents: Mutex::new(intents),
-        }
+impl ControllerHandle {
+    /// Opens a session: its number, and where its answers arrive.
+    pub async fn open(&self) -> (u64, mpsc::Receiver<Answer>) {
+        let session = self.sessions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (answers, rx) = mpsc::channel(256);
+        let _ = self.tx.send(Msg::Open { session, answers }).await;
+        (session, rx)
     }
 
-    /// The intents in force, by key.
-    pub fn intents(&self) -> BTreeMap<String, pb::Intent> {
-        self.intents.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    pub async fn close(&self, session: u64) {
+        let _ = self.tx.send(Msg::Close { session }).await;
     }
 
-    fn remember(&self, intent: &pb::Intent) {
-        let Some(k) = key(intent) else { return };
-        let gone = matches!(
-            &intent.kind,
-            Some(Kind::ServiceInstance(s)) if !s.present
-        ) || matches!(&intent.kind, Some(Kind::ServiceRule(r)) if r.serving_router.is_empty());
-        let mut map = self.intents.lock().unwrap_or_else(|p| p.into_inner());
-        let stored = if gone {
-            map.remove(&k);
-            self.store.delete_blob(&format!("{KEY_PREFIX}{k}"))
-        } else {
-            map.insert(k.clone(), intent.clone());
-            self.store
-                .put_blob(&format!("{KEY_PREFIX}{k}"), &intent.encode_to_vec())
-        };
-        if let Err(e) = stored {
-            warn!(key = %k, error = %e, "cannot persist an intent");
+    /// Intents of `session`, in order, each with its id.
+    pub async fn submit(&self, session: u64, intents: Vec<(u64, Intent)>) {
+        let _ = self.tx.send(Msg::Intents { session, intents }).await;
+    }
+
+    /// The intents in force.
+    pub async fn intents(&self) -> BTreeMap<IntentKey, Intent> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        if self.tx.send(Msg::InForce(reply)).await.is_err() {
+            return BTreeMap::new();
         }
-    }
-
-    /// Applies one intent and files it; `Err` is the reason to send back.
-    pub async fn apply(&self, shared: &Arc<Shared>, nl: &Netlink, intent: &pb::Intent) -> Result<Applied, String> {
-        let applied = match intent.kind.as_ref() {
-            Some(Kind::ServiceInstance(s)) => instance(shared, &s.service, s.present).await,
-            Some(Kind::ServiceRule(r)) => {
-                let done = rule(shared, nl, r).await.map(|()| Applied::Now);
-                // A rule that cannot be applied yet (the serving router not in our view yet, no
-                // route to it) is kept all the same: the reconciler applies it once it can.
-                if let Err(e) = &done {
-                    warn!(service = %r.service, error = %e, "service rule kept, to be applied when possible");
-                    self.remember(intent);
-                }
-                done
-            }
-            Some(Kind::Route(_)) => Err("route intents are not taken: use a service rule".into()),
-            Some(Kind::Policy(_)) => Err("policies are applied through the admin API (wuos policy apply)".into()),
-            None => Err("the intent has no kind".into()),
-        }?;
-        self.remember(intent);
-        Ok(applied)
-    }
-
-    /// Re-applies every intent in force (after a restart, and periodically: a route lost or a
-    /// serving router that moved is put right; a running instance is left alone).
-    pub async fn reconcile(&self, shared: &Arc<Shared>, nl: &Netlink) {
-        for (k, i) in self.intents() {
-            let r = match i.kind.as_ref() {
-                Some(Kind::ServiceInstance(s)) => instance(shared, &s.service, s.present).await.map(drop),
-                Some(Kind::ServiceRule(r)) => rule(shared, nl, r).await,
-                _ => Ok(()),
-            };
-            if let Err(e) = r {
-                warn!(intent = %k, error = %e, "reconcile: not applied yet");
-            }
-        }
+        rx.await.unwrap_or_default()
     }
 }
 
-/// Starts (or keeps) the service's instance, or destroys it.
-async fn instance(shared: &Arc<Shared>, service: &str, present: bool) -> Result<Applied, String> {
-    let s = shared.clone();
-    let service = service.to_string();
-    tokio::task::spawn_blocking(move || {
-        let Some(d) = &s.domains else {
-            return Err(format!(
-                "{} runs no domains (no [domains] in its config)",
-                s.cfg.router_id
-            ));
-        };
-        let mut d = d.lock().unwrap_or_else(|p| p.into_inner());
-        let existing = d.state_of(&service).map(|(state, _)| state.to_string());
-        if !present {
-            if existing.is_some() {
-                d.destroy(&service).map_err(|e| e.to_string())?;
-                info!(%service, "instance removed (intent)");
-            }
-            return Ok(Applied::Now);
-        }
-        match existing {
-            Some(state) if state == "running" || state == "paused" => {}
-            Some(_) => {
-                // Stopped or failed: start it afresh.
-                d.destroy(&service).map_err(|e| e.to_string())?;
-                d.start_service(&service, &service, &BTreeMap::new())
-                    .map_err(|e| e.to_string())?;
-            }
-            None => {
-                d.start_service(&service, &service, &BTreeMap::new())
-                    .map_err(|e| e.to_string())?;
-                info!(%service, "instance started (intent)");
-            }
-        }
-        Ok(Applied::WhenHealthy(service))
-    })
-    .await
-    .map_err(|e| format!("the instance task failed: {e}"))?
+/// What the controller works with.
+pub struct Parts<R> {
+    pub me: RouterId,
+    pub routes: R,
+    pub store: Arc<Store>,
+    pub domains: Option<DomainsHandle>,
+    pub datapath: Option<DatapathHandle>,
+    pub neighborhood: watch::Receiver<Arc<Neighborhood>>,
 }
 
-/// Installs (or removes) the route of the service's VIP towards the router serving it.
-async fn rule(shared: &Arc<Shared>, nl: &Netlink, r: &pb::ServiceRuleIntent) -> Result<(), String> {
-    let vip: Ipv4Addr = r
-        .vip
-        .parse()
-        .map_err(|_| format!("vip {:?} is not an IPv4 address", r.vip))?;
-    if r.serving_router.is_empty() {
-        return nl.del_route(vip, 32).await.map_err(|e| e.to_string());
-    }
-    let me = &shared.cfg.router_id;
-    let target: Ipv4Addr = if &r.serving_router == me {
-        // The local instance's address.
-        let s = shared.clone();
-        let service = r.service.clone();
-        tokio::task::spawn_blocking(move || {
-            let d = s.domains.as_ref()?;
-            let d = d.lock().unwrap_or_else(|p| p.into_inner());
-            match d.state_of(&service)? {
-                ("running", addr) => addr,
-                _ => None,
+/// Starts the controller task: the persisted intents back in force, then intents as they come.
+pub fn spawn<R: Routes + 'static>(parts: Parts<R>) -> ControllerHandle {
+    let (tx, rx) = mpsc::channel(256);
+    let handle = ControllerHandle {
+        tx: tx.clone(),
+        sessions: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+    };
+    let mut ctl = Controller::new(parts.me.clone(), parts.datapath.is_some());
+    let stored: Vec<Intent> = parts
+        .store
+        .blobs_with_prefix(KEY_PREFIX)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(k, v)| match serde_json::from_slice::<Intent>(&v) {
+            Ok(i) => Some(i),
+            Err(e) => {
+                warn!(key = %k, error = %e, "dropping an unreadable stored intent");
+                None
             }
         })
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("no running local instance of {} to route {vip} to", r.service))?
-    } else {
-        let address = shared
-            .control_address_of(&r.serving_router)
-            .ok_or_else(|| format!("serving router {} is not in {me}'s view", r.serving_router))?;
-        host_of(&address).ok_or_else(|| format!("{}'s address {address:?} is not IPv4", r.serving_router))?
+        .collect();
+    if !stored.is_empty() {
+        info!(intents = stored.len(), "intents restored from the store");
+    }
+    let first = ctl.restore(stored);
+    let task = Task {
+        ctl,
+        parts,
+        sessions: BTreeMap::new(),
+        tx,
     };
-    let routes = nl.routes_v4().await.map_err(|e| e.to_string())?;
-    let (gateway, oif) = next_hop_towards(&routes, target).ok_or_else(|| format!("{me} has no route to {target}"))?;
-    nl.replace_route(&RouteSpec {
-        dst: vip,
-        prefix_len: 32,
-        gateway,
-        oif,
-        src: None,
-    })
-    .await
-    .map_err(|e| e.to_string())?;
-    // The data path: redirect the service's packets onto the local instance's veth, or stop.
-    if let Some(dp) = &shared.datapath {
-        if &r.serving_router == me {
-            let s = shared.clone();
-            let service = r.service.clone();
-            let link = tokio::task::spawn_blocking(move || {
-                s.domains
-                    .as_ref()?
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .instance_link(&service)
+    tokio::spawn(task.run(rx, first));
+    handle
+}
+
+struct Task<R> {
+    ctl: Controller,
+    parts: Parts<R>,
+    sessions: BTreeMap<u64, mpsc::Sender<Answer>>,
+    tx: mpsc::Sender<Msg>,
+}
+
+/// The local instances (domains named after their service) as the controller sees them.
+fn instances(s: &DomainsSnapshot) -> Vec<LocalInstance> {
+    s.domains
+        .iter()
+        .filter(|d| d.service.as_deref() == Some(d.name.as_str()))
+        .filter_map(|d| {
+            Some(LocalInstance {
+                service: ServiceId::new(d.name.as_str()).ok()?,
+                state: match &d.state {
+                    State::Running if d.ready => InstanceState::Ready,
+                    State::Running => InstanceState::Starting,
+                    State::Paused => InstanceState::Paused,
+                    State::Failed { .. } => InstanceState::Failed(d.state.to_string()),
+                    State::Created | State::Stopped | State::Destroyed => InstanceState::Stopped,
+                },
+                address: d.address,
+                link: d.link.as_ref().map(|l| Redirect {
+                    host_if: l.host_if.clone(),
+                    netns: l.netns.clone(),
+                    dom_if: l.dom_if.clone(),
+                }),
             })
-            .await
-            .map_err(|e| e.to_string())?;
-            match link {
-                Some((host_if, netns, dom_if)) => {
-                    if let Err(e) = dp.set_local(&r.service, &host_if, &netns, &dom_if) {
-                        warn!(service = %r.service, error = %e, "no XDP redirect to the local instance; the route carries it");
+        })
+        .collect()
+}
+
+/// Each router of the neighborhood and its controller's IPv4 address.
+fn addresses(n: &Neighborhood) -> BTreeMap<RouterId, std::net::Ipv4Addr> {
+    n.routers
+        .iter()
+        .filter_map(|r| Some((r.id.clone(), r.control_ipv4()?)))
+        .collect()
+}
+
+impl<R: Routes> Task<R> {
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>, first: Vec<Op>) {
+        let mut neighborhood = self.parts.neighborhood.clone();
+        let mut domains = self.parts.domains.as_ref().map(DomainsHandle::watch);
+        // What is known already, then the restored intents.
+        let mut ops = self
+            .ctl
+            .handle(Input::Addresses(addresses(&neighborhood.borrow_and_update())));
+        if let Some(d) = &mut domains {
+            ops.extend(self.ctl.handle(Input::Instances(instances(&d.borrow_and_update()))));
+        }
+        ops.extend(first);
+        self.execute(ops).await;
+        let mut tick = tokio::time::interval(RECONCILE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            let input = tokio::select! {
+                m = rx.recv() => match m {
+                    None => return,
+                    Some(Msg::Open { session, answers }) => {
+                        self.sessions.insert(session, answers);
+                        continue;
                     }
+                    Some(Msg::Close { session }) => {
+                        self.sessions.remove(&session);
+                        continue;
+                    }
+                    Some(Msg::InForce(reply)) => {
+                        let _ = reply.send(self.ctl.intents().clone());
+                        continue;
+                    }
+                    Some(Msg::Intents { session, intents }) => {
+                        let mut ops = Vec::new();
+                        for (intent_id, intent) in intents {
+                            info!(%intent, session, "intent");
+                            ops.extend(self.ctl.handle(Input::Intent { from: Origin { session, intent_id }, intent }));
+                        }
+                        self.execute(ops).await;
+                        continue;
+                    }
+                    Some(Msg::Ensured { service, present, outcome }) => Input::Ensured { service, present, outcome },
+                },
+                Ok(()) = neighborhood.changed() => Input::Addresses(addresses(&neighborhood.borrow_and_update())),
+                Some(Ok(())) = async { match &mut domains { Some(d) => Some(d.changed().await), None => None } } => {
+                    let list = instances(&domains.as_mut().expect("matched").borrow_and_update());
+                    Input::Instances(list)
                 }
-                None => dp.clear_local(&r.service),
-            }
-        } else {
-            dp.clear_local(&r.service);
+                _ = tick.tick() => Input::Tick,
+            };
+            let ops = self.ctl.handle(input);
+            self.execute(ops).await;
         }
     }
-    Ok(())
-}
 
-/// `10.0.0.1` of `10.0.0.1:7470`.
-fn host_of(address: &str) -> Option<Ipv4Addr> {
-    address.rsplit_once(':').map_or(address, |(h, _)| h).parse().ok()
-}
-
-/// Waits until domain `name` is healthy (or gives up after `timeout`), probing it every 50 ms
-/// meanwhile rather than at its configured interval: a move waits on this.
-pub async fn await_healthy(shared: &Arc<Shared>, name: &str, timeout: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let (healthy, probe) = shared.domains.as_ref().map_or((false, None), |d| {
-            let mut d = d.lock().unwrap_or_else(|p| p.into_inner());
-            if d.is_healthy(name) {
-                (true, None)
-            } else {
-                (false, d.probe_now(name))
-            }
-        });
-        if healthy {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("instance {name} did not become healthy within {timeout:?}"));
-        }
-        if let Some(p) = probe {
-            let s = shared.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                // Only a pass is recorded: these extra probes must not count a service that is
-                // still starting towards `unhealthy` (its own probes at their interval do).
-                let result = crate::health::run(&p);
-                if result.is_ok()
-                    && let Some(d) = &s.domains
-                {
-                    d.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .record_probes(vec![(p.domain.clone(), result)]);
+    /// Carries out ops in order; reconciles (at most once per call) where the first asks.
+    async fn execute(&mut self, ops: Vec<Op>) {
+        let mut reconcile = false;
+        for op in ops {
+            match op {
+                Op::Answer { to, outcome } => self.answer(to, outcome),
+                Op::Persist { key, intent } => {
+                    let k = format!("{KEY_PREFIX}{key}");
+                    let r = match &intent {
+                        Some(i) => self
+                            .parts
+                            .store
+                            .put_blob(&k, &serde_json::to_vec(i).expect("intents serialize")),
+                        None => self.parts.store.delete_blob(&k),
+                    };
+                    if let Err(e) = r {
+                        warn!(%key, error = %e, "cannot persist an intent");
+                    }
                 }
-            })
-            .await;
+                Op::Ensure { service, present } => self.ensure(service, present).await,
+                Op::Reconcile => reconcile = true,
+            }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        if reconcile {
+            let outcomes = self.reconcile().await;
+            let ops = self.ctl.handle(Input::Reconciled(outcomes));
+            Box::pin(self.execute(ops)).await;
+        }
+    }
+
+    fn answer(&self, to: Origin, outcome: Result<(), String>) {
+        if let Err(e) = &outcome {
+            warn!(session = to.session, intent = to.intent_id, error = %e, "intent failed");
+        }
+        if let Some(s) = self.sessions.get(&to.session) {
+            let _ = s.try_send(Answer {
+                intent_id: to.intent_id,
+                outcome,
+            });
+        }
+    }
+
+    /// Hands an ensure to the domains (it may take a while: a start) and feeds the outcome back
+    /// as a message, so intents keep flowing meanwhile.
+    async fn ensure(&mut self, service: ServiceId, present: bool) {
+        let Some(domains) = self.parts.domains.clone() else {
+            let outcome = Err(format!(
+                "{} runs no domains (no [domains] in its config)",
+                self.ctl.me()
+            ));
+            let ops = self.ctl.handle(Input::Ensured {
+                service,
+                present,
+                outcome,
+            });
+            Box::pin(self.execute(ops)).await;
+            return;
+        };
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let outcome = domains
+                .ensure(service.as_str(), present)
+                .await
+                .map_err(|e| e.to_string());
+            let _ = tx
+                .send(Msg::Ensured {
+                    service,
+                    present,
+                    outcome,
+                })
+                .await;
+        });
+    }
+
+    /// Looks the kernel up, plans and carries out the plan; the outcome of each rule concerned.
+    async fn reconcile(&mut self) -> BTreeMap<IntentKey, Result<(), String>> {
+        let lookups = self.ctl.lookups();
+        let mut view = KernelView::default();
+        for a in lookups.next_hops {
+            match self.parts.routes.next_hop(a).await {
+                Ok(nh) => {
+                    view.next_hops.insert(a, nh);
+                }
+                Err(e) => warn!(address = %a, error = %e, "route lookup failed"),
+            }
+        }
+        for v in lookups.vips {
+            match self.parts.routes.fib_match(v).await {
+                Ok(m) => {
+                    view.vips.insert(v, m);
+                }
+                Err(e) => warn!(vip = %v, error = %e, "route lookup failed"),
+            }
+        }
+        if let Some(dp) = &self.parts.datapath {
+            for (service, t) in dp.redirects().await {
+                if let Ok(s) = ServiceId::new(service) {
+                    view.redirects.insert(
+                        s,
+                        Redirect {
+                            host_if: t.host_if,
+                            netns: t.netns,
+                            dom_if: t.dom_if,
+                        },
+                    );
+                }
+            }
+        }
+        let plan = self.ctl.plan(&view);
+        let mut failed: BTreeMap<IntentKey, String> = BTreeMap::new();
+        for (key, op) in &plan.ops {
+            let r = match op {
+                DataplaneOp::ReplaceRoute(route) => {
+                    info!(dst = %route.dst, via = %route.gateway, oif = route.oif, %key, "VIP route");
+                    self.parts.routes.replace(route).await.map_err(|e| e.to_string())
+                }
+                DataplaneOp::DeleteRoute { dst, prefix_len } => {
+                    info!(%dst, %key, "VIP route withdrawn");
+                    self.parts
+                        .routes
+                        .delete(*dst, *prefix_len)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                DataplaneOp::SetRedirect { service, to } => match &self.parts.datapath {
+                    Some(dp) => {
+                        let target = LocalTarget {
+                            host_if: to.host_if.clone(),
+                            netns: to.netns.clone(),
+                            dom_if: to.dom_if.clone(),
+                        };
+                        // Without the redirect the route still carries the traffic.
+                        if let Err(e) = dp.redirect(service.as_str(), Some(target)).await {
+                            warn!(%service, error = %e, "no XDP redirect to the local instance; the route carries it");
+                        }
+                        Ok(())
+                    }
+                    None => Ok(()),
+                },
+                DataplaneOp::ClearRedirect { service } => {
+                    if let Some(dp) = &self.parts.datapath
+                        && let Err(e) = dp.redirect(service.as_str(), None).await
+                    {
+                        warn!(%service, error = %e, "cannot clear an XDP redirect");
+                    }
+                    Ok(())
+                }
+            };
+            if let Err(e) = r {
+                failed.entry(key.clone()).or_insert(e);
+            }
+        }
+        for (key, why) in &plan.unapplied {
+            tracing::debug!(%key, %why, "rule kept, not applied yet");
+        }
+        plan.outcomes(&failed)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn r(dst: [u8; 4], len: u8, gw: [u8; 4], oif: u32) -> RouteSpec {
-        RouteSpec {
-            dst: dst.into(),
-            prefix_len: len,
-            gateway: gw.into(),
-            oif,
-            src: None,
-        }
-    }
-
-    #[test]
-    fn the_longest_prefix_wins_and_on_link_targets_are_their_own_next_hop() {
-        let routes = vec![
-            r([0, 0, 0, 0], 0, [10, 0, 0, 1], 2),
-            r([10, 1, 0, 0], 16, [10, 0, 0, 2], 3),
-            r([10, 1, 2, 0], 24, [10, 0, 0, 3], 4),
-            r([10, 9, 9, 0], 30, [0, 0, 0, 0], 7),
-        ];
-        assert_eq!(
-            next_hop_towards(&routes, [10, 1, 2, 9].into()),
-            Some(([10, 0, 0, 3].into(), 4))
-        );
-        assert_eq!(
-            next_hop_towards(&routes, [10, 1, 3, 9].into()),
-            Some(([10, 0, 0, 2].into(), 3))
-        );
-        assert_eq!(
-            next_hop_towards(&routes, [192, 0, 2, 1].into()),
-            Some(([10, 0, 0, 1].into(), 2))
-        );
-        assert_eq!(
-            next_hop_towards(&routes, [10, 9, 9, 2].into()),
-            Some(([10, 9, 9, 2].into(), 7))
-        );
-        assert_eq!(next_hop_towards(&routes[1..], [192, 0, 2, 1].into()), None);
-    }
-
-    #[test]
-    fn intents_are_keyed_by_what_they_decide() {
-        let i = |kind| pb::Intent {
-            id: 1,
-            kind: Some(kind),
-        };
-        assert_eq!(
-            key(&i(Kind::ServiceInstance(pb::ServiceInstanceIntent {
-                service: "pabx".into(),
-                present: true
-            }))),
-            Some("instance/pabx".into())
-        );
-        assert_eq!(
-            key(&i(Kind::ServiceRule(pb::ServiceRuleIntent {
-                service: "pabx".into(),
-                ..Default::default()
-            }))),
-            Some("rule/pabx".into())
-        );
-        assert_eq!(key(&i(Kind::Policy(pb::PolicyIntent { text: String::new() }))), None);
-        assert_eq!(host_of("10.0.0.1:7470"), Some([10, 0, 0, 1].into()));
-        assert_eq!(host_of("10.0.0.1"), Some([10, 0, 0, 1].into()));
-        assert_eq!(host_of("r1:7470"), None);
-    }
-
-    #[test]
-    fn intents_persist_and_a_removal_forgets_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path()).unwrap());
-        let c = Controller::open(store.clone());
-        let start = pb::Intent {
-            id: 7,
-            kind: Some(Kind::ServiceInstance(pb::ServiceInstanceIntent {
-                service: "pabx".into(),
-                present: true,
-            })),
-        };
-        c.remember(&start);
-        let rule = pb::Intent {
-            id: 8,
-            kind: Some(Kind::ServiceRule(pb::ServiceRuleIntent {
-                service: "pabx".into(),
-                vip: "10.255.0.10".into(),
-                local: true,
-                serving_router: "fog".into(),
-            })),
-        };
-        c.remember(&rule);
-        let again = Controller::open(store.clone());
-        assert_eq!(again.intents().len(), 2);
-        assert_eq!(again.intents()["instance/pabx"], start);
-        let stop = pb::Intent {
-            id: 9,
-            kind: Some(Kind::ServiceInstance(pb::ServiceInstanceIntent {
-                service: "pabx".into(),
-                present: false,
-            })),
-        };
-        again.remember(&stop);
-        assert_eq!(
-            Controller::open(store).intents().keys().collect::<Vec<_>>(),
-            ["rule/pabx"]
-        );
-    }
-}
+mod tests;

@@ -1,40 +1,57 @@
 //! The router's XDP data path (`[datapath] xdp = true`): the classifier of `bpf/classifier.c` on
 //! every neighbor interface, knowing each catalog service by its VIP and ports. It counts the
-//! services' packets and new flows; every telemetry interval the new-flow events of its ring
-//! buffer, counted per second, become the `demand` of our adverts, which the orchestrators read.
-//! Everything else passes to the kernel untouched. When this router serves a service itself (a
-//! local service rule from the controller), the classifier redirects the service's packets
-//! straight onto the local instance's veth ([`DataPath::set_local`]); the VIP route the
-//! controller installs carries whatever XDP does not (packets from this router itself).
+//! services' packets and new flows; every telemetry interval the new-flow events, counted per
+//! second, become the `demand` of our adverts, which the orchestrators read. Everything else
+//! passes to the kernel untouched. When this router serves a service itself, the controller has
+//! the classifier redirect the service's packets straight onto the local instance's veth; the
+//! VIP route carries whatever XDP does not see (packets from this router itself, and fragments,
+//! which nftables marks: table `ip wuos`).
+//!
+//! [`DataPath`] works through the southbound traits ([`XdpMaps`], [`Nftables`]), so it is tested
+//! with their fakes; [`spawn`] gives it a task of its own and returns the handle the controller,
+//! the sampler and the admin API share.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
 use wuos_model::catalog::Proto as CatalogProto;
 use wuos_proto::pb;
-use wuos_southbound::xdp::{Classifier, LocalRule, Mode, Proto, ServiceId, ServiceKey, link_info};
+use wuos_southbound::nft::{NftError, Nftables};
+use wuos_southbound::xdp::{LocalTarget, Proto, ServiceId, ServiceKey, XdpError, XdpMaps};
 
-/// A catalog service as the data path knows it.
-#[derive(Clone, Debug)]
-pub struct ServiceSpec {
-    pub name: String,
-    pub vip: Ipv4Addr,
-    pub ports: Vec<(CatalogProto, u16)>,
+use crate::domains::ServiceSpec;
+
+/// Why the data path could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("{0}")]
+    Xdp(#[from] XdpError),
+    #[error("{0}")]
+    Nft(#[from] NftError),
+    #[error("the data path does not know service {0}")]
+    UnknownService(String),
+    #[error("the data path task is not running")]
+    Gone,
 }
 
-/// The attached classifier and the counters at the last sample.
+/// The nftables table of the data path's marks.
+pub const NFT_TABLE: &str = "wuos";
+
+/// The mark of service number `id` (the classifier's service id).
+pub fn mark(id: u32) -> u32 {
+    0x5700_0000 | id
+}
+
+/// The classifier, its service names and the redirects in force.
 pub struct DataPath {
-    classifier: Mutex<Classifier>,
+    xdp: Box<dyn XdpMaps>,
+    nft: Arc<dyn Nftables>,
     names: BTreeMap<u32, String>,
-    /// Domain veth ends (namespace, ifindex) that already run the receiving program.
-    receivers: Mutex<BTreeSet<(PathBuf, u32)>>,
-    /// The services redirected to a local instance now, and the veth.
-    local: Mutex<BTreeMap<String, String>>,
-    /// When demand was last reported.
-    last: Mutex<Instant>,
+    redirects: BTreeMap<String, LocalTarget>,
+    last_demand: Instant,
 }
 
 impl std::fmt::Debug for DataPath {
@@ -44,14 +61,12 @@ impl std::fmt::Debug for DataPath {
 }
 
 impl DataPath {
-    /// Loads the classifier onto `ifaces` (native mode, generic if the driver refuses) and
-    /// registers `services`.
-    pub fn start(ifaces: &[&str], services: &[ServiceSpec]) -> Result<Self, String> {
-        let mut c = match Classifier::attach(None, ifaces, Mode::Native) {
-            Ok(c) => c,
-            Err(native) => Classifier::attach(None, ifaces, Mode::Generic)
-                .map_err(|e| format!("native: {native}; generic: {e}"))?,
-        };
+    /// Registers `services` with the classifier and installs the nftables marks.
+    pub fn new(
+        mut xdp: Box<dyn XdpMaps>,
+        nft: Arc<dyn Nftables>,
+        services: &[ServiceSpec],
+    ) -> Result<Self, DatapathError> {
         let mut names = BTreeMap::new();
         for (i, s) in services.iter().enumerate() {
             let id = ServiceId(i as u32 + 1);
@@ -60,27 +75,26 @@ impl DataPath {
                     CatalogProto::Tcp => Proto::Tcp,
                     CatalogProto::Udp => Proto::Udp,
                 };
-                c.add_service(
+                xdp.add_service(
                     ServiceKey {
                         vip: s.vip,
                         port,
                         proto,
                     },
                     id,
-                )
-                .map_err(|e| e.to_string())?;
+                )?;
             }
             names.insert(id.0, s.name.clone());
         }
         // Where XDP does not see the traffic: packets the router sends itself (XDP runs on
         // ingress) and IP fragments (XDP cannot see their ports) are marked by nftables.
-        apply_nft(&nft_ruleset(services))?;
+        nft.apply(&nft_ruleset(services))?;
         Ok(Self {
-            classifier: Mutex::new(c),
+            xdp,
+            nft,
             names,
-            receivers: Mutex::new(BTreeSet::new()),
-            local: Mutex::new(BTreeMap::new()),
-            last: Mutex::new(Instant::now()),
+            redirects: BTreeMap::new(),
+            last_demand: Instant::now(),
         })
     }
 
@@ -91,104 +105,45 @@ impl DataPath {
             .map(|(&id, _)| ServiceId(id))
     }
 
-    /// Redirects `service`'s packets to the local instance behind `host_if` (this router's end of
-    /// its veth), whose other end `dom_if` lives in the namespace `dom_netns`.
-    pub fn set_local(
-        &self,
-        service: &str,
-        host_if: &str,
-        dom_netns: &std::path::Path,
-        dom_if: &str,
-    ) -> Result<(), String> {
-        let Some(id) = self.id_of(service) else {
-            return Err(format!("the data path does not know service {service}"));
-        };
-        let ns = std::fs::File::open(dom_netns).map_err(|e| format!("{}: {e}", dom_netns.display()))?;
-        let host = link_info(None, host_if).map_err(|e| e.to_string())?;
-        let dom = link_info(Some(&ns), dom_if).map_err(|e| e.to_string())?;
-        let mut c = self.classifier.lock().unwrap_or_else(|p| p.into_inner());
-        let mut receivers = self.receivers.lock().unwrap_or_else(|p| p.into_inner());
-        let key = (dom_netns.to_path_buf(), dom.index);
-        if c.mode() == Mode::Native && !receivers.contains(&key) {
-            // A native redirect onto a veth needs a program on its far end.
-            c.attach_receiver(Some(&ns), dom_if).map_err(|e| e.to_string())?;
-            receivers.insert(key);
-        }
-        c.set_local_rule(
-            id,
-            LocalRule {
-                ifindex: host.index,
-                dst_mac: dom.mac,
-                src_mac: host.mac,
-            },
-        )
-        .map_err(|e| e.to_string())?;
-        self.local
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(service.to_string(), host_if.to_string());
+    /// Redirects `service`'s packets to the local instance behind `to`.
+    pub fn redirect(&mut self, service: &str, to: &LocalTarget) -> Result<(), DatapathError> {
+        let id = self
+            .id_of(service)
+            .ok_or_else(|| DatapathError::UnknownService(service.into()))?;
+        self.xdp.redirect(id, to)?;
+        self.redirects.insert(service.to_string(), to.clone());
         Ok(())
     }
 
     /// Stops redirecting `service` (its packets follow the kernel's routes again).
-    pub fn clear_local(&self, service: &str) {
+    pub fn clear(&mut self, service: &str) -> Result<(), DatapathError> {
         if let Some(id) = self.id_of(service) {
-            let _ = self
-                .classifier
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clear_local_rule(id);
+            self.xdp.clear_redirect(id)?;
         }
-        self.local.lock().unwrap_or_else(|p| p.into_inner()).remove(service);
+        self.redirects.remove(service);
+        Ok(())
     }
 
-    /// Per service: packets and flows counted, and the veth it is redirected to, if any (for the
-    /// admin API).
-    pub fn summary(&self) -> Vec<(String, u64, u64, Option<String>)> {
-        let counters: BTreeMap<u32, (u64, u64)> = self
-            .classifier
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .counters()
-            .map(|v| v.into_iter().map(|(id, k)| (id.0, (k.packets, k.flows))).collect())
-            .unwrap_or_default();
-        let local = self.local.lock().unwrap_or_else(|p| p.into_inner());
-        self.names
-            .iter()
-            .map(|(id, n)| {
-                let (p, f) = counters.get(id).copied().unwrap_or_default();
-                (n.clone(), p, f, local.get(n).cloned())
-            })
-            .collect()
+    /// The redirects in force, by service.
+    pub fn redirects(&self) -> &BTreeMap<String, LocalTarget> {
+        &self.redirects
     }
 
-    /// The nftables table of the marks, as `nft list` shows it (counters included).
-    pub fn nft_table() -> String {
-        std::process::Command::new("nft")
-            .args(["list", "table", "ip", NFT_TABLE])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default()
-    }
-
-    /// New flows per second per service since the last call (the first call: since start) —
-    /// the new-flow events of the ring buffer, counted — and packets so far (the per-CPU
-    /// counters). Services without traffic yet are reported with 0.
-    pub fn demand(&self) -> Vec<pb::ServiceDemand> {
-        let mut c = self.classifier.lock().unwrap_or_else(|p| p.into_inner());
+    /// New flows per second per service since the last call (the first: since start) — the
+    /// new-flow events counted — and packets so far. Services without traffic are reported
+    /// with 0.
+    pub fn demand(&mut self, now: Instant) -> Vec<pb::ServiceDemand> {
         let mut new_flows: BTreeMap<u32, u64> = BTreeMap::new();
-        for e in c.drain_new_flows() {
+        for e in self.xdp.drain_new_flows() {
             *new_flows.entry(e.service.0).or_default() += 1;
         }
-        let packets: BTreeMap<u32, u64> = c
+        let packets = self
             .counters()
-            .map(|v| v.into_iter().map(|(id, k)| (id.0, k.packets)).collect())
-            .unwrap_or_default();
-        drop(c);
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        let secs = now.duration_since(*last).as_secs_f64().max(1e-3);
-        *last = now;
+            .into_iter()
+            .map(|(id, k)| (id, k.packets))
+            .collect::<BTreeMap<_, _>>();
+        let secs = now.duration_since(self.last_demand).as_secs_f64().max(1e-3);
+        self.last_demand = now;
         self.names
             .iter()
             .map(|(id, name)| pb::ServiceDemand {
@@ -198,20 +153,39 @@ impl DataPath {
             })
             .collect()
     }
+
+    fn counters(&self) -> Vec<(u32, wuos_southbound::xdp::ServiceCounters)> {
+        match self.xdp.counters() {
+            Ok(v) => v.into_iter().map(|(id, k)| (id.0, k)).collect(),
+            Err(e) => {
+                warn!(error = %e, "cannot read the data path's counters");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Per service: packets and flows counted, and the veth it is redirected to (the admin API).
+    pub fn summary(&self) -> Vec<pb::DataPathService> {
+        let counters: BTreeMap<u32, _> = self.counters().into_iter().collect();
+        self.names
+            .iter()
+            .map(|(id, n)| {
+                let k = counters.get(id).copied().unwrap_or_default();
+                pb::DataPathService {
+                    service: n.clone(),
+                    packets: k.packets,
+                    flows: k.flows,
+                    redirect_to: self.redirects.get(n).map(|t| t.host_if.clone()).unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
 }
 
 impl Drop for DataPath {
     fn drop(&mut self) {
-        let _ = apply_nft(&format!("delete table ip {NFT_TABLE}\n"));
+        let _ = self.nft.apply(&format!("delete table ip {NFT_TABLE}\n"));
     }
-}
-
-/// The nftables table of the data path's marks.
-pub const NFT_TABLE: &str = "wuos";
-
-/// The mark of service number `id` (the classifier's service id).
-pub fn mark(id: u32) -> u32 {
-    0x5700_0000 | id
 }
 
 /// The nftables ruleset (replacing any earlier one): per service, packets this router sends to
@@ -242,37 +216,100 @@ pub fn nft_ruleset(services: &[ServiceSpec]) -> String {
     )
 }
 
-fn apply_nft(script: &str) -> Result<(), String> {
-    use std::io::Write;
-    let mut child = std::process::Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run nft (apt-get install nftables): {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes()).map_err(|e| e.to_string())?;
+enum Msg {
+    Redirect {
+        service: String,
+        to: Option<LocalTarget>,
+        reply: oneshot::Sender<Result<(), DatapathError>>,
+    },
+    Redirects(oneshot::Sender<BTreeMap<String, LocalTarget>>),
+    Demand(oneshot::Sender<Vec<pb::ServiceDemand>>),
+    Summary(oneshot::Sender<Vec<pb::DataPathService>>),
+}
+
+/// The door into the data path's task; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct DatapathHandle {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl DatapathHandle {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Option<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(make(reply)).await.ok()?;
+        rx.await.ok()
     }
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("nft: {}", String::from_utf8_lossy(&out.stderr).trim()))
+
+    /// Redirects `service` to `to`, or (`None`) stops redirecting it.
+    pub async fn redirect(&self, service: &str, to: Option<LocalTarget>) -> Result<(), DatapathError> {
+        let service = service.to_string();
+        self.ask(|reply| Msg::Redirect { service, to, reply })
+            .await
+            .unwrap_or(Err(DatapathError::Gone))
     }
+
+    pub async fn redirects(&self) -> BTreeMap<String, LocalTarget> {
+        self.ask(Msg::Redirects).await.unwrap_or_default()
+    }
+
+    pub async fn demand(&self) -> Vec<pb::ServiceDemand> {
+        self.ask(Msg::Demand).await.unwrap_or_default()
+    }
+
+    pub async fn summary(&self) -> Vec<pb::DataPathService> {
+        self.ask(Msg::Summary).await.unwrap_or_default()
+    }
+}
+
+/// Gives `dp` a task of its own (map updates are quick system calls).
+pub fn spawn(mut dp: DataPath) -> DatapathHandle {
+    let (tx, mut rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            match m {
+                Msg::Redirect { service, to, reply } => {
+                    let r = match to {
+                        Some(to) => dp.redirect(&service, &to),
+                        None => dp.clear(&service),
+                    };
+                    let _ = reply.send(r);
+                }
+                Msg::Redirects(reply) => {
+                    let _ = reply.send(dp.redirects().clone());
+                }
+                Msg::Demand(reply) => {
+                    let _ = reply.send(dp.demand(Instant::now()));
+                }
+                Msg::Summary(reply) => {
+                    let _ = reply.send(dp.summary());
+                }
+            }
+        }
+    });
+    DatapathHandle { tx }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::{Ipv4Addr, SocketAddrV4};
+    use std::time::Duration;
+
+    use wuos_southbound::nft::RecordingNft;
+    use wuos_southbound::xdp::{FlowEvent, RecordingXdp, ServiceCounters, XdpCall};
+
     use super::*;
 
-    #[test]
-    fn the_ruleset_marks_each_service_on_output_and_its_fragments() {
-        let s = nft_ruleset(&[ServiceSpec {
+    fn pabx() -> ServiceSpec {
+        ServiceSpec {
             name: "pabx".into(),
             vip: Ipv4Addr::new(10, 255, 0, 10),
             ports: vec![(CatalogProto::Udp, 5060), (CatalogProto::Tcp, 5060)],
-        }]);
+        }
+    }
+
+    #[test]
+    fn the_ruleset_marks_each_service_on_output_and_its_fragments() {
+        let s = nft_ruleset(&[pabx()]);
         assert!(s.starts_with("add table ip wuos\ndelete table ip wuos\n"), "{s}");
         assert!(
             s.contains("ip daddr 10.255.0.10 udp dport 5060 counter meta mark set 0x57000001 comment \"pabx\""),
@@ -284,5 +321,78 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("type filter hook output priority mangle"), "{s}");
+    }
+
+    #[test]
+    fn services_are_classified_demand_is_counted_per_second_and_redirects_are_kept() {
+        let nft = Arc::new(RecordingNft::default());
+        let flow = |n: u16| FlowEvent {
+            service: ServiceId(1),
+            src: SocketAddrV4::new(Ipv4Addr::new(10, 254, 0, 1), n),
+            dst: SocketAddrV4::new(Ipv4Addr::new(10, 255, 0, 10), 5060),
+            proto: Proto::Udp,
+            ifindex: 2,
+            timestamp: Duration::ZERO,
+        };
+        let mut xdp = RecordingXdp {
+            flows: (0..6).map(flow).collect(),
+            ..Default::default()
+        };
+        xdp.counters.insert(
+            ServiceId(1),
+            ServiceCounters {
+                packets: 40,
+                bytes: 4000,
+                flows: 6,
+            },
+        );
+        let mut dp = DataPath::new(Box::new(xdp), nft.clone(), &[pabx()]).unwrap();
+        assert_eq!(nft.scripts().len(), 1, "the marks are installed");
+        let t0 = dp.last_demand;
+        let d = dp.demand(t0 + Duration::from_secs(2));
+        assert_eq!(
+            (d[0].service.as_str(), d[0].flows_per_s, d[0].packets),
+            ("pabx", 3.0, 40)
+        );
+        let d = dp.demand(t0 + Duration::from_secs(3));
+        assert_eq!(d[0].flows_per_s, 0.0, "the events were counted once");
+        let to = LocalTarget {
+            host_if: "d0".into(),
+            netns: "/run/netns/x".into(),
+            dom_if: "eth0".into(),
+        };
+        dp.redirect("pabx", &to).unwrap();
+        assert_eq!(dp.summary()[0].redirect_to, "d0");
+        assert!(matches!(
+            dp.redirect("nosuch", &to),
+            Err(DatapathError::UnknownService(_))
+        ));
+        dp.clear("pabx").unwrap();
+        assert!(dp.redirects().is_empty());
+        drop(dp);
+        assert_eq!(
+            nft.scripts().last().unwrap(),
+            "delete table ip wuos\n",
+            "removed on drop"
+        );
+    }
+
+    #[test]
+    fn the_fake_records_the_classifiers_calls() {
+        let mut xdp = RecordingXdp::default();
+        let to = LocalTarget {
+            host_if: "d0".into(),
+            netns: "/run/netns/x".into(),
+            dom_if: "eth0".into(),
+        };
+        xdp.redirect(ServiceId(1), &to).unwrap();
+        xdp.clear_redirect(ServiceId(1)).unwrap();
+        assert_eq!(
+            xdp.calls,
+            vec![
+                XdpCall::Redirect(ServiceId(1), to),
+                XdpCall::ClearRedirect(ServiceId(1))
+            ]
+        );
     }
 }

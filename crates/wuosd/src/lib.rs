@@ -1,30 +1,46 @@
-//! wuosd, the router daemon.
+//! wuosd, the router daemon: components that own their state and talk over channels (the
+//! diagram is in [`daemon`]).
 //!
 //! # Layout
-//! - [`controller`]: applies orchestrators' intents (instances, VIP routes), persists them.
-//! - [`daemon`]: the tasks around the protocol state machine (diagram there).
-//! - [`datapath`]: the XDP classifier on the router's interfaces (service counters, demand).
-//! - [`domains`]: the hypervisor layer: domains, admission, idle pool, re-adoption.
-//! - [`health`]: the catalog's health probes (tcp, udp, command) and their bookkeeping.
-//! - [`orchestration`]: the orchestrator host of fog routers (policy, decisions, sessions to
-//!   the controllers).
-//! - [`server`]: the Neighbor (hellos, flooding) and Control (session envelope) gRPC services.
-//! - [`admin`]: the local Status API on a Unix socket, and its client.
-//! - [`config`]: the TOML configuration and its validation.
-//! - [`store`]: the embedded redb store (boot ids, last own advert).
-//! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
+//! - [`daemon`]: wires the components together and runs them (diagram there).
+//! - [`protocol`]: the protocol task — owns the augmented SD-WAN protocol's state machine, sends
+//!   to neighbors, publishes the typed neighborhood.
+//! - [`sampler`]: samples the router every telemetry interval and hands the advert's contents to
+//!   the protocol task.
 //! - [`monitor`]: CPU, memory, IO, interface and pressure figures of the router, from `/proc` or
 //!   from the router's cgroup.
+//! - [`domains`]: the hypervisor layer — the domains manager over the typed domain lifecycle, its
+//!   health probes, and the thread that owns it.
+//! - [`controller`]: the controller task — intents in, instances ensured, VIP routes and XDP
+//!   redirects applied (`wuos-controller` is its state machine).
+//! - [`orchestration`]: the orchestrator task of fog routers — policy, decisions, placements kept
+//!   across restarts; [`delivery`] carries its intents to controllers (this router's in-process,
+//!   others' over Control sessions).
+//! - [`datapath`]: the XDP classifier's task (service counters, demand, redirects) and the
+//!   nftables marks.
+//! - [`server`]: the Neighbor and Control gRPC services (thin); [`wire`]: intents between their
+//!   typed and protocol forms.
+//! - [`admin`]: the local Admin API on a Unix socket (thin; protobuf conversion happens here).
+//! - [`config`]: the configuration (`wuos_model::daemon`).
+//! - [`store`]: the embedded redb store (boot ids, domains, intents, placements, decisions).
+//! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
+//! - [`clock`]: monotonic and wall-clock time.
 
 pub mod admin;
+pub mod clock;
 pub mod config;
 pub mod controller;
 pub mod daemon;
 pub mod datapath;
+pub mod delivery;
 pub mod domains;
-pub mod health;
 pub mod metrics;
 pub mod monitor;
 pub mod orchestration;
+pub mod protocol;
+pub mod sampler;
 pub mod server;
 pub mod store;
+#[cfg(test)]
+mod testing;
+pub mod wire;

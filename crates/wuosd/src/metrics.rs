@@ -146,22 +146,19 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` until the listener fails; `refresh` runs before each rendering (gauges
-/// mirrored from elsewhere are copied then, not on every change).
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, refresh: impl Fn() + Send + Sync + 'static) {
-    let refresh = Arc::new(refresh);
+/// Serves `GET /metrics` until the listener fails (the protocol task mirrors its counters into
+/// the gauges at its ticks).
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
     loop {
         let Ok((mut conn, _)) = listener.accept().await else {
             return;
         };
         let metrics = metrics.clone();
-        let refresh = refresh.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];
             let n = conn.read(&mut buf).await.unwrap_or(0);
             let req = String::from_utf8_lossy(&buf[..n]);
             let (status, body) = if req.starts_with("GET /metrics") {
-                refresh();
                 ("200 OK", metrics.render())
             } else {
                 ("404 Not Found", "only /metrics is served here\n".to_string())

@@ -1,180 +1,219 @@
-//! The orchestrator host (fog routers with `[orchestrator]`): feeds the pure
-//! [`wuos_orchestrator::Orchestrator`] with this router's view of its neighborhood, the demand the
-//! routers advertise and the controllers' answers, and carries out what it asks: intents over
-//! `Control` sessions to each router's controller, and decisions into the log.
+//! The orchestration component (fog routers with `[orchestrator]`): a task that owns the pure
+//! [`wuos_orchestrator::Orchestrator`], feeds it the typed neighborhood the protocol publishes,
+//! the controllers' answers and the operator's policy, and carries out what it asks: intents to
+//! controllers (this router's in-process, the others' over Control sessions), decisions into the
+//! log. Where each service is served is persisted at every change, and after a restart the
+//! placement is rebuilt from it and from the instances the neighborhood advertises
+//! ([`Input::Restore`]), so a restart neither points the VIPs back at the data centre nor
+//! orphans an instance.
 //!
 //! ```text
-//!  every telemetry interval: own advert + view ──Telemetry, Demand, Tick──▶ Orchestrator
-//!  controllers' Ack / IntentError ──InstanceReady / InstanceFailed──────────▶     │
-//!  wuos policy apply ──ReplacePolicy (parsed, services checked)─────────────▶     │
-//!        ◀── Intent{router} ── session to router's control_address ◀─────────────┤
-//!        ◀── Decision ── log (memory + store), `wuos decisions` ◀────────────────┘
+//!  every telemetry interval: neighborhood (watch) ──(first: Restore once the view settled)──┐
+//!                                       ──Demand, Telemetry, Tick───────────────────────────▶│ Orchestrator
+//!  controllers' answers ──InstanceReady / InstanceFailed────────────────────────────────────▶│
+//!  wuos policy apply ──ReplacePolicy (parsed, services checked)─────────────────────────────▶│
+//!        ◀── intents: Delivery (local controller session | Control session to the router) ◀──┤
+//!        ◀── decisions: log (memory + store), `wuos decisions` ◀─────────────────────────────┘
 //! ```
-//!
-//! Everything runs on one task that owns the orchestrator, so inputs are handled in order.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
-use tracing::{info, warn};
-use wuos_orchestrator::{Candidate, Config, Figures, Input, Intent, Orchestrator, Output, Placement, Policy, Role};
-use wuos_proto::pb;
-use wuos_proto::pb::session_envelope::Body;
-use wuos_proto::session::Session;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+use wuos_controller::Intent;
+use wuos_model::daemon::OrchestratorConfig;
+use wuos_model::{Classify, ErrorClass, RouterId, ServiceId};
+use wuos_orchestrator::{
+    AdvertisedInstance, Candidate, Config, Decision, Figures, Input, Orchestrator, Output, Placement, Policy,
+};
+use wuos_proto::neighborhood::Neighborhood;
 
-use crate::config::OrchestratorConfig;
-use crate::daemon::{Shared, unix_ns};
+use crate::clock::Clock;
+use crate::store::Store;
 
 /// Decisions kept (in memory and in the store).
 const MAX_DECISIONS: usize = 1000;
 const POLICY_KEY: &str = "orchestrator/policy";
 const DECISIONS_KEY: &str = "orchestrator/decisions";
+const SERVING_KEY: &str = "orchestrator/serving";
 
-/// Requests to the orchestration task.
-pub enum Event {
-    /// A controller answered.
-    Reply { router: String, body: Body },
-    /// `wuos policy apply`.
+/// A refused policy or request.
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestrationError {
+    /// The policy does not parse, or names a service the catalog does not know (`SOURCE:LINE:COL: …`).
+    #[error("{0}")]
+    Policy(String),
+    #[error("the orchestrator is not running")]
+    Gone,
+}
+
+impl Classify for OrchestrationError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            OrchestrationError::Policy(_) => ErrorClass::BadInput,
+            OrchestrationError::Gone => ErrorClass::Unavailable,
+        }
+    }
+}
+
+/// One decision, as logged and persisted.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DecisionRecord {
+    /// Wall clock, ms since the epoch.
+    pub at_unix_ms: i64,
+    pub service: String,
+    /// `move`, `abort`, `failure`, `retire`, `restore`, `orphan`.
+    pub kind: String,
+    /// Router names (the data centre by its name).
+    pub from: String,
+    pub to: String,
+    /// The rule that chose `to`, if one did.
+    #[serde(default)]
+    pub rule: String,
+    pub reason: String,
+    /// When the routers were told to send the service to `to` (a move, once the new instance was
+    /// ready).
+    #[serde(default)]
+    pub switched_unix_ms: Option<i64>,
+}
+
+/// The policy in force.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PolicyView {
+    /// Canonical text ("" when none).
+    pub text: String,
+    pub services: Vec<String>,
+}
+
+/// The decision log and where each service is served.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DecisionLog {
+    pub decisions: Vec<DecisionRecord>,
+    pub serving: BTreeMap<String, String>,
+}
+
+/// Where intents go. The daemon's: this router's controller in-process, other routers' over
+/// Control sessions; tests record them. An answer comes back later through the sender given at
+/// [`spawn`] as `(router, intent id, outcome)`.
+pub trait Delivery: Send + 'static {
+    /// Sends intent `id` to `router`'s controller, whose Control address (when it is not this
+    /// router) is `address`.
+    fn deliver(
+        &mut self,
+        router: &RouterId,
+        address: Option<SocketAddr>,
+        id: u64,
+        intent: Intent,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// A controller's answer to an intent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub router: RouterId,
+    pub intent_id: u64,
+    pub outcome: Result<(), String>,
+}
+
+enum Msg {
     ApplyPolicy {
         text: String,
         source: String,
-        done: oneshot::Sender<Result<pb::PolicyReply, String>>,
+        reply: oneshot::Sender<Result<PolicyView, OrchestrationError>>,
     },
+    Policy(oneshot::Sender<PolicyView>),
+    Decisions(oneshot::Sender<DecisionLog>),
 }
 
-/// What the admin API reads, and the door into the task.
-#[derive(Debug)]
-pub struct Orchestration {
-    events: mpsc::Sender<Event>,
-    log: Mutex<Log>,
+/// The door into the orchestration task.
+#[derive(Clone, Debug)]
+pub struct OrchestrationHandle {
+    tx: mpsc::Sender<Msg>,
 }
 
-#[derive(Debug, Default)]
-struct Log {
-    decisions: VecDeque<pb::DecisionRecord>,
-    policy: String,
-    services: Vec<String>,
-    serving: BTreeMap<String, String>,
-}
-
-impl Orchestration {
-    /// Applies a policy (through the task, so it takes effect in order).
-    pub async fn apply_policy(&self, text: String, source: String) -> Result<pb::PolicyReply, String> {
-        let (done, rx) = oneshot::channel();
-        self.events
-            .send(Event::ApplyPolicy { text, source, done })
+impl OrchestrationHandle {
+    /// Replaces the policy (through the task, so it takes effect in order).
+    pub async fn apply_policy(&self, text: String, source: String) -> Result<PolicyView, OrchestrationError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::ApplyPolicy { text, source, reply })
             .await
-            .map_err(|_| "the orchestrator is not running".to_string())?;
-        rx.await.map_err(|_| "the orchestrator stopped".to_string())?
+            .map_err(|_| OrchestrationError::Gone)?;
+        rx.await.map_err(|_| OrchestrationError::Gone)?
     }
 
-    pub fn policy(&self) -> pb::PolicyReply {
-        let l = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        pb::PolicyReply {
-            text: l.policy.clone(),
-            services: l.services.clone(),
-        }
+    pub async fn policy(&self) -> Result<PolicyView, OrchestrationError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Policy(reply))
+            .await
+            .map_err(|_| OrchestrationError::Gone)?;
+        rx.await.map_err(|_| OrchestrationError::Gone)
     }
 
-    pub fn decisions(&self) -> pb::DecisionList {
-        let l = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        pb::DecisionList {
-            decisions: l.decisions.iter().cloned().collect(),
-            serving: l.serving.clone().into_iter().collect(),
-        }
+    pub async fn decisions(&self) -> Result<DecisionLog, OrchestrationError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Decisions(reply))
+            .await
+            .map_err(|_| OrchestrationError::Gone)?;
+        rx.await.map_err(|_| OrchestrationError::Gone)
     }
 }
 
-/// Starts the orchestration task; returns the handle the daemon keeps.
-pub fn start(shared: Arc<Shared>, cfg: OrchestratorConfig) -> Arc<Orchestration> {
-    let (tx, rx) = mpsc::channel(256);
-    let mut log = Log::default();
-    if let Ok(Some(raw)) = shared.store.get_blob(DECISIONS_KEY)
-        && let Ok(d) = serde_json::from_slice::<Vec<serde_json::Value>>(&raw)
-    {
-        log.decisions = d.iter().filter_map(record_from_json).collect();
-    }
-    let o = Arc::new(Orchestration {
-        events: tx.clone(),
-        log: Mutex::new(log),
+/// What the orchestration task works with.
+pub struct Parts<D> {
+    pub me: RouterId,
+    pub cfg: OrchestratorConfig,
+    /// The telemetry interval: one round per interval.
+    pub interval: Duration,
+    /// How long to wait for the view to settle after a start before restoring anyway.
+    pub settle: Duration,
+    pub clock: Clock,
+    pub store: Arc<Store>,
+    pub neighborhood: watch::Receiver<Arc<Neighborhood>>,
+    /// The services the catalog knows (a policy naming others is refused).
+    pub catalog: Vec<String>,
+    pub delivery: D,
+}
+
+/// Starts the orchestration task; `replies` is where the delivery's answers arrive.
+pub fn spawn<D: Delivery>(parts: Parts<D>, replies: mpsc::Receiver<Reply>) -> OrchestrationHandle {
+    let (tx, rx) = mpsc::channel(64);
+    let mut host = Host::new(parts);
+    tokio::spawn(async move {
+        host.load_policy();
+        host.run(rx, replies).await;
     });
-    tokio::spawn(run(shared, cfg, o.clone(), tx, rx));
-    o
+    OrchestrationHandle { tx }
 }
 
-struct Task {
-    shared: Arc<Shared>,
-    cfg: OrchestratorConfig,
-    handle: Arc<Orchestration>,
-    events: mpsc::Sender<Event>,
+/// The orchestration task's state.
+pub(crate) struct Host<D> {
+    parts: Parts<D>,
     orch: Option<Orchestrator>,
-    links: HashMap<String, Link>,
+    policy: PolicyView,
     /// Intent id → (router, service, whether it starts an instance).
-    pending: HashMap<u64, (String, String, bool)>,
+    pending: HashMap<u64, (RouterId, String, bool)>,
     /// Stops and routes that could not be delivered (the router's controller was down), by
     /// (router, what they decide): sent again each round until delivered or superseded.
-    undelivered: BTreeMap<(String, String), pb::Intent>,
+    undelivered: BTreeMap<(RouterId, String), Intent>,
     next_id: u64,
-    session_id: u64,
+    decisions: VecDeque<DecisionRecord>,
+    /// Where each service was served at the last persist.
+    persisted: BTreeMap<String, String>,
+    /// The placements persisted before this start, until they are restored.
+    to_restore: Option<BTreeMap<String, String>>,
 }
 
-/// A session to one controller.
-struct Link {
-    session: Arc<Mutex<Session>>,
-    tx: mpsc::Sender<pb::SessionEnvelope>,
-}
-
-async fn run(
-    shared: Arc<Shared>,
-    cfg: OrchestratorConfig,
-    handle: Arc<Orchestration>,
-    events: mpsc::Sender<Event>,
-    mut rx: mpsc::Receiver<Event>,
-) {
-    let mut t = Task {
-        session_id: shared.boot_id().max(1),
-        shared,
-        cfg,
-        handle,
-        events,
-        orch: None,
-        links: HashMap::new(),
-        pending: HashMap::new(),
-        undelivered: BTreeMap::new(),
-        next_id: 1,
-    };
-    t.load_policy().await;
-    let mut tick = tokio::time::interval(t.shared.cfg.telemetry_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => t.telemetry().await,
-            ev = rx.recv() => match ev {
-                Some(Event::Reply { router, body }) => t.reply(router, body).await,
-                Some(Event::ApplyPolicy { text, source, done }) => {
-                    let r = t.replace_policy(&text, &source).await;
-                    let _ = done.send(r);
-                }
-                None => return,
-            },
-        }
-    }
-}
-
-fn role_of(r: pb::Role) -> Role {
-    match r {
-        pb::Role::Fog => Role::Fog,
-        pb::Role::Dc => Role::Dc,
-        pb::Role::Host => Role::Host,
-        pb::Role::Edge | pb::Role::Unspecified => Role::Edge,
-    }
-}
-
-fn figures(r: Option<&pb::Resources>) -> Figures {
-    let Some(r) = r else { return Figures::default() };
-    Figures {
+/// A candidate of the policy from a router of the neighborhood.
+fn candidate(r: &wuos_proto::neighborhood::RouterView) -> Candidate {
+    let figures = r.resources.map_or_else(Figures::default, |r| Figures {
         cpu_used_pct: Some(r.cpu_used_pct),
         mem_used_pct: Some(r.mem_used_pct),
         cpu_free_cores: Some(r.free_cpu_cores),
@@ -182,185 +221,266 @@ fn figures(r: Option<&pb::Resources>) -> Figures {
         cpu_pressure: r.cpu_pressure.map(|p| p.some_avg10),
         mem_pressure: r.mem_pressure.map(|p| p.some_avg10),
         io_pressure: r.io_pressure.map(|p| p.some_avg10),
+    });
+    Candidate {
+        name: r.id.to_string(),
+        hops: r.hops,
+        latency_ms: Some(r.latency_ms),
+        role: r.role,
+        stale: r.stale,
+        figures,
     }
 }
 
-impl Task {
+impl<D: Delivery> Host<D> {
+    pub(crate) fn new(parts: Parts<D>) -> Self {
+        let decisions = parts
+            .store
+            .get_blob(DECISIONS_KEY)
+            .ok()
+            .flatten()
+            .and_then(|raw| serde_json::from_slice::<VecDeque<DecisionRecord>>(&raw).ok())
+            .unwrap_or_default();
+        let persisted: BTreeMap<String, String> = parts
+            .store
+            .get_blob(SERVING_KEY)
+            .ok()
+            .flatten()
+            .and_then(|raw| serde_json::from_slice(&raw).ok())
+            .unwrap_or_default();
+        Host {
+            next_id: parts.clock.now_ms().max(1) << 16,
+            parts,
+            orch: None,
+            policy: PolicyView::default(),
+            pending: HashMap::new(),
+            undelivered: BTreeMap::new(),
+            decisions,
+            to_restore: Some(persisted.clone()),
+            persisted,
+        }
+    }
+
     fn config(&self) -> Config {
-        let mut c = Config::new(self.shared.cfg.router_id.clone(), self.cfg.datacenter.clone());
-        c.confirm_samples = self.cfg.confirm_samples;
-        c.drain_ms = self.cfg.drain.as_millis() as u64;
-        c.ready_timeout_ms = self.cfg.ready_timeout.as_millis() as u64;
-        c.min_demand_flows = self.cfg.min_demand_flows;
+        let mut c = Config::new(self.parts.me.to_string(), self.parts.cfg.datacenter.to_string());
+        c.confirm_samples = self.parts.cfg.confirm_samples;
+        c.drain_ms = self.parts.cfg.drain.as_millis() as u64;
+        c.ready_timeout_ms = self.parts.cfg.ready_timeout.as_millis() as u64;
+        c.min_demand_flows = self.parts.cfg.min_demand_flows;
         // Three missed telemetry intervals make the whole view stale.
-        c.max_staleness_ms = (self.shared.cfg.telemetry_interval.as_millis() as u64 * 3).max(1000);
+        c.max_staleness_ms = (self.parts.interval.as_millis() as u64 * 3).max(1000);
         c
     }
 
+    async fn run(&mut self, mut rx: mpsc::Receiver<Msg>, mut replies: mpsc::Receiver<Reply>) {
+        let mut tick = tokio::time::interval(self.parts.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.round().await,
+                Some(r) = replies.recv() => self.reply(r).await,
+                m = rx.recv() => match m {
+                    Some(Msg::ApplyPolicy { text, source, reply }) => {
+                        let r = self.replace_policy(&text, &source).await;
+                        let _ = reply.send(r);
+                    }
+                    Some(Msg::Policy(reply)) => {
+                        let _ = reply.send(self.policy.clone());
+                    }
+                    Some(Msg::Decisions(reply)) => {
+                        let _ = reply.send(self.log());
+                    }
+                    None => return,
+                },
+            }
+        }
+    }
+
     /// The policy from the store (applied earlier) or from the config file.
-    async fn load_policy(&mut self) {
+    pub(crate) fn load_policy(&mut self) {
         let stored = self
-            .shared
+            .parts
             .store
             .get_blob(POLICY_KEY)
             .ok()
             .flatten()
             .map(|b| (String::from_utf8_lossy(&b).into_owned(), "stored policy".to_string()));
         let from_file = || {
-            let p = self.cfg.policy.as_ref()?;
+            let p = self.parts.cfg.policy.as_ref()?;
             Some((std::fs::read_to_string(p).ok()?, p.display().to_string()))
         };
-        if let Some((text, source)) = stored.or_else(from_file)
-            && let Err(e) = self.replace_policy(&text, &source).await
-        {
-            warn!(error = %e, "the orchestrator starts without a policy");
+        if let Some((text, source)) = stored.or_else(from_file) {
+            // Installed without outputs: a new orchestrator decides nothing before its first
+            // round (and its restore).
+            match self.parse_policy(&text, &source) {
+                Ok(p) => {
+                    self.install(p, None);
+                }
+                Err(e) => warn!(error = %e, "the orchestrator starts without a policy"),
+            }
         }
     }
 
-    /// Parses, checks and installs a policy; the one in force stays on error.
-    async fn replace_policy(&mut self, text: &str, source: &str) -> Result<pb::PolicyReply, String> {
-        let policy = Policy::parse(text).map_err(|e| format!("{source}:{e}"))?;
-        let known = self.known_services().await;
-        let known_ref: Vec<&str> = known.iter().map(String::as_str).collect();
-        policy.check_services(&known_ref).map_err(|e| format!("{source}:{e}"))?;
+    fn parse_policy(&self, text: &str, source: &str) -> Result<Policy, OrchestrationError> {
+        let policy = Policy::parse(text).map_err(|e| OrchestrationError::Policy(format!("{source}:{e}")))?;
+        let known: Vec<&str> = self.parts.catalog.iter().map(String::as_str).collect();
+        policy
+            .check_services(&known)
+            .map_err(|e| OrchestrationError::Policy(format!("{source}:{e}")))?;
+        Ok(policy)
+    }
+
+    /// Puts `policy` in force; returns the orchestrator's outputs (none for a new orchestrator).
+    fn install(&mut self, policy: Policy, source: Option<&str>) -> Vec<Output> {
         let canonical = policy.to_string();
         let services: Vec<String> = policy.services.iter().map(|s| s.name.clone()).collect();
         let outputs = match &mut self.orch {
             Some(o) => o.handle(Input::ReplacePolicy(policy)),
             None => {
-                let cfg = self.config();
-                cfg.validate().map_err(|e| e.to_string())?;
-                self.orch = Some(Orchestrator::new(cfg, policy));
+                self.orch = Some(Orchestrator::new(self.config(), policy));
                 Vec::new()
             }
         };
-        let _ = self.shared.store.put_blob(POLICY_KEY, canonical.as_bytes());
+        if source.is_some()
+            && let Err(e) = self.parts.store.put_blob(POLICY_KEY, canonical.as_bytes())
         {
-            let mut l = self.handle.log.lock().unwrap_or_else(|p| p.into_inner());
-            l.policy = canonical.clone();
-            l.services = services.clone();
+            warn!(error = %e, "cannot persist the policy");
         }
-        info!(%source, services = ?services, "policy applied");
-        self.execute(outputs).await;
-        Ok(pb::PolicyReply {
+        self.policy = PolicyView {
             text: canonical,
             services,
-        })
+        };
+        outputs
     }
 
-    /// The services the catalog knows (this router's; a fog router without domains knows none).
-    async fn known_services(&self) -> Vec<String> {
-        let s = self.shared.clone();
-        tokio::task::spawn_blocking(move || {
-            s.domains
-                .as_ref()
-                .map(|d| d.lock().unwrap_or_else(|p| p.into_inner()).catalog_services())
-                .unwrap_or_default()
-        })
-        .await
-        .unwrap_or_default()
+    /// Parses, checks and installs a policy; the one in force stays on error.
+    pub(crate) async fn replace_policy(&mut self, text: &str, source: &str) -> Result<PolicyView, OrchestrationError> {
+        let policy = self.parse_policy(text, source)?;
+        let outputs = self.install(policy, Some(source));
+        info!(%source, services = ?self.policy.services, "policy applied");
+        self.execute(outputs).await;
+        Ok(self.policy.clone())
     }
 
-    /// One round: intents owed to controllers that were down, the neighborhood's figures and
-    /// demand, then a tick.
-    async fn telemetry(&mut self) {
+    /// Whether the view has settled enough after a start to restore the placements: every router
+    /// that served a service before is heard of (fresh), or `settle` has passed.
+    fn settled(&self, n: &Neighborhood, placements: &BTreeMap<String, String>) -> bool {
+        if self.parts.clock.now_ms() >= self.parts.settle.as_millis() as u64 {
+            return true;
+        }
+        placements
+            .values()
+            .filter(|r| **r != self.parts.cfg.datacenter)
+            .all(|r| n.get(r).is_some_and(|v| !v.stale))
+    }
+
+    /// One round: after a start, the restore; then intents owed to controllers that were down,
+    /// the neighborhood's figures and demand, and a tick.
+    pub(crate) async fn round(&mut self) {
         if self.orch.is_none() {
             return;
         }
-        let owed: Vec<((String, String), pb::Intent)> =
+        let n = self.parts.neighborhood.borrow().clone();
+        if n.get(self.parts.me.as_str()).is_none() {
+            // Not even our own advert yet.
+            return;
+        }
+        let now_ms = self.parts.clock.now_ms();
+        if let Some(placements) = self.to_restore.take() {
+            if !self.settled(&n, &placements) {
+                self.to_restore = Some(placements);
+                return;
+            }
+            let instances: Vec<AdvertisedInstance> = n
+                .routers
+                .iter()
+                .filter(|r| !r.stale)
+                .flat_map(|r| {
+                    r.instances
+                        .iter()
+                        .filter(|i| i.name == i.service)
+                        .map(|i| AdvertisedInstance {
+                            service: i.service.clone(),
+                            router: r.id.to_string(),
+                            ready: i.ready,
+                        })
+                })
+                .collect();
+            info!(placements = ?placements, instances = instances.len(), "restoring the placements");
+            let outputs = self.orchestrator().handle(Input::Restore {
+                now_ms,
+                placements,
+                instances,
+            });
+            self.execute(outputs).await;
+        }
+        let owed: Vec<((RouterId, String), Intent)> =
             self.undelivered.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         for ((router, key), intent) in owed {
-            let body = Body::Intents(pb::IntentBatch { intents: vec![intent] });
-            if self.deliver(&router, body).await.is_ok() {
+            let id = self.next_id();
+            let address = n.get(router.as_str()).and_then(|r| r.control_address);
+            if self.parts.delivery.deliver(&router, address, id, intent).await.is_ok() {
                 info!(%router, %key, "delivered an intent owed since the controller was down");
                 self.undelivered.remove(&(router, key));
             }
         }
-        let now = self.shared.now_ms();
-        let status = self.shared.status();
-        let me = self.shared.cfg.router_id.to_string();
-        let mut candidates = Vec::new();
-        let mut demand = Vec::new();
-        if let Some(own) = &status.own {
-            candidates.push(Candidate {
-                name: me.clone(),
-                hops: 0,
-                latency_ms: Some(0.0),
-                role: role_of(own.role()),
-                stale: false,
-                figures: figures(own.resources.as_ref()),
-            });
-            demand.extend(own.demand.iter().map(|d| (me.clone(), d.clone())));
-        }
-        for v in &status.view {
-            let Some(a) = &v.advert else { continue };
-            candidates.push(Candidate {
-                name: a.origin.clone(),
-                hops: v.hops,
-                latency_ms: Some(v.latency_ms.max(0.0)),
-                role: role_of(a.role()),
-                stale: v.stale,
-                figures: figures(a.resources.as_ref()),
-            });
-            if !v.stale {
-                demand.extend(a.demand.iter().map(|d| (a.origin.clone(), d.clone())));
-            }
-        }
         let mut outputs = Vec::new();
-        if let Some(o) = &mut self.orch {
-            for (router, d) in demand {
+        let o = self.orchestrator();
+        for r in &n.routers {
+            if r.stale {
+                continue;
+            }
+            for (service, flows) in &r.demand {
                 outputs.extend(o.handle(Input::Demand {
-                    now_ms: now,
-                    service: d.service,
-                    router,
-                    flows: d.flows_per_s,
+                    now_ms,
+                    service: service.clone(),
+                    router: r.id.to_string(),
+                    flows: *flows,
                 }));
             }
-            outputs.extend(o.handle(Input::Telemetry {
-                now_ms: now,
-                candidates,
-            }));
-            outputs.extend(o.handle(Input::Tick { now_ms: now }));
         }
+        outputs.extend(o.handle(Input::Telemetry {
+            now_ms,
+            candidates: n.routers.iter().map(candidate).collect(),
+        }));
+        outputs.extend(o.handle(Input::Tick { now_ms }));
         self.execute(outputs).await;
     }
 
-    async fn reply(&mut self, router: String, body: Body) {
-        let (ids, failure): (Vec<u64>, Option<String>) = match body {
-            Body::Ack(a) => (a.intent_ids, None),
-            Body::Error(e) => (vec![e.intent_id], Some(format!("{}: {}", e.code, e.message))),
-            Body::Intents(_) => return,
+    fn orchestrator(&mut self) -> &mut Orchestrator {
+        self.orch.as_mut().expect("called with a policy in force")
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    pub(crate) async fn reply(&mut self, r: Reply) {
+        let Some((to, service, start)) = self.pending.remove(&r.intent_id) else {
+            if let Err(e) = &r.outcome {
+                warn!(router = %r.router, error = %e, "controller reported an error");
+            }
+            return;
         };
-        let mut outputs = Vec::new();
-        for id in ids {
-            let Some((to, service, start)) = self.pending.remove(&id) else {
-                if let Some(f) = &failure {
-                    warn!(%router, error = %f, "controller reported an error");
-                }
-                continue;
-            };
-            if to != router {
-                continue;
-            }
-            match (&failure, start) {
-                (None, true) => {
-                    if let Some(o) = &mut self.orch {
-                        outputs.extend(o.handle(Input::InstanceReady { service, router: to }));
-                    }
-                }
-                (Some(reason), true) => {
-                    if let Some(o) = &mut self.orch {
-                        outputs.extend(o.handle(Input::InstanceFailed {
-                            service,
-                            router: to,
-                            reason: reason.clone(),
-                        }));
-                    }
-                }
-                (Some(reason), false) => warn!(router = %to, %service, %reason, "intent failed"),
-                (None, false) => {}
-            }
+        if to != r.router {
+            return;
         }
+        let router = to.to_string();
+        let input = match (r.outcome, start) {
+            (Ok(()), true) => Input::InstanceReady { service, router },
+            (Err(reason), true) => Input::InstanceFailed {
+                service,
+                router,
+                reason,
+            },
+            (Err(reason), false) => {
+                warn!(%router, %service, %reason, "intent failed");
+                return;
+            }
+            (Ok(()), false) => return,
+        };
+        let outputs = self.orchestrator().handle(input);
         self.execute(outputs).await;
     }
 
@@ -368,96 +488,101 @@ impl Task {
         for out in outputs {
             match out {
                 Output::Intent { router, intent } => {
-                    if let Intent::RouteService { service, .. } = &intent {
+                    if let wuos_orchestrator::Intent::RouteService { service, .. } = &intent {
                         self.mark_switched(service);
                     }
-                    self.send(router, intent).await
+                    self.send(router, intent).await;
                 }
                 Output::Decision(d) => self.record(d),
-                Output::Ignored { reason } => tracing::debug!(%reason, "orchestrator ignored an input"),
+                Output::Ignored { reason } => debug!(%reason, "orchestrator ignored an input"),
             }
         }
-        let serving: BTreeMap<String, String> = self
-            .orch
-            .iter()
-            .flat_map(|o| {
-                o.services()
-                    .map(|(n, s)| (n.to_string(), self.name_of(s.phase().serving())))
-            })
-            .collect();
-        self.handle.log.lock().unwrap_or_else(|p| p.into_inner()).serving = serving;
+        let serving = self.orch.as_ref().map(Orchestrator::serving).unwrap_or_default();
+        if serving != self.persisted {
+            match self
+                .parts
+                .store
+                .put_blob(SERVING_KEY, &serde_json::to_vec(&serving).expect("a map serializes"))
+            {
+                Ok(()) => self.persisted = serving,
+                Err(e) => warn!(error = %e, "cannot persist where services are served"),
+            }
+        }
     }
 
     /// Notes when the latest move of `service` switched its routes.
     fn mark_switched(&mut self, service: &str) {
-        let mut l = self.handle.log.lock().unwrap_or_else(|p| p.into_inner());
-        let last = l
+        let now = self.parts.clock.unix_ms_at(self.parts.clock.now_ms());
+        if let Some(d) = self
             .decisions
             .iter_mut()
             .rev()
-            .find(|d| d.service == service && d.kind != "abort");
-        if let Some(d) = last
-            && d.switched_unix_ms == 0
+            .find(|d| d.service == service && matches!(d.kind.as_str(), "move" | "retire"))
+            && d.switched_unix_ms.is_none()
         {
-            d.switched_unix_ms = unix_ns() / 1_000_000;
+            d.switched_unix_ms = Some(now);
         }
     }
 
     fn name_of(&self, p: &Placement) -> String {
         match p {
-            Placement::Local => self.shared.cfg.router_id.to_string(),
+            Placement::Local => self.parts.me.to_string(),
             Placement::Router(r) => r.clone(),
-            Placement::Datacenter => self.cfg.datacenter.to_string(),
+            Placement::Datacenter => self.parts.cfg.datacenter.to_string(),
         }
     }
 
-    fn record(&mut self, d: wuos_orchestrator::Decision) {
+    fn record(&mut self, d: Decision) {
         info!(decision = %d, "orchestrator decision");
-        let now_ms = self.shared.now_ms();
-        let at_unix_ms = unix_ns() / 1_000_000 - now_ms.saturating_sub(d.at_ms) as i64;
-        let rec = pb::DecisionRecord {
-            at_unix_ms,
+        let rec = DecisionRecord {
+            at_unix_ms: self.parts.clock.unix_ms_at(d.at_ms),
             service: d.service.clone(),
             kind: d.kind.to_string(),
             from: self.name_of(&d.from),
             to: self.name_of(&d.to),
             rule: d.rule.map(|r| r.to_string()).unwrap_or_default(),
             reason: d.reason.clone(),
-            switched_unix_ms: 0,
+            switched_unix_ms: None,
         };
-        let mut l = self.handle.log.lock().unwrap_or_else(|p| p.into_inner());
-        l.decisions.push_back(rec);
-        while l.decisions.len() > MAX_DECISIONS {
-            l.decisions.pop_front();
+        self.decisions.push_back(rec);
+        while self.decisions.len() > MAX_DECISIONS {
+            self.decisions.pop_front();
         }
-        let json: Vec<serde_json::Value> = l.decisions.iter().map(record_json).collect();
-        if let Ok(raw) = serde_json::to_vec(&json) {
-            let _ = self.shared.store.put_blob(DECISIONS_KEY, &raw);
+        if let Ok(raw) = serde_json::to_vec(&self.decisions) {
+            let _ = self.parts.store.put_blob(DECISIONS_KEY, &raw);
         }
     }
 
-    /// Sends one intent to `router`'s controller (a start that cannot be delivered fails at once).
-    async fn send(&mut self, router: String, intent: Intent) {
-        let id = self.next_id;
-        self.next_id += 1;
-        let (kind, service, start) = match intent {
-            Intent::StartInstance { service } => (
-                pb::intent::Kind::ServiceInstance(pb::ServiceInstanceIntent {
-                    service: service.clone(),
+    /// Sends one orchestrator intent to `router`'s controller (a start that cannot be delivered
+    /// fails at once; stops and routes are owed until the controller is back).
+    async fn send(&mut self, router: String, intent: wuos_orchestrator::Intent) {
+        use wuos_orchestrator::Intent as O;
+        let Ok(to) = RouterId::new(router.as_str()) else {
+            warn!(%router, "not a router id; intent dropped");
+            return;
+        };
+        let (typed, service, start) = match intent {
+            O::StartInstance { service } | O::StopInstance { service } if ServiceId::new(service.as_str()).is_err() => {
+                warn!(%service, "not a service name; intent dropped");
+                return;
+            }
+            O::StartInstance { service } => (
+                Intent::Instance {
+                    service: ServiceId::new(service.as_str()).expect("checked above"),
                     present: true,
-                }),
+                },
                 service,
                 true,
             ),
-            Intent::StopInstance { service } => (
-                pb::intent::Kind::ServiceInstance(pb::ServiceInstanceIntent {
-                    service: service.clone(),
+            O::StopInstance { service } => (
+                Intent::Instance {
+                    service: ServiceId::new(service.as_str()).expect("checked above"),
                     present: false,
-                }),
+                },
                 service,
                 false,
             ),
-            Intent::RouteService {
+            O::RouteService {
                 service,
                 vip,
                 to_router,
@@ -466,133 +591,55 @@ impl Task {
                     warn!(%service, "the policy gives the service no VIP (match ... to ADDRESS): nothing to route");
                     return;
                 };
+                let (Ok(s), Ok(serving)) = (ServiceId::new(service.as_str()), RouterId::new(to_router.as_str())) else {
+                    warn!(%service, %to_router, "not a service or router name; intent dropped");
+                    return;
+                };
                 (
-                    pb::intent::Kind::ServiceRule(pb::ServiceRuleIntent {
-                        service: service.clone(),
-                        vip: vip.to_string(),
-                        local: to_router == router,
-                        serving_router: to_router,
-                    }),
+                    Intent::Rule {
+                        service: s,
+                        vip,
+                        serving: Some(serving),
+                    },
                     service,
                     false,
                 )
             }
         };
-        self.pending.insert(id, (router.clone(), service.clone(), start));
-        let key = match &kind {
-            pb::intent::Kind::ServiceRule(_) => format!("rule/{service}"),
-            _ => format!("instance/{service}"),
-        };
-        let intent = pb::Intent { id, kind: Some(kind) };
+        let key = typed.key().to_string();
+        let id = self.next_id();
+        self.pending.insert(id, (to.clone(), service.clone(), start));
         // A newer intent supersedes one still owed.
-        self.undelivered.remove(&(router.clone(), key.clone()));
-        let batch = Body::Intents(pb::IntentBatch {
-            intents: vec![intent.clone()],
-        });
-        if let Err(e) = self.deliver(&router, batch).await {
-            warn!(%router, %service, error = %e, "cannot deliver an intent");
+        self.undelivered.remove(&(to.clone(), key.clone()));
+        let address = self
+            .parts
+            .neighborhood
+            .borrow()
+            .get(to.as_str())
+            .and_then(|r| r.control_address);
+        if let Err(e) = self.parts.delivery.deliver(&to, address, id, typed.clone()).await {
+            warn!(router = %to, %service, error = %e, "cannot deliver an intent");
             self.pending.remove(&id);
-            if !start {
-                // Stops and routes are owed until the controller is back.
-                self.undelivered.insert((router.clone(), key), intent);
-            }
-            if start && let Some(o) = &mut self.orch {
-                let outputs = o.handle(Input::InstanceFailed {
+            if start {
+                let outputs = self.orchestrator().handle(Input::InstanceFailed {
                     service,
-                    router,
+                    router: to.to_string(),
                     reason: e,
                 });
                 Box::pin(self.execute(outputs)).await;
+            } else {
+                self.undelivered.insert((to, key), typed);
             }
         }
     }
 
-    async fn deliver(&mut self, router: &str, body: Body) -> Result<(), String> {
-        // A session whose stream ended (the controller restarted) is opened again.
-        if self.links.get(router).is_some_and(|l| l.tx.is_closed()) {
-            self.links.remove(router);
+    pub(crate) fn log(&self) -> DecisionLog {
+        DecisionLog {
+            decisions: self.decisions.iter().cloned().collect(),
+            serving: self.orch.as_ref().map(Orchestrator::serving).unwrap_or_default(),
         }
-        if !self.links.contains_key(router) {
-            let link = self.connect(router).await?;
-            self.links.insert(router.to_string(), link);
-        }
-        let link = &self.links[router];
-        let env = link.session.lock().unwrap_or_else(|p| p.into_inner()).envelope(body);
-        self.shared.metrics.bytes("sent", prost::Message::encoded_len(&env));
-        if link.tx.send(env).await.is_err() {
-            self.links.remove(router);
-            return Err(format!("the session to {router} closed"));
-        }
-        Ok(())
-    }
-
-    async fn connect(&self, router: &str) -> Result<Link, String> {
-        let address = self
-            .shared
-            .control_address_of(router)
-            .ok_or_else(|| format!("{router} is not in the view (no control address)"))?;
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| e.to_string())?
-            .connect_timeout(Duration::from_secs(2));
-        let channel = endpoint
-            .connect()
-            .await
-            .map_err(|e| format!("cannot connect to {router}'s controller at {address}: {e}"))?;
-        let mut client = pb::control_client::ControlClient::new(channel);
-        let (tx, rx) = mpsc::channel::<pb::SessionEnvelope>(64);
-        let mut replies = client
-            .session(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-            .map_err(|e| format!("{router} refused the session: {}", e.message()))?
-            .into_inner();
-        let session = Arc::new(Mutex::new(Session::opened(
-            self.shared.cfg.router_id.clone(),
-            self.session_id,
-        )));
-        let (events, session2, name) = (self.events.clone(), session.clone(), router.to_string());
-        tokio::spawn(async move {
-            while let Ok(Some(env)) = replies.message().await {
-                let checked = session2
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .receive(&env)
-                    .cloned();
-                match checked {
-                    Ok(body) => {
-                        let _ = events
-                            .send(Event::Reply {
-                                router: name.clone(),
-                                body,
-                            })
-                            .await;
-                    }
-                    Err(e) => warn!(router = %name, body = ?e.body, "bad envelope from a controller"),
-                }
-            }
-            info!(router = %name, "session to the controller ended");
-        });
-        info!(%router, %address, "session to the controller opened");
-        Ok(Link { session, tx })
     }
 }
 
-fn record_json(d: &pb::DecisionRecord) -> serde_json::Value {
-    serde_json::json!({
-        "at_unix_ms": d.at_unix_ms, "service": d.service, "kind": d.kind, "from": d.from,
-        "to": d.to, "rule": d.rule, "reason": d.reason, "switched_unix_ms": d.switched_unix_ms,
-    })
-}
-
-fn record_from_json(v: &serde_json::Value) -> Option<pb::DecisionRecord> {
-    let s = |k: &str| v[k].as_str().map(str::to_string);
-    Some(pb::DecisionRecord {
-        at_unix_ms: v["at_unix_ms"].as_i64()?,
-        service: s("service")?,
-        kind: s("kind")?,
-        from: s("from")?,
-        to: s("to")?,
-        rule: s("rule").unwrap_or_default(),
-        reason: s("reason").unwrap_or_default(),
-        switched_unix_ms: v["switched_unix_ms"].as_i64().unwrap_or(0),
-    })
-}
+#[cfg(test)]
+mod tests;

@@ -1,30 +1,30 @@
-//! The Neighbor gRPC service: thin — it validates through the state machine and maps refusals to
-//! `invalid_argument` with the reason, counted by reason.
+//! The protocol's gRPC services, thin: `Neighbor` hands hellos and floods to the protocol task
+//! and maps refusals to `invalid_argument` with the reason, counted by reason; `Control` runs one
+//! task per session that checks envelopes, converts intents ([`crate::wire`]) and hands them to
+//! the controller task, and sends its answers back as `Ack` or `IntentError`.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use prost::Message;
+use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 use tracing::warn;
 use wuos_proto::MAX_MESSAGE_BYTES;
 use wuos_proto::pb;
 use wuos_proto::pb::neighbor_server::{Neighbor, NeighborServer};
+use wuos_proto::pb::session_envelope::Body;
+use wuos_proto::session::Session;
 
-use crate::daemon::Shared;
-
-pub struct NeighborSvc(Arc<Shared>);
-
-impl std::fmt::Debug for NeighborSvc {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("NeighborSvc")
-    }
-}
+use crate::controller::ControllerHandle;
+use crate::metrics::Metrics;
+use crate::protocol::ProtocolHandle;
 
 /// Counts every reply that carries a non-OK gRPC status, by code — including what tonic refuses
 /// before a handler runs (undecodable protobuf, a message over the transport limit) — and logs it.
 pub fn count_errors(
-    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    metrics: Arc<Metrics>,
 ) -> impl Fn(tonic::codegen::http::Response<tonic::body::Body>) -> tonic::codegen::http::Response<tonic::body::Body> + Clone
 {
     move |resp| {
@@ -42,16 +42,38 @@ pub fn count_errors(
     }
 }
 
+pub struct NeighborSvc {
+    protocol: ProtocolHandle,
+    metrics: Arc<Metrics>,
+    /// Each configured neighbor's address: a message naming it must come from there.
+    neighbors: HashMap<String, IpAddr>,
+}
+
+impl std::fmt::Debug for NeighborSvc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NeighborSvc")
+    }
+}
+
 /// The service, with a decoding limit above the protocol's, so that an oversized message reaches
 /// the handler and is refused *and counted* there (a larger one is refused by tonic itself).
-pub fn neighbor_service(shared: Arc<Shared>) -> NeighborServer<NeighborSvc> {
-    NeighborServer::new(NeighborSvc(shared)).max_decoding_message_size(4 * MAX_MESSAGE_BYTES)
+pub fn neighbor_service(
+    protocol: ProtocolHandle,
+    metrics: Arc<Metrics>,
+    neighbors: HashMap<String, IpAddr>,
+) -> NeighborServer<NeighborSvc> {
+    NeighborServer::new(NeighborSvc {
+        protocol,
+        metrics,
+        neighbors,
+    })
+    .max_decoding_message_size(4 * MAX_MESSAGE_BYTES)
 }
 
 impl NeighborSvc {
     /// Refuses a message: counted under `label`, logged with the full reason.
     fn refuse(&self, what: &str, label: &str, reason: String) -> Status {
-        self.0.metrics.reject(label);
+        self.metrics.reject(label);
         warn!(message = what, %reason, "refused a protocol message");
         Status::invalid_argument(reason)
     }
@@ -62,15 +84,8 @@ impl NeighborSvc {
         let (Some(sender), Some(peer)) = (sender, peer) else {
             return Ok(());
         };
-        let expected = self
-            .0
-            .cfg
-            .neighbors
-            .iter()
-            .find(|n| n.id == sender)
-            .map(|n| n.address.ip());
-        match expected {
-            Some(ip) if ip != peer.ip() => Err(self.refuse(
+        match self.neighbors.get(sender) {
+            Some(ip) if *ip != peer.ip() => Err(self.refuse(
                 what,
                 "sender_address",
                 format!(
@@ -83,7 +98,7 @@ impl NeighborSvc {
     }
 
     fn check_size(&self, what: &str, len: usize) -> Result<(), Status> {
-        self.0.metrics.bytes("received", len);
+        self.metrics.bytes("received", len);
         if len > MAX_MESSAGE_BYTES {
             return Err(self.refuse(
                 what,
@@ -95,6 +110,10 @@ impl NeighborSvc {
     }
 }
 
+fn stopping() -> Status {
+    Status::unavailable("the router is stopping")
+}
+
 #[tonic::async_trait]
 impl Neighbor for NeighborSvc {
     async fn hello(&self, req: Request<pb::Hello>) -> Result<Response<pb::HelloReply>, Status> {
@@ -102,14 +121,8 @@ impl Neighbor for NeighborSvc {
         let hello = req.into_inner();
         self.check_size("hello", hello.encoded_len())?;
         self.check_peer("hello", hello.header.as_ref().map(|h| h.sender.as_str()), peer)?;
-        let now = self.0.now_ms();
-        let r = self.0.lock().on_hello(now, &hello);
-        match r {
-            Ok((reply, actions)) => {
-                self.0.apply(actions);
-                self.0.metrics.bytes("sent", reply.encoded_len());
-                Ok(Response::new(reply))
-            }
+        match self.protocol.hello(hello).await.map_err(|_| stopping())? {
+            Ok(reply) => Ok(Response::new(reply)),
             Err(e) => Err(self.refuse("hello", e.reason(), e.to_string())),
         }
     }
@@ -119,26 +132,31 @@ impl Neighbor for NeighborSvc {
         let flood = req.into_inner();
         self.check_size("flood", flood.encoded_len())?;
         self.check_peer("flood", flood.header.as_ref().map(|h| h.sender.as_str()), peer)?;
-        let now = self.0.now_ms();
-        let r = self.0.lock().on_flood(now, &flood);
-        match r {
-            Ok((reply, actions)) => {
-                self.0.apply(actions);
-                Ok(Response::new(reply))
-            }
+        match self.protocol.flood(flood).await.map_err(|_| stopping())? {
+            Ok(reply) => Ok(Response::new(reply)),
             Err(e) => Err(self.refuse("flood", e.reason(), e.to_string())),
         }
     }
 }
 
-/// The Control service: controller ↔ orchestrator sessions. Envelopes are checked and numbered
-/// by [`wuos_proto::session::Session`]; intents are applied in order by the
-/// [`crate::controller::Controller`] and each is answered with an `Ack` (an instance once it is
-/// healthy) or an `IntentError` (code `failed`) that says why.
-pub struct ControlSvc(Arc<Shared>);
+/// The Control service: controller ↔ orchestrator sessions.
+pub struct ControlSvc {
+    me: String,
+    controller: ControllerHandle,
+    metrics: Arc<Metrics>,
+}
 
-pub fn control_service(shared: Arc<Shared>) -> pb::control_server::ControlServer<ControlSvc> {
-    pb::control_server::ControlServer::new(ControlSvc(shared)).max_decoding_message_size(4 * MAX_MESSAGE_BYTES)
+pub fn control_service(
+    me: String,
+    controller: ControllerHandle,
+    metrics: Arc<Metrics>,
+) -> pb::control_server::ControlServer<ControlSvc> {
+    pb::control_server::ControlServer::new(ControlSvc {
+        me,
+        controller,
+        metrics,
+    })
+    .max_decoding_message_size(4 * MAX_MESSAGE_BYTES)
 }
 
 #[tonic::async_trait]
@@ -149,97 +167,81 @@ impl pb::control_server::Control for ControlSvc {
         &self,
         req: Request<tonic::Streaming<pb::SessionEnvelope>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
-        use pb::session_envelope::Body;
-        let mut inbound = req.into_inner();
-        let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let shared = self.0.clone();
-        tokio::spawn(async move {
-            let session = Arc::new(std::sync::Mutex::new(wuos_proto::session::Session::new(
-                shared.cfg.router_id.clone(),
-            )));
-            // Stamps and sends a reply (from this task or from a health waiter).
-            let reply = {
-                let (session, tx, shared) = (session.clone(), tx.clone(), shared.clone());
-                move |body: Body| {
-                    let env = session.lock().unwrap_or_else(|p| p.into_inner()).envelope(body);
-                    shared.metrics.bytes("sent", env.encoded_len());
-                    let tx = tx.clone();
-                    async move { tx.send(Ok(env)).await.is_ok() }
-                }
-            };
-            while let Ok(Some(env)) = inbound.message().await {
-                shared.metrics.bytes("received", env.encoded_len());
-                let checked = session.lock().unwrap_or_else(|p| p.into_inner()).receive(&env).cloned();
-                let replies = match checked {
-                    Ok(Body::Intents(batch)) => {
-                        apply_batch(&shared, batch, reply.clone()).await;
-                        Vec::new()
-                    }
-                    Ok(Body::Ack(_)) => Vec::new(),
-                    Ok(Body::Error(e)) => {
-                        warn!(intent = e.intent_id, code = %e.code, message = %e.message, "peer reported an error");
-                        Vec::new()
-                    }
-                    Err(reply) => {
-                        shared.metrics.reject("session");
-                        warn!(?reply.body, "refused a session envelope");
-                        vec![reply]
-                    }
-                };
-                for r in replies {
-                    shared.metrics.bytes("sent", r.encoded_len());
-                    if tx.send(Ok(r)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
+        let inbound = req.into_inner();
+        let (tx, rx) = mpsc::channel(64);
+        let (controller, metrics, me) = (self.controller.clone(), self.metrics.clone(), self.me.clone());
+        tokio::spawn(session(me, controller, metrics, inbound, tx));
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 }
 
-/// How long an instance may take to become healthy before its intent is answered with an error.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Applies a batch in order and answers each intent through `reply` (instances once healthy).
-async fn apply_batch<F, Fut>(shared: &Arc<Shared>, batch: pb::IntentBatch, reply: F)
-where
-    F: Fn(pb::session_envelope::Body) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
-{
-    use crate::controller::{Applied, await_healthy};
-    use pb::session_envelope::Body;
-    let error = |intent_id: u64, message: String| {
+/// One session: envelopes in are checked, their intents handed to the controller (a bad intent
+/// is answered at once, saying why); the controller's answers go out as `Ack` / `IntentError`.
+async fn session(
+    me: String,
+    controller: ControllerHandle,
+    metrics: Arc<Metrics>,
+    mut inbound: tonic::Streaming<pb::SessionEnvelope>,
+    tx: mpsc::Sender<Result<pb::SessionEnvelope, Status>>,
+) {
+    let mut s = Session::new(me);
+    let (id, mut answers) = controller.open().await;
+    let error = |intent_id: u64, code: &str, message: String| {
         Body::Error(pb::IntentError {
             intent_id,
-            code: "failed".into(),
+            code: code.into(),
             message,
         })
     };
-    for intent in batch.intents {
-        let id = intent.id;
-        let Some(nl) = shared.netlink.as_ref() else {
-            reply(error(id, format!("{} has no netlink socket", shared.cfg.router_id))).await;
-            continue;
+    loop {
+        let out: Vec<Body> = tokio::select! {
+            m = inbound.message() => match m {
+                Ok(Some(env)) => {
+                    metrics.bytes("received", env.encoded_len());
+                    match s.receive(&env).cloned() {
+                        Ok(Body::Intents(batch)) => {
+                            let mut ok = Vec::new();
+                            let mut refused = Vec::new();
+                            for i in &batch.intents {
+                                match crate::wire::from_pb(i) {
+                                    Ok(intent) => ok.push((i.id, intent)),
+                                    Err(e) => refused.push(error(i.id, "failed", e.to_string())),
+                                }
+                            }
+                            controller.submit(id, ok).await;
+                            refused
+                        }
+                        Ok(Body::Ack(_)) => Vec::new(),
+                        Ok(Body::Error(e)) => {
+                            warn!(intent = e.intent_id, code = %e.code, message = %e.message, "peer reported an error");
+                            Vec::new()
+                        }
+                        Err(reply) => {
+                            // Already stamped by the session: sent as it is.
+                            metrics.reject("session");
+                            warn!(?reply.body, "refused a session envelope");
+                            if tx.send(Ok(reply)).await.is_err() {
+                                break;
+                            }
+                            Vec::new()
+                        }
+                    }
+                }
+                Ok(None) | Err(_) => break,
+            },
+            Some(a) = answers.recv() => vec![match a.outcome {
+                Ok(()) => Body::Ack(pb::Ack { intent_ids: vec![a.intent_id] }),
+                Err(e) => error(a.intent_id, "failed", e),
+            }],
         };
-        match shared.controller.apply(shared, nl, &intent).await {
-            Ok(Applied::Now) => {
-                reply(Body::Ack(pb::Ack { intent_ids: vec![id] })).await;
-            }
-            Ok(Applied::WhenHealthy(name)) => {
-                let (shared, reply) = (shared.clone(), reply.clone());
-                tokio::spawn(async move {
-                    let body = match await_healthy(&shared, &name, READY_TIMEOUT).await {
-                        Ok(()) => Body::Ack(pb::Ack { intent_ids: vec![id] }),
-                        Err(e) => error(id, e),
-                    };
-                    reply(body).await;
-                });
-            }
-            Err(e) => {
-                warn!(intent = id, error = %e, "intent not applied");
-                reply(error(id, e)).await;
+        for body in out {
+            let env = s.envelope(body);
+            metrics.bytes("sent", env.encoded_len());
+            if tx.send(Ok(env)).await.is_err() {
+                controller.close(id).await;
+                return;
             }
         }
     }
+    controller.close(id).await;
 }

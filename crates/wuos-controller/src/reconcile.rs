@@ -1,0 +1,212 @@
+//! What the kernel should hold for the rules in force, and the ops that put it there.
+//!
+//! The daemon asks the kernel what [`Controller::lookups`] lists (one route lookup per address:
+//! the next hop towards each serving router or local instance, and the FIB entry each VIP matches
+//! now), gathers the answers and the data path's current redirects in a [`KernelView`], and
+//! carries out the [`Plan`] that [`Controller::plan`] makes of it. Nothing is listed or searched
+//! in user space, and a kernel that already holds the right route is left alone.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use wuos_model::ServiceId;
+use wuos_model::route::{FibEntry, NextHop, RouteSpec};
+
+use crate::controller::Controller;
+use crate::intent::{Intent, IntentKey};
+
+/// Where the XDP classifier redirects a service's packets: the local instance's veth.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redirect {
+    /// This router's end of the instance's veth.
+    pub host_if: String,
+    /// The instance's namespace file.
+    pub netns: PathBuf,
+    /// The instance's end.
+    pub dom_if: String,
+}
+
+/// What to ask the kernel before planning.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lookups {
+    /// Addresses whose next hop is needed (`ip route get`).
+    pub next_hops: BTreeSet<Ipv4Addr>,
+    /// VIPs whose current FIB entry is needed (`ip route get fibmatch`).
+    pub vips: BTreeSet<Ipv4Addr>,
+}
+
+/// The kernel's answers to [`Lookups`], and the data path's redirects now.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KernelView {
+    pub next_hops: BTreeMap<Ipv4Addr, Option<NextHop>>,
+    pub vips: BTreeMap<Ipv4Addr, Option<FibEntry>>,
+    pub redirects: BTreeMap<ServiceId, Redirect>,
+}
+
+/// One change of the data plane.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataplaneOp {
+    ReplaceRoute(RouteSpec),
+    DeleteRoute { dst: Ipv4Addr, prefix_len: u8 },
+    SetRedirect { service: ServiceId, to: Redirect },
+    ClearRedirect { service: ServiceId },
+}
+
+/// What a reconcile does, and what it cannot do yet.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// The ops, each with the rule it serves, in order.
+    pub ops: Vec<(IntentKey, DataplaneOp)>,
+    /// Rules kept but not applied, and why (no route to the serving router yet, the serving
+    /// router not in the view, no running local instance).
+    pub unapplied: BTreeMap<IntentKey, String>,
+    /// Every rule the plan concerned (applied, unapplied or withdrawn).
+    pub concerned: BTreeSet<IntentKey>,
+}
+
+impl Plan {
+    /// The outcome of each concerned rule once the ops ran, given the ops that failed.
+    pub fn outcomes(&self, failed: &BTreeMap<IntentKey, String>) -> BTreeMap<IntentKey, Result<(), String>> {
+        self.concerned
+            .iter()
+            .map(|k| {
+                let outcome = match (self.unapplied.get(k), failed.get(k)) {
+                    (Some(why), _) | (None, Some(why)) => Err(why.clone()),
+                    (None, None) => Ok(()),
+                };
+                (k.clone(), outcome)
+            })
+            .collect()
+    }
+}
+
+/// Where a kept rule's traffic must go: the address to route the VIP towards, and the local
+/// instance's redirect when this router serves it.
+enum Target {
+    At(Ipv4Addr, Option<Redirect>),
+    Unapplied(String),
+}
+
+impl Controller {
+    fn target(&self, service: &ServiceId, vip: Ipv4Addr, serving: &wuos_model::RouterId) -> Target {
+        if serving == self.me() {
+            match self.instances.get(service).filter(|i| i.is_running()) {
+                Some(i) => match i.address {
+                    Some(a) => Target::At(a, i.link.clone().filter(|_| self.xdp())),
+                    None => Target::Unapplied(format!("the local instance of {service} has no address")),
+                },
+                None => Target::Unapplied(format!("no running local instance of {service} to route {vip} to")),
+            }
+        } else {
+            match self.addresses.get(serving) {
+                Some(a) => Target::At(*a, None),
+                None => Target::Unapplied(format!("serving router {serving} is not in {}'s view", self.me())),
+            }
+        }
+    }
+
+    fn rules(&self) -> impl Iterator<Item = (&ServiceId, Ipv4Addr, &wuos_model::RouterId)> {
+        self.intents.values().filter_map(|i| match i {
+            Intent::Rule {
+                service,
+                vip,
+                serving: Some(r),
+            } => Some((service, *vip, r)),
+            _ => None,
+        })
+    }
+
+    /// What to look up in the kernel for [`Controller::plan`].
+    pub fn lookups(&self) -> Lookups {
+        let mut l = Lookups::default();
+        for (service, vip, serving) in self.rules() {
+            l.vips.insert(vip);
+            if let Target::At(a, _) = self.target(service, vip, serving) {
+                l.next_hops.insert(a);
+            }
+        }
+        l.vips.extend(self.withdrawn.values().copied());
+        l
+    }
+
+    /// The ops that bring the kernel from `view` to what the rules in force want.
+    pub fn plan(&self, view: &KernelView) -> Plan {
+        let mut plan = Plan::default();
+        let mut wanted_redirects: BTreeMap<&ServiceId, Redirect> = BTreeMap::new();
+        for (service, vip, serving) in self.rules() {
+            let key = IntentKey::Rule(service.clone());
+            plan.concerned.insert(key.clone());
+            let (target, redirect) = match self.target(service, vip, serving) {
+                Target::At(a, r) => (a, r),
+                Target::Unapplied(why) => {
+                    plan.unapplied.insert(key, why);
+                    continue;
+                }
+            };
+            let Some(via) = view.next_hops.get(&target).copied().flatten() else {
+                plan.unapplied
+                    .insert(key, format!("{} has no route to {target} ({serving})", self.me()));
+                continue;
+            };
+            let current = view.vips.get(&vip).copied().flatten();
+            if !current.is_some_and(|c| c.is(vip, 32, via)) {
+                plan.ops.push((
+                    key.clone(),
+                    DataplaneOp::ReplaceRoute(RouteSpec {
+                        dst: vip,
+                        prefix_len: 32,
+                        gateway: via.gateway,
+                        oif: via.oif,
+                        src: None,
+                    }),
+                ));
+            }
+            if let Some(r) = redirect {
+                wanted_redirects.insert(service, r);
+            }
+        }
+        for (service, vip) in &self.withdrawn {
+            let key = IntentKey::Rule(service.clone());
+            plan.concerned.insert(key.clone());
+            if view
+                .vips
+                .get(vip)
+                .copied()
+                .flatten()
+                .is_some_and(|c| c.is_wuos() && c.dst == *vip && c.prefix_len == 32)
+            {
+                plan.ops.push((
+                    key,
+                    DataplaneOp::DeleteRoute {
+                        dst: *vip,
+                        prefix_len: 32,
+                    },
+                ));
+            }
+        }
+        // Redirects: set what is wanted and differs; clear the rest.
+        for (service, to) in &wanted_redirects {
+            if view.redirects.get(*service) != Some(to) {
+                plan.ops.push((
+                    IntentKey::Rule((*service).clone()),
+                    DataplaneOp::SetRedirect {
+                        service: (*service).clone(),
+                        to: to.clone(),
+                    },
+                ));
+            }
+        }
+        for service in view.redirects.keys().filter(|s| !wanted_redirects.contains_key(s)) {
+            plan.ops.push((
+                IntentKey::Rule(service.clone()),
+                DataplaneOp::ClearRedirect {
+                    service: service.clone(),
+                },
+            ));
+        }
+        plan
+    }
+}

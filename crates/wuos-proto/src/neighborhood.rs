@@ -1,0 +1,164 @@
+//! A typed snapshot of what a router knows of its neighborhood: itself and every router of its
+//! view, with their figures, demand and service instances as their adverts say. The daemon
+//! publishes it for its orchestrator and controller (which never read the admin API's status).
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use wuos_model::{Role, RouterId};
+
+use crate::instance::Instance;
+use crate::pb;
+
+/// A service instance as a router advertises it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdvertisedInstance {
+    pub service: String,
+    /// Its domain's name.
+    pub name: String,
+    /// `running`, `paused`, `stopped`, `failed`, … (its lifecycle state's name).
+    pub state: String,
+    /// Running and healthy (or without a probe): it may take traffic.
+    pub ready: bool,
+}
+
+/// One router of the neighborhood (this one included, at 0 hops).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouterView {
+    pub id: RouterId,
+    pub role: Role,
+    pub hops: u32,
+    /// Receive time minus the origin's sample time (0 for this router).
+    pub latency_ms: f64,
+    pub stale: bool,
+    pub resources: Option<pb::Resources>,
+    /// Where its controller listens.
+    pub control_address: Option<SocketAddr>,
+    /// New flows per second of each service, as its data path counts them.
+    pub demand: Vec<(String, f64)>,
+    pub instances: Vec<AdvertisedInstance>,
+    /// When its latest advert was sampled (its clock), ns since the epoch.
+    pub sampled_unix_ns: i64,
+}
+
+impl RouterView {
+    /// The IPv4 address of its controller, if it advertises one.
+    pub fn control_ipv4(&self) -> Option<Ipv4Addr> {
+        match self.control_address?.ip() {
+            std::net::IpAddr::V4(a) => Some(a),
+            std::net::IpAddr::V6(_) => None,
+        }
+    }
+}
+
+/// The neighborhood at one moment.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Neighborhood {
+    /// Monotonic ms of the snapshot.
+    pub at_ms: u64,
+    /// This router (once it has sampled itself), then every router of the view, by id.
+    pub routers: Vec<RouterView>,
+}
+
+impl Neighborhood {
+    pub fn get(&self, id: &str) -> Option<&RouterView> {
+        self.routers.iter().find(|r| r.id == id)
+    }
+}
+
+/// Whether an advertised instance may take traffic.
+pub fn is_ready(s: &pb::ServiceInstance) -> bool {
+    s.state == "running" && matches!(s.health.as_str(), "healthy" | "unchecked")
+}
+
+fn router(a: &pb::TelemetryAdvert, hops: u32, latency_ms: f64, stale: bool) -> Option<RouterView> {
+    Some(RouterView {
+        id: RouterId::new(a.origin.as_str()).ok()?,
+        role: a.role().model(),
+        hops,
+        latency_ms,
+        stale,
+        resources: a.resources,
+        control_address: a.control_address.parse().ok(),
+        demand: a.demand.iter().map(|d| (d.service.clone(), d.flows_per_s)).collect(),
+        instances: a
+            .services
+            .iter()
+            .map(|s| AdvertisedInstance {
+                service: s.service.clone(),
+                name: s.name.clone(),
+                state: s.state.clone(),
+                ready: is_ready(s),
+            })
+            .collect(),
+        sampled_unix_ns: a.timestamp_unix_ns,
+    })
+}
+
+impl Instance {
+    /// The neighborhood now (`now_unix_ns`, the wall clock, for the view's latencies).
+    pub fn neighborhood(&self, now_ms: u64, now_unix_ns: i64) -> Neighborhood {
+        let stale_after = self.config().stale_after_intervals;
+        let mut routers: Vec<RouterView> = self.own().and_then(|a| router(a, 0, 0.0, false)).into_iter().collect();
+        routers.extend(self.view().iter().filter_map(|e| {
+            let v = e.to_pb(now_ms, now_unix_ns, stale_after);
+            router(&e.advert, e.hops, v.latency_ms.max(0.0), v.stale)
+        }));
+        Neighborhood { at_ms: now_ms, routers }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{InstanceConfig, NeighborConfig};
+
+    #[test]
+    fn the_snapshot_holds_this_router_and_its_view_typed() {
+        let mut i = Instance::new(InstanceConfig {
+            neighbors: vec![NeighborConfig {
+                id: "r2".into(),
+                address: "10.0.0.2:7470".into(),
+                interface: "eth0".into(),
+            }],
+            control_address: "10.254.0.1:7470".into(),
+            ..InstanceConfig::new("r1", pb::Role::Fog, 7)
+        });
+        i.process(crate::Input::Sample {
+            now_ms: 0,
+            timestamp_unix_ns: 1,
+            resources: pb::Resources {
+                mem_used_pct: 12.0,
+                ..Default::default()
+            },
+            links: Vec::new(),
+            services: vec![pb::ServiceInstance {
+                service: "pabx".into(),
+                name: "pabx".into(),
+                state: "running".into(),
+                health: "starting".into(),
+                ..Default::default()
+            }],
+            demand: vec![pb::ServiceDemand {
+                service: "pabx".into(),
+                flows_per_s: 2.5,
+                packets: 9,
+            }],
+        });
+        let n = i.neighborhood(10, 2);
+        let me = n.get("r1").expect("this router");
+        assert_eq!((me.role, me.hops, me.stale), (Role::Fog, 0, false));
+        assert_eq!(me.control_ipv4(), Some(Ipv4Addr::new(10, 254, 0, 1)));
+        assert_eq!(me.demand, vec![("pabx".to_string(), 2.5)]);
+        assert_eq!(me.resources.unwrap().mem_used_pct, 12.0);
+        assert!(!me.instances[0].ready, "running but still starting: not ready");
+        let ok = |state: &str, health: &str| {
+            is_ready(&pb::ServiceInstance {
+                state: state.into(),
+                health: health.into(),
+                ..Default::default()
+            })
+        };
+        assert!(ok("running", "healthy") && ok("running", "unchecked"));
+        assert!(!ok("paused", "") && !ok("failed", "") && !ok("running", "unhealthy"));
+    }
+}
