@@ -42,7 +42,8 @@
 //! | the data centre, or nothing | — | the data centre | `restore` decision only with orphans |
 //!
 //! Every other instance outside the data centre, in router order, is an orphan: an `orphan`
-//! decision and a stop. Instances of services not in the policy are orphans too. The routes
+//! decision and a stop. Instances of services not in the policy are left alone (an operator
+//! started them, not this orchestrator). The routes
 //! are not touched: the first telemetry sample announces the restored placements to every
 //! router of the neighborhood, as it announces a new service. A `Restore` after a telemetry
 //! sample, or a second one, is ignored.
@@ -705,20 +706,11 @@ impl Orchestrator {
         }
         let none = BTreeMap::new();
         let (ctx, services) = self.split();
-        let names: BTreeSet<String> = services.keys().chain(advertised.keys()).cloned().collect();
-        for name in &names {
+        // Instances of services the policy does not name are not the orchestrator's (an operator
+        // started them): left alone.
+        for (name, st) in services.iter_mut().filter(|(_, st)| st.in_policy) {
             let found = advertised.get(name).unwrap_or(&none);
-            match services.get_mut(name).filter(|st| st.in_policy) {
-                Some(st) => ctx.restore(out, name, st, placements.get(name).map(String::as_str), found),
-                None => {
-                    for router in found.keys().filter(|r| **r != ctx.cfg.datacenter) {
-                        let why = format!(
-                            "restart: {name} instance at {router} is not serving ({name} is not in the policy); stopped"
-                        );
-                        ctx.orphan(out, name, router, why);
-                    }
-                }
-            }
+            ctx.restore(out, name, st, placements.get(name).map(String::as_str), found);
         }
     }
 
@@ -1381,7 +1373,7 @@ service web {
     }
 
     #[test]
-    fn instances_of_services_not_in_the_policy_are_orphans() {
+    fn instances_of_services_not_in_the_policy_are_left_alone() {
         let mut o = fog();
         let out = lines(&restore(
             &mut o,
@@ -1397,15 +1389,11 @@ service web {
         assert_eq!(
             out,
             vec![
-                "decision old orphan edge1 -> edge1: restart: old instance at edge1 is not serving (old is not in the policy); stopped",
-                "intent edge1: stop old",
                 "decision web restore datacenter -> datacenter: restart: nothing persisted for web: served at the data centre",
                 "decision web orphan edge3 -> edge3: restart: web instance at edge3 is not serving; stopped",
                 "intent edge3: stop web",
-                "decision zzz orphan edge2 -> edge2: restart: zzz instance at edge2 is not serving (zzz is not in the policy); stopped",
-                "intent edge2: stop zzz",
             ],
-            "services in name order; the data centre's instances are never stopped"
+            "old and zzz are not the orchestrator's: an operator started them"
         );
         assert!(o.service("old").is_none() && o.service("zzz").is_none());
         assert_eq!(o.serving(), serving(&[("pabx", "dc"), ("web", "dc")]));

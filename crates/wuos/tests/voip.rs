@@ -20,67 +20,89 @@ fn json(args: &[&str]) -> Value {
     serde_json::from_str(&ok(args)).expect("--json prints JSON")
 }
 
-/// Runs `n` calls (1 per 100 ms) from actor1 to user 2000 (a SIPp answerer on actor2) through the
-/// VIP; (successful, failed).
+/// SIPp calls from actor1 to user 2000 (a SIPp answerer on actor2) through the VIP, running in
+/// the background; [`Calls::finish`] waits for them and counts.
+struct Calls {
+    dir: tempfile::TempDir,
+    uas: std::process::Child,
+    uac: std::process::Child,
+}
+
+impl Calls {
+    /// `n` calls at `rate` per second, each held `hold_ms` before its BYE (calls in flight).
+    fn start(n: u32, rate: u32, hold_ms: u32) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let uas = Command::new(env!("CARGO_BIN_EXE_wuos"))
+            .args(["lab", "exec", LAB, "actor2", "--"])
+            .args(["sipp", "-sn", "uas", "-i", "10.254.0.5", "-p", "5060", "-nostdin"])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let uac = Command::new(env!("CARGO_BIN_EXE_wuos"))
+            .args(["lab", "exec", LAB, "actor1", "--"])
+            .args([
+                "sipp",
+                "-sn",
+                "uac",
+                "10.255.0.10:5060",
+                "-s",
+                "2000",
+                "-i",
+                "10.254.0.1",
+                "-p",
+                "5062",
+            ])
+            .args([
+                "-t",
+                "un",
+                "-max_socket",
+                "100",
+                "-r",
+                &rate.to_string(),
+                "-m",
+                &n.to_string(),
+            ])
+            .args(["-d", &hold_ms.to_string(), "-nostdin"])
+            .args(["-trace_stat", "-stf", "stat.csv", "-fd", "1", "-timeout", "60s"])
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        Calls { dir, uas, uac }
+    }
+
+    /// Waits for the caller; (successful, failed).
+    fn finish(mut self) -> (u64, u64) {
+        let out = self.uac.wait_with_output().unwrap();
+        let _ = self.uas.kill();
+        let _ = self.uas.wait();
+        let stat = std::fs::read_to_string(self.dir.path().join("stat.csv")).unwrap_or_default();
+        let mut lines = stat.lines();
+        let header: Vec<&str> = lines.next().unwrap_or_default().split(';').collect();
+        let last: Vec<&str> = lines.last().unwrap_or_default().split(';').collect();
+        let get = |name: &str| {
+            header
+                .iter()
+                .position(|c| *c == name)
+                .and_then(|i| last.get(i)?.trim().parse().ok())
+                .unwrap_or_else(|| {
+                    panic!(
+                        "no {name} in SIPp's statistics: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    )
+                })
+        };
+        (get("SuccessfulCall(C)"), get("FailedCall(C)"))
+    }
+}
+
+/// Runs `n` calls (10 per second) and waits for them.
 fn calls(n: u32) -> (u64, u64) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut uas = Command::new(env!("CARGO_BIN_EXE_wuos"))
-        .args(["lab", "exec", LAB, "actor2", "--"])
-        .args(["sipp", "-sn", "uas", "-i", "10.254.0.5", "-p", "5060", "-nostdin"])
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    let out = Command::new(env!("CARGO_BIN_EXE_wuos"))
-        .args(["lab", "exec", LAB, "actor1", "--"])
-        .args([
-            "sipp",
-            "-sn",
-            "uac",
-            "10.255.0.10:5060",
-            "-s",
-            "2000",
-            "-i",
-            "10.254.0.1",
-            "-p",
-            "5062",
-        ])
-        .args([
-            "-t",
-            "un",
-            "-max_socket",
-            "100",
-            "-r",
-            "10",
-            "-m",
-            &n.to_string(),
-            "-nostdin",
-        ])
-        .args(["-trace_stat", "-stf", "stat.csv", "-fd", "1", "-timeout", "30s"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let _ = uas.kill();
-    let _ = uas.wait();
-    let stat = std::fs::read_to_string(dir.path().join("stat.csv")).unwrap_or_default();
-    let mut lines = stat.lines();
-    let header: Vec<&str> = lines.next().unwrap_or_default().split(';').collect();
-    let last: Vec<&str> = lines.last().unwrap_or_default().split(';').collect();
-    let get = |name: &str| {
-        header
-            .iter()
-            .position(|c| *c == name)
-            .and_then(|i| last.get(i)?.trim().parse().ok())
-            .unwrap_or_else(|| {
-                panic!(
-                    "no {name} in SIPp's statistics: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                )
-            })
-    };
-    (get("SuccessfulCall(C)"), get("FailedCall(C)"))
+    Calls::start(n, 10, 0).finish()
 }
 
 #[test]
@@ -175,12 +197,119 @@ fn the_pabx_follows_the_policy_calls_never_fail_and_a_restarted_controller_keeps
         );
     }
 
+    // The fog router's daemon — the orchestrator — is SIGKILLed while the PABX is served from a
+    // neighbor and calls are in flight. On restart it rebuilds the placement from its store and
+    // the neighbor's advert: the neighbor's instance is adopted (the decision log says so), no
+    // VIP route is pointed back at the data centre, no instance is orphaned, no call fails.
+    let serving = at[2].to_string();
+    assert!(
+        ["edge1", "edge2"].contains(&serving.as_str()),
+        "the PABX is on a neighbor of fog: {r}"
+    );
+    let in_flight = Calls::start(60, 10, 2000);
+    std::thread::sleep(Duration::from_millis(1500));
+    let fog = daemon_pids(LAB, "fog");
+    assert_eq!(fog.len(), 1, "one daemon on fog");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(fog[0]), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let restored = loop {
+        let d = run(&["decisions", "--lab", LAB, "--json"]);
+        let found = d
+            .status
+            .success()
+            .then(|| serde_json::from_slice::<Value>(&d.stdout).unwrap())
+            .and_then(|d| {
+                d["decisions"]
+                    .as_array()?
+                    .iter()
+                    .find(|x| x["kind"] == "restore")
+                    .cloned()
+            });
+        if let Some(x) = found {
+            break x;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "fog's orchestrator restarts and restores its placement"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let reason = restored["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("served at {serving}")) && reason.contains("adopted"),
+        "the decision log explains the re-adoption: {restored}"
+    );
+    let moved = r["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|d| d["kind"] == "move" && d["to"] == serving.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("the move to {serving}: {r}"));
+    let switched = moved["switched_unix_ms"].as_i64().unwrap_or(0);
+    assert!(
+        switched > 0 && switched < restored["at_unix_ms"].as_i64().unwrap(),
+        "the move switched before the restart, and the restore switches nothing: {moved} / {restored}"
+    );
+    let (good, bad) = in_flight.finish();
+    assert_eq!((good, bad), (60, 0), "calls across the orchestrator's restart");
+    let d = json(&["decisions", "--lab", LAB, "--json"]);
+    assert_eq!(d["serving"]["pabx"], serving.as_str(), "still served where it was: {d}");
+    assert!(
+        !d["decisions"].as_array().unwrap().iter().any(|x| x["kind"] == "orphan"),
+        "nothing was orphaned to stop: {d}"
+    );
+    let on_routers: Vec<(String, usize)> = ["edge1", "fog", "edge2"]
+        .iter()
+        .map(|n| {
+            let count = json(&["service", "list", "--router", n, "--lab", LAB, "--json"])["domains"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|x| x["service"] == "pabx")
+                .count();
+            (n.to_string(), count)
+        })
+        .collect();
+    assert_eq!(
+        on_routers.iter().map(|c| c.1).sum::<usize>(),
+        1,
+        "one PABX outside the dc, no orphan: {on_routers:?}"
+    );
+    // Every other router's VIP route, read back from its kernel, still leads where the serving
+    // router's address does (not towards the data centre).
+    let serving_addr = json(&["status", &serving, "--lab", LAB, "--json"])["own"]["control_address"]
+        .as_str()
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let next_hop = |node: &str, dst: &str| -> String {
+        let route = ok(&["lab", "exec", LAB, node, "--", "ip", "route", "get", dst]);
+        // "DST via GW dev IF src …" or "DST dev IF src …": the part up to "src".
+        route
+            .split(" src ")
+            .next()
+            .unwrap()
+            .trim_start_matches(dst)
+            .trim()
+            .to_string()
+    };
+    for node in ["edge1", "fog", "edge2"].into_iter().filter(|n| *n != serving) {
+        assert_eq!(
+            next_hop(node, "10.255.0.10"),
+            next_hop(node, &serving_addr),
+            "{node}'s route to the VIP leads towards {serving}"
+        );
+    }
+
     // The daemons (controllers) of the data centre and of the router serving the PABX are killed
     // and restarted by the lab supervisor. The data centre re-adopts its PABX (same process, no
     // second one); the orchestrator moves the service off the router that went silent, and the
     // stop it owes that router is delivered once its controller is back: in the end exactly one
     // PABX runs outside the data centre, where the orchestrator says, and calls complete.
-    let serving = at[2].to_string();
     // The serving router's XDP classifier counted the calls and redirects them to the instance.
     let st = json(&["status", &serving, "--lab", LAB, "--json"]);
     let dp = st["datapath"]

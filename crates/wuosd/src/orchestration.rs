@@ -488,8 +488,8 @@ impl<D: Delivery> Host<D> {
         for out in outputs {
             match out {
                 Output::Intent { router, intent } => {
-                    if let wuos_orchestrator::Intent::RouteService { service, .. } = &intent {
-                        self.mark_switched(service);
+                    if let wuos_orchestrator::Intent::RouteService { service, to_router, .. } = &intent {
+                        self.mark_switched(service, to_router);
                     }
                     self.send(router, intent).await;
                 }
@@ -510,17 +510,30 @@ impl<D: Delivery> Host<D> {
         }
     }
 
-    /// Notes when the latest move of `service` switched its routes.
-    fn mark_switched(&mut self, service: &str) {
+    /// Notes when the latest move of `service` switched its routes (to `to`, where it moved):
+    /// the first route intent towards it. A restore's re-announcement switches nothing.
+    fn mark_switched(&mut self, service: &str, to: &str) {
         let now = self.parts.clock.unix_ms_at(self.parts.clock.now_ms());
-        if let Some(d) = self
+        let latest = self
             .decisions
             .iter_mut()
             .rev()
-            .find(|d| d.service == service && matches!(d.kind.as_str(), "move" | "retire"))
+            .find(|d| d.service == service && matches!(d.kind.as_str(), "move" | "retire" | "restore"));
+        if let Some(d) = latest
+            && d.kind != "restore"
+            && d.to == to
             && d.switched_unix_ms.is_none()
         {
             d.switched_unix_ms = Some(now);
+            self.persist_decisions();
+        }
+    }
+
+    fn persist_decisions(&self) {
+        if let Ok(raw) = serde_json::to_vec(&self.decisions)
+            && let Err(e) = self.parts.store.put_blob(DECISIONS_KEY, &raw)
+        {
+            warn!(error = %e, "cannot persist the decision log");
         }
     }
 
@@ -548,9 +561,7 @@ impl<D: Delivery> Host<D> {
         while self.decisions.len() > MAX_DECISIONS {
             self.decisions.pop_front();
         }
-        if let Ok(raw) = serde_json::to_vec(&self.decisions) {
-            let _ = self.parts.store.put_blob(DECISIONS_KEY, &raw);
-        }
+        self.persist_decisions();
     }
 
     /// Sends one orchestrator intent to `router`'s controller (a start that cannot be delivered
