@@ -491,9 +491,16 @@ pub fn run(o: &Options) -> Result<()> {
 }
 
 fn print(r: &Report) {
+    let random = r.topologies.iter().any(|t| t.topology == "random:1000");
     println!(
-        "wuos bench lab — {} — medians of {} runs (min–max); random:1000: 1 run",
-        r.machine, r.runs
+        "wuos bench lab — {} — {}{}",
+        r.machine,
+        if r.runs == 1 {
+            "1 run".to_string()
+        } else {
+            format!("medians of {} runs (min–max)", r.runs)
+        },
+        if random { "; random:1000: 1 run" } else { "" }
     );
     let ms = |v: &Runs| v.show(1.0);
     let mut t = Table::new([

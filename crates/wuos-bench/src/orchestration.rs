@@ -36,7 +36,7 @@ use crate::host::Machine;
 use crate::report::{Clock, begin, print_clocks, write_json};
 use crate::stats::{Runs, Summary, at_resolution};
 use crate::table::Table;
-use crate::voip::{Calls, LAB, MEM_THRESHOLD_PCT, POLICY, Say, Scenario, TELEMETRY, VIP, unix_ms, unix_ns};
+use crate::voip::{Calls, MEM_THRESHOLD_PCT, POLICY, Say, Scenario, TELEMETRY, VIP, unix_ms, unix_ns};
 use fib::{Fibs, Seen, lock};
 use latency::{RunLatency, applied_at, run_latency};
 
@@ -73,6 +73,9 @@ impl BenchOptions for Options {
 }
 
 const NEIGHBORHOOD: usize = 1000;
+/// The VoIP scenario's lab here: not `voip`, so that a demo or test running meanwhile keeps its
+/// own.
+const LAB: &str = "benchorch";
 
 #[derive(Serialize)]
 struct Placement {
@@ -149,12 +152,11 @@ fn crossing(sc: &Scenario, after_ns: i64, timeout: Duration) -> Result<(u64, i64
     loop {
         if let Some(own) = sc.fog_status()?.own {
             let mem = own.resources.as_ref().map_or(0.0, |r| r.mem_used_pct);
-            if own.timestamp_unix_ns > after_ns {
-                if mem >= MEM_THRESHOLD_PCT {
-                    let seen_before = last_below.is_some_and(|s| s + 1 == own.sequence);
-                    return Ok((own.sequence, own.timestamp_unix_ns, mem, seen_before));
-                }
+            if mem < MEM_THRESHOLD_PCT {
                 last_below = Some(own.sequence);
+            } else if own.timestamp_unix_ns > after_ns {
+                let seen_before = last_below.is_some_and(|s| s + 1 == own.sequence);
+                return Ok((own.sequence, own.timestamp_unix_ns, mem, seen_before));
             }
         }
         if Instant::now() > deadline {
@@ -178,7 +180,7 @@ fn expected(sc: &Scenario, fibs: &Fibs, i: usize, to: &str) -> Result<Vec<wuos_s
             .filter_map(|d| d.address.parse().ok())
             .collect()
     } else {
-        let st = LabState::load(&sc.env, LAB)?;
+        let st = LabState::load(&sc.env, &sc.lab)?;
         let k = st.topology.node_index(to).with_context(|| format!("router {to}"))?;
         vec![st.plan.loopbacks[k]]
     };
@@ -248,7 +250,8 @@ fn decision_run(sc: &Scenario, fibs: &Fibs, say: &Say, run: usize) -> Result<Dec
                 let at = applied_at(&obs).with_context(|| format!("run {run}: {name} lost the route again"))?;
                 applied.push((name.to_string(), at));
             }
-            let latency = run_latency(sample_ns, d.at_unix_ms, d.switched_unix_ms, &applied).context("no routers")?;
+            let latency = run_latency(sample_ns, d.at_unix_ms, d.switched_unix_ms, &applied)
+                .context("no router's route changed after the deciding round")?;
             say.line(&format!(
                 "run {run}: {} → {}: sample → routes applied everywhere {:.0} ms (sample → round {:.0} ms, round → applied {:.0} ms)",
                 d.from, d.to, latency.total_ms, latency.sample_to_round_ms, latency.round_to_applied_ms
@@ -272,9 +275,10 @@ fn decision_run(sc: &Scenario, fibs: &Fibs, say: &Say, run: usize) -> Result<Dec
     })
 }
 
-fn clocks(round_ms: Option<&Summary>) -> Vec<Clock> {
-    let poll = round_ms.map_or("-".to_string(), |r| {
-        format!("{:.1} ms median, {:.1} ms max", r.median, r.max)
+/// `round_ms`: the FIB poll round's (median, p99, max).
+fn clocks(round_ms: Option<(f64, f64, f64)>) -> Vec<Clock> {
+    let poll = round_ms.map_or("-".to_string(), |(median, p99, max)| {
+        format!("{median:.1} ms median, {p99:.1} ms p99, {max:.1} ms max")
     });
     vec![
         Clock::new(
@@ -289,7 +293,7 @@ fn clocks(round_ms: Option<&Summary>) -> Vec<Clock> {
             "the same sample",
             "the orchestrator round that decided the move (DecisionRecord.at_unix_ms)",
             "-",
-            "at_unix_ms has 1 ms resolution; quoted to 1 ms",
+            "at_unix_ms is truncated to the ms (the round may be up to 1 ms later than it says); quoted to 1 ms",
         ),
         Clock::new(
             "round → routes applied",
@@ -323,7 +327,7 @@ pub fn run(o: &Options) -> Result<()> {
         duration: Duration::from_secs(3),
     };
     let result = (|| -> Result<Vec<DecisionRun>> {
-        let sc = Scenario::start(&env, calls, false, &dir, &say)?;
+        let sc = Scenario::start(&env, LAB, calls, false, &dir, &say)?;
         let st = LabState::load(&env, LAB)?;
         let routers: Vec<(String, String)> = st
             .topology
@@ -353,12 +357,12 @@ pub fn run(o: &Options) -> Result<()> {
     let decision_runs = result?;
     machine.finish();
     let of = |f: fn(&RunLatency) -> f64| Runs::of(&decision_runs.iter().map(|r| f(&r.latency)).collect::<Vec<_>>());
-    let rounds: Vec<f64> = decision_runs
-        .iter()
-        .filter_map(|r| r.poll_round_ms.as_ref())
-        .flat_map(|s| [s.median, s.max])
-        .collect();
-    let round = Summary::of(&rounds);
+    // The FIB poll round over all runs: the median of the runs' medians, the largest p99 and max.
+    let polls: Vec<&Summary> = decision_runs.iter().filter_map(|r| r.poll_round_ms.as_ref()).collect();
+    let round = crate::stats::median(&polls.iter().map(|s| s.median).collect::<Vec<_>>()).map(|median| {
+        let worst = |f: fn(&Summary) -> f64| polls.iter().map(|s| f(s)).fold(f64::NAN, f64::max);
+        (median, worst(|s| s.p99), worst(|s| s.max))
+    });
     let report = Report {
         machine,
         placement,
@@ -367,7 +371,7 @@ pub fn run(o: &Options) -> Result<()> {
         sample_to_round_ms: of(|l| l.sample_to_round_ms),
         round_to_applied_ms: of(|l| l.round_to_applied_ms),
         decision_runs,
-        clocks: clocks(round.as_ref()),
+        clocks: clocks(round),
     };
     print(&report);
     write_json(&o.out, &report)
@@ -421,7 +425,7 @@ fn print(r: &Report) {
             .map(|(n, ms)| format!("{n} {}", at_resolution(*ms, 1.0)))
             .collect();
         println!(
-            "  run {}: {} → {} (sample #{} at {:.1}% memory{}); per router (ms after the sample): {}",
+            "  run {}: {} → {} (sample #{} at {:.1}% memory{}); route applied (ms after the sample): {}{}",
             i + 1,
             d.from,
             d.to,
@@ -432,7 +436,15 @@ fn print(r: &Report) {
             } else {
                 "; the sample before it was not seen: the start may be late by one interval"
             },
-            per.join(", ")
+            per.join(", "),
+            if d.latency.unchanged.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; already leading there (same next hop): {}",
+                    d.latency.unchanged.join(", ")
+                )
+            }
         );
     }
     print_clocks(&r.clocks);

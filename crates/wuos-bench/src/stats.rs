@@ -91,8 +91,14 @@ pub fn at_resolution(value: f64, resolution: f64) -> String {
     if !(resolution > 0.0 && resolution.is_finite()) {
         return format!("{value}");
     }
+    let prec = decimals(resolution);
     let rounded = (value / resolution).round() * resolution;
-    format!("{rounded:.prec$}", prec = decimals(resolution))
+    let text = format!("{rounded:.prec$}");
+    // A value that rounds to zero prints as zero, not "-0".
+    match text.strip_prefix('-') {
+        Some(rest) if rest.chars().all(|c| c == '0' || c == '.') => rest.to_string(),
+        _ => text,
+    }
 }
 
 /// `Option` form of [`at_resolution`]: `-` for `None`.
@@ -153,6 +159,8 @@ mod tests {
         assert_eq!(at_resolution(123.4, 1.0), "123");
         assert_eq!(at_resolution(123.4, 4.0), "124");
         assert_eq!(at_resolution(f64::NAN, 1.0), "-");
+        assert_eq!(at_resolution(-0.3, 1.0), "0", "no negative zero");
+        assert_eq!(at_resolution(-0.6, 1.0), "-1");
         assert_eq!(opt_at_resolution(None, 1.0), "-");
         assert_eq!(decimals(0.001), 3);
         assert_eq!(decimals(0.5), 1);

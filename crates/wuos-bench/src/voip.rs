@@ -36,12 +36,13 @@ use wuos_proto::pb;
 
 use crate::node::{Node, runtime};
 use crate::report::Clock;
-use crate::stats::{at_resolution, opt_at_resolution, percentile};
+use crate::stats::{opt_at_resolution, percentile};
 use crate::table::Table;
 use sipp::{Setup, StatRow, Stats};
 
 pub const TOPOLOGY: &str = include_str!("../../../examples/voip.toml");
 pub const POLICY: &str = include_str!("../../../examples/voip.policy");
+/// The lab `wuos demo voip` brings up (the VoIP end-to-end test looks at it by this name).
 pub const LAB: &str = "voip";
 pub const VIP: &str = "10.255.0.10";
 /// The fog router's memory use (%) above which `examples/voip.policy` moves the PABX away.
@@ -97,6 +98,8 @@ pub struct Calls {
 /// taken down unless it is kept.
 pub struct Scenario {
     pub env: LabEnv,
+    /// The lab's name.
+    pub lab: String,
     pub rt: tokio::runtime::Runtime,
     keep: bool,
     children: Vec<Child>,
@@ -112,14 +115,14 @@ impl Drop for Scenario {
             let _ = c.wait();
         }
         if !self.keep {
-            let _ = down::down(&self.env, LAB, &Silent);
+            let _ = down::down(&self.env, &self.lab, &Silent);
         }
     }
 }
 
 impl Scenario {
-    /// Brings the scenario up; SIPp's files go to `dir`.
-    pub fn start(env: &LabEnv, calls: Calls, keep: bool, dir: &Path, say: &Say) -> Result<Self> {
+    /// Brings the scenario up as lab `lab`; SIPp's files go to `dir`.
+    pub fn start(env: &LabEnv, lab: &str, calls: Calls, keep: bool, dir: &Path, say: &Say) -> Result<Self> {
         // 1. The lab, with the PABX's static user (actor2) known to every router's PABX instances.
         let topo = wuos_model::file::parse(TOPOLOGY, "examples/voip.toml")?;
         let plan = wuos_model::plan::address_plan(&topo)?;
@@ -128,9 +131,9 @@ impl Scenario {
             Ok(plan.loopbacks[i].to_string())
         };
         let (actor1, actor2) = (addr("actor1")?, addr("actor2")?);
-        if wuos_lab::state::LabState::exists(env, LAB) {
-            say.line("removing the voip lab left from an earlier run");
-            down::down(env, LAB, &Silent)?;
+        if wuos_lab::state::LabState::exists(env, lab) {
+            say.line(&format!("removing the {lab} lab left from an earlier run"));
+            down::down(env, lab, &Silent)?;
         }
         say.line("bringing up the lab: actor1 — edge1 — fog — edge2 — actor2, fog — dc (30 ms each way)");
         let params = BTreeMap::from([(
@@ -138,7 +141,7 @@ impl Scenario {
             BTreeMap::from([("static_users".to_string(), format!("2000={actor2}:5060"))]),
         )]);
         let opts = up::UpOptions {
-            name: LAB.into(),
+            name: lab.into(),
             workers: up::default_workers(),
             daemons: Some(DaemonOptions {
                 telemetry_interval: TELEMETRY,
@@ -150,6 +153,7 @@ impl Scenario {
         up::up(env, topo, &opts, &Silent)?;
         let mut s = Scenario {
             env: env.clone(),
+            lab: lab.into(),
             rt: runtime()?,
             keep,
             children: Vec::new(),
@@ -227,7 +231,7 @@ impl Scenario {
     }
 
     pub fn node<'a>(&'a self, name: &'a str) -> Node<'a> {
-        Node::new(&self.env, LAB, name)
+        Node::new(&self.env, &self.lab, name)
     }
 
     /// The fog orchestrator's decision log.
@@ -343,6 +347,8 @@ pub struct Options {
     pub json: bool,
     /// Leave the lab up at the end.
     pub keep: bool,
+    /// The lab's name ([`LAB`] by default).
+    pub lab: String,
     pub calls: Calls,
     /// Where the plot, the SIPp traces and results.json go.
     pub out: PathBuf,
@@ -445,7 +451,7 @@ pub fn run(o: &Options) -> Result<()> {
             let _ = std::fs::remove_file(e.path());
         }
     }
-    let mut sc = Scenario::start(&env, o.calls, o.keep, &out, &say)?;
+    let mut sc = Scenario::start(&env, &o.lab, o.calls, o.keep, &out, &say)?;
 
     // Phase 1 ends when the orchestrator has moved the PABX to the fog router.
     let first = sc.await_decision(Duration::from_secs(90), |d| d.to == "fog")?;
@@ -537,7 +543,10 @@ pub fn run(o: &Options) -> Result<()> {
         }
     }
     if o.keep {
-        say.line("the lab stays up (--keep): wuos lab down voip removes it");
+        say.line(&format!(
+            "the lab stays up (--keep): wuos lab down {} removes it",
+            o.lab
+        ));
     }
     drop(sc);
     Ok(())
@@ -580,7 +589,7 @@ fn print(r: &DemoReport, out: &Path) {
         r.calls_failed,
         r.retransmissions,
         r.answerer_retransmissions,
-        at_resolution(r.setup_resolution_ms, 0.001)
+        r.setup_resolution_ms
     );
     if let Some(p) = &r.plot {
         println!("plot: {} and {}", p["png"], p["svg"]);

@@ -46,6 +46,9 @@ pub struct VoipArgs {
     /// Where the plot, the SIPp traces and results.json go.
     #[arg(long, default_value = "voip-results")]
     out: PathBuf,
+    /// The lab's name.
+    #[arg(long, default_value = voip::LAB)]
+    lab: String,
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
@@ -63,6 +66,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         quick: a.quick,
         json: a.json,
         keep: a.keep || args.keep,
+        lab: a.lab,
         calls: voip::Calls {
             rate: a.rate,
             duration: Duration::from_secs_f64(a.call_seconds),

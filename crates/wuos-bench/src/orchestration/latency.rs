@@ -34,27 +34,33 @@ pub struct RunLatency {
     /// The orchestrator's own record of when it told the routers (`switched_unix_ms`), after the
     /// round.
     pub round_to_switch_told_ms: f64,
-    /// Per router: sample → its kernel held the new route.
+    /// Per router whose route changed: sample → its kernel held the new route.
     pub per_router_ms: Vec<(String, f64)>,
+    /// Routers whose route already led to the new serving router before the deciding round (the
+    /// same next hop before and after: nothing to apply); they do not end the run.
+    pub unchanged: Vec<String>,
 }
 
 /// The run's figures from the crossing sample's time (ns), the decision's round and switch
-/// times (Unix ms) and each router's applied time (ns); `None` without routers.
+/// times (Unix ms) and each router's applied time (ns). A router whose route already matched
+/// before the round needed no change and is set apart. `None` when no router changed.
 pub fn run_latency(
     sample_ns: i64,
     round_ms: i64,
     switched_ms: i64,
     applied_ns: &[(String, i64)],
 ) -> Option<RunLatency> {
-    let last = applied_ns.iter().map(|(_, t)| *t).max()?;
-    let ms = |ns: i64| ns as f64 / 1e6;
     let round_ns = round_ms * 1_000_000;
+    let (changed, unchanged): (Vec<_>, Vec<_>) = applied_ns.iter().partition(|(_, t)| *t > round_ns);
+    let last = changed.iter().map(|(_, t)| *t).max()?;
+    let ms = |ns: i64| ns as f64 / 1e6;
     Some(RunLatency {
         total_ms: ms(last - sample_ns),
         sample_to_round_ms: ms(round_ns - sample_ns),
         round_to_applied_ms: ms(last - round_ns),
         round_to_switch_told_ms: (switched_ms - round_ms) as f64,
-        per_router_ms: applied_ns.iter().map(|(r, t)| (r.clone(), ms(t - sample_ns))).collect(),
+        per_router_ms: changed.iter().map(|(r, t)| (r.clone(), ms(t - sample_ns))).collect(),
+        unchanged: unchanged.iter().map(|(r, _)| r.clone()).collect(),
     })
 }
 
@@ -87,6 +93,8 @@ mod tests {
             ("edge1".to_string(), sample_ns + 170_000_000),
             ("fog".to_string(), sample_ns + 190_500_000),
             ("dc".to_string(), sample_ns + 160_000_000),
+            // Its route already led there (the same next hop): seen long before the round.
+            ("edge2".to_string(), sample_ns - 360_000_000),
         ];
         let r = run_latency(sample_ns, round_ms, round_ms + 30, &applied).unwrap();
         assert_eq!(r.total_ms, 190.5, "the last router (fog) ends it");
@@ -95,6 +103,9 @@ mod tests {
         assert_eq!(r.sample_to_round_ms + r.round_to_applied_ms, r.total_ms);
         assert_eq!(r.round_to_switch_told_ms, 30.0);
         assert_eq!(r.per_router_ms[2], ("dc".to_string(), 160.0));
+        assert_eq!(r.unchanged, ["edge2"], "an unchanged route does not end the run");
         assert!(run_latency(sample_ns, round_ms, 0, &[]).is_none());
+        let nothing_changed = [("edge2".to_string(), sample_ns - 1)];
+        assert!(run_latency(sample_ns, round_ms, 0, &nothing_changed).is_none());
     }
 }
