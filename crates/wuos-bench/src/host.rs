@@ -36,11 +36,6 @@ impl Machine {
         }
     }
 
-    /// The machine of this process (`/proc`).
-    pub fn here() -> Self {
-        Self::read(Path::new("/proc"))
-    }
-
     /// Records the load at the end of the benchmark.
     pub fn finish(&mut self) {
         self.loadavg_end = loadavg(&std::fs::read_to_string(self.proc_root.join("loadavg")).unwrap_or_default());

@@ -201,8 +201,9 @@ fn stage(r: &up::UpReport, names: &[&str]) -> f64 {
         .sum()
 }
 
-/// The pairs `ping` in the shell loop of [`reach_argv`] reported: ("ok"|"fail", address).
-pub fn parse_reach(out: &str) -> (usize, Vec<String>) {
+/// What the reachability loop printed (`ok ADDR` / `fail ADDR` per ping): how many answered, and
+/// the addresses that did not.
+fn parse_reach(out: &str) -> (usize, Vec<String>) {
     let mut ok = 0;
     let mut failed = Vec::new();
     for l in out.lines() {

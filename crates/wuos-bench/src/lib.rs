@@ -1,16 +1,6 @@
 //! wuos's benchmarks and demos, as a library: the `wuos` command's `bench` and `demo`
 //! subcommands only parse their options and call `run` here.
 //!
-//! Every benchmark states the machine it ran on, runs several times and reports medians with
-//! their spread, prints a table and writes JSON (`bench-results/NAME.json` by default), and says
-//! for each headline figure where its clock starts and stops, what it excludes and the
-//! instrument's resolution ([`report::Clock`]); no figure is quoted finer than that resolution.
-//! Where a peer exists (Mininet for the lab) it is measured side by side in the same run.
-//!
-//! A benchmark harness is tooling (STYLE §8): errors are `anyhow` with context, and the
-//! benchmarks bring up real labs (namespaces named `wuos.*`, root needed) and always take them
-//! down again.
-//!
 //! # Layout
 //! - [`lab`]: `wuos bench lab` — lab up/down bare and with daemons, all-pairs reachability,
 //!   Mininet side by side ([`lab::mininet`]), the impairment relay ([`lab::relay`]).
@@ -32,6 +22,17 @@
 //! - Shared helpers: [`stats`] (the percentile helper, summaries, runs, rounding to a
 //!   resolution), [`table`] (the table printer), [`report`] (clocks, JSON), [`host`] (the
 //!   machine, procfs), [`node`] (commands and daemons of a lab router, ping, iperf3).
+//!
+//! # Conventions
+//! Every benchmark states the machine it ran on, runs several times and reports medians with
+//! their spread, prints a table and writes JSON (`bench-results/NAME.json` by default), and says
+//! for each headline figure where its clock starts and stops, what it excludes and the
+//! instrument's resolution ([`report::Clock`]); no figure is quoted finer than that resolution.
+//! Where a peer exists (Mininet for the lab) it is measured side by side in the same run.
+//!
+//! A benchmark harness is tooling (STYLE §8): errors are `anyhow` with context, and the
+//! benchmarks bring up real labs (namespaces named `wuos.*`, root needed) and always take them
+//! down again.
 
 use std::path::PathBuf;
 

@@ -3,7 +3,7 @@
 //!
 //! The added delay comes from `ping`'s round trips: (RTT through the relay − median RTT without
 //! it) / 2 per reply. iputils `ping` prints `time=` with 3 decimals below 1 ms, 2 below 10 ms,
-//! 1 below 100 ms and none above ([`printed_resolution_ms`](crate::node::printed_resolution_ms) reads what it printed): a 20 ms delay
+//! 1 below 100 ms and none above ([`crate::node::printed_resolution_ms`] reads what it printed): a 20 ms delay
 //! (≈ 40 ms RTT) is read to 0.1 ms, so the added one-way delay has a 0.05 ms resolution, and it
 //! is quoted at that.
 
