@@ -2,7 +2,7 @@
 # shellcheck shell=bash
 
 # Debian packages wuos uses at run time and to build.
-WUOS_PACKAGES=(iproute2 nftables iperf3 iputils-ping ethtool graphviz procps psmisc bc xz-utils clang llvm gcc pkg-config kamailio sip-tester qemu-system-x86 linux-image-amd64 busybox-static)
+WUOS_PACKAGES=(iproute2 nftables iperf3 iputils-ping ethtool graphviz procps psmisc bc xz-utils clang llvm gcc pkg-config kamailio sip-tester qemu-system-x86 linux-image-amd64 busybox-static mininet)
 
 need_root() {
     if [ "$(id -u)" -ne 0 ]; then

@@ -5,7 +5,6 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
@@ -505,15 +504,4 @@ fn print_status(st: &status::LabStatus) {
             describe_link(l.up, &l.params)
         );
     }
-}
-
-/// Runs `cmd` inside router `node` of `lab` through `wuos lab exec`, returning its output.
-pub fn exec_output(lab: &str, node: &str, cmd: &[&str], timeout: Duration) -> Result<std::process::Output> {
-    let exe = std::env::current_exe()?;
-    let mut c = Command::new("timeout");
-    c.arg(format!("{}", timeout.as_secs().max(1)))
-        .arg(exe)
-        .args(["lab", "exec", lab, node, "--"])
-        .args(cmd);
-    Ok(c.output()?)
 }

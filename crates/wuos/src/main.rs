@@ -3,23 +3,17 @@
 //! # Layout
 //! - `main.rs`: the command tree and exit codes.
 //! - `lab.rs`: `wuos lab …` (up, down, list, status, exec, graph, link set, relay).
-//! - `bench.rs`, `bench_telemetry.rs`, `bench_domains.rs`, `bench_isolation.rs`, `bench_xdp.rs`: `wuos bench lab|telemetry|domains|isolation|xdp`, tables and JSON.
-//! - `demo.rs`: `wuos demo` (a sample lab) and `demo_voip.rs` + `demo_plot.rs`: `wuos demo voip`, the
-//!   README's main demo (the VoIP scenario, its plot).
+//! - `bench.rs`: `wuos bench lab|telemetry|domains|isolation|xdp|orchestration`, the options of
+//!   each; the benchmarks themselves are `wuos_bench`'s.
+//! - `demo.rs`: `wuos demo` (a sample lab) and `wuos demo voip` (the README's main demo, the VoIP
+//!   scenario), the options of each; the demos are `wuos_bench`'s.
 //! - `router.rs`: `wuos status`, `wuos top` (router daemons), `wuos hog` (a load).
 //! - `policy.rs`: `wuos policy apply|show`, `wuos decisions` (the orchestrator of a fog router).
 //! - `service.rs`: `wuos service …` (domains on a router).
 //! - `topo.rs`: a topology argument (file or generator) and helpers shared by the above.
 
 mod bench;
-mod bench_domains;
-mod bench_isolation;
-mod bench_orchestration;
-mod bench_telemetry;
-mod bench_xdp;
 mod demo;
-mod demo_plot;
-mod demo_voip;
 mod lab;
 mod policy;
 mod router;

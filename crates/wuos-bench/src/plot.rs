@@ -1,4 +1,4 @@
-//! The plot of `wuos demo voip`: call-setup time of every call over time, with the
+//! The plot of the VoIP scenario (`wuos demo voip`): call-setup time of every call over time, with the
 //! orchestrator's decisions marked; drawn twice, as PNG and SVG, with an embedded font.
 
 use std::path::Path;

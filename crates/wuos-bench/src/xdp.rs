@@ -17,7 +17,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -26,7 +26,11 @@ use serde::Serialize;
 use wuos_southbound::netns;
 use wuos_southbound::xdp::{Classifier, LocalRule, Mode, Proto, ServiceId, ServiceKey, link_info};
 
-use crate::bench::pct;
+use crate::BenchOptions;
+use crate::host::Machine;
+use crate::report::{Clock, begin, print_clocks, write_json};
+use crate::stats::{Runs, median};
+use crate::table::Table;
 
 const NETNS_DIR: &str = "/run/netns";
 const PREFIX: &str = "wuos.benchxdp";
@@ -79,9 +83,41 @@ struct Sample {
     flow_events: Option<usize>,
 }
 
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub out: PathBuf,
+    pub runs: usize,
+    /// Seconds each iperf3 run lasts.
+    pub seconds: u64,
+}
+
+impl BenchOptions for Options {
+    const NAME: &'static str = "xdp";
+
+    fn full(out: PathBuf) -> Self {
+        Self {
+            out,
+            runs: 5,
+            seconds: 3,
+        }
+    }
+
+    fn quick(out: PathBuf) -> Self {
+        Self {
+            out,
+            runs: 1,
+            seconds: 1,
+        }
+    }
+
+    fn runs_mut(&mut self) -> &mut usize {
+        &mut self.runs
+    }
+}
+
 #[derive(Serialize)]
 struct Report {
-    machine: String,
+    machine: Machine,
     method: String,
     runs: usize,
     seconds: u64,
@@ -89,6 +125,7 @@ struct Report {
     medians: Vec<Sample>,
     /// Every run, for the spread.
     samples: Vec<Sample>,
+    clocks: Vec<Clock>,
 }
 
 /// The four namespaces of the path; deleted on drop.
@@ -305,10 +342,10 @@ fn measure(lab: &Lab, case: Case, load: Load, seconds: u64) -> Result<Sample> {
     })
 }
 
-pub fn run(out: &Path, runs: usize, seconds: u64) -> Result<()> {
-    if runs == 0 {
-        bail!("--runs must be at least 1");
-    }
+/// Runs `wuos bench xdp`.
+pub fn run(o: &Options) -> Result<()> {
+    let (runs, seconds) = (o.runs, o.seconds);
+    let (_, mut machine) = begin(runs)?;
     if !nix::unistd::geteuid().is_root() {
         bail!("wuos bench xdp needs root (network namespaces, XDP)");
     }
@@ -347,7 +384,8 @@ pub fn run(out: &Path, runs: usize, seconds: u64) -> Result<()> {
                 .iter()
                 .filter(|s| s.case == case.name() && s.load == load.name())
                 .collect();
-            let med = |f: fn(&Sample) -> f64| pct(&mut these.iter().map(|s| f(s)).collect::<Vec<_>>(), 0.5);
+            let med =
+                |f: fn(&Sample) -> f64| median(&these.iter().map(|s| f(s)).collect::<Vec<_>>()).unwrap_or(f64::NAN);
             medians.push(Sample {
                 case: case.name(),
                 load: load.name(),
@@ -358,8 +396,9 @@ pub fn run(out: &Path, runs: usize, seconds: u64) -> Result<()> {
             });
         }
     }
+    machine.finish();
     let report = Report {
-        machine: crate::bench::machine(),
+        machine,
         method: format!(
             "client -> router -> server (or instance) over veths; iperf3 {seconds} s per run, client on core 0, server on core 1; \
              TX checksum offload off on the client veth in every case; classifier on the router's client-side veth; \
@@ -369,23 +408,22 @@ pub fn run(out: &Path, runs: usize, seconds: u64) -> Result<()> {
         seconds,
         medians,
         samples,
+        clocks: vec![Clock::new(
+            "throughput, packets/s",
+            "iperf3's client starts sending (its own clock); the client veth's TX counter read before it",
+            "iperf3's server report at the end of the run; the TX counter read after the client exits",
+            "iperf3's connection set-up; the classifier's attach and detach (outside the run)",
+            "iperf3's rates as it reports them (quoted to 1 Mbit/s and 0.1 kpps); runs vary far more than that",
+        )],
     };
     print_table(&report);
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(out, serde_json::to_string_pretty(&report)?)?;
-    println!("wrote {}", out.display());
-    Ok(())
+    print_clocks(&report.clocks);
+    write_json(&o.out, &report)
 }
 
 fn print_table(report: &Report) {
     println!("wuos bench xdp — {}", report.machine);
     println!("{}", report.method);
-    println!(
-        "{:<18} {:>10} {:>10} {:>12} {:>11} {:>11} {:>11}",
-        "case", "TCP Mbit/s", "TCP kpps", "UDP1400 Mb/s", "UDP1400 kpps", "UDP64 Mb/s", "UDP64 kpps"
-    );
     let get = |case: &str, load: &str| {
         report
             .medians
@@ -393,18 +431,36 @@ fn print_table(report: &Report) {
             .find(|s| s.case == case && s.load == load)
             .map_or((f64::NAN, f64::NAN), |s| (s.mbit_per_s, s.packets_per_s / 1e3))
     };
-    let cases = report
+    let mut t = Table::new([
+        "case",
+        "TCP Mbit/s",
+        "TCP kpps",
+        "UDP1400 Mbit/s",
+        "UDP1400 kpps",
+        "UDP64 Mbit/s",
+        "UDP64 kpps",
+    ]);
+    for case in report
         .medians
         .iter()
         .filter(|s| s.load == "tcp")
-        .map(|s| s.case.as_str());
-    for case in cases {
+        .map(|s| s.case.as_str())
+    {
         let (tm, tp) = get(case, "tcp");
         let (um, up) = get(case, "udp1400");
         let (sm, sp) = get(case, "udp64");
-        println!("{case:<18} {tm:>10.0} {tp:>10.1} {um:>12.0} {up:>11.1} {sm:>11.1} {sp:>11.1}");
+        t.row([
+            case.to_string(),
+            format!("{tm:.0}"),
+            format!("{tp:.1}"),
+            format!("{um:.0}"),
+            format!("{up:.1}"),
+            format!("{sm:.1}"),
+            format!("{sp:.1}"),
+        ]);
     }
-    println!("medians of {} interleaved runs; spread (min-max):", report.runs);
+    print!("{t}");
+    println!("medians of {} interleaved runs; spread (min–max):", report.runs);
     for (load, unit, scale, f) in [
         ("tcp", "Mbit/s", 1.0, (|s: &Sample| s.mbit_per_s) as fn(&Sample) -> f64),
         ("udp64", "kpps", 1e-3, |s: &Sample| s.packets_per_s),
@@ -413,15 +469,15 @@ fn print_table(report: &Report) {
             .medians
             .iter()
             .filter(|m| m.load == load)
-            .map(|m| {
+            .filter_map(|m| {
                 let v: Vec<f64> = report
                     .samples
                     .iter()
                     .filter(|s| s.load == load && s.case == m.case)
                     .map(|s| f(s) * scale)
                     .collect();
-                let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(*x), b.max(*x)));
-                format!("{} {lo:.0}-{hi:.0}", m.case)
+                let r = Runs::of(&v)?;
+                Some(format!("{} {:.0}-{:.0}", m.case, r.min, r.max))
             })
             .collect();
         println!("  {load} {unit}: {}", spread.join(", "));

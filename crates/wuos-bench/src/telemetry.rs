@@ -1,0 +1,368 @@
+//! `wuos bench telemetry`: how fast and how cheaply the augmented SD-WAN protocol carries
+//! telemetry.
+//!
+//! - Propagation: a line:5 lab at 10 Hz; r1's view of r3 (2 hops) is read every 20 ms during each
+//!   window, and each new advert's latency (receive time at r1 minus the sample time at r3, one
+//!   host clock, as r1's daemon reports it) is recorded.
+//! - Cost: a grid:10x10 lab at 1 Hz, then at 10 Hz; after a warm-up, in each window every wuosd's
+//!   CPU time (from `/proc/PID/stat`) and its RSS, and every router's protocol bytes/s.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use wuos_lab::daemons::{DaemonOptions, socket_path};
+use wuos_lab::progress::Silent;
+use wuos_lab::{LabEnv, down, up};
+use wuos_model::generate::{Generator, generate};
+
+use crate::BenchOptions;
+use crate::host::{Machine, proc_usage};
+use crate::node::runtime;
+use crate::report::{Clock, begin, print_clocks, write_json};
+use crate::stats::{Runs, Summary, at_resolution, median, percentile};
+use crate::table::Table;
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub out: PathBuf,
+    /// Seconds each measurement window lasts.
+    pub seconds: u64,
+    /// Windows per measurement (medians over them are reported).
+    pub runs: usize,
+}
+
+impl BenchOptions for Options {
+    const NAME: &'static str = "telemetry";
+
+    fn full(out: PathBuf) -> Self {
+        Self {
+            out,
+            seconds: 10,
+            runs: 3,
+        }
+    }
+
+    fn quick(out: PathBuf) -> Self {
+        Self {
+            out,
+            seconds: 3,
+            runs: 1,
+        }
+    }
+
+    fn runs_mut(&mut self) -> &mut usize {
+        &mut self.runs
+    }
+}
+
+#[derive(Serialize)]
+struct Propagation {
+    interval_ms: u64,
+    /// Every advert of every window.
+    latency_ms: Summary,
+    /// Each window's median.
+    window_median_ms: Runs,
+    target_ms: f64,
+}
+
+#[derive(Serialize)]
+struct Cost {
+    topology: String,
+    interval_ms: u64,
+    daemons: usize,
+    /// Per window: the median and the maximum over the daemons; then medians over the windows.
+    cpu_pct_of_core_median: Runs,
+    cpu_pct_of_core_max: Runs,
+    cpu_resolution_pct: f64,
+    rss_mb_median: Runs,
+    rss_mb_max: Runs,
+    protocol_bytes_per_s_median: Runs,
+    protocol_bytes_per_s_max: Runs,
+}
+
+#[derive(Serialize)]
+struct Report {
+    machine: Machine,
+    seconds: u64,
+    runs: usize,
+    propagation: Propagation,
+    cost: Vec<Cost>,
+    clocks: Vec<Clock>,
+}
+
+fn lab_up(env: &LabEnv, name: &str, g: Generator, interval: Duration) -> Result<()> {
+    let _ = down::down(env, name, &Silent);
+    let opts = up::UpOptions {
+        name: name.into(),
+        workers: up::default_workers(),
+        daemons: Some(DaemonOptions {
+            telemetry_interval: interval,
+            hop_limit: 2,
+            ..Default::default()
+        }),
+    };
+    up::up(env, generate(&g, 1), &opts, &Silent)?;
+    Ok(())
+}
+
+fn propagation(env: &LabEnv, o: &Options) -> Result<Propagation> {
+    let name = "benchtel";
+    let interval = Duration::from_millis(100);
+    lab_up(env, name, Generator::Line(5), interval)?;
+    let res = (|| -> Result<Propagation> {
+        let rt = runtime()?;
+        let sock = socket_path(env, name, "r1");
+        let r3_at_two_hops = |st: &wuos_proto::pb::StatusReply| {
+            st.view
+                .iter()
+                .filter(|v| v.hops == 2)
+                .filter_map(|v| Some((v.advert.as_ref().filter(|a| a.origin == "r3")?, v.latency_ms)))
+                .map(|(a, l)| ((a.boot_id, a.sequence), l))
+                .collect::<Vec<_>>()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while r3_at_two_hops(&rt.block_on(wuos_proto::admin::status(sock.clone()))?).is_empty() {
+            if Instant::now() > deadline {
+                bail!("r3 never reached r1's view");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (mut all, mut medians) = (Vec::new(), Vec::new());
+        for _ in 0..o.runs {
+            let mut seen: HashMap<(u64, u64), f64> = HashMap::new();
+            let end = Instant::now() + Duration::from_secs(o.seconds);
+            while Instant::now() < end {
+                let st = rt.block_on(wuos_proto::admin::status(sock.clone()))?;
+                for (key, latency) in r3_at_two_hops(&st) {
+                    seen.entry(key).or_insert(latency);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let lat: Vec<f64> = seen.into_values().collect();
+            medians.extend(median(&lat));
+            all.extend(lat);
+        }
+        Ok(Propagation {
+            interval_ms: 100,
+            latency_ms: Summary::of(&all).context("no advert of r3 was seen")?,
+            window_median_ms: Runs::of(&medians).context("no window")?,
+            target_ms: 100.0 + 20.0,
+        })
+    })();
+    down::down(env, name, &Silent)?;
+    res
+}
+
+fn wuosd_pids(proc_root: &Path, lab: &str) -> Vec<i32> {
+    let marker = format!("/labs/{lab}/daemons/");
+    std::fs::read_dir(proc_root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let dir = proc_root.join(pid.to_string());
+            std::fs::read_to_string(dir.join("comm")).is_ok_and(|c| c.trim() == "wuosd")
+                && std::fs::read(dir.join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+        })
+        .collect()
+}
+
+fn bytes_total(rt: &tokio::runtime::Runtime, sock: &Path) -> Option<u64> {
+    let st = rt.block_on(wuos_proto::admin::status(sock)).ok()?;
+    Some(
+        st.counters
+            .iter()
+            .filter(|c| c.name == "bytes_sent" || c.name == "bytes_received")
+            .map(|c| c.value)
+            .sum(),
+    )
+}
+
+/// One window's (CPU % median, max; RSS MB median, max; bytes/s median, max; daemons).
+type Window = ([f64; 6], usize);
+
+fn window(env: &LabEnv, rt: &tokio::runtime::Runtime, name: &str, socks: &[PathBuf], seconds: u64) -> Result<Window> {
+    let pids = wuosd_pids(&env.proc_root, name);
+    // Bytes: each router's counter with its own timestamps (polling 100 sockets takes time).
+    let bytes_before: Vec<Option<(Instant, u64)>> = socks
+        .iter()
+        .map(|s| Some((Instant::now(), bytes_total(rt, s)?)))
+        .collect();
+    // CPU: one window, timed around the two reads of /proc.
+    let t0 = Instant::now();
+    let usage = |p: &i32| Some((*p, proc_usage(&env.proc_root, *p)?));
+    let before: HashMap<i32, (u64, u64)> = pids.iter().filter_map(usage).collect();
+    std::thread::sleep(Duration::from_secs(seconds));
+    let after: HashMap<i32, (u64, u64)> = pids.iter().filter_map(usage).collect();
+    let elapsed = t0.elapsed().as_secs_f64();
+    let (mut cpu, mut rss) = (Vec::new(), Vec::new());
+    for (pid, &(t_before, _)) in &before {
+        if let Some(&(t_after, r)) = after.get(pid) {
+            cpu.push((t_after - t_before) as f64 / ticks_per_s() / elapsed * 100.0);
+            rss.push(r as f64 / 1e6);
+        }
+    }
+    let bps: Vec<f64> = socks
+        .iter()
+        .zip(&bytes_before)
+        .filter_map(|(s, b)| {
+            let (t, b) = (*b)?;
+            let now = bytes_total(rt, s)?;
+            Some(now.saturating_sub(b) as f64 / t.elapsed().as_secs_f64())
+        })
+        .collect();
+    if cpu.is_empty() {
+        bail!("no wuosd processes found for lab {name}");
+    }
+    let q = |v: &[f64], p| percentile(v, p).unwrap_or(f64::NAN);
+    Ok((
+        [
+            q(&cpu, 0.5),
+            q(&cpu, 1.0),
+            q(&rss, 0.5),
+            q(&rss, 1.0),
+            q(&bps, 0.5),
+            q(&bps, 1.0),
+        ],
+        cpu.len(),
+    ))
+}
+
+fn ticks_per_s() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64
+}
+
+fn cost(env: &LabEnv, interval: Duration, o: &Options) -> Result<Cost> {
+    let name = "benchcost";
+    let g = Generator::Grid(10, 10);
+    let t = generate(&g, 1);
+    lab_up(env, name, g, interval)?;
+    let res = (|| -> Result<Cost> {
+        std::thread::sleep(Duration::from_secs(5)); // warm-up: neighbors up, views full
+        let rt = runtime()?;
+        let socks: Vec<_> = t.nodes.iter().map(|n| socket_path(env, name, &n.name)).collect();
+        let mut windows = Vec::new();
+        for _ in 0..o.runs {
+            windows.push(window(env, &rt, name, &socks, o.seconds)?);
+        }
+        let col = |i: usize| Runs::of(&windows.iter().map(|w| w.0[i]).collect::<Vec<_>>()).context("no window");
+        Ok(Cost {
+            topology: "grid:10x10".into(),
+            interval_ms: interval.as_millis() as u64,
+            daemons: windows.iter().map(|w| w.1).min().unwrap_or(0),
+            cpu_pct_of_core_median: col(0)?,
+            cpu_pct_of_core_max: col(1)?,
+            cpu_resolution_pct: 100.0 / ticks_per_s() / o.seconds as f64,
+            rss_mb_median: col(2)?,
+            rss_mb_max: col(3)?,
+            protocol_bytes_per_s_median: col(4)?,
+            protocol_bytes_per_s_max: col(5)?,
+        })
+    })();
+    down::down(env, name, &Silent)?;
+    res
+}
+
+fn clocks(o: &Options) -> Vec<Clock> {
+    vec![
+        Clock::new(
+            "propagation 2 hops",
+            "r3's daemon samples its telemetry (the advert's timestamp_unix_ns)",
+            "r1's daemon stores the advert received through r2 (its view entry's latency_ms)",
+            "the reading: r1's view is polled every 20 ms, but the latency is the daemon's own receive time",
+            "one host clock (CLOCK_REALTIME, ns) on both ends; quoted to 0.01 ms",
+        ),
+        Clock::new(
+            "daemon CPU",
+            "first read of /proc/PID/stat (utime+stime) of every wuosd",
+            &format!("the same read {} s later", o.seconds),
+            "the bench's own polls of the admin sockets (their cost in wuosd is included)",
+            &format!(
+                "clock ticks of {:.0} ms over a {} s window: {:.2}% of a core",
+                1e3 / ticks_per_s(),
+                o.seconds,
+                100.0 / ticks_per_s() / o.seconds as f64
+            ),
+        ),
+    ]
+}
+
+/// Runs `wuos bench telemetry`.
+pub fn run(o: &Options) -> Result<()> {
+    if o.seconds == 0 {
+        bail!("--seconds must be at least 1");
+    }
+    let (env, mut machine) = begin(o.runs)?;
+    eprintln!("propagation: line:5 at 10 Hz, {} window(s) of {} s", o.runs, o.seconds);
+    let propagation = propagation(&env, o)?;
+    let mut costs = Vec::new();
+    for ms in [1000, 100] {
+        eprintln!(
+            "cost: grid:10x10 at {} Hz, {} window(s) of {} s",
+            1000 / ms,
+            o.runs,
+            o.seconds
+        );
+        costs.push(cost(&env, Duration::from_millis(ms), o)?);
+    }
+    machine.finish();
+    let report = Report {
+        machine,
+        seconds: o.seconds,
+        runs: o.runs,
+        propagation,
+        cost: costs,
+        clocks: clocks(o),
+    };
+    let p = &report.propagation;
+    println!("wuos bench telemetry — {}", report.machine);
+    let l = &p.latency_ms;
+    println!(
+        "propagation 2 hops at {} ms interval: median {} ms, p99 {} ms, max {} ms over {} adverts; window medians {} ms (target: <= {:.0} ms)",
+        p.interval_ms,
+        at_resolution(l.median, 0.01),
+        at_resolution(l.p99, 0.01),
+        at_resolution(l.max, 0.01),
+        l.n,
+        p.window_median_ms.show(0.01),
+        p.target_ms
+    );
+    let mut t = Table::new([
+        "topology",
+        "interval",
+        "daemons",
+        "cpu% med",
+        "cpu% max",
+        "RSS MB med",
+        "RSS MB max",
+        "bytes/s med",
+        "bytes/s max",
+    ]);
+    for c in &report.cost {
+        let cpu_res = c.cpu_resolution_pct;
+        t.row([
+            c.topology.clone(),
+            format!("{} ms", c.interval_ms),
+            c.daemons.to_string(),
+            c.cpu_pct_of_core_median.show(cpu_res),
+            c.cpu_pct_of_core_max.show(cpu_res),
+            c.rss_mb_median.show(0.1),
+            c.rss_mb_max.show(0.1),
+            c.protocol_bytes_per_s_median.show(1.0),
+            c.protocol_bytes_per_s_max.show(1.0),
+        ]);
+    }
+    println!(
+        "{t}(per window: median and max over the daemons; medians over {} window(s), min–max)",
+        o.runs
+    );
+    print_clocks(&report.clocks);
+    write_json(&o.out, &report)
+}
