@@ -29,6 +29,9 @@ use crate::error::LabError;
 use crate::names;
 use crate::state::LabState;
 
+/// Memory the control domain (wuosd) of a lab router keeps from its services.
+pub const CONTROL_MEMORY: u64 = 32 << 20;
+
 /// Daemon settings chosen at `lab up`.
 #[derive(Clone, Debug)]
 pub struct DaemonOptions {
@@ -86,8 +89,13 @@ pub fn config(env: &LabEnv, st: &LabState, opts: &DaemonOptions, i: usize) -> Re
     let cgroup = names::node_cgroup(&st.name, &node.name);
     let domains = match (opts.domains, &env.catalog_dir, domain_subnet(i)) {
         (true, Some(catalog), Some(subnet)) => {
-            // Routing keeps a quarter of a router's memory when the router has a limit.
+            // Routing keeps a quarter of a router's memory when the router has a limit; the control
+            // domain (wuosd) keeps 32 MiB of it when it has at least 128 MiB.
             let routing_memory = node.memory.filter(|_| opts.routing_reservation).map(|m| m / 4);
+            let control_memory = node
+                .memory
+                .filter(|&m| opts.routing_reservation && m >= CONTROL_MEMORY * 4)
+                .map(|_| CONTROL_MEMORY);
             // Core 0 is the routing domain's and services are pinned to the others, when the
             // router has the CPU for it (a whole core for routing plus some for services).
             let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
@@ -114,7 +122,7 @@ pub fn config(env: &LabEnv, st: &LabState, opts: &DaemonOptions, i: usize) -> Re
                     .map_err(|e| LabError::Daemons(format!("domain subnet {subnet}: {e}")))?,
                 routing_cores,
                 routing_memory,
-                control_memory: None,
+                control_memory,
                 pool: opts.pool,
                 init_exe: None,
                 params,

@@ -64,7 +64,8 @@ fn services_start_pause_refuse_and_survive_a_daemon_restart() {
     }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("svc.toml");
-    // r1: one core and 512 MiB; routing keeps a quarter of the memory, services get 384 MiB.
+    // r1: one core and 512 MiB; routing keeps a quarter of the memory and the control domain
+    // (wuosd) 32 MiB: services get 352 MiB.
     std::fs::write(
         &file,
         "[[node]]\nname = \"r1\"\nrole = \"fog\"\ncpus = 1.0\nmemory = \"512MiB\"\n\
@@ -87,7 +88,23 @@ fn services_start_pause_refuse_and_survive_a_daemon_restart() {
 
     let list = json(&svc(&["list"]));
     assert_eq!(list["pool_idle"], 1, "one frozen domain waits in the pool: {list}");
-    assert_eq!(list["free_memory"].as_u64(), Some(384 << 20), "{list}");
+    assert_eq!(list["free_memory"].as_u64(), Some(352 << 20), "{list}");
+    // The three kinds of domain: routing and control keep their reservations, and say what they
+    // hold; wuosd runs in the control domain.
+    let reserved = list["reserved"].as_array().expect("the routing and control domains");
+    let kinds: Vec<(&str, u64)> = reserved
+        .iter()
+        .map(|d| (d["kind"].as_str().unwrap(), d["memory_limit"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(kinds, vec![("routing", 128 << 20), ("control", 32 << 20)], "{list}");
+    assert!(reserved.iter().all(|d| !d["holds"].as_str().unwrap().is_empty()), "{list}");
+    let wuosd = daemon_pids(LAB, "r1");
+    assert_eq!(reserved[1]["pid"].as_i64(), wuosd.first().map(|&p| i64::from(p)), "{list}");
+    let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", wuosd[0])).unwrap();
+    assert!(
+        cgroup.contains(&format!("wuos/{LAB}/r1/control")),
+        "wuosd runs in the control domain's cgroup: {cgroup}"
+    );
 
     // Start: from the pool, in its own namespace and cgroup, with the catalog's limits.
     let d = json(&svc(&[
@@ -154,11 +171,11 @@ fn services_start_pause_refuse_and_survive_a_daemon_restart() {
         "stress at a 0.5-core quota should read ~50% of a core, got {pct:.1}%"
     );
 
-    // Admission: 256 MiB more does not fit in the 128 MiB left; the refusal names memory and by how much.
+    // Admission: 256 MiB more does not fit in the 96 MiB left; the refusal names memory and by how much.
     let refused = svc(&["start", "stress", "--name", "big"]);
     assert_eq!(refused.status.code(), Some(3), "a refusal is bad input");
     let err = String::from_utf8_lossy(&refused.stderr);
-    assert!(err.contains("memory short by 128MiB"), "{err}");
+    assert!(err.contains("memory short by 160MiB"), "{err}");
     let unknown = svc(&["start", "nosuch"]);
     assert_eq!(
         unknown.status.code(),

@@ -17,7 +17,7 @@ use wuos_proto::status::to_status;
 
 use crate::datapath::DatapathHandle;
 use crate::domains::component::{DomainsHandle, Verb};
-use crate::domains::{DomainView, DomainsReport};
+use crate::domains::{DomainView, DomainsReport, ReservedDomain};
 use crate::metrics::Metrics;
 use crate::orchestration::{DecisionRecord, OrchestrationHandle, PolicyView};
 use crate::protocol::ProtocolHandle;
@@ -62,6 +62,26 @@ impl From<&DomainView> for pb::DomainInfo {
             from_pool: d.from_pool,
             health: d.health.as_ref().map(|h| h.0.as_str().to_string()).unwrap_or_default(),
             health_detail: d.health.as_ref().map(|h| h.1.clone()).unwrap_or_default(),
+            holds: String::new(),
+            cores: String::new(),
+        }
+    }
+}
+
+impl From<&ReservedDomain> for pb::DomainInfo {
+    fn from(d: &ReservedDomain) -> Self {
+        pb::DomainInfo {
+            name: d.kind.as_str().to_string(),
+            kind: d.kind.as_str().to_string(),
+            state: "running".into(),
+            pid: d.pid,
+            cpus: d.cores.len() as f64,
+            memory_limit: d.memory.unwrap_or(0),
+            memory_bytes: d.memory_bytes,
+            cpu_pct: d.cpu_pct,
+            holds: d.holds.clone(),
+            cores: wuos_model::domain::format_cpuset(&d.cores),
+            ..Default::default()
         }
     }
 }
@@ -70,6 +90,7 @@ impl From<&DomainsReport> for pb::DomainList {
     fn from(r: &DomainsReport) -> Self {
         pb::DomainList {
             domains: r.domains.iter().map(pb::DomainInfo::from).collect(),
+            reserved: r.reserved.iter().map(pb::DomainInfo::from).collect(),
             free_cpus: r.free_cpus,
             free_memory: r.free_memory,
             pool_idle: r.pool_idle,

@@ -160,9 +160,28 @@ pub struct DomainView {
     pub link: Option<InstanceLink>,
 }
 
+/// The routing or the control domain: what it keeps for itself, what it holds, what it uses.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReservedDomain {
+    pub kind: DomainKind,
+    /// Cores it keeps (empty: it shares the router's cores, weighted).
+    pub cores: Vec<u32>,
+    /// Memory kept out of the services' budget (`None`: nothing kept).
+    pub memory: Option<u64>,
+    /// What runs in it.
+    pub holds: String,
+    /// Its processes (the control domain: this daemon).
+    pub pid: i32,
+    /// Use, from the last supervision (the control domain: its cgroup).
+    pub memory_bytes: u64,
+    pub cpu_pct: f64,
+}
+
 /// Every domain and what is left for services.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DomainsReport {
+    /// The routing domain, then the control domain.
+    pub reserved: Vec<ReservedDomain>,
     pub domains: Vec<DomainView>,
     pub free_cpus: f64,
     pub free_memory: u64,
@@ -704,15 +723,17 @@ impl Domains {
     /// the exit of a running domain's processes to its record (the restart policy decides).
     pub fn supervise(&mut self) {
         let now = Instant::now();
+        let control = ContainerSpec {
+            name: "control".into(),
+            cgroup_root: self.cgroup_root.clone(),
+            cgroup: control_cgroup(&self.cfg),
+            ..ContainerSpec::default()
+        };
+        self.read_usage(CONTROL, &control, now);
         let names: Vec<String> = self.entries.keys().cloned().collect();
         for name in names {
             let cs = self.entry_spec(&self.entries[&name]);
-            if let Some(u) = self.backend.usage(&cs) {
-                let r = self.readings.entry(name.clone()).or_default();
-                let reading = (now, u.cpu_ns);
-                r.cpu = Some(r.cpu.map_or([reading, reading], |[_, last]| [last, reading]));
-                r.memory_bytes = u.memory_bytes;
-            }
+            self.read_usage(&name, &cs, now);
             if !self.entries[&name].record.state.expects_processes() {
                 continue;
             }
@@ -723,6 +744,16 @@ impl Domains {
             };
             warn!(domain = %name, ?code, "exited");
             let _ = self.apply(&name, Event::Exited { code });
+        }
+    }
+
+    /// Takes one CPU and memory reading of `spec`'s cgroup, kept under `key`.
+    fn read_usage(&mut self, key: &str, spec: &ContainerSpec, now: Instant) {
+        if let Some(u) = self.backend.usage(spec) {
+            let r = self.readings.entry(key.to_string()).or_default();
+            let reading = (now, u.cpu_ns);
+            r.cpu = Some(r.cpu.map_or([reading, reading], |[_, last]| [last, reading]));
+            r.memory_bytes = u.memory_bytes;
         }
     }
 
@@ -780,14 +811,7 @@ impl Domains {
         } else {
             readings.memory_bytes
         };
-        let cpu_pct = readings.cpu.map_or(0.0, |[(t0, a), (t1, b)]| {
-            let dt = t1.duration_since(t0).as_nanos() as f64;
-            if dt > 0.0 {
-                b.saturating_sub(a) as f64 / dt * 100.0
-            } else {
-                0.0
-            }
-        });
+        let cpu_pct = cpu_pct(&readings);
         let running = e.record.state == State::Running;
         let link = cs
             .net
@@ -821,7 +845,29 @@ impl Domains {
     /// Every domain (usage read now) and what is left for services.
     pub fn report(&self) -> DomainsReport {
         let (free_cpus, free_memory) = self.admission.free();
+        let control = self.readings.get(CONTROL).copied().unwrap_or_default();
+        let reserved = vec![
+            ReservedDomain {
+                kind: DomainKind::Routing,
+                cores: self.cfg.routing_cores.clone(),
+                memory: self.cfg.routing_memory,
+                holds: "kernel forwarding".into(),
+                pid: 0,
+                memory_bytes: 0,
+                cpu_pct: 0.0,
+            },
+            ReservedDomain {
+                kind: DomainKind::Control,
+                cores: self.cfg.routing_cores.clone(),
+                memory: self.cfg.control_memory,
+                holds: "wuosd: protocol, monitor, controller, orchestrator".into(),
+                pid: std::process::id() as i32,
+                memory_bytes: control.memory_bytes,
+                cpu_pct: cpu_pct(&control),
+            },
+        ];
         DomainsReport {
+            reserved,
             domains: self.entries.keys().filter_map(|n| self.view(n, true)).collect(),
             free_cpus,
             free_memory,
@@ -848,6 +894,46 @@ impl Domains {
             domains: self.entries.keys().filter_map(|n| self.view(n, false)).collect(),
         }
     }
+}
+
+/// % of one core between the two latest readings (0 until there are two).
+fn cpu_pct(r: &Readings) -> f64 {
+    r.cpu.map_or(0.0, |[(t0, a), (t1, b)]| {
+        let dt = t1.duration_since(t0).as_nanos() as f64;
+        if dt > 0.0 {
+            b.saturating_sub(a) as f64 / dt * 100.0
+        } else {
+            0.0
+        }
+    })
+}
+
+/// The readings key of the control domain (not a domain name: names cannot have capitals).
+const CONTROL: &str = "CONTROL";
+
+/// The control domain's cgroup under the router's.
+pub fn control_cgroup(cfg: &DomainsConfig) -> String {
+    format!("{}/control", cfg.cgroup)
+}
+
+/// How much CPU the control domain weighs against the services (the default weight is 100).
+pub const CONTROL_CPU_WEIGHT: u32 = 400;
+
+/// Moves this process (wuosd: protocol, monitor, controller, orchestrator) into the router's
+/// control domain: its own cgroup, on the routing cores when routing keeps some (never the
+/// services' cores) and weighted above services otherwise. Its memory reservation is kept out of
+/// the services' budget by admission, not capped: a capped control plane could be OOM-killed.
+pub fn enter_control_domain(cgroup_root: &std::path::Path, cfg: &DomainsConfig) -> Result<String, wuos_southbound::cgroup::CgroupError> {
+    use wuos_southbound::cgroup::{CgroupFs, Limits};
+    let cg = CgroupFs::detect(cgroup_root)?;
+    let rel = control_cgroup(cfg);
+    cg.create(&rel, &Limits::default())?;
+    if !cfg.routing_cores.is_empty() {
+        cg.set_cpuset(&rel, Some(&cfg.routing_cores))?;
+    }
+    cg.set_cpu_weight(&rel, Some(CONTROL_CPU_WEIGHT))?;
+    cg.join(&rel, std::process::id())?;
+    Ok(rel)
 }
 
 /// The view of a domain just destroyed.
