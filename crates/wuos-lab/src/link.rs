@@ -10,6 +10,13 @@
 //! the link is impaired, so addresses and routes never change. `ixN` carries `ethN`'s MAC, so frames
 //! redirected into `ethN` are addressed to it. This kernel has no `sch_netem`; where it exists, the
 //! relay could be replaced by netem on `ethN`, but one mechanism everywhere keeps results comparable.
+//!
+//! What a link is made of is in [`crate::plan`] (its veth, addresses, up state, routes over it, tc
+//! ops, twins and relay). `link set` computes the lab's plan before and after the change and runs
+//! their difference ([`plan::diff`]) through the executor, e.g. adding a delay creates the relay
+//! namespace if no link had one, the twins `ixN <-> lIa/lIb`, the splices, and starts the relay;
+//! removing it undoes those; `--down` deletes the routes over the link and sets both ends down,
+//! `--up` sets them up and puts those routes back.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
