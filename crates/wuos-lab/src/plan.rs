@@ -576,13 +576,14 @@ pub fn lab(input: &Input<'_>) -> Plan {
             },
         );
     }
-    for i in 0..t.links.len() {
-        link_ops(input, i, &mut push);
+    let all_ends: Vec<Ends> = (0..t.links.len()).map(|i| ends(input, i)).collect();
+    for (i, e) in all_ends.iter().enumerate() {
+        link_ops(input, i, e, &mut push);
     }
     for (n, routes) in input.routes.iter().enumerate() {
         let netns = names::node_netns(lab, &t.nodes[n].name);
         for r in routes.iter().filter(|r| input.links[r.link].up) {
-            let e = ends(input, r.link);
+            let e = &all_ends[r.link];
             let k = usize::from(e.node[0] != n);
             push(
                 StageName::Routes,
@@ -603,11 +604,10 @@ pub fn lab(input: &Input<'_>) -> Plan {
 }
 
 /// Everything that makes link `i`: its veth, addresses, up state, and its emulation.
-fn link_ops(input: &Input<'_>, i: usize, push: &mut impl FnMut(StageName, Op)) {
+fn link_ops(input: &Input<'_>, i: usize, e: &Ends, push: &mut impl FnMut(StageName, Op)) {
     let lab = input.lab;
     let cfg = &input.links[i];
     let p = &cfg.params;
-    let e = ends(input, i);
     let la = &input.addresses.links[i];
     let addrs = [la.a, la.b];
     let mtu = p.mtu.unwrap_or(DEFAULT_MTU);
