@@ -45,10 +45,6 @@ impl HostCgroups {
     pub fn version(&self) -> Version {
         *self.fs.version()
     }
-
-    pub fn fs(&self) -> &CgroupFs {
-        &self.fs
-    }
 }
 
 impl Cgroups for HostCgroups {

@@ -61,11 +61,6 @@ impl Journal {
     pub fn take(&self) -> Vec<Recorded> {
         std::mem::take(&mut *self.lock())
     }
-
-    /// A copy of everything recorded so far.
-    pub fn snapshot(&self) -> Vec<Recorded> {
-        self.lock().clone()
-    }
 }
 
 /// Targets (names, paths, keys) a fake refuses to change; shared by the fakes' `refuse` methods.
