@@ -5,7 +5,7 @@
 //! Every operation of the `wuos lab` command is a call here; the CLI only parses and prints.
 //!
 //! # Layout
-//! - [`env`]: host paths the lab uses (state dir, `/run/netns`, cgroup root, `/proc`).
+//! - [`env`](mod@env): host paths the lab uses (state dir, `/run/netns`, cgroup root, `/proc`).
 //! - [`names`]: how namespaces, cgroups, interfaces and MACs are named.
 //! - [`state`]: the persisted lab state, written before anything is created.
 //! - [`plan`]: pure — a lab as stages of typed [`plan::Op`]s (cgroups, namespaces with their
@@ -32,9 +32,10 @@
 //!  session ──▶ execute (Host), relays                execute ──▶ plan, relays, progress
 //!  relays ──▶ plan (Relay), spawn                    plan ──▶ names, state (LinkRuntime)
 //!  error ──▶ plan, state                             daemons, down, status, exec ──▶ state, names
-//!  spawn ──▶ state                                   state ──▶ env
+//!  spawn ──▶ state                                   daemons ──▶ spawn;  state ──▶ env
 //! ```
-//! (`error` and `env` are used by most modules and use neither of them back.)
+//! (`error` and `env` are used by most modules and use none of them back.) `tests/modules.rs`
+//! fails on a cycle.
 
 pub mod daemons;
 pub mod down;
