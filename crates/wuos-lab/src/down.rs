@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use wuos_southbound::cgroup::CgroupFs;
+use wuos_southbound::cgroups::{Cgroups, HostCgroups};
 use wuos_southbound::{netns, process};
 
 use crate::env::LabEnv;
@@ -97,10 +97,10 @@ pub(crate) fn down_locked(env: &LabEnv, lab: &str, progress: &dyn Progress) -> R
         progress.advance(1);
     }
 
-    if let Ok(cg) = CgroupFs::detect(&env.cgroup_root) {
+    if let Ok(cg) = HostCgroups::detect(&env.cgroup_root, &env.proc_root) {
         let rel = names::lab_cgroup(lab);
         if cg.exists(&rel) {
-            cg.destroy(&rel, &env.proc_root)?;
+            cg.destroy(&rel)?;
             report.cgroups_removed = true;
         }
     }

@@ -1,10 +1,14 @@
 //! Errors of lab operations.
 
 use wuos_southbound::cgroup::CgroupError;
+use wuos_southbound::namespaces::NamespaceError;
 use wuos_southbound::netlink::NetlinkError;
 use wuos_southbound::netns::NetnsError;
+use wuos_southbound::offloads::OffloadError;
+use wuos_southbound::sysctls::SysctlError;
 use wuos_southbound::tc::TcError;
 
+use crate::plan::{Op, StageName};
 use crate::state::StateError;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +47,14 @@ pub enum LabError {
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
     Tc(#[from] TcError),
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
+    #[error(transparent)]
+    Sysctl(#[from] SysctlError),
+    #[error(transparent)]
+    Offload(#[from] OffloadError),
+    #[error(transparent)]
+    Execute(#[from] ExecError),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
     #[error("router daemons: {0}")]
@@ -84,16 +96,43 @@ impl wuos_model::Classify for LabError {
             | LabError::NoSuchNode { .. }
             | LabError::NoSuchLink { .. } => C::NotFound,
             LabError::NotRoot => C::Unavailable,
-            LabError::Netns(wuos_southbound::netns::NetnsError::Exists { .. }) => C::Conflict,
+            LabError::Netns(NetnsError::Exists { .. })
+            | LabError::Namespace(NamespaceError::Netns(NetnsError::Exists { .. })) => C::Conflict,
             LabError::RolledBack { cause, .. } => cause.class(),
+            LabError::Execute(e) => e.cause.class(),
             LabError::State(_)
             | LabError::Netns(_)
             | LabError::Netlink(_)
             | LabError::Cgroup(_)
             | LabError::Tc(_)
+            | LabError::Namespace(_)
+            | LabError::Sysctl(_)
+            | LabError::Offload(_)
             | LabError::Io { .. }
             | LabError::Daemons(_)
             | LabError::Runtime(_) => C::Internal,
         }
+    }
+}
+
+/// A plan that failed part way, and what was undone.
+#[derive(Debug, thiserror::Error)]
+#[error("{stage}: {op}: {cause}{}", rollback_note(.rolled_back, .rollback_failures))]
+pub struct ExecError {
+    pub stage: StageName,
+    /// The op that failed.
+    pub op: String,
+    pub cause: Box<LabError>,
+    /// The ops that undid what had been made, in the order they ran.
+    pub rolled_back: Vec<Op>,
+    /// Undo ops that failed, with why.
+    pub rollback_failures: Vec<String>,
+}
+
+fn rollback_note(undone: &[Op], failed: &[String]) -> String {
+    match (undone.len(), failed.is_empty()) {
+        (0, _) => String::new(),
+        (n, true) => format!(" (undid {n} changes)"),
+        (n, false) => format!(" (undid {n} changes; these failed: {})", failed.join("; ")),
     }
 }

@@ -10,17 +10,24 @@
 //! the link is impaired, so addresses and routes never change. `ixN` carries `ethN`'s MAC, so frames
 //! redirected into `ethN` are addressed to it. This kernel has no `sch_netem`; where it exists, the
 //! relay could be replaced by netem on `ethN`, but one mechanism everywhere keeps results comparable.
+//!
+//! What a link is made of is in [`crate::plan`] (its veth, addresses, up state, routes over it, tc
+//! ops, twins and relay). `link set` computes the lab's plan before and after the change and runs
+//! their difference ([`plan::diff`]) through the executor, e.g. adding a delay creates the relay
+//! namespace if no link had one, the twins `ixN <-> lIa/lIb`, the splices, and starts the relay;
+//! removing it undoes those; `--down` deletes the routes over the link and sets both ends down,
+//! `--up` sets them up and puts those routes back.
 
-use std::process::Command;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::future::try_join_all;
 use wuos_model::LinkParams;
 use wuos_model::units::format_duration;
-use wuos_southbound::{process, tc};
 
 use crate::error::LabError;
-use crate::names;
+use crate::execute::Executor;
+use crate::plan::{self, Input, LinkConfig, Plan};
+use crate::progress::Silent;
 use crate::session::Session;
 use crate::state::{LabState, LinkRuntime};
 
@@ -73,167 +80,31 @@ impl LinkChange {
     }
 }
 
-/// The two ends of link `i`: (node index, namespace, local interface name, interface number).
-pub(crate) struct Ends {
-    pub ns: [String; 2],
-    pub eth: [String; 2],
-    pub num: [usize; 2],
-    pub node: [usize; 2],
-}
-
-pub(crate) fn ends(state: &LabState, i: usize) -> Ends {
-    let l = &state.topology.links[i];
-    let a = state.topology.node_index(&l.a).expect("validated topology");
-    let b = state.topology.node_index(&l.b).expect("validated topology");
-    let la = &state.plan.links[i];
-    let num = |s: &str| s.trim_start_matches("eth").parse::<usize>().unwrap_or(0);
-    Ends {
-        ns: [
-            names::node_netns(&state.name, &l.a),
-            names::node_netns(&state.name, &l.b),
-        ],
-        eth: [la.a_ifname.clone(), la.b_ifname.clone()],
-        num: [num(&la.a_ifname), num(&la.b_ifname)],
-        node: [a, b],
-    }
-}
-
-/// Brings link `i` from runtime state `old` to parameters `new`: splices or unsplices the relay,
-/// restarts it with the new impairment, and sets the token bucket on whichever interface now carries
-/// the link's egress. The namespaces of both ends must be attached to the session.
-pub(crate) fn apply(
-    s: &mut Session<'_>,
-    state: &LabState,
-    i: usize,
-    old: &LinkRuntime,
-    new: &LinkParams,
-) -> Result<LinkRuntime, LabError> {
-    let e = ends(state, i);
-    let lab = &state.name;
-    let mtu = new.mtu.unwrap_or(1500);
-    let mut rt = LinkRuntime {
-        up: old.up,
-        params: new.clone(),
-        relay_pid: old.relay_pid,
-        spliced: old.spliced,
+/// The plan that takes link `i` of a lab in `state` through `change`: the difference between the
+/// lab's plan before and after (see [`plan::diff`]), and the link's configuration after. Pure.
+pub fn change_plan(state: &LabState, i: usize, change: &LinkChange) -> Result<(Plan, LinkConfig), LabError> {
+    let before: Vec<LinkConfig> = state.links.iter().map(LinkConfig::from).collect();
+    let mut after = before.clone();
+    after[i] = LinkConfig {
+        up: change.up.unwrap_or(before[i].up),
+        params: change.apply_to(&before[i].params)?,
     };
-    let want_splice = new.needs_impairment();
-    let mut tc_lines: [Vec<String>; 2] = [Vec::new(), Vec::new()];
-
-    // The stored pid is only signalled if it still is this lab's relay.
-    let old_relay = rt.relay_pid.take().map(|p| p as i32);
-    if let Some(pid) = old_relay.filter(|&p| process::cmdline_has(&s.env.proc_root, p, &["relay", lab])) {
-        process::terminate(&s.env.proc_root, &[pid], Duration::from_millis(200));
-    }
-    if want_splice && !rt.spliced {
-        let relay_ns = names::relay_netns(lab);
-        ensure_relay_ns(s, &relay_ns)?;
-        for side in 0..2u8 {
-            let k = usize::from(side);
-            let ix = names::ix_name(&e.eth[k]);
-            let (rname, ridx) = names::relay_if(i, side);
-            s.veth(
-                (&e.ns[k], &ix, names::ix_index(e.num[k]), names::mac(lab, i, side, 0)),
-                (&relay_ns, &rname, ridx, names::mac(lab, i, side, 1)),
-                Some(mtu),
-            )?;
-            let relay_nl = s.nl(&relay_ns).clone();
-            let router_nl = s.nl(&e.ns[k]).clone();
-            s.rt.block_on(async {
-                router_nl.set_up(names::ix_index(e.num[k]), true).await?;
-                relay_nl.set_up(ridx, true).await
-            })?;
-            if old.params.rate_bps.is_some() {
-                tc_lines[k].extend(tc::rate(&e.eth[k], None, mtu));
-            }
-            tc_lines[k].extend(tc::redirect_through(&e.eth[k], &ix));
-        }
-        rt.spliced = true;
-    } else if !want_splice && rt.spliced {
-        for k in 0..2 {
-            // Deleting the router-side twin removes its relay-side peer and its qdiscs with it.
-            tc_lines_run(&e.ns[k], &[format!("qdisc del dev {} clsact", e.eth[k])])?;
-            let nl = s.nl(&e.ns[k]).clone();
-            s.rt.block_on(nl.del_link(names::ix_index(e.num[k])))?;
-        }
-        rt.spliced = false;
-    }
-    if new.mtu != old.params.mtu {
-        for k in 0..2 {
-            let nl = s.nl(&e.ns[k]).clone();
-            let mut idx = vec![names::eth_index(e.num[k])];
-            if rt.spliced {
-                idx.push(names::ix_index(e.num[k]));
-            }
-            s.rt.block_on(try_join_all(idx.into_iter().map(|x| {
-                let nl = nl.clone();
-                async move { nl.set_mtu(x, mtu).await }
-            })))?;
-        }
-    }
-    // The token bucket sits on the interface whose queue the link's frames pass through.
-    let rate_changed = new.rate_bps != old.params.rate_bps || rt.spliced != old.spliced;
-    if rate_changed {
-        for (k, lines) in tc_lines.iter_mut().enumerate() {
-            let dev = if rt.spliced {
-                names::ix_name(&e.eth[k])
-            } else {
-                e.eth[k].clone()
-            };
-            let had = old.params.rate_bps.is_some() && rt.spliced == old.spliced;
-            if new.rate_bps.is_some() || had {
-                lines.extend(tc::rate(&dev, new.rate_bps, mtu));
-            }
-        }
-    }
-    for (ns, lines) in e.ns.iter().zip(&tc_lines) {
-        tc_lines_run(ns, lines)?;
-    }
-    if want_splice {
-        rt.relay_pid = Some(spawn_relay(s, state, i, new)?);
-    }
-    Ok(rt)
+    let routes = plan::static_routes(&state.topology, &state.plan);
+    let input = |links| Input {
+        lab: &state.name,
+        topology: &state.topology,
+        addresses: &state.plan,
+        routes: &routes,
+        links,
+        // Offloads are set once, at `up`; a change never touches them.
+        offloads_off: false,
+    };
+    let diff = plan::diff(&plan::lab(&input(&before)), &plan::lab(&input(&after)));
+    Ok((diff, after.swap_remove(i)))
 }
 
-fn tc_lines_run(ns: &str, lines: &[String]) -> Result<(), LabError> {
-    Ok(tc::batch(ns, lines)?)
-}
-
-fn ensure_relay_ns(s: &mut Session<'_>, name: &str) -> Result<(), LabError> {
-    if !s.env.netns_dir.join(name).exists() {
-        let handle = s.rt.handle().clone();
-        let proc_sys = s.env.proc_root.join("sys");
-        let (file, nl) = wuos_southbound::netns::create(&s.env.netns_dir, name, || {
-            crate::up::configure_sysctls(&proc_sys, false);
-            wuos_southbound::netlink::Netlink::connect_here(&handle)
-        })?;
-        s.ns.insert(name.to_string(), (file, nl?));
-    }
-    s.attach(name)?;
-    Ok(())
-}
-
-/// Starts `wuos lab relay` for link `i` as a detached process; its output goes to the lab's logs.
-fn spawn_relay(s: &Session<'_>, state: &LabState, i: usize, p: &LinkParams) -> Result<u32, LabError> {
-    let log = crate::spawn::log_file(s.env, &state.name, &format!("relay-{i}"))?;
-    let (a, _) = names::relay_if(i, 0);
-    let (b, _) = names::relay_if(i, 1);
-    let seed = names::mac(&state.name, i, 0, 0)
-        .iter()
-        .fold(i as u64, |h, &x| h.wrapping_mul(31).wrapping_add(u64::from(x)));
-    let mut cmd = Command::new(&s.env.relay_exe);
-    cmd.args(["lab", "relay", "--lab", &state.name, "--link", &i.to_string()])
-        .arg("--netns")
-        .arg(s.env.netns_dir.join(names::relay_netns(&state.name)))
-        .args(["--a", &a, "--b", &b])
-        .args(["--delay", &format_duration(p.delay.unwrap_or_default())])
-        .args(["--jitter", &format_duration(p.jitter.unwrap_or_default())])
-        .args(["--loss", &format!("{}", p.loss_pct.unwrap_or(0.0))])
-        .args(["--seed", &seed.to_string()]);
-    Ok(crate::spawn::spawn_logged(cmd, log, true, &format!("the relay of link {i}"))?.id())
-}
-
-/// `wuos lab link set A B …` on a running lab.
+/// `wuos lab link set A B …` on a running lab: applies the difference between the lab's plan
+/// before and after the change.
 pub fn set(env: &crate::LabEnv, lab: &str, a: &str, b: &str, change: &LinkChange) -> Result<LinkRuntime, LabError> {
     let _lock = crate::state::LabLock::take(env, lab)?;
     let mut state = LabState::load(env, lab)?;
@@ -247,35 +118,27 @@ pub fn set(env: &crate::LabEnv, lab: &str, a: &str, b: &str, change: &LinkChange
             a: a.into(),
             b: b.into(),
         })?;
-    let old = state.links[i].clone();
-    let new = change.apply_to(&old.params)?;
-    let mut s = Session::new(env)?;
-    let e = ends(&state, i);
-    for ns in &e.ns {
-        s.attach(ns)?;
+    let (diff, after) = change_plan(&state, i, change)?;
+    let mut relay_pid = state.links[i].relay_pid;
+    if !diff.is_empty() {
+        let session = Session::new(env, lab)?;
+        let pids: BTreeMap<usize, u32> = state
+            .links
+            .iter()
+            .enumerate()
+            .filter_map(|(j, l)| Some((j, l.relay_pid?)))
+            .collect();
+        let mut exec = Executor::new(session.host(), 1).with_relay_pids(pids);
+        exec.run(&diff, &Silent)?;
+        relay_pid = exec.relay_pids().get(&i).copied();
     }
-    let mut rt = apply(&mut s, &state, i, &old, &new)?;
-    state.links[i] = rt.clone();
-    if let Some(up) = change.up.filter(|&up| up != old.up) {
-        set_admin(&mut s, &mut state, i, up)?;
-        rt.up = up;
-    }
+    let rt = LinkRuntime {
+        up: after.up,
+        spliced: after.params.needs_impairment(),
+        params: after.params,
+        relay_pid,
+    };
     state.links[i] = rt.clone();
     state.save(env)?;
     Ok(rt)
-}
-
-/// Takes link `i` down or up on both ends. Taking an interface down makes the kernel drop the
-/// routes through it; bringing it up reinstalls both ends' routes from the route plan.
-fn set_admin(s: &mut Session<'_>, state: &mut LabState, i: usize, up: bool) -> Result<(), LabError> {
-    let e = ends(state, i);
-    for k in 0..2 {
-        let nl = s.nl(&e.ns[k]).clone();
-        s.rt.block_on(nl.set_up(names::eth_index(e.num[k]), up))?;
-    }
-    state.links[i].up = up;
-    if up {
-        crate::up::install_routes(s, state, &e.node)?;
-    }
-    Ok(())
 }

@@ -14,6 +14,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use wuos_lab::impair::{ImpairError, Impairment, RelaySpec, RelayStats, run_relay};
+use wuos_southbound::tc;
+use wuos_southbound::traffic::{TcBinary, TrafficControl};
 
 const ADDR_A: &str = "10.199.0.0";
 const ADDR_B: &str = "10.199.0.1";
@@ -78,11 +80,6 @@ impl Link {
             v.extend_from_slice(args);
             must("ip", &v);
         };
-        let tcn = |ns: &str, args: &[&str]| {
-            let mut v = vec!["-n", ns];
-            v.extend_from_slice(args);
-            must("tc", &v);
-        };
         ipn(
             a,
             &[
@@ -121,22 +118,10 @@ impl Link {
                     "permanent",
                 ],
             );
-            tcn(ns, &["qdisc", "add", "dev", eth, "clsact"]);
-            tcn(ns, &["qdisc", "add", "dev", ix, "clsact"]);
-            tcn(
-                ns,
-                &[
-                    "filter", "add", "dev", eth, "egress", "u32", "match", "u32", "0", "0", "action", "mirred",
-                    "egress", "redirect", "dev", ix,
-                ],
-            );
-            tcn(
-                ns,
-                &[
-                    "filter", "add", "dev", ix, "ingress", "u32", "match", "u32", "0", "0", "action", "mirred",
-                    "ingress", "redirect", "dev", eth,
-                ],
-            );
+            // The splice the lab makes (plan::Op::Splice), through the same tc batch.
+            TcBinary
+                .batch(ns, &tc::redirect_through(eth, ix))
+                .unwrap_or_else(|e| panic!("{e}"));
         }
         ipn(r, &["link", "set", "ra", "up"]);
         ipn(r, &["link", "set", "rb", "up"]);

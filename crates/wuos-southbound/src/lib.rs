@@ -5,6 +5,25 @@
 //! - [`netlink`]: rtnetlink links (veth born in their target namespaces), addresses, routes.
 //! - [`routes`]: the [`routes::Routes`] trait (next hop and FIB match by kernel lookup, replace,
 //!   delete), implemented by [`netlink::Netlink`] and faked by [`routes::RecordingRoutes`].
+//! - [`links`]: the [`links::Links`] trait (veth pairs born in their namespaces, up/down, MTU,
+//!   delete, index by name), implemented by [`netlink::Netlink`], faked by
+//!   [`links::RecordingLinks`].
+//! - [`addresses`]: the [`addresses::Addresses`] trait (add an IPv4 address), implemented by
+//!   [`netlink::Netlink`], faked by [`addresses::RecordingAddresses`].
+//! - [`namespaces`]: the [`namespaces::Namespaces`] trait (create with code run inside, open,
+//!   delete; a socket per namespace that is [`links::Links`] + [`addresses::Addresses`] +
+//!   [`routes::Routes`]), implemented by [`namespaces::LinuxNamespaces`], faked by
+//!   [`namespaces::RecordingNamespaces`].
+//! - [`sysctls`]: the [`sysctls::Sysctls`] trait (of the calling thread's namespace), implemented
+//!   by [`sysctls::ProcSys`], faked by [`sysctls::RecordingSysctls`].
+//! - [`cgroups`]: the [`cgroups::Cgroups`] trait (create with limits, destroy, exists), implemented
+//!   by [`cgroups::HostCgroups`] over [`cgroup::CgroupFs`], faked by [`cgroups::RecordingCgroups`].
+//! - [`traffic`]: the [`traffic::TrafficControl`] trait (a `tc` batch in a namespace), implemented
+//!   by [`traffic::TcBinary`], faked by [`traffic::RecordingTc`].
+//! - [`offloads`]: the [`offloads::Offloads`] trait (TX checksum offload), implemented by
+//!   [`offloads::Ethtool`] (the `ethtool` binary), faked by [`offloads::RecordingOffloads`].
+//! - [`recording`]: the [`recording::Journal`] the recording fakes share, so a test sees one
+//!   ordered list of changes across traits.
 //! - [`cgroup`]: cgroup v1 and v2 — create with CPU quota and memory limit, pin cores, weigh,
 //!   freeze and thaw, read usage and children's budgets, join, kill, remove.
 //! - [`domain`]: isolated domains of a router — the `DomainBackend` trait, the container backend
@@ -19,14 +38,22 @@
 //!
 //! Every host path (`/run/netns`, `/sys/fs/cgroup`, `/proc`) is a parameter, so tests use temp dirs.
 
+pub mod addresses;
 pub mod cgroup;
+pub mod cgroups;
 pub mod domain;
+pub mod links;
+pub mod namespaces;
 pub mod netlink;
 pub mod netns;
 pub mod nft;
+pub mod offloads;
 pub mod packet;
 pub mod privilege;
 pub mod process;
+pub mod recording;
 pub mod routes;
+pub mod sysctls;
 pub mod tc;
+pub mod traffic;
 pub mod xdp;
