@@ -107,11 +107,27 @@ pub fn run(a: ServiceArgs) -> Result<()> {
                         println!(
                             "{} domain: {}, {} kept from services{} — holds {}{}",
                             d.kind,
-                            if d.cores.is_empty() { "shares the cores".to_string() } else { format!("cores {}", d.cores) },
-                            if d.memory_limit > 0 { human(d.memory_limit) } else { "no memory".into() },
-                            if d.memory_bytes > 0 { format!(", uses {}", human(d.memory_bytes)) } else { String::new() },
+                            if d.cores.is_empty() {
+                                "shares the cores".to_string()
+                            } else {
+                                format!("cores {}", d.cores)
+                            },
+                            if d.memory_limit > 0 {
+                                human(d.memory_limit)
+                            } else {
+                                "no memory".into()
+                            },
+                            if d.memory_bytes > 0 {
+                                format!(", uses {}", human(d.memory_bytes))
+                            } else {
+                                String::new()
+                            },
                             d.holds,
-                            if d.pid > 0 { format!(" (pid {})", d.pid) } else { String::new() },
+                            if d.pid > 0 {
+                                format!(" (pid {})", d.pid)
+                            } else {
+                                String::new()
+                            },
                         );
                     }
                     println!(

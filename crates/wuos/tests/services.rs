@@ -97,9 +97,16 @@ fn services_start_pause_refuse_and_survive_a_daemon_restart() {
         .map(|d| (d["kind"].as_str().unwrap(), d["memory_limit"].as_u64().unwrap()))
         .collect();
     assert_eq!(kinds, vec![("routing", 128 << 20), ("control", 32 << 20)], "{list}");
-    assert!(reserved.iter().all(|d| !d["holds"].as_str().unwrap().is_empty()), "{list}");
+    assert!(
+        reserved.iter().all(|d| !d["holds"].as_str().unwrap().is_empty()),
+        "{list}"
+    );
     let wuosd = daemon_pids(LAB, "r1");
-    assert_eq!(reserved[1]["pid"].as_i64(), wuosd.first().map(|&p| i64::from(p)), "{list}");
+    assert_eq!(
+        reserved[1]["pid"].as_i64(),
+        wuosd.first().map(|&p| i64::from(p)),
+        "{list}"
+    );
     let cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", wuosd[0])).unwrap();
     assert!(
         cgroup.contains(&format!("wuos/{LAB}/r1/control")),

@@ -99,7 +99,9 @@ fn start_domains(
     let Some(dc) = &cfg.domains else { return Ok(None) };
     match crate::domains::enter_control_domain(&cfg.resources.cgroup_root, dc) {
         Ok(rel) => info!(cgroup = %rel, "running in the control domain"),
-        Err(e) => warn!(error = %e, "cannot enter the control domain: the control plane shares the router with its services"),
+        Err(e) => {
+            warn!(error = %e, "cannot enter the control domain: the control plane shares the router with its services")
+        }
     }
     let first = monitor.sample(Instant::now()).context("first monitor sample")?;
     let budget = wuos_model::admission::HostBudget {

@@ -923,7 +923,10 @@ pub const CONTROL_CPU_WEIGHT: u32 = 400;
 /// control domain: its own cgroup, on the routing cores when routing keeps some (never the
 /// services' cores) and weighted above services otherwise. Its memory reservation is kept out of
 /// the services' budget by admission, not capped: a capped control plane could be OOM-killed.
-pub fn enter_control_domain(cgroup_root: &std::path::Path, cfg: &DomainsConfig) -> Result<String, wuos_southbound::cgroup::CgroupError> {
+pub fn enter_control_domain(
+    cgroup_root: &std::path::Path,
+    cfg: &DomainsConfig,
+) -> Result<String, wuos_southbound::cgroup::CgroupError> {
     use wuos_southbound::cgroup::{CgroupFs, Limits};
     let cg = CgroupFs::detect(cgroup_root)?;
     let rel = control_cgroup(cfg);
