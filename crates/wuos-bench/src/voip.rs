@@ -273,7 +273,7 @@ impl Scenario {
     }
 
     /// Starts the `stress` VNF on the fog router: 200 MiB held for 10 minutes, which takes the
-    /// fog router (512 MiB) over the policy's 30% memory use.
+    /// fog router (640 MiB) over the policy's 30% memory use.
     pub fn start_stress(&self) -> Result<()> {
         let params = [("memory", "200MiB"), ("cpus", "0"), ("duration", "600s")]
             .into_iter()
@@ -463,7 +463,7 @@ pub fn run(o: &Options) -> Result<()> {
 
     // Phase 3: memory pressure on the fog router.
     sc.start_stress()?;
-    say.line("stress VNF on fog: 200 MiB held (the fog router has 512 MiB)");
+    say.line("stress VNF on fog: 200 MiB held (the fog router has 640 MiB)");
     let second = sc.await_decision(Duration::from_secs(60), |d| d.from == "fog")?;
     say.line(&format!(
         "decision: {} {} → {}: {}",

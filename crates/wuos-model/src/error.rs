@@ -113,6 +113,49 @@ impl Classify for crate::ids::IdError {
     }
 }
 
+impl Classify for crate::TopologyError {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::BadInput
+    }
+}
+
+impl Classify for crate::PlanError {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::BadInput
+    }
+}
+
+impl Classify for crate::GenerateError {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::BadInput
+    }
+}
+
+impl Classify for crate::domain::DomainError {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::BadInput
+    }
+}
+
+impl Classify for crate::admission::AdmissionError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            crate::admission::AdmissionError::AlreadyAdmitted { .. } => ErrorClass::Conflict,
+            // A request that does not fit, or a budget or reservation that makes no sense.
+            _ => ErrorClass::BadInput,
+        }
+    }
+}
+
+impl Classify for crate::catalog::CatalogError {
+    fn class(&self) -> ErrorClass {
+        match *self.kind {
+            crate::catalog::CatalogErrorKind::UnknownService { .. } => ErrorClass::NotFound,
+            _ => ErrorClass::BadInput,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,3 +37,9 @@ impl PolicyError {
         }
     }
 }
+
+impl wuos_model::Classify for PolicyError {
+    fn class(&self) -> wuos_model::ErrorClass {
+        wuos_model::ErrorClass::BadInput
+    }
+}

@@ -8,19 +8,15 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 use wuos_model::{Classify, ErrorClass, RemoteError};
 
-use crate::MAX_MESSAGE_BYTES;
 use crate::pb;
 use crate::pb::admin_client::AdminClient as Raw;
-
-/// How long connecting to a daemon may take before it counts as not answering.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::{CONNECT_TIMEOUT, MAX_MESSAGE_BYTES};
 
 /// Where a wuosd's administration API listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,7 +89,7 @@ fn remote(s: tonic::Status) -> AdminError {
 }
 
 impl AdminClient {
-    /// Connects (within [`CONNECT_TIMEOUT`]).
+    /// Connects (within [`crate::CONNECT_TIMEOUT`]).
     pub async fn connect(target: impl Into<Target>) -> Result<Self, AdminError> {
         let target = &target.into();
         let fail = |source| AdminError::Connect {

@@ -52,5 +52,9 @@ pub use neighbor::{Neighbor, NeighborConfig};
 pub use validate::{MAX_ADVERTS_PER_FLOOD, MAX_HOP_LIMIT, MAX_MESSAGE_BYTES, ValidateError};
 pub use view::View;
 
+/// How long connecting to another router's controller or to a daemon's admin API may take
+/// before it counts as not answering (the one source of this timeout).
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Protocol version 1.1: major in the high 16 bits, minor in the low (docs/protocol.md).
 pub const PROTOCOL_VERSION: u32 = (1 << 16) | 1;

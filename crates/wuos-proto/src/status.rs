@@ -58,6 +58,18 @@ pub fn from_status(s: &Status) -> RemoteError {
     }
 }
 
+impl Classify for crate::ValidateError {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::BadInput
+    }
+}
+
+impl Classify for crate::InstanceError {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::BadInput
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

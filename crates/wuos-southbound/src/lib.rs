@@ -41,6 +41,7 @@
 pub mod addresses;
 pub mod cgroup;
 pub mod cgroups;
+mod classify;
 pub mod domain;
 pub mod links;
 pub mod namespaces;

@@ -289,6 +289,18 @@ pub fn spawn(mut dp: DataPath) -> DatapathHandle {
     DatapathHandle { tx }
 }
 
+impl wuos_model::Classify for DatapathError {
+    fn class(&self) -> wuos_model::ErrorClass {
+        use wuos_model::ErrorClass as C;
+        match self {
+            DatapathError::Xdp(e) => e.class(),
+            DatapathError::Nft(e) => e.class(),
+            DatapathError::UnknownService(_) => C::NotFound,
+            DatapathError::Gone => C::Unavailable,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::{Ipv4Addr, SocketAddrV4};

@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use prost::Message;
 use tokio::sync::mpsc;
@@ -26,9 +25,6 @@ use wuos_proto::session::Session;
 use crate::controller::ControllerHandle;
 use crate::metrics::Metrics;
 use crate::orchestration::{Delivery, Reply};
-
-/// How long connecting to a remote controller may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A session to a remote controller: its outgoing half.
 struct Link {
@@ -86,7 +82,7 @@ impl Links {
         let address = address.ok_or_else(|| format!("{router} is not in the view (no control address)"))?;
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| e.to_string())?
-            .connect_timeout(CONNECT_TIMEOUT);
+            .connect_timeout(wuos_proto::CONNECT_TIMEOUT);
         let channel = endpoint
             .connect()
             .await

@@ -114,6 +114,12 @@ impl Store {
     }
 }
 
+impl wuos_model::Classify for StoreError {
+    fn class(&self) -> wuos_model::ErrorClass {
+        wuos_model::ErrorClass::Internal
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,6 +59,12 @@ pub fn to_pb(id: u64, intent: &Intent, to: &RouterId) -> pb::Intent {
     pb::Intent { id, kind: Some(kind) }
 }
 
+impl wuos_model::Classify for IntentError {
+    fn class(&self) -> wuos_model::ErrorClass {
+        wuos_model::ErrorClass::BadInput
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,13 @@ pub mod net;
 pub mod pressure;
 pub mod sample;
 pub mod source;
+
+impl wuos_model::Classify for MonitorError {
+    fn class(&self) -> wuos_model::ErrorClass {
+        wuos_model::ErrorClass::Internal
+    }
+}
+
 #[cfg(test)]
 mod tests;
 
