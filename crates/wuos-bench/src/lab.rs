@@ -559,7 +559,17 @@ fn print(r: &Report) {
         "ready/Mininet up",
         "down/Mininet stop",
     ]);
-    let ratio = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}"));
+    // Two significant digits: a ratio of 25 ms to 5 s is 0.0050, not 0.00.
+    let ratio = |v: Option<f64>| {
+        v.map_or("-".into(), |v| {
+            let digits = if v > 0.0 {
+                (1 - v.log10().floor() as i32).max(0) as usize
+            } else {
+                2
+            };
+            format!("{v:.digits$}")
+        })
+    };
     for x in &r.topologies {
         let d = x.daemons.as_ref();
         let m = x.mininet.as_ref();

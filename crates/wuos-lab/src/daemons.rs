@@ -122,6 +122,7 @@ pub fn config(env: &LabEnv, st: &LabState, opts: &DaemonOptions, i: usize) -> Re
                     .map_err(|e| LabError::Daemons(format!("domain subnet {subnet}: {e}")))?,
                 routing_cores,
                 routing_memory,
+                control_domain: opts.routing_reservation,
                 control_memory,
                 pool: opts.pool,
                 init_exe: None,

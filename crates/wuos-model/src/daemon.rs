@@ -199,8 +199,12 @@ pub struct DomainsConfig {
     /// Memory the routing domain keeps.
     #[serde(default, with = "units::opt_bytes", skip_serializing_if = "Option::is_none")]
     pub routing_memory: Option<u64>,
-    /// Memory the control domain (wuosd: controller, orchestrator, monitor) keeps: its cgroup's
-    /// limit, never available to services.
+    /// Run wuosd (protocol, monitor, controller, orchestrator) in a control domain of its own: a
+    /// cgroup on the routing cores (when routing keeps some), weighted above the services. Off:
+    /// it shares the router with its services (a lab without reservations, for comparison).
+    #[serde(default = "default_true")]
+    pub control_domain: bool,
+    /// Memory the control domain keeps: never available to services.
     #[serde(default, with = "units::opt_bytes", skip_serializing_if = "Option::is_none")]
     pub control_memory: Option<u64>,
     /// Frozen, pre-created service domains kept ready.
@@ -288,6 +292,9 @@ fn default_drain() -> Duration {
 }
 fn default_ready_timeout() -> Duration {
     Duration::from_secs(20)
+}
+fn default_true() -> bool {
+    true
 }
 fn default_netns_dir() -> PathBuf {
     "/run/netns".into()
@@ -606,6 +613,7 @@ interface = "eth0"
             subnet: "10.253.0.0/26".parse().unwrap(),
             routing_cores: vec![0],
             routing_memory: Some(64 << 20),
+            control_domain: true,
             control_memory: Some(32 << 20),
             pool: 2,
             init_exe: None,

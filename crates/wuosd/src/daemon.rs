@@ -98,7 +98,8 @@ fn start_domains(
 ) -> Result<Option<DomainsHandle>> {
     let Some(dc) = &cfg.domains else { return Ok(None) };
     match crate::domains::enter_control_domain(&cfg.resources.cgroup_root, dc) {
-        Ok(rel) => info!(cgroup = %rel, "running in the control domain"),
+        Ok(None) => info!("no control domain ([domains] control_domain = false): the control plane shares the router"),
+        Ok(Some(rel)) => info!(cgroup = %rel, "running in the control domain"),
         Err(e) => {
             warn!(error = %e, "cannot enter the control domain: the control plane shares the router with its services")
         }

@@ -8,7 +8,7 @@
 //! orphans an instance.
 //!
 //! ```text
-//!  every telemetry interval: neighborhood (watch) ──(first: Restore once the view settled)──┐
+//!  each own sample: neighborhood (watch) ──(first: Restore once the view settled)───────────┐
 //!                                       ──Demand, Telemetry, Tick───────────────────────────▶│ Orchestrator
 //!  controllers' answers ──InstanceReady / InstanceFailed────────────────────────────────────▶│
 //!  wuos policy apply ──ReplacePolicy (parsed, services checked)─────────────────────────────▶│
@@ -272,12 +272,34 @@ impl<D: Delivery> Host<D> {
         c
     }
 
+    /// Rounds follow this router's own samples (a round as soon as the protocol has the new
+    /// figures, rather than up to an interval later), with a timer as the fallback when samples
+    /// stop (ready timeouts, drains and staleness still run).
     async fn run(&mut self, mut rx: mpsc::Receiver<Msg>, mut replies: mpsc::Receiver<Reply>) {
+        let mut neighborhood = self.parts.neighborhood.clone();
         let mut tick = tokio::time::interval(self.parts.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_sample = 0i64;
+        let mut last_round = tokio::time::Instant::now();
         loop {
             tokio::select! {
-                _ = tick.tick() => self.round().await,
+                Ok(()) = neighborhood.changed() => {
+                    let sampled = neighborhood
+                        .borrow_and_update()
+                        .get(self.parts.me.as_str())
+                        .map_or(0, |me| me.sampled_unix_ns);
+                    if sampled > last_sample {
+                        last_sample = sampled;
+                        last_round = tokio::time::Instant::now();
+                        self.round().await;
+                    }
+                }
+                _ = tick.tick() => {
+                    if last_round.elapsed() >= self.parts.interval {
+                        last_round = tokio::time::Instant::now();
+                        self.round().await;
+                    }
+                }
                 Some(r) = replies.recv() => self.reply(r).await,
                 m = rx.recv() => match m {
                     Some(Msg::ApplyPolicy { text, source, reply }) => {

@@ -75,6 +75,21 @@ impl Store {
         tx.commit().map_err(|e| self.err(e))
     }
 
+    /// Writes `puts` and removes `deletes` in one transaction (one commit to disk).
+    pub fn update(&self, puts: &[(&str, &[u8])], deletes: &[&str]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut t = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
+            for (k, v) in puts {
+                t.insert(*k, *v).map_err(|e| self.err(e))?;
+            }
+            for k in deletes {
+                t.remove(*k).map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
     pub fn delete_blob(&self, key: &str) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
         {
@@ -151,6 +166,16 @@ mod tests {
         s.delete_blob("domain/a").unwrap();
         assert_eq!(s.blobs_with_prefix("domain/").unwrap().len(), 1);
         s.delete_blob("missing").unwrap();
+    }
+
+    #[test]
+    fn an_update_puts_and_deletes_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        s.put_blob("pool/pool-0", b"p").unwrap();
+        s.update(&[("domain/a", b"a")], &["pool/pool-0"]).unwrap();
+        assert_eq!(s.get_blob("pool/pool-0").unwrap(), None);
+        assert_eq!(s.get_blob("domain/a").unwrap().as_deref(), Some(&b"a"[..]));
     }
 
     #[test]

@@ -57,6 +57,7 @@ fn cfg(root: &Path, pool: u32) -> DomainsConfig {
         subnet: "10.253.0.0/26".parse().unwrap(),
         routing_cores: Vec::new(),
         routing_memory: None,
+        control_domain: true,
         control_memory: None,
         pool,
         init_exe: Some("/bin/true".into()),

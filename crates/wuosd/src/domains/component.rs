@@ -192,6 +192,7 @@ fn run(
                 let r = d.start_service(&service, &name, &params);
                 let _ = reply.send(r);
                 // Off the caller's path: it has its answer.
+                d.persist_deferred();
                 d.fill_pool();
                 dirty = true;
             }
@@ -201,6 +202,7 @@ fn run(
                 reply,
             }) => {
                 let _ = reply.send(d.ensure(&service, present));
+                d.persist_deferred();
                 d.fill_pool();
                 dirty = true;
             }

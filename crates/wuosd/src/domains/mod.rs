@@ -231,6 +231,9 @@ pub struct Domains {
     store: Arc<Store>,
     init_exe: PathBuf,
     readings: BTreeMap<String, Readings>,
+    /// Domains started from the pool whose entry is written after the caller has its answer
+    /// (see [`Domains::persist_deferred`]): name → the pool member's host name.
+    deferred: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Domains {
@@ -276,6 +279,7 @@ impl Domains {
             store,
             init_exe,
             readings: BTreeMap::new(),
+            deferred: Vec::new(),
         };
         d.readopt()?;
         Ok(d)
@@ -365,13 +369,22 @@ impl Domains {
             .ok_or(DomainsError::SubnetFull(self.cfg.subnet))
     }
 
-    fn persist(&self, name: &str) {
+    /// Writes domain `name`'s entry (or removes it when it is gone); for a domain started from
+    /// the pool, its pool member's key goes in the same transaction.
+    fn persist(&mut self, name: &str) {
         let key = format!("{KEY_PREFIX}{name}");
+        let pool_key = self
+            .deferred
+            .iter()
+            .position(|(n, _)| n == name)
+            .map(|i| format!("{POOL_KEY_PREFIX}{}", self.deferred.remove(i).1));
+        let deletes: Vec<&str> = pool_key.iter().map(String::as_str).collect();
         let r = match self.entries.get(name) {
-            Some(e) => self
-                .store
-                .put_blob(&key, &serde_json::to_vec(e).expect("entries serialize")),
-            None => self.store.delete_blob(&key),
+            Some(e) => {
+                let entry = serde_json::to_vec(e).expect("entries serialize");
+                self.store.update(&[(key.as_str(), entry.as_slice())], &deletes)
+            }
+            None => self.store.update(&[], &[&[key.as_str()][..], &deletes].concat()),
         };
         if let Err(e) = r {
             warn!(domain = name, error = %e, "cannot persist domain state");
@@ -503,9 +516,6 @@ impl Domains {
                 return Err(e);
             }
         };
-        if let Some(p) = &pooled {
-            let _ = self.store.delete_blob(&format!("{POOL_KEY_PREFIX}{}", p.host));
-        }
         let mut record = DomainRecord::new(spec);
         record.handle(&Event::Start)?;
         let mut e = Entry {
@@ -528,8 +538,15 @@ impl Domains {
                 e.pid = pid;
                 e.start_ms = t0.elapsed().as_secs_f64() * 1e3;
                 info!(domain = %name, service, pid, start_ms = e.start_ms, from_pool = e.from_pool, "service started");
+                let pool_host = e.from_pool.then(|| e.host.clone());
                 self.entries.insert(name.clone(), e);
-                self.persist(&name);
+                match pool_host {
+                    // Written once the caller has its answer; until then the store still lists
+                    // the pool member, so a daemon that dies in between removes the domain
+                    // rather than losing track of it.
+                    Some(host) => self.deferred.push((name.clone(), host)),
+                    None => self.persist(&name),
+                }
                 Ok(self.view(&name, true).expect("just inserted"))
             }
             Err(err) => {
@@ -537,6 +554,15 @@ impl Domains {
                 let _ = self.backend.destroy(&cs);
                 Err(err.into())
             }
+        }
+    }
+
+    /// Writes the entries of domains started from the pool (called once their callers have their
+    /// answers), each with its pool member's key removed in the same transaction.
+    pub fn persist_deferred(&mut self) {
+        let names: Vec<String> = self.deferred.iter().map(|(n, _)| n.clone()).collect();
+        for name in names {
+            self.persist(&name);
         }
     }
 
@@ -858,9 +884,17 @@ impl Domains {
             },
             ReservedDomain {
                 kind: DomainKind::Control,
-                cores: self.cfg.routing_cores.clone(),
+                cores: if self.cfg.control_domain {
+                    self.cfg.routing_cores.clone()
+                } else {
+                    Vec::new()
+                },
                 memory: self.cfg.control_memory,
-                holds: "wuosd: protocol, monitor, controller, orchestrator".into(),
+                holds: if self.cfg.control_domain {
+                    "wuosd: protocol, monitor, controller, orchestrator".into()
+                } else {
+                    "wuosd (not set apart: control_domain = false)".into()
+                },
                 pid: std::process::id() as i32,
                 memory_bytes: control.memory_bytes,
                 cpu_pct: cpu_pct(&control),
@@ -926,8 +960,11 @@ pub const CONTROL_CPU_WEIGHT: u32 = 400;
 pub fn enter_control_domain(
     cgroup_root: &std::path::Path,
     cfg: &DomainsConfig,
-) -> Result<String, wuos_southbound::cgroup::CgroupError> {
+) -> Result<Option<String>, wuos_southbound::cgroup::CgroupError> {
     use wuos_southbound::cgroup::{CgroupFs, Limits};
+    if !cfg.control_domain {
+        return Ok(None);
+    }
     let cg = CgroupFs::detect(cgroup_root)?;
     let rel = control_cgroup(cfg);
     cg.create(&rel, &Limits::default())?;
@@ -936,7 +973,7 @@ pub fn enter_control_domain(
     }
     cg.set_cpu_weight(&rel, Some(CONTROL_CPU_WEIGHT))?;
     cg.join(&rel, std::process::id())?;
-    Ok(rel)
+    Ok(Some(rel))
 }
 
 /// The view of a domain just destroyed.

@@ -195,9 +195,15 @@ fn the_pool_is_refilled_and_a_start_takes_a_pooled_domain() {
     assert_eq!(d.report().pool_idle, 0, "the start itself does not refill");
     let calls = f.backend.take_calls();
     assert!(matches!(&calls[..], [Call::RunParked(..)]), "{calls:?}");
+    assert!(
+        f.store.get_blob("domain/a").unwrap().is_none() && f.store.get_blob("pool/pool-0").unwrap().is_some(),
+        "written after the caller has its answer: until then the store lists the pool member"
+    );
+    d.persist_deferred();
+    assert!(f.store.get_blob("domain/a").unwrap().is_some() && f.store.get_blob("pool/pool-0").unwrap().is_none());
     d.fill_pool();
     assert_eq!(d.report().pool_idle, 1);
-    // A restarted daemon removes the old pool members and makes new ones.
+    // A restarted daemon removes the old pool members and makes new ones; "a" is adopted.
     drop(d);
     f.backend.take_calls();
     let mut d = f.open(1);
