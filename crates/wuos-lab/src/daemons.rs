@@ -158,6 +158,7 @@ pub fn config(env: &LabEnv, st: &LabState, opts: &DaemonOptions, i: usize) -> Re
         listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, PROTOCOL_PORT)),
         control_address: Some(SocketAddr::from((lo, PROTOCOL_PORT))),
         admin_socket: socket_path(env, &st.name, &node.name),
+        admin_listen: None,
         metrics_listen: Some(SocketAddr::from((lo, METRICS_PORT))),
         telemetry_interval: opts.telemetry_interval,
         hello_interval: None,

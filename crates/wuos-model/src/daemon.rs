@@ -7,6 +7,7 @@
 //! role = "edge"                  # edge | fog | dc | host
 //! listen = "0.0.0.0:7470"        # the augmented SD-WAN protocol (neighbors)
 //! admin_socket = "/run/wuos/r3.sock"   # local administration (wuos status, wuos top)
+//! admin_listen = "127.0.0.1:7471"      # the same on TCP (optional, unauthenticated)
 //! metrics_listen = "127.0.0.1:9470"    # Prometheus text format at /metrics
 //! telemetry_interval = "1s"
 //! hop_limit = 2
@@ -90,6 +91,10 @@ pub struct DaemonConfig {
     pub control_address: Option<SocketAddr>,
     /// The local administration API (a Unix socket).
     pub admin_socket: PathBuf,
+    /// The administration API on TCP as well (`wuos … --address HOST:PORT`). Unauthenticated:
+    /// bind it to loopback or a management network only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<SocketAddr>,
     /// Prometheus text format at `/metrics`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<SocketAddr>,

@@ -145,42 +145,6 @@ impl Netlink {
             )))
     }
 
-    /// The IPv4 unicast routes of the main table (for longest-prefix lookups in user space).
-    pub async fn routes_v4(&self) -> Result<Vec<RouteSpec>, NetlinkError> {
-        use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
-        let mut s = self
-            .handle
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute();
-        let mut out = Vec::new();
-        while let Some(m) = s.try_next().await.map_err(failed("cannot list the routes".into()))? {
-            let mut r = RouteSpec {
-                dst: Ipv4Addr::UNSPECIFIED,
-                prefix_len: m.header.destination_prefix_length,
-                gateway: Ipv4Addr::UNSPECIFIED,
-                oif: 0,
-                src: None,
-            };
-            let mut table = u32::from(m.header.table);
-            for a in &m.attributes {
-                match a {
-                    RouteAttribute::Destination(RouteAddress::Inet(d)) => r.dst = *d,
-                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => r.gateway = *g,
-                    RouteAttribute::Oif(o) => r.oif = *o,
-                    RouteAttribute::PrefSource(RouteAddress::Inet(p)) => r.src = Some(*p),
-                    RouteAttribute::Table(t) => table = *t,
-                    _ => {}
-                }
-            }
-            // 254: the main table.
-            if table == 254 {
-                out.push(r);
-            }
-        }
-        Ok(out)
-    }
-
     /// Deletes the route to `dst/prefix_len` (that wuos installed); a missing one is not an error.
     pub async fn del_route(&self, dst: Ipv4Addr, prefix_len: u8) -> Result<(), NetlinkError> {
         let msg = RouteMessageBuilder::<Ipv4Addr>::new()

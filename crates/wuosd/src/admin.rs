@@ -225,6 +225,26 @@ impl Admin for AdminSvc {
     }
 }
 
+/// Serves on TCP `addr` as well (`admin_listen`) until `stop` turns true.
+pub async fn serve_tcp(
+    svc: AdminSvc,
+    addr: std::net::SocketAddr,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind admin_listen {addr}"))?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    Ok(tokio::spawn(async move {
+        let _ = Server::builder()
+            .add_service(AdminServer::new(svc))
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.changed().await;
+            })
+            .await;
+    }))
+}
+
 /// Binds `path` (replacing a stale socket) and serves until `stop` turns true.
 pub fn serve(
     svc: AdminSvc,

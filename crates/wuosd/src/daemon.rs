@@ -248,18 +248,19 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()> + Send + 
                 let _ = stop_a.changed().await;
             }),
     );
-    let admin = crate::admin::serve(
-        crate::admin::AdminSvc {
-            router_id: cfg.router_id.to_string(),
-            protocol: protocol.clone(),
-            domains: domains.clone(),
-            orchestration,
-            datapath: datapath.clone(),
-            metrics: metrics.clone(),
-        },
-        &cfg.admin_socket,
-        stop_rx.clone(),
-    )?;
+    let admin_svc = crate::admin::AdminSvc {
+        router_id: cfg.router_id.to_string(),
+        protocol: protocol.clone(),
+        domains: domains.clone(),
+        orchestration,
+        datapath: datapath.clone(),
+        metrics: metrics.clone(),
+    };
+    if let Some(addr) = cfg.admin_listen {
+        crate::admin::serve_tcp(admin_svc.clone(), addr, stop_rx.clone()).await?;
+        warn!(%addr, "the admin API listens on TCP, unauthenticated");
+    }
+    let admin = crate::admin::serve(admin_svc, &cfg.admin_socket, stop_rx.clone())?;
     if let Some(m) = cfg.metrics_listen {
         let l = tokio::net::TcpListener::bind(m)
             .await

@@ -101,6 +101,8 @@ struct Running {
     dir: tempfile::TempDir,
     port: u16,
     mport: u16,
+    /// The admin API's TCP address (`admin_listen`).
+    aport: u16,
     sock: std::path::PathBuf,
 }
 
@@ -108,13 +110,14 @@ struct Running {
 /// 127.0.0.2) and waits for its admin socket.
 fn start() -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let (port, mport) = (free_port(), free_port());
+    let (port, mport, aport) = (free_port(), free_port(), free_port());
     let sock = dir.path().join("me.sock");
     let cfg = dir.path().join("wuosd.toml");
     std::fs::write(
         &cfg,
         format!(
             "router_id = \"me\"\nrole = \"fog\"\nlisten = \"127.0.0.1:{port}\"\nadmin_socket = \"{}\"\n\
+             admin_listen = \"127.0.0.1:{aport}\"\n\
              metrics_listen = \"127.0.0.1:{mport}\"\ntelemetry_interval = \"100ms\"\ndata_dir = \"{}\"\n\
              [[neighbor]]\nid = \"peer\"\naddress = \"127.0.0.1:1\"\ninterface = \"lo\"\n\
              [[neighbor]]\nid = \"far\"\naddress = \"127.0.0.2:7470\"\ninterface = \"lo\"\n",
@@ -144,6 +147,7 @@ fn start() -> Running {
         dir,
         port,
         mport,
+        aport,
         sock,
     }
 }
@@ -155,6 +159,7 @@ fn bad_messages_are_refused_counted_and_survived() {
         dir,
         port,
         mport,
+        aport,
         sock,
     } = start();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -240,6 +245,13 @@ fn bad_messages_are_refused_counted_and_survived() {
     );
     let status = rt.block_on(wuos_proto::admin::status(sock.as_path())).unwrap();
     assert_eq!(status.router_id, "me");
+    // The same API by address (admin_listen), as `wuos status --address` reaches it.
+    let by_address = rt
+        .block_on(wuos_proto::admin::status(wuos_proto::admin::Target::Address(format!(
+            "127.0.0.1:{aport}"
+        ))))
+        .unwrap();
+    assert_eq!(by_address.router_id, "me");
     let log = std::fs::read_to_string(dir.path().join("wuosd.log")).unwrap();
     assert!(
         log.contains("refused a protocol message") && log.contains("version 2.0"),
