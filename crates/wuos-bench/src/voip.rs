@@ -215,6 +215,8 @@ impl Scenario {
                 "-trace_rtt",
                 "-rtt_freq",
                 "1",
+                // Unexpected messages and timeouts, for the post-mortem of a failed call.
+                "-trace_err",
             ],
             "stat.csv",
         );
