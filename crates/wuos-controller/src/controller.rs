@@ -15,13 +15,13 @@
 //! passed (or it has none). There is no timer here: a start that never becomes ready is given up
 //! by the orchestrator (its ready timeout), whose stop intent supersedes the start.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use wuos_model::{RouterId, ServiceId};
 
 use crate::intent::{Intent, IntentKey, Origin};
-use crate::reconcile::Redirect;
+use wuos_model::domain::InstanceLink;
 
 /// Where a local instance is, as the domains report it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,7 +43,7 @@ pub struct LocalInstance {
     pub state: InstanceState,
     pub address: Option<Ipv4Addr>,
     /// Its veth, for an XDP redirect.
-    pub link: Option<Redirect>,
+    pub link: Option<InstanceLink>,
 }
 
 impl LocalInstance {
@@ -348,11 +348,6 @@ impl Controller {
             }
         }
         v
-    }
-
-    /// Services with a start being carried out, for the admin API.
-    pub fn pending(&self) -> BTreeSet<&ServiceId> {
-        self.waiting.keys().collect()
     }
 }
 

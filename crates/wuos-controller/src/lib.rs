@@ -25,4 +25,5 @@ pub mod reconcile;
 
 pub use controller::{Controller, Input, InstanceState, LocalInstance, Op};
 pub use intent::{Intent, IntentKey, Origin};
-pub use reconcile::{DataplaneOp, KernelView, Lookups, Plan, Redirect};
+pub use reconcile::{DataplaneOp, KernelView, Lookups, Plan};
+pub use wuos_model::domain::InstanceLink;

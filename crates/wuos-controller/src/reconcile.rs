@@ -8,25 +8,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use wuos_model::ServiceId;
+use wuos_model::domain::InstanceLink;
 use wuos_model::route::{FibEntry, NextHop, RouteSpec};
 
 use crate::controller::Controller;
 use crate::intent::{Intent, IntentKey};
-
-/// Where the XDP classifier redirects a service's packets: the local instance's veth.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Redirect {
-    /// This router's end of the instance's veth.
-    pub host_if: String,
-    /// The instance's namespace file.
-    pub netns: PathBuf,
-    /// The instance's end.
-    pub dom_if: String,
-}
 
 /// What to ask the kernel before planning.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -42,7 +31,7 @@ pub struct Lookups {
 pub struct KernelView {
     pub next_hops: BTreeMap<Ipv4Addr, Option<NextHop>>,
     pub vips: BTreeMap<Ipv4Addr, Option<FibEntry>>,
-    pub redirects: BTreeMap<ServiceId, Redirect>,
+    pub redirects: BTreeMap<ServiceId, InstanceLink>,
 }
 
 /// One change of the data plane.
@@ -51,7 +40,7 @@ pub struct KernelView {
 pub enum DataplaneOp {
     ReplaceRoute(RouteSpec),
     DeleteRoute { dst: Ipv4Addr, prefix_len: u8 },
-    SetRedirect { service: ServiceId, to: Redirect },
+    SetRedirect { service: ServiceId, to: InstanceLink },
     ClearRedirect { service: ServiceId },
 }
 
@@ -86,7 +75,7 @@ impl Plan {
 /// Where a kept rule's traffic must go: the address to route the VIP towards, and the local
 /// instance's redirect when this router serves it.
 enum Target {
-    At(Ipv4Addr, Option<Redirect>),
+    At(Ipv4Addr, Option<InstanceLink>),
     Unapplied(String),
 }
 
@@ -135,7 +124,7 @@ impl Controller {
     /// The ops that bring the kernel from `view` to what the rules in force want.
     pub fn plan(&self, view: &KernelView) -> Plan {
         let mut plan = Plan::default();
-        let mut wanted_redirects: BTreeMap<&ServiceId, Redirect> = BTreeMap::new();
+        let mut wanted_redirects: BTreeMap<&ServiceId, InstanceLink> = BTreeMap::new();
         for (service, vip, serving) in self.rules() {
             let key = IntentKey::Rule(service.clone());
             plan.concerned.insert(key.clone());

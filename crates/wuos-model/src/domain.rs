@@ -245,6 +245,18 @@ fn unicast_problem(ip: Ipv4Addr) -> Option<&'static str> {
     }
 }
 
+/// Where a running container domain is attached to its router: its veth (what the data path
+/// redirects a service's packets onto).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct InstanceLink {
+    /// The router's end of the domain's veth.
+    pub host_if: String,
+    /// The domain's network namespace file.
+    pub netns: std::path::PathBuf,
+    /// The domain's own end.
+    pub dom_if: String,
+}
+
 /// What a health probe checks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

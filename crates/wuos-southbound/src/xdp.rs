@@ -673,16 +673,7 @@ mod tests {
     }
 }
 
-/// Where a redirect sends a service's packets: a local instance behind a veth.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct LocalTarget {
-    /// This router's end of the instance's veth.
-    pub host_if: String,
-    /// The instance's namespace file.
-    pub netns: std::path::PathBuf,
-    /// The instance's end.
-    pub dom_if: String,
-}
+pub use wuos_model::domain::InstanceLink;
 
 /// The XDP data path as the daemon drives it: services classified, redirects to local
 /// instances, counters and new-flow events. [`Classifier`] is the kernel's; [`RecordingXdp`] the
@@ -691,7 +682,7 @@ pub trait XdpMaps: Send {
     /// Classifies packets to `key` as service `id`.
     fn add_service(&mut self, key: ServiceKey, id: ServiceId) -> Result<(), XdpError>;
     /// Sends service `id`'s packets straight to the local instance behind `to`.
-    fn redirect(&mut self, id: ServiceId, to: &LocalTarget) -> Result<(), XdpError>;
+    fn redirect(&mut self, id: ServiceId, to: &InstanceLink) -> Result<(), XdpError>;
     /// Returns service `id`'s packets to the kernel's route; whether it had a redirect.
     fn clear_redirect(&mut self, id: ServiceId) -> Result<bool, XdpError>;
     /// Every service's counters, by id.
@@ -708,7 +699,7 @@ impl XdpMaps for Classifier {
     /// Resolves both ends of the veth (the far one in the instance's namespace: ifindexes are per
     /// namespace), attaches the receiving program on the far end once in native mode (a native
     /// redirect onto a veth needs one), and sets the rule.
-    fn redirect(&mut self, id: ServiceId, to: &LocalTarget) -> Result<(), XdpError> {
+    fn redirect(&mut self, id: ServiceId, to: &InstanceLink) -> Result<(), XdpError> {
         let ns = File::open(&to.netns).map_err(|source| XdpError::NetnsHandle {
             netns: format!("namespace {}", to.netns.display()),
             source,
@@ -754,7 +745,7 @@ fn same_netns(a: &File, b: &File) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum XdpCall {
     AddService(ServiceKey, ServiceId),
-    Redirect(ServiceId, LocalTarget),
+    Redirect(ServiceId, InstanceLink),
     ClearRedirect(ServiceId),
 }
 
@@ -775,7 +766,7 @@ impl XdpMaps for RecordingXdp {
         Ok(())
     }
 
-    fn redirect(&mut self, id: ServiceId, to: &LocalTarget) -> Result<(), XdpError> {
+    fn redirect(&mut self, id: ServiceId, to: &InstanceLink) -> Result<(), XdpError> {
         if let Some(m) = self.fail_redirect.take() {
             return Err(XdpError::NoSuchInterface {
                 iface: to.dom_if.clone(),

@@ -36,10 +36,11 @@ pub struct AdminSvc {
 /// A domain's state as the API spells it: `running`, `failed: REASON`, ….
 pub fn state_text(s: &State) -> String {
     match s {
-        State::Failed { .. } => {
-            let text = s.to_string();
-            format!("failed: {}", text.trim_start_matches("failed (").trim_end_matches(')'))
-        }
+        State::Failed {
+            reason,
+            gave_up_after: Some(n),
+        } => format!("failed: {reason}; gave up after {n} restarts"),
+        State::Failed { reason, .. } => format!("failed: {reason}"),
         s => s.as_str().to_string(),
     }
 }
@@ -229,42 +230,51 @@ impl Admin for AdminSvc {
 pub async fn serve_tcp(
     svc: AdminSvc,
     addr: std::net::SocketAddr,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot bind admin_listen {addr}"))?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    Ok(tokio::spawn(async move {
-        let _ = Server::builder()
-            .add_service(AdminServer::new(svc))
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = stop.changed().await;
-            })
-            .await;
-    }))
+    Ok(spawn_server(
+        svc,
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        stop,
+    ))
 }
 
 /// Binds `path` (replacing a stale socket) and serves until `stop` turns true.
 pub fn serve(
     svc: AdminSvc,
     path: &Path,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path).with_context(|| format!("cannot bind admin socket {}", path.display()))?;
-    let incoming = UnixListenerStream::new(listener);
-    Ok(tokio::spawn(async move {
+    Ok(spawn_server(svc, UnixListenerStream::new(listener), stop))
+}
+
+/// Serves the admin API on the connections `incoming` yields until `stop` turns true.
+fn spawn_server<S, IO>(
+    svc: AdminSvc,
+    incoming: S,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()>
+where
+    S: tokio_stream::Stream<Item = std::io::Result<IO>> + Send + 'static,
+    IO: tonic::transport::server::Connected + tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    IO::ConnectInfo: Clone + Send + Sync + 'static,
+{
+    tokio::spawn(async move {
         let _ = Server::builder()
             .add_service(AdminServer::new(svc))
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop.changed().await;
             })
             .await;
-    }))
+    })
 }
 
 #[cfg(test)]

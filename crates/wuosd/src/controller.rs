@@ -22,13 +22,12 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 use wuos_controller::{
-    Controller, DataplaneOp, Input, InstanceState, Intent, IntentKey, KernelView, LocalInstance, Op, Origin, Redirect,
+    Controller, DataplaneOp, Input, InstanceState, Intent, IntentKey, KernelView, LocalInstance, Op, Origin,
 };
 use wuos_model::lifecycle::State;
 use wuos_model::{RouterId, ServiceId};
 use wuos_proto::neighborhood::Neighborhood;
 use wuos_southbound::routes::Routes;
-use wuos_southbound::xdp::LocalTarget;
 
 use crate::datapath::DatapathHandle;
 use crate::domains::DomainsSnapshot;
@@ -171,11 +170,7 @@ fn instances(s: &DomainsSnapshot) -> Vec<LocalInstance> {
                     State::Created | State::Stopped | State::Destroyed => InstanceState::Stopped,
                 },
                 address: d.address,
-                link: d.link.as_ref().map(|l| Redirect {
-                    host_if: l.host_if.clone(),
-                    netns: l.netns.clone(),
-                    dom_if: l.dom_if.clone(),
-                }),
+                link: d.link.clone(),
             })
         })
         .collect()
@@ -341,14 +336,7 @@ impl<R: Routes> Task<R> {
         if let Some(dp) = &self.parts.datapath {
             for (service, t) in dp.redirects().await {
                 if let Ok(s) = ServiceId::new(service) {
-                    view.redirects.insert(
-                        s,
-                        Redirect {
-                            host_if: t.host_if,
-                            netns: t.netns,
-                            dom_if: t.dom_if,
-                        },
-                    );
+                    view.redirects.insert(s, t);
                 }
             }
         }
@@ -370,13 +358,8 @@ impl<R: Routes> Task<R> {
                 }
                 DataplaneOp::SetRedirect { service, to } => match &self.parts.datapath {
                     Some(dp) => {
-                        let target = LocalTarget {
-                            host_if: to.host_if.clone(),
-                            netns: to.netns.clone(),
-                            dom_if: to.dom_if.clone(),
-                        };
                         // Without the redirect the route still carries the traffic.
-                        if let Err(e) = dp.redirect(service.as_str(), Some(target)).await {
+                        if let Err(e) = dp.redirect(service.as_str(), Some(to.clone())).await {
                             warn!(%service, error = %e, "no XDP redirect to the local instance; the route carries it");
                         }
                         Ok(())

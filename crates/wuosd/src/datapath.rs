@@ -18,9 +18,10 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 use wuos_model::catalog::Proto as CatalogProto;
+use wuos_model::domain::InstanceLink;
 use wuos_proto::pb;
 use wuos_southbound::nft::{NftError, Nftables};
-use wuos_southbound::xdp::{LocalTarget, Proto, ServiceId, ServiceKey, XdpError, XdpMaps};
+use wuos_southbound::xdp::{Proto, ServiceId, ServiceKey, XdpError, XdpMaps};
 
 use crate::domains::ServiceSpec;
 
@@ -50,7 +51,7 @@ pub struct DataPath {
     xdp: Box<dyn XdpMaps>,
     nft: Arc<dyn Nftables>,
     names: BTreeMap<u32, String>,
-    redirects: BTreeMap<String, LocalTarget>,
+    redirects: BTreeMap<String, InstanceLink>,
     last_demand: Instant,
 }
 
@@ -106,7 +107,7 @@ impl DataPath {
     }
 
     /// Redirects `service`'s packets to the local instance behind `to`.
-    pub fn redirect(&mut self, service: &str, to: &LocalTarget) -> Result<(), DatapathError> {
+    pub fn redirect(&mut self, service: &str, to: &InstanceLink) -> Result<(), DatapathError> {
         let id = self
             .id_of(service)
             .ok_or_else(|| DatapathError::UnknownService(service.into()))?;
@@ -125,7 +126,7 @@ impl DataPath {
     }
 
     /// The redirects in force, by service.
-    pub fn redirects(&self) -> &BTreeMap<String, LocalTarget> {
+    pub fn redirects(&self) -> &BTreeMap<String, InstanceLink> {
         &self.redirects
     }
 
@@ -219,10 +220,10 @@ pub fn nft_ruleset(services: &[ServiceSpec]) -> String {
 enum Msg {
     Redirect {
         service: String,
-        to: Option<LocalTarget>,
+        to: Option<InstanceLink>,
         reply: oneshot::Sender<Result<(), DatapathError>>,
     },
-    Redirects(oneshot::Sender<BTreeMap<String, LocalTarget>>),
+    Redirects(oneshot::Sender<BTreeMap<String, InstanceLink>>),
     Demand(oneshot::Sender<Vec<pb::ServiceDemand>>),
     Summary(oneshot::Sender<Vec<pb::DataPathService>>),
 }
@@ -241,14 +242,14 @@ impl DatapathHandle {
     }
 
     /// Redirects `service` to `to`, or (`None`) stops redirecting it.
-    pub async fn redirect(&self, service: &str, to: Option<LocalTarget>) -> Result<(), DatapathError> {
+    pub async fn redirect(&self, service: &str, to: Option<InstanceLink>) -> Result<(), DatapathError> {
         let service = service.to_string();
         self.ask(|reply| Msg::Redirect { service, to, reply })
             .await
             .unwrap_or(Err(DatapathError::Gone))
     }
 
-    pub async fn redirects(&self) -> BTreeMap<String, LocalTarget> {
+    pub async fn redirects(&self) -> BTreeMap<String, InstanceLink> {
         self.ask(Msg::Redirects).await.unwrap_or_default()
     }
 
@@ -368,7 +369,7 @@ mod tests {
         );
         let d = dp.demand(t0 + Duration::from_secs(3));
         assert_eq!(d[0].flows_per_s, 0.0, "the events were counted once");
-        let to = LocalTarget {
+        let to = InstanceLink {
             host_if: "d0".into(),
             netns: "/run/netns/x".into(),
             dom_if: "eth0".into(),
@@ -392,7 +393,7 @@ mod tests {
     #[test]
     fn the_fake_records_the_classifiers_calls() {
         let mut xdp = RecordingXdp::default();
-        let to = LocalTarget {
+        let to = InstanceLink {
             host_if: "d0".into(),
             netns: "/run/netns/x".into(),
             dom_if: "eth0".into(),

@@ -249,7 +249,7 @@ impl<D: Delivery> Host<D> {
             .and_then(|raw| serde_json::from_slice(&raw).ok())
             .unwrap_or_default();
         Host {
-            next_id: parts.clock.now_ms().max(1) << 16,
+            next_id: 0,
             parts,
             orch: None,
             policy: PolicyView::default(),

@@ -104,11 +104,6 @@ impl ProtocolHandle {
         self.ask(Msg::Status).await
     }
 
-    /// The latest neighborhood.
-    pub fn neighborhood(&self) -> Arc<Neighborhood> {
-        self.neighborhood.borrow().clone()
-    }
-
     /// A receiver woken at every new neighborhood.
     pub fn watch(&self) -> watch::Receiver<Arc<Neighborhood>> {
         self.neighborhood.clone()

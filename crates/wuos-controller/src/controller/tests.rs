@@ -5,7 +5,8 @@ use wuos_model::route::{FibEntry, NextHop, ROUTE_PROTOCOL, RouteSpec};
 use wuos_model::{RouterId, ServiceId};
 
 use super::*;
-use crate::reconcile::{DataplaneOp, KernelView, Redirect};
+use crate::reconcile::{DataplaneOp, KernelView};
+use wuos_model::domain::InstanceLink;
 
 fn r(s: &str) -> RouterId {
     RouterId::new(s).unwrap()
@@ -50,7 +51,7 @@ fn instance(state: InstanceState) -> Input {
         service: svc("pabx"),
         state,
         address: Some(Ipv4Addr::new(10, 253, 0, 2)),
-        link: Some(Redirect {
+        link: Some(InstanceLink {
             host_if: "d0".into(),
             netns: "/run/netns/wuos.l.fog.pabx".into(),
             dom_if: "eth0".into(),
@@ -262,7 +263,7 @@ fn serving_locally_routes_to_the_instance_and_redirects_then_a_withdrawal_remove
     // The instance restarting (starting again) keeps the route; stopped, the redirect goes.
     v.redirects.insert(
         svc("pabx"),
-        Redirect {
+        InstanceLink {
             host_if: "d0".into(),
             netns: "/run/netns/wuos.l.fog.pabx".into(),
             dom_if: "eth0".into(),

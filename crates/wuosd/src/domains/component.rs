@@ -59,10 +59,6 @@ enum Msg {
         probe: Probe,
         outcome: Result<(), String>,
     },
-    /// Destroy every domain (tests, `--destroy-domains`) before stopping.
-    DestroyAll {
-        reply: Reply<()>,
-    },
     Shutdown,
 }
 
@@ -117,10 +113,6 @@ impl DomainsHandle {
     /// Every domain, with its usage read now.
     pub async fn report(&self) -> Result<DomainsReport, DomainsError> {
         self.ask(|reply| Msg::Report { reply }).await
-    }
-
-    pub async fn destroy_all(&self) -> Result<(), DomainsError> {
-        self.ask(|reply| Msg::DestroyAll { reply }).await
     }
 
     /// The latest snapshot.
@@ -218,11 +210,6 @@ fn run(
             }
             Ok(Msg::Report { reply }) => {
                 let _ = reply.send(Ok(d.report()));
-            }
-            Ok(Msg::DestroyAll { reply }) => {
-                d.destroy_all();
-                let _ = reply.send(Ok(()));
-                dirty = true;
             }
             Ok(Msg::Probed { probe, outcome }) => {
                 in_flight.remove(&probe.domain);

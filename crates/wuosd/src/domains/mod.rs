@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use wuos_model::admission::{Admission, AdmissionError, HostBudget, Reservation};
 use wuos_model::catalog::{Catalog, CatalogError, InstanceDirs, load_dir};
-use wuos_model::domain::{CpuSpec, DomainKind, DomainSpec, Isolation, NetAttach};
+use wuos_model::domain::{CpuSpec, DomainKind, DomainSpec, InstanceLink, Isolation, NetAttach};
 use wuos_model::lifecycle::{Action, DomainRecord, Event, Found, Health, LifecycleError, State};
 use wuos_model::{Classify, ErrorClass, Ipv4Net};
 use wuos_southbound::domain::{
@@ -120,17 +120,6 @@ struct PoolMember {
     host: String,
     slot: u32,
     pid: i32,
-}
-
-/// Where a running container domain is attached (for the data path's redirect).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InstanceLink {
-    /// This router's end of the domain's veth.
-    pub host_if: String,
-    /// The domain's namespace file.
-    pub netns: PathBuf,
-    /// The domain's own end.
-    pub dom_if: String,
 }
 
 /// A domain as the daemon reports it.
@@ -659,7 +648,7 @@ impl Domains {
         self.persist(name);
         match failed {
             Some(err) => Err(err),
-            None => Ok(view.unwrap_or_else(|| destroyed_view(name))),
+            None => Ok(view.expect("the entry existed when the event was fed")),
         }
     }
 
@@ -729,20 +718,6 @@ impl Domains {
 
     pub fn destroy(&mut self, name: &str) -> Result<DomainView, DomainsError> {
         self.apply(name, Event::Destroy)
-    }
-
-    /// Destroys every domain and pool member (a clean daemon stop keeps services running; this
-    /// is for `--destroy-domains` and tests).
-    pub fn destroy_all(&mut self) {
-        let names: Vec<String> = self.entries.keys().cloned().collect();
-        for n in names {
-            let _ = self.destroy(&n);
-        }
-        for p in std::mem::take(&mut self.pool) {
-            let cs = self.cspec(&p.host, p.slot, &DomainSpec::parked(&p.host), None);
-            let _ = self.backend.destroy(&cs);
-            let _ = self.store.delete_blob(&format!("{POOL_KEY_PREFIX}{}", p.host));
-        }
     }
 
     /// Periodic check (once a second): takes every domain's CPU and memory reading, and feeds
@@ -974,28 +949,6 @@ pub fn enter_control_domain(
     cg.set_cpu_weight(&rel, Some(CONTROL_CPU_WEIGHT))?;
     cg.join(&rel, std::process::id())?;
     Ok(Some(rel))
-}
-
-/// The view of a domain just destroyed.
-fn destroyed_view(name: &str) -> DomainView {
-    DomainView {
-        name: name.into(),
-        kind: DomainKind::Service,
-        service: None,
-        state: State::Destroyed,
-        health: None,
-        ready: false,
-        pid: 0,
-        address: None,
-        cpus: None,
-        memory_limit: None,
-        memory_bytes: 0,
-        cpu_pct: 0.0,
-        restarts: 0,
-        start_ms: 0.0,
-        from_pool: false,
-        link: None,
-    }
 }
 
 #[cfg(test)]

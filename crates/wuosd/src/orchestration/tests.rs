@@ -16,7 +16,7 @@ const POLICY: &str = "service pabx {
   hold 0s
 }";
 
-/// Records every intent delivered; delivery to a router in `down` fails.
+/// Records every intent delivered; every delivery succeeds.
 #[derive(Clone, Default)]
 struct Recorder {
     sent: Arc<Mutex<Vec<(String, u64, Intent)>>>,
