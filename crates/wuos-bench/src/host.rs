@@ -79,6 +79,14 @@ pub fn mem_available(proc_root: &Path) -> Option<u64> {
     )
 }
 
+/// Clock ticks per second (`CLK_TCK`), the unit of [`proc_usage`]'s CPU time.
+pub fn ticks_per_s() -> f64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64
+}
+
 /// (utime + stime in clock ticks, RSS bytes) of process `pid`.
 pub fn proc_usage(proc_root: &Path, pid: i32) -> Option<(u64, u64)> {
     let dir = proc_root.join(pid.to_string());

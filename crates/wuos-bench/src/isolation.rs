@@ -114,7 +114,7 @@ struct CaseRuns {
     sample_gap_p99_ms: Option<Runs>,
     sample_gap_max_ms: Option<Runs>,
     neighbor_losses: Runs,
-    hellos_failed: Runs,
+    links_closed: Runs,
     ping_p50_us: Option<Runs>,
     ping_p99_us: Option<Runs>,
     throughput_gbps: Option<Runs>,
@@ -292,7 +292,7 @@ fn case_runs(runs: &[Case]) -> CaseRuns {
         sample_gap_p99_ms: of(&|c| Some(c.control.sample_gap_ms.as_ref()?.p99)),
         sample_gap_max_ms: of(&|c| Some(c.control.sample_gap_ms.as_ref()?.max)),
         neighbor_losses: count(&|c| c.control.neighbor_losses),
-        hellos_failed: count(&|c| c.control.hellos_failed),
+        links_closed: count(&|c| c.control.links_closed),
         ping_p50_us: of(&|c| Some(c.ping_p50_us)),
         ping_p99_us: of(&|c| Some(c.ping_p99_us)),
         throughput_gbps: of(&|c| Some(c.throughput_gbps)),
@@ -308,7 +308,7 @@ fn verdicts(idle: &[Case], reserved: &[Case], unreserved: &[Case]) -> Vec<Verdic
             Some(c.control.sample_gap_ms.as_ref()?.p99)
         }),
         ("neighbor losses + failed hellos", |c| {
-            Some((c.control.neighbor_losses + c.control.hellos_failed) as f64)
+            Some((c.control.neighbor_losses + c.control.links_closed) as f64)
         }),
         ("forwarding ping p99", |c| Some(c.ping_p99_us)),
         ("forwarding throughput (lower is worse)", |c| Some(-c.throughput_gbps)),
@@ -409,7 +409,7 @@ fn print(r: &Report, runs: usize) {
             show(&c.sample_gap_p99_ms, 0.1),
             show(&c.sample_gap_max_ms, 0.1),
             c.neighbor_losses.show(1.0),
-            c.hellos_failed.show(1.0),
+            c.links_closed.show(1.0),
         ]);
     }
     println!("routing control plane (medians of {runs} interleaved runs, min–max):\n{t}");

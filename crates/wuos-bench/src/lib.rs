@@ -15,6 +15,8 @@
 //! - [`orchestration`]: `wuos bench orchestration` — placement time, and decision latency from
 //!   the crossing sample to the routes in every kernel ([`orchestration::fib`] watches the FIBs,
 //!   [`orchestration::latency`] keeps the books).
+//! - [`sim`]: `wuos bench sim` — the simulator's speed (router-seconds per wall-second) and
+//!   memory per simulated router, at 1,000 to 100,000 routers, each run in a process of its own.
 //! - [`voip`]: the VoIP scenario ([`voip::Scenario`], shared by `wuos demo voip` and the
 //!   orchestration bench) and the demo itself; [`voip::sipp`] parses SIPp's files.
 //! - [`plot`]: the VoIP demo's plot (PNG and SVG).
@@ -55,6 +57,7 @@ pub mod node;
 pub mod orchestration;
 pub mod plot;
 pub mod report;
+pub mod sim;
 pub mod stats;
 pub mod table;
 pub mod telemetry;

@@ -28,7 +28,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use wuos_lab::names;
 use wuos_lab::state::LabState;
-use wuos_orchestrator::{Config, Input, Orchestrator, Policy, synthetic_neighborhood};
+use wuos_orchestrator::{Config, Input, Orchestrator, Policy, RegionView, synthetic_neighborhood};
 use wuos_southbound::routes::FibEntry;
 
 use crate::BenchOptions;
@@ -125,7 +125,11 @@ fn placement(n: usize, iterations: usize) -> Result<Placement> {
         std::hint::black_box(&e);
         times.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    let mut o = Orchestrator::new(Config::new("fog", "dc"), policy);
+    // Without regions: the synthetic routers name no region, so with regions only this router
+    // and the data centre would be candidates.
+    let mut cfg = Config::new("fog", "dc");
+    cfg.region = false;
+    let mut o = Orchestrator::new(cfg, policy);
     let mut rounds = Vec::with_capacity(iterations);
     for i in 0..iterations {
         let c = candidates.clone();
@@ -133,6 +137,7 @@ fn placement(n: usize, iterations: usize) -> Result<Placement> {
         let out = o.handle(Input::Telemetry {
             now_ms: i as u64 * 100,
             candidates: c,
+            regions: RegionView::default(),
         });
         std::hint::black_box(&out);
         rounds.push(t.elapsed().as_secs_f64() * 1e6);

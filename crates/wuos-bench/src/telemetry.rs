@@ -6,6 +6,11 @@
 //!   host clock, as r1's daemon reports it) is recorded.
 //! - Cost: a grid:10x10 lab at 1 Hz, then at 10 Hz; after a warm-up, in each window every wuosd's
 //!   CPU time (from `/proc/PID/stat`) and its RSS, and every router's protocol bytes/s.
+//! - Scale ([`scale`]): `random:500` and `random:1000` at 1 Hz and `grid:10x10` at 10 Hz, with
+//!   daemons as a user gets them: total and per-daemon CPU, RSS, bytes/s, adjacencies up (each
+//!   second), neighbor losses over a watched window, 2-hop propagation.
+
+mod scale;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,11 +24,12 @@ use wuos_lab::{LabEnv, down, up};
 use wuos_model::generate::{Generator, generate};
 
 use crate::BenchOptions;
-use crate::host::{Machine, proc_usage};
+use crate::host::{Machine, proc_usage, ticks_per_s};
 use crate::node::runtime;
 use crate::report::{Clock, begin, print_clocks, write_json};
 use crate::stats::{Runs, Summary, at_resolution, median, percentile};
 use crate::table::Table;
+use wuos_model::daemon::SamplePhase;
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -32,6 +38,20 @@ pub struct Options {
     pub seconds: u64,
     /// Windows per measurement (medians over them are reported).
     pub runs: usize,
+    /// The scale part: (topology generator, telemetry interval in ms) per configuration.
+    pub scale: Vec<(String, u64)>,
+    /// Transports measured side by side in the scale part (`plain`, `mtls`).
+    pub transports: Vec<String>,
+    /// Sample phases measured side by side in the scale part (`free`, `aligned`).
+    pub phases: Vec<SamplePhase>,
+    /// Seconds of the scale part's quiet (CPU) window.
+    pub quiet_seconds: u64,
+    /// Seconds of the scale part's watched window (adjacencies, losses, propagation).
+    pub watch_seconds: u64,
+    /// The scale part's routers host domains (as a user gets them); off: the protocol alone.
+    pub domains: bool,
+    /// Only the scale part.
+    pub scale_only: bool,
 }
 
 impl BenchOptions for Options {
@@ -42,6 +62,17 @@ impl BenchOptions for Options {
             out,
             seconds: 10,
             runs: 3,
+            scale: vec![
+                ("random:500".into(), 1000),
+                ("random:1000".into(), 1000),
+                ("grid:10x10".into(), 100),
+            ],
+            transports: vec!["plain".into(), "mtls".into()],
+            phases: vec![SamplePhase::default()],
+            quiet_seconds: 20,
+            watch_seconds: 120,
+            domains: true,
+            scale_only: false,
         }
     }
 
@@ -50,6 +81,13 @@ impl BenchOptions for Options {
             out,
             seconds: 3,
             runs: 1,
+            scale: vec![("random:500".into(), 1000), ("grid:10x10".into(), 100)],
+            transports: vec!["plain".into(), "mtls".into()],
+            phases: vec![SamplePhase::default()],
+            quiet_seconds: 10,
+            watch_seconds: 30,
+            domains: true,
+            scale_only: false,
         }
     }
 
@@ -88,23 +126,50 @@ struct Report {
     machine: Machine,
     seconds: u64,
     runs: usize,
-    propagation: Propagation,
+    propagation: Option<Propagation>,
     cost: Vec<Cost>,
+    scale: Vec<scale::Scale>,
+    /// What the issue that asked for the scale part saw with protocol 1.1 (not re-run here).
+    before: &'static str,
     clocks: Vec<Clock>,
 }
 
+/// Protocol 1.1 at `random:500 --seed 7`, 1 Hz, as issue 10 reported it (its first paragraph).
+const BEFORE: &str = "protocol 1.1, random:500 seed 7 at 1 Hz (issue 10, not re-run): 500 daemons used 161 % of the \
+two cores, load average above 200, 2 routers not answering, 1,728 of 1,870 adjacencies up, 14,138 neighbor-lost/down \
+events in about 2.5 minutes";
+
+/// The seed of the random topologies (the issue's `wuos lab up random:500 --seed 7`).
+const SEED: u64 = 7;
+
+/// The propagation and cost labs run as a user gets them: over mutual TLS.
 fn lab_up(env: &LabEnv, name: &str, g: Generator, interval: Duration) -> Result<()> {
     let _ = down::down(env, name, &Silent);
+    lab_up_with(env, name, generate(&g, 1), interval, true, true, SamplePhase::default())
+}
+
+fn lab_up_with(
+    env: &LabEnv,
+    name: &str,
+    topo: wuos_model::topology::Topology,
+    interval: Duration,
+    tls: bool,
+    domains: bool,
+    sample_phase: SamplePhase,
+) -> Result<()> {
     let opts = up::UpOptions {
         name: name.into(),
         workers: up::default_workers(),
         daemons: Some(DaemonOptions {
             telemetry_interval: interval,
+            sample_phase,
             hop_limit: 2,
+            tls,
+            domains,
             ..Default::default()
         }),
     };
-    up::up(env, generate(&g, 1), &opts, &Silent)?;
+    up::up(env, topo, &opts, &Silent)?;
     Ok(())
 }
 
@@ -232,13 +297,6 @@ fn window(env: &LabEnv, rt: &tokio::runtime::Runtime, name: &str, socks: &[PathB
     ))
 }
 
-fn ticks_per_s() -> f64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100) as f64
-}
-
 fn cost(env: &LabEnv, interval: Duration, o: &Options) -> Result<Cost> {
     let name = "benchcost";
     let g = Generator::Grid(10, 10);
@@ -273,6 +331,25 @@ fn cost(env: &LabEnv, interval: Duration, o: &Options) -> Result<Cost> {
 fn clocks(o: &Options) -> Vec<Clock> {
     vec![
         Clock::new(
+            "scale: 2-hop propagation",
+            "the origin's daemon samples (the advert's timestamp_unix_ns)",
+            "the daemon 2 hops away stores the advert (its view entry's latency_ms)",
+            "adverts already in the views when the watched window starts; the reading is a 1 s poll, the latency is the daemon's own",
+            "one host clock (CLOCK_REALTIME, ns); quoted to 1 ms",
+        ),
+        Clock::new(
+            "scale: daemon CPU",
+            "first read of /proc/PID/stat of every wuosd of the lab (nothing polls them)",
+            &format!("the same read {} s later", o.quiet_seconds),
+            "lab up and the warm-up (every adjacency up, then three intervals)",
+            &format!(
+                "clock ticks of {:.0} ms over {} s: {:.2}% of a core per daemon",
+                1e3 / ticks_per_s(),
+                o.quiet_seconds,
+                100.0 / ticks_per_s() / o.quiet_seconds.max(1) as f64
+            ),
+        ),
+        Clock::new(
             "propagation 2 hops",
             "r3's daemon samples its telemetry (the advert's timestamp_unix_ns)",
             "r1's daemon stores the advert received through r2 (its view entry's latency_ms)",
@@ -300,10 +377,14 @@ pub fn run(o: &Options) -> Result<()> {
         bail!("--seconds must be at least 1");
     }
     let (env, mut machine) = begin(o.runs)?;
-    eprintln!("propagation: line:5 at 10 Hz, {} window(s) of {} s", o.runs, o.seconds);
-    let propagation = propagation(&env, o)?;
+    let propagation = if o.scale_only {
+        None
+    } else {
+        eprintln!("propagation: line:5 at 10 Hz, {} window(s) of {} s", o.runs, o.seconds);
+        Some(propagation(&env, o)?)
+    };
     let mut costs = Vec::new();
-    for ms in [1000, 100] {
+    for ms in [1000, 100].into_iter().filter(|_| !o.scale_only) {
         eprintln!(
             "cost: grid:10x10 at {} Hz, {} window(s) of {} s",
             1000 / ms,
@@ -312,6 +393,42 @@ pub fn run(o: &Options) -> Result<()> {
         );
         costs.push(cost(&env, Duration::from_millis(ms), o)?);
     }
+    let mut scales = Vec::new();
+    for (topology, ms) in &o.scale {
+        for transport in &o.transports {
+            for &phase in &o.phases {
+                let interval = Duration::from_millis(*ms);
+                eprintln!(
+                    "scale: {topology} at {} Hz over {transport}, {} samples: quiet {} s, watched {} s",
+                    1000 / ms,
+                    phase.as_str(),
+                    o.quiet_seconds,
+                    o.watch_seconds
+                );
+                let name = "benchscale";
+                let up_s = scale::up(&env, name, topology, interval, transport == "mtls", o.domains, phase)?;
+                let mut label = transport.clone();
+                if !o.domains {
+                    label.push_str(", no domains");
+                }
+                if phase != SamplePhase::default() || o.phases.len() > 1 {
+                    label.push_str(&format!(", {}", phase.as_str()));
+                }
+                let r = scale::measure(
+                    &env,
+                    name,
+                    topology,
+                    &label,
+                    interval,
+                    up_s,
+                    o.quiet_seconds,
+                    o.watch_seconds,
+                );
+                down::down(&env, name, &Silent)?;
+                scales.push(r?);
+            }
+        }
+    }
     machine.finish();
     let report = Report {
         machine,
@@ -319,21 +436,24 @@ pub fn run(o: &Options) -> Result<()> {
         runs: o.runs,
         propagation,
         cost: costs,
+        scale: scales,
+        before: BEFORE,
         clocks: clocks(o),
     };
-    let p = &report.propagation;
     println!("wuos bench telemetry — {}", report.machine);
-    let l = &p.latency_ms;
-    println!(
-        "propagation 2 hops at {} ms interval: median {} ms, p99 {} ms, max {} ms over {} adverts; window medians {} ms (target: <= {:.0} ms)",
-        p.interval_ms,
-        at_resolution(l.median, 0.01),
-        at_resolution(l.p99, 0.01),
-        at_resolution(l.max, 0.01),
-        l.n,
-        p.window_median_ms.show(0.01),
-        p.target_ms
-    );
+    if let Some(p) = &report.propagation {
+        let l = &p.latency_ms;
+        println!(
+            "propagation 2 hops at {} ms interval: median {} ms, p99 {} ms, max {} ms over {} adverts; window medians {} ms (target: <= {:.0} ms)",
+            p.interval_ms,
+            at_resolution(l.median, 0.01),
+            at_resolution(l.p99, 0.01),
+            at_resolution(l.max, 0.01),
+            l.n,
+            p.window_median_ms.show(0.01),
+            p.target_ms
+        );
+    }
     let mut t = Table::new([
         "topology",
         "interval",
@@ -359,10 +479,60 @@ pub fn run(o: &Options) -> Result<()> {
             c.protocol_bytes_per_s_max.show(1.0),
         ]);
     }
-    println!(
-        "{t}(per window: median and max over the daemons; medians over {} window(s), min–max)",
-        o.runs
-    );
+    if !report.cost.is_empty() {
+        println!(
+            "{t}(per window: median and max over the daemons; medians over {} window(s), min–max)",
+            o.runs
+        );
+    }
+    if !report.scale.is_empty() {
+        let mut t = Table::new([
+            "topology",
+            "Hz",
+            "transport",
+            "daemons",
+            "up s",
+            "cpu% total",
+            "cpu% med",
+            "cpu% max",
+            "RSS MB med",
+            "bytes/s total",
+            "adj. up min",
+            "adj. up med",
+            "losses",
+            "2-hop ms med",
+            "p99",
+            "max",
+        ]);
+        for c in &report.scale {
+            let r = c.cpu_resolution_pct;
+            let p = c.propagation_2hop_ms.as_ref();
+            let ms = |f: fn(&Summary) -> f64| p.map_or("-".into(), |p| at_resolution(f(p), 1.0));
+            t.row([
+                c.topology.clone(),
+                format!("{}", 1000 / c.interval_ms.max(1)),
+                c.transport.clone(),
+                c.daemons.to_string(),
+                at_resolution(c.up_s, 0.1),
+                at_resolution(c.cpu_pct_total, r),
+                at_resolution(c.cpu_pct_median, r),
+                at_resolution(c.cpu_pct_max, r),
+                at_resolution(c.rss_mb_median, 0.1),
+                at_resolution(c.bytes_per_s_total, 1.0),
+                format!("{:.3}", c.adjacencies_up.min),
+                format!("{:.3}", c.adjacencies_up.median),
+                c.neighbor_loss_events.to_string(),
+                ms(|s| s.median),
+                ms(|s| s.p99),
+                ms(|s| s.max),
+            ]);
+        }
+        println!(
+            "{t}(scale: CPU over a quiet window of {} s; adjacencies, losses and propagation over a watched window of {} s, every daemon polled each second; targets: random:1000 at 1 Hz all adjacencies up, 0 losses, all daemons <= 50% of one core; 2-hop propagation <= interval + 20 ms)",
+            o.quiet_seconds, o.watch_seconds
+        );
+        println!("before: {}", report.before);
+    }
     print_clocks(&report.clocks);
     write_json(&o.out, &report)
 }

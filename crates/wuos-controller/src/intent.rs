@@ -6,23 +6,53 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 use wuos_model::{RouterId, ServiceId};
 
-/// What an intent decides; a newer intent with the same key replaces the older.
+/// What an intent decides, and who asked (the orchestrator's router): a newer intent with the
+/// same key replaces the older. Which other keys it replaces depends on the router's region
+/// ([`crate::region`]).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "service", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum IntentKey {
-    /// Whether this router runs an instance of the service.
-    Instance(ServiceId),
-    /// Where the service's VIP leads.
-    Rule(ServiceId),
+    /// Whether `sender` wants this router to run an instance of the service.
+    Instance {
+        service: ServiceId,
+        /// `None`: persisted before senders were recorded.
+        sender: Option<RouterId>,
+    },
+    /// Where `sender` has the service's VIP lead.
+    Rule {
+        service: ServiceId,
+        /// `None`: persisted before senders were recorded.
+        sender: Option<RouterId>,
+    },
+}
+
+impl IntentKey {
+    pub fn service(&self) -> &ServiceId {
+        match self {
+            IntentKey::Instance { service, .. } | IntentKey::Rule { service, .. } => service,
+        }
+    }
+
+    pub fn sender(&self) -> Option<&RouterId> {
+        match self {
+            IntentKey::Instance { sender, .. } | IntentKey::Rule { sender, .. } => sender.as_ref(),
+        }
+    }
 }
 
 impl fmt::Display for IntentKey {
-    /// `instance/pabx`, `rule/pabx` (also the store's key).
+    /// `instance/pabx@foga`, `rule/pabx@foga` (also the store's key); without a sender
+    /// `instance/pabx`, `rule/pabx`, as keys were before senders were recorded.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            IntentKey::Instance(s) => write!(f, "instance/{s}"),
-            IntentKey::Rule(s) => write!(f, "rule/{s}"),
+        let kind = match self {
+            IntentKey::Instance { .. } => "instance",
+            IntentKey::Rule { .. } => "rule",
+        };
+        write!(f, "{kind}/{}", self.service())?;
+        if let Some(s) = self.sender() {
+            write!(f, "@{s}")?;
         }
+        Ok(())
     }
 }
 
@@ -43,10 +73,24 @@ pub enum Intent {
 }
 
 impl Intent {
-    pub fn key(&self) -> IntentKey {
+    /// Its key when `sender` asks for it.
+    pub fn key(&self, sender: Option<&RouterId>) -> IntentKey {
+        let sender = sender.cloned();
         match self {
-            Intent::Instance { service, .. } => IntentKey::Instance(service.clone()),
-            Intent::Rule { service, .. } => IntentKey::Rule(service.clone()),
+            Intent::Instance { service, .. } => IntentKey::Instance {
+                service: service.clone(),
+                sender,
+            },
+            Intent::Rule { service, .. } => IntentKey::Rule {
+                service: service.clone(),
+                sender,
+            },
+        }
+    }
+
+    pub fn service(&self) -> &ServiceId {
+        match self {
+            Intent::Instance { service, .. } | Intent::Rule { service, .. } => service,
         }
     }
 
@@ -78,6 +122,23 @@ impl fmt::Display for Intent {
                 serving: None,
             } => write!(f, "withdraw {service} {vip}"),
         }
+    }
+}
+
+/// An intent in force and who asked for it: what the store keeps (as JSON, the intent's fields
+/// and `sender`). A value persisted before senders were recorded (an intent alone) loads with
+/// `sender: None`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kept {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<RouterId>,
+    #[serde(flatten)]
+    pub intent: Intent,
+}
+
+impl Kept {
+    pub fn key(&self) -> IntentKey {
+        self.intent.key(self.sender.as_ref())
     }
 }
 

@@ -80,7 +80,18 @@ enum Target {
 }
 
 impl Controller {
-    fn target(&self, service: &ServiceId, vip: Ipv4Addr, serving: &wuos_model::RouterId) -> Target {
+    /// `sender` wrote the rule: when the serving router is beyond this router's view (its region
+    /// reaches further than the flooding radius: a router 2 hops from its orchestrator, the
+    /// serving router 2 hops on the other side), the VIP goes towards the sender, whose own rule
+    /// leads on. No loop: the orchestrator places within its view, so the path from this
+    /// router's next hop towards it to the serving router is shorter than any through this router.
+    fn target(
+        &self,
+        service: &ServiceId,
+        vip: Ipv4Addr,
+        serving: &wuos_model::RouterId,
+        sender: Option<&wuos_model::RouterId>,
+    ) -> Target {
         if serving == self.me() {
             match self.instances.get(service).filter(|i| i.is_running()) {
                 Some(i) => match i.address {
@@ -90,20 +101,22 @@ impl Controller {
                 None => Target::Unapplied(format!("no running local instance of {service} to route {vip} to")),
             }
         } else {
-            match self.addresses.get(serving) {
+            let towards_sender = sender.filter(|s| *s != self.me()).and_then(|s| self.addresses.get(s));
+            match self.addresses.get(serving).or(towards_sender) {
                 Some(a) => Target::At(*a, None),
                 None => Target::Unapplied(format!("serving router {serving} is not in {}'s view", self.me())),
             }
         }
     }
 
-    fn rules(&self) -> impl Iterator<Item = (&ServiceId, Ipv4Addr, &wuos_model::RouterId)> {
-        self.intents.values().filter_map(|i| match i {
+    /// The rules in force with their keys.
+    fn rules(&self) -> impl Iterator<Item = (&IntentKey, &ServiceId, Ipv4Addr, &wuos_model::RouterId)> {
+        self.intents.iter().filter_map(|(k, i)| match i {
             Intent::Rule {
                 service,
                 vip,
                 serving: Some(r),
-            } => Some((service, *vip, r)),
+            } => Some((k, service, *vip, r)),
             _ => None,
         })
     }
@@ -111,9 +124,9 @@ impl Controller {
     /// What to look up in the kernel for [`Controller::plan`].
     pub fn lookups(&self) -> Lookups {
         let mut l = Lookups::default();
-        for (service, vip, serving) in self.rules() {
+        for (key, service, vip, serving) in self.rules() {
             l.vips.insert(vip);
-            if let Target::At(a, _) = self.target(service, vip, serving) {
+            if let Target::At(a, _) = self.target(service, vip, serving, key.sender()) {
                 l.next_hops.insert(a);
             }
         }
@@ -121,14 +134,17 @@ impl Controller {
         l
     }
 
-    /// The ops that bring the kernel from `view` to what the rules in force want.
+    /// The ops that bring the kernel from `view` to what the rules in force want. Several rules
+    /// for one VIP (on a router of no region, one per sender, all towards this router) make one
+    /// route, under the first rule's key.
     pub fn plan(&self, view: &KernelView) -> Plan {
         let mut plan = Plan::default();
-        let mut wanted_redirects: BTreeMap<&ServiceId, InstanceLink> = BTreeMap::new();
-        for (service, vip, serving) in self.rules() {
-            let key = IntentKey::Rule(service.clone());
+        let mut wanted_redirects: BTreeMap<&ServiceId, (IntentKey, InstanceLink)> = BTreeMap::new();
+        let mut routed: BTreeSet<Ipv4Addr> = BTreeSet::new();
+        for (key, service, vip, serving) in self.rules() {
+            let key = key.clone();
             plan.concerned.insert(key.clone());
-            let (target, redirect) = match self.target(service, vip, serving) {
+            let (target, redirect) = match self.target(service, vip, serving, key.sender()) {
                 Target::At(a, r) => (a, r),
                 Target::Unapplied(why) => {
                     plan.unapplied.insert(key, why);
@@ -141,7 +157,7 @@ impl Controller {
                 continue;
             };
             let current = view.vips.get(&vip).copied().flatten();
-            if !current.is_some_and(|c| c.is(vip, 32, via)) {
+            if routed.insert(vip) && !current.is_some_and(|c| c.is(vip, 32, via)) {
                 plan.ops.push((
                     key.clone(),
                     DataplaneOp::ReplaceRoute(RouteSpec {
@@ -154,21 +170,23 @@ impl Controller {
                 ));
             }
             if let Some(r) = redirect {
-                wanted_redirects.insert(service, r);
+                wanted_redirects.entry(service).or_insert((key, r));
             }
         }
-        for (service, vip) in &self.withdrawn {
-            let key = IntentKey::Rule(service.clone());
+        let wanted: BTreeSet<Ipv4Addr> = self.rules().map(|(_, _, vip, _)| vip).collect();
+        for (key, vip) in &self.withdrawn {
             plan.concerned.insert(key.clone());
-            if view
-                .vips
-                .get(vip)
-                .copied()
-                .flatten()
-                .is_some_and(|c| c.is_wuos() && c.dst == *vip && c.prefix_len == 32)
+            // Another rule in force routes the same VIP: its route stays.
+            if !wanted.contains(vip)
+                && view
+                    .vips
+                    .get(vip)
+                    .copied()
+                    .flatten()
+                    .is_some_and(|c| c.is_wuos() && c.dst == *vip && c.prefix_len == 32)
             {
                 plan.ops.push((
-                    key,
+                    key.clone(),
                     DataplaneOp::DeleteRoute {
                         dst: *vip,
                         prefix_len: 32,
@@ -177,10 +195,10 @@ impl Controller {
             }
         }
         // Redirects: set what is wanted and differs; clear the rest.
-        for (service, to) in &wanted_redirects {
+        for (service, (key, to)) in &wanted_redirects {
             if view.redirects.get(*service) != Some(to) {
                 plan.ops.push((
-                    IntentKey::Rule((*service).clone()),
+                    key.clone(),
                     DataplaneOp::SetRedirect {
                         service: (*service).clone(),
                         to: to.clone(),
@@ -189,8 +207,18 @@ impl Controller {
             }
         }
         for service in view.redirects.keys().filter(|s| !wanted_redirects.contains_key(s)) {
+            // Under the key of the rule that set it, if still known; else a sender-less one.
+            let key = self
+                .withdrawn
+                .keys()
+                .find(|k| k.service() == service)
+                .cloned()
+                .unwrap_or_else(|| IntentKey::Rule {
+                    service: service.clone(),
+                    sender: None,
+                });
             plan.ops.push((
-                IntentKey::Rule(service.clone()),
+                key,
                 DataplaneOp::ClearRedirect {
                     service: service.clone(),
                 },

@@ -20,7 +20,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use wuos_model::Role;
 use wuos_model::daemon::{
     DaemonConfig, DatapathConfig, DomainsConfig, METRICS_PORT, NeighborConfig, OrchestratorConfig, PROTOCOL_PORT,
-    ResourcesConfig, Source,
+    ResourcesConfig, Source, TlsConfig,
 };
 use wuos_model::ids::{RouterId, ServiceId};
 
@@ -36,6 +36,8 @@ pub const CONTROL_MEMORY: u64 = 32 << 20;
 #[derive(Clone, Debug)]
 pub struct DaemonOptions {
     pub telemetry_interval: Duration,
+    /// When the daemons sample (free-running, or together at multiples of the interval).
+    pub sample_phase: wuos_model::daemon::SamplePhase,
     pub hop_limit: u32,
     /// Let routers host domains (needs the VNF catalog).
     pub domains: bool,
@@ -48,18 +50,23 @@ pub struct DaemonOptions {
     pub service_params: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
     /// Attach the XDP classifier on routers (not hosts) with domains: service demand in adverts.
     pub xdp: bool,
+    /// Mutual TLS between the routers: a CA and one certificate per router, issued at `lab up`
+    /// into `LAB_DIR/pki`.
+    pub tls: bool,
 }
 
 impl Default for DaemonOptions {
     fn default() -> Self {
         Self {
             telemetry_interval: Duration::from_secs(1),
+            sample_phase: Default::default(),
             hop_limit: 2,
             domains: true,
             pool: 0,
             routing_reservation: true,
             service_params: Default::default(),
             xdp: false,
+            tls: true,
         }
     }
 }
@@ -152,8 +159,9 @@ pub fn config(env: &LabEnv, st: &LabState, opts: &DaemonOptions, i: usize) -> Re
             interface: local_if.clone(),
         });
     }
+    let router = id(&node.name)?;
     Ok(DaemonConfig {
-        router_id: id(&node.name)?,
+        router_id: router.clone(),
         role: node.role,
         listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, PROTOCOL_PORT)),
         control_address: Some(SocketAddr::from((lo, PROTOCOL_PORT))),
@@ -161,10 +169,12 @@ pub fn config(env: &LabEnv, st: &LabState, opts: &DaemonOptions, i: usize) -> Re
         admin_listen: None,
         metrics_listen: Some(SocketAddr::from((lo, METRICS_PORT))),
         telemetry_interval: opts.telemetry_interval,
+        sample_phase: opts.sample_phase,
         hello_interval: None,
         dead_multiplier: 3,
         hop_limit: opts.hop_limit,
         stale_after_intervals: 3,
+        announce: Default::default(),
         data_dir: env.lab_dir(&st.name).join("data").join(&node.name),
         resources: ResourcesConfig {
             source: Source::Cgroup,
@@ -177,8 +187,58 @@ pub fn config(env: &LabEnv, st: &LabState, opts: &DaemonOptions, i: usize) -> Re
             xdp: opts.xdp && domains.is_some() && node.role != Role::Host,
         },
         domains,
+        tls: opts.tls.then(|| {
+            let files = wuos_pki::TlsFiles::in_pki_dir(&pki_dir(env, &st.name), &router);
+            TlsConfig {
+                ca: files.ca,
+                cert: files.cert,
+                key: files.key,
+                crl: files.crl,
+            }
+        }),
         orchestrator,
     })
+}
+
+/// The lab's PKI: its CA, one certificate per router, the CRL (`wuos pki … --dir` works on it).
+pub fn pki_dir(env: &LabEnv, lab: &str) -> PathBuf {
+    env.lab_dir(lab).join("pki")
+}
+
+/// Creates the lab's CA and issues every router its certificate: its id and role, and the
+/// `orchestrator` capability where it runs one (fog routers of a lab with a data centre).
+/// Returns how many certificates were issued.
+pub fn issue_pki(env: &LabEnv, st: &LabState) -> Result<usize, LabError> {
+    let err = |e: wuos_pki::PkiError| LabError::Daemons(format!("cannot issue the lab's certificates: {e}"));
+    let dir = pki_dir(env, &st.name);
+    let pki = wuos_pki::Pki::init(
+        &dir,
+        &wuos_pki::InitOptions {
+            force: true,
+            ..Default::default()
+        },
+    )
+    .map_err(err)?;
+    let has_dc = st.topology.nodes.iter().any(|n| n.role == Role::Dc);
+    let requests = st
+        .topology
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut capabilities = std::collections::BTreeSet::new();
+            if has_dc && n.role == Role::Fog {
+                capabilities.insert(wuos_pki::Capability::Orchestrator);
+            }
+            Ok(wuos_pki::IssueRequest {
+                router: RouterId::new(n.name.as_str()).map_err(|e| LabError::Topology(e.to_string()))?,
+                role: n.role,
+                capabilities,
+                validity: wuos_pki::Validity::days(365),
+            })
+        })
+        .collect::<Result<Vec<_>, LabError>>()?;
+    pki.issue_many(&requests).map_err(err)?;
+    Ok(requests.len())
 }
 
 /// Writes one wuosd configuration per router (`LAB_DIR/daemons/NODE.toml`).

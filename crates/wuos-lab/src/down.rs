@@ -61,13 +61,26 @@ pub(crate) fn down_locked(env: &LabEnv, lab: &str, progress: &dyn Progress) -> R
     spaces.sort();
     spaces.dedup();
 
+    let inodes: HashSet<u64> = spaces
+        .iter()
+        .filter_map(|n| netns::open(&env.netns_dir, n).ok())
+        .filter_map(|f| netns::inode(&f).ok())
+        .collect();
+    // What runs in the lab's namespaces now (the daemons): the supervisor stops them, and the
+    // report counts them with it.
+    let mut inside: HashSet<i32> = if inodes.is_empty() {
+        HashSet::new()
+    } else {
+        process::pids_in_netns(&env.proc_root, &inodes).into_iter().collect()
+    };
+
     // The daemon supervisor first: it stops its daemons with SIGTERM, so they shut down cleanly.
     let mut sup: Vec<i32> = st.iter().filter_map(|s| s.supervisor_pid.map(|p| p as i32)).collect();
     sup.extend(process::pids_with_cmdline(&env.proc_root, &["supervise", lab]));
     sup.retain(|&p| process::cmdline_has(&env.proc_root, p, &["supervise", lab]));
     sup.sort_unstable();
     sup.dedup();
-    let mut stopped = process::terminate(&env.proc_root, &sup, Duration::from_secs(4));
+    let stopped = process::terminate(&env.proc_root, &sup, Duration::from_secs(4));
 
     // Processes: relays (by pid and by command line) and anything running inside a lab namespace.
     let mut pids: Vec<i32> = st
@@ -76,18 +89,15 @@ pub(crate) fn down_locked(env: &LabEnv, lab: &str, progress: &dyn Progress) -> R
         .filter(|&p| process::cmdline_has(&env.proc_root, p, &["relay", lab]))
         .collect();
     pids.extend(process::pids_with_cmdline(&env.proc_root, &["relay", "--lab", lab]));
-    let inodes: HashSet<u64> = spaces
-        .iter()
-        .filter_map(|n| netns::open(&env.netns_dir, n).ok())
-        .filter_map(|f| netns::inode(&f).ok())
-        .collect();
     if !inodes.is_empty() {
         pids.extend(process::pids_in_netns(&env.proc_root, &inodes));
     }
     pids.sort_unstable();
     pids.dedup();
-    stopped += process::terminate(&env.proc_root, &pids, Duration::from_millis(500));
-    report.processes = stopped;
+    process::terminate(&env.proc_root, &pids, Duration::from_millis(500));
+    // The supervisor, the daemons it stopped, the relays and whatever else ran inside, each once.
+    inside.extend(pids);
+    report.processes = stopped + inside.len();
 
     progress.stage("namespaces", spaces.len() as u64);
     for name in &spaces {

@@ -5,6 +5,7 @@
 //!  plan::lab: the lab as stages of ops (cgroups, namespaces, veths, addresses, routes,
 //!             link emulation, relays, offloads)
 //!  execute:   the plan through the southbound traits (see `execute`); a failure undoes it
+//!  pki:       a CA and one certificate per router (unless the daemons run without mTLS)
 //!  daemons:   configs, the supervisor, wait for every admin socket
 //!  save state (phase up)
 //! ```
@@ -163,11 +164,18 @@ fn start_daemons(
     let Some(d) = &opts.daemons else {
         return Ok(report);
     };
+    if d.tls {
+        let t0 = Instant::now();
+        crate::daemons::issue_pki(env, state)?;
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        report.stages_ms.push(("pki".into(), ms));
+        report.total_ms += ms;
+    }
     let t0 = Instant::now();
     crate::daemons::write_configs(env, state, d)?;
     state.supervisor_pid = Some(crate::daemons::spawn_supervisor(env, &state.name)?);
     state.save(env)?;
-    let timeout = std::time::Duration::from_millis(10_000 + 50 * state.topology.nodes.len() as u64);
+    let timeout = std::time::Duration::from_millis(10_000 + 100 * state.topology.nodes.len() as u64);
     let missing = crate::daemons::wait_for_sockets(env, state, timeout);
     if !missing.is_empty() {
         return Err(LabError::Daemons(format!(

@@ -10,6 +10,7 @@
 //! admin_listen = "127.0.0.1:7471"      # the same on TCP (optional, unauthenticated)
 //! metrics_listen = "127.0.0.1:9470"    # Prometheus text format at /metrics
 //! telemetry_interval = "1s"
+//! sample_phase = "free"          # or "aligned": at multiples of the interval on the wall clock
 //! hop_limit = 2
 //! data_dir = "/var/lib/wuos"
 //!
@@ -101,6 +102,11 @@ pub struct DaemonConfig {
     /// How often the router samples itself and advertises: 10 ms to 600 s.
     #[serde(default = "default_interval", with = "units::duration")]
     pub telemetry_interval: Duration,
+    /// When samples are taken: `free` (one interval after the daemon's start, so routers sample
+    /// at unrelated moments) or `aligned` (at the multiples of the interval on the wall clock:
+    /// routers with synchronized clocks sample together and a neighbor's frames arrive together).
+    #[serde(default, skip_serializing_if = "SamplePhase::is_free")]
+    pub sample_phase: SamplePhase,
     /// Hello interval; defaults to the telemetry interval.
     #[serde(default, with = "units::opt_duration", skip_serializing_if = "Option::is_none")]
     pub hello_interval: Option<Duration>,
@@ -112,6 +118,9 @@ pub struct DaemonConfig {
     /// A view entry is stale after this many of its origin's intervals without a refresh.
     #[serde(default = "default_stale_after")]
     pub stale_after_intervals: u32,
+    /// Announcement thresholds: which measured figures are announced anew.
+    #[serde(default, skip_serializing_if = "AnnounceConfig::is_default")]
+    pub announce: AnnounceConfig,
     /// The embedded store.
     pub data_dir: PathBuf,
     #[serde(default)]
@@ -127,6 +136,105 @@ pub struct DaemonConfig {
     /// The data path.
     #[serde(default)]
     pub datapath: DatapathConfig,
+    /// Mutual TLS between routers (`Neighbor` and `Control`); absent: plain TCP, and a warning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[tls]`: this router's certificate and what it trusts (files as `wuos pki` writes them). The
+/// files are read again when they change: a rotated certificate or a new CRL applies to new
+/// connections without a restart, and established ones go on.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The CA certificate (PEM).
+    pub ca: PathBuf,
+    /// This router's certificate (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// The CA's revocation list (PEM).
+    pub crl: PathBuf,
+}
+
+/// When a router samples itself within its telemetry interval (`sample_phase`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SamplePhase {
+    /// One interval after the previous sample, from the daemon's start.
+    #[default]
+    Free,
+    /// At the multiples of the interval since the Unix epoch (wall clock).
+    Aligned,
+}
+
+impl SamplePhase {
+    fn is_free(&self) -> bool {
+        *self == Self::Free
+    }
+
+    /// As written in `wuosd.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Free => "free",
+            Self::Aligned => "aligned",
+        }
+    }
+}
+
+impl std::str::FromStr for SamplePhase {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        [Self::Free, Self::Aligned]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("{s:?}: use \"free\" or \"aligned\""))
+    }
+}
+
+/// `[announce]`: a measured figure is announced anew only when it moved significantly since it
+/// was last announced, and every figure exactly at least every `refresh` samples
+/// (docs/protocol.md, "Announcement thresholds").
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AnnounceConfig {
+    /// A percentage (CPU, memory, pressure) moves by this many points: 0 to 100.
+    #[serde(default = "default_pct_points")]
+    pub pct_points: f64,
+    /// A rate or an amount moves by this fraction of the larger value: 0 to 1.
+    #[serde(default = "default_relative")]
+    pub relative: f64,
+    /// Every figure exactly at least every this many samples: 1 (every sample as measured, no
+    /// thresholds) to 3600.
+    #[serde(default = "default_refresh")]
+    pub refresh: u32,
+}
+
+impl Default for AnnounceConfig {
+    fn default() -> Self {
+        Self {
+            pct_points: default_pct_points(),
+            relative: default_relative(),
+            refresh: default_refresh(),
+        }
+    }
+}
+
+impl AnnounceConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+fn default_pct_points() -> f64 {
+    1.0
+}
+fn default_relative() -> f64 {
+    0.1
+}
+fn default_refresh() -> u32 {
+    30
 }
 
 /// `[datapath]`.
@@ -151,6 +259,11 @@ pub struct OrchestratorConfig {
     /// Consecutive samples a change must hold.
     #[serde(default = "default_confirm")]
     pub confirm_samples: u32,
+    /// Share the network with other orchestrators: place and route only in this orchestrator's
+    /// region (the routers nearer to it than to any other; docs/policy.md, "Regions"). Off: every
+    /// router of the view, as a lone orchestrator.
+    #[serde(default = "default_true")]
+    pub regions: bool,
     /// How long the old instance keeps running after the routes moved.
     #[serde(default = "default_drain", with = "units::duration")]
     pub drain: Duration,
@@ -170,6 +283,7 @@ impl OrchestratorConfig {
             datacenter,
             policy: None,
             confirm_samples: default_confirm(),
+            regions: true,
             drain: default_drain(),
             ready_timeout: default_ready_timeout(),
             min_demand_flows: 0.0,
@@ -343,6 +457,7 @@ fn fix_for(key: &str) -> &'static str {
         }
         "routing_memory" | "control_memory" => "use a size, e.g. \"128MiB\"",
         "role" => "use edge, fog, dc or host",
+        "sample_phase" => "use \"free\" or \"aligned\"",
         "source" => "use \"proc\" (a real machine) or \"cgroup\" (a lab router)",
         "subnet" => "use a /29 or larger, e.g. \"10.253.3.0/24\"",
         _ if key.starts_with("domains.params") => "name catalog services, e.g. [domains.params.pabx]",
@@ -478,6 +593,28 @@ impl DaemonConfig {
                 "dead_multiplier",
                 format!("{} is out of range", self.dead_multiplier),
                 "use 2 to 100 (3 is the default)",
+            ));
+        }
+        let a = &self.announce;
+        if !(0.0..=100.0).contains(&a.pct_points) {
+            return Err(bad(
+                "announce.pct_points",
+                format!("{} is out of range", a.pct_points),
+                "use 0 to 100 points",
+            ));
+        }
+        if !(0.0..=1.0).contains(&a.relative) {
+            return Err(bad(
+                "announce.relative",
+                format!("{} is out of range", a.relative),
+                "use a fraction from 0 to 1, e.g. 0.1",
+            ));
+        }
+        if !(1..=3600).contains(&a.refresh) {
+            return Err(bad(
+                "announce.refresh",
+                format!("{} is out of range", a.refresh),
+                "use 1 (no thresholds) to 3600 samples",
             ));
         }
         if !(1..=100).contains(&self.stale_after_intervals) {
@@ -632,6 +769,7 @@ interface = "eth0"
             datacenter: RouterId::new("dc").unwrap(),
             policy: None,
             confirm_samples: 2,
+            regions: false,
             drain: Duration::from_millis(1500),
             ready_timeout: Duration::from_secs(20),
             min_demand_flows: 0.5,

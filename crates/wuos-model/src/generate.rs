@@ -137,7 +137,16 @@ fn form(kind: &str) -> &'static str {
 impl FromStr for Generator {
     type Err = GenerateError;
 
+    /// Parses a spec of at most [`MAX_NODES`] nodes (what a lab can hold).
     fn from_str(spec: &str) -> Result<Self, Self::Err> {
+        Generator::parse_with_max_nodes(spec, MAX_NODES)
+    }
+}
+
+impl Generator {
+    /// Parses a spec of at most `max_nodes` nodes: the lab's limit is [`MAX_NODES`], the
+    /// simulator (which runs no namespaces) takes far larger networks in the same syntax.
+    pub fn parse_with_max_nodes(spec: &str, max_nodes: usize) -> Result<Self, GenerateError> {
         let parts: Vec<&str> = spec.trim().split(':').collect();
         let kind = parts[0];
         if !KINDS.contains(&kind) || parts.len() < 2 {
@@ -162,8 +171,8 @@ impl FromStr for Generator {
             Ok((num(a)?, num(b)?))
         };
         let cap = |nodes: Option<usize>| match nodes {
-            Some(n) if n <= MAX_NODES => Ok(()),
-            _ => Err(range(format!("more than {MAX_NODES} nodes"))),
+            Some(n) if n <= max_nodes => Ok(()),
+            _ => Err(range(format!("more than {max_nodes} nodes"))),
         };
         let g = match (kind, parts.len()) {
             ("line" | "ring" | "star", 2) => {
@@ -641,6 +650,22 @@ mod tests {
         assert!(matches!(e("random:10:ba:0"), GenerateError::Range { .. }));
         assert!(matches!(e("random:10:waxman:0:0.5"), GenerateError::Range { .. }));
         assert!(matches!(e("random:10:waxman:0.5:1.5"), GenerateError::Range { .. }));
+        assert_eq!(
+            e("random:100000").to_string(),
+            "bad generator \"random:100000\": more than 10000 nodes"
+        );
+        // The simulator's larger limit, same syntax.
+        assert_eq!(
+            Generator::parse_with_max_nodes("random:100000", 1_000_000),
+            Ok(Generator::Random {
+                n: 100_000,
+                model: RandomModel::BarabasiAlbert { m: 2 }
+            })
+        );
+        assert!(matches!(
+            Generator::parse_with_max_nodes("line:11", 10),
+            Err(GenerateError::Range { .. })
+        ));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use wuos_orchestrator::{Config, Input, Orchestrator, Policy, synthetic_neighborhood};
+use wuos_orchestrator::{Config, Input, Orchestrator, Policy, RegionView, synthetic_neighborhood};
 
 const VOIP: &str = "service voip {
   match udp dport 5060 to 10.255.0.10
@@ -51,13 +51,18 @@ fn main() {
             let e = service.evaluate(black_box(&candidates));
             black_box(e.explanation.to_string());
         });
-        let mut orch = Orchestrator::new(Config::new("r0000", "dc1"), policy.clone());
+        // Without regions: the synthetic routers name no region, so with regions only this router
+        // and the data centre would be candidates.
+        let mut cfg = Config::new("r0000", "dc1");
+        cfg.region = false;
+        let mut orch = Orchestrator::new(cfg, policy.clone());
         let mut now = 0u64;
         let (sample_med, _) = measure(15, iters.min(2000), || {
             now += 1;
             let out = orch.handle(Input::Telemetry {
                 now_ms: now,
                 candidates: candidates.clone(),
+                regions: RegionView::default(),
             });
             black_box(out);
         });

@@ -74,10 +74,16 @@ pub struct Config {
     /// How long a router where an instance failed (or did not get ready) is not chosen again
     /// for that service.
     pub failure_backoff_ms: u64,
+    /// Regions (`crate::region`): place instances only on routers of this orchestrator's region
+    /// (the routers whose adverts name it) or in the data centre, route only them, and tell the
+    /// data centre only to serve the VIPs itself. Off: every router of the view is a candidate and
+    /// is told routes, the data centre included (one orchestrator per neighborhood, as before
+    /// regions).
+    pub region: bool,
 }
 
 impl Config {
-    /// The defaults for `local` with the data centre `datacenter`.
+    /// The defaults for `local` with the data centre `datacenter` (regions on).
     pub fn new(local: impl Into<String>, datacenter: impl Into<String>) -> Self {
         Config {
             local: local.into(),
@@ -89,6 +95,7 @@ impl Config {
             demand_window_ms: DEFAULT_DEMAND_WINDOW_MS,
             max_staleness_ms: DEFAULT_MAX_STALENESS_MS,
             failure_backoff_ms: DEFAULT_FAILURE_BACKOFF_MS,
+            region: true,
         }
     }
 

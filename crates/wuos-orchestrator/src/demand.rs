@@ -16,14 +16,16 @@ impl DemandTable {
         self.latest.insert((service, router), (now_ms, flows));
     }
 
-    /// New flows per second of `service`: the sum of the reports younger than `window_ms`.
+    /// New flows per second of `service`: the sum of the reports younger than `window_ms` (0,
+    /// never -0, when there are none: an empty `f64` sum is -0).
     pub(crate) fn total(&self, service: &str, now_ms: u64, window_ms: u64) -> f64 {
-        self.latest
+        0.0 + self
+            .latest
             .range((service.to_string(), String::new())..)
             .take_while(|((s, _), _)| s == service)
             .filter(|(_, (at, _))| now_ms.saturating_sub(*at) < window_ms)
             .map(|(_, (_, flows))| flows)
-            .sum()
+            .sum::<f64>()
     }
 
     /// Drops the reports older than the window.
@@ -49,6 +51,7 @@ mod tests {
         assert_eq!(d.total("voip", 10_499, 10_000), 4.5);
         assert_eq!(d.total("voip", 10_500, 10_000), 3.0, "r2's report left the window");
         assert_eq!(d.total("other", 0, 10_000), 0.0);
+        assert!(d.total("other", 0, 10_000).is_sign_positive(), "no -0 in the log");
         d.prune(10_500, 10_000);
         assert_eq!(d.latest.len(), 1);
     }

@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use wuos_policy::{Candidate, Policy};
 
+use crate::region::RegionView;
+
 /// One message in. Time comes only from the `now_ms` of these (the daemon's monotonic clock);
 /// inputs without it (the acks) happen at the latest time seen.
 #[derive(Clone, Debug, PartialEq)]
@@ -15,6 +17,9 @@ pub enum Input {
         now_ms: u64,
         /// The candidates, with their stale flags.
         candidates: Vec<Candidate>,
+        /// Which region each router of the view says it belongs to, and the other orchestrators'
+        /// placements (used only with [`Config::region`](crate::Config::region)).
+        regions: RegionView,
     },
     /// New flows per second of `service` seen by the controller on `router` (its latest report
     /// replaces the previous one).
@@ -69,6 +74,10 @@ pub enum Input {
         /// Every instance of any service that a router of the neighborhood (this router and the
         /// data centre included) advertises.
         instances: Vec<AdvertisedInstance>,
+        /// The regions the routers advertise: with [`Config::region`](crate::Config::region),
+        /// only instances on routers of this orchestrator's region can be orphans (the others'
+        /// are another orchestrator's business).
+        regions: RegionView,
     },
 }
 

@@ -10,6 +10,13 @@
 //! - [`service`]: one service's placement state ([`ServiceState`], [`Phase`]): the
 //!   make-before-break migration state machine.
 //! - `demand` (private): the latest demand reports and their window.
+//! - [`neighborhood`]: the inputs of one round from a router's typed neighborhood (the one
+//!   conversion, shared by the daemon and the simulator), and the placements its advert carries.
+//! - [`region`]: which orchestrator's region a router belongs to ([`region::choose`]), what a
+//!   sample says about regions ([`RegionView`]) and an orchestrator's advertised placements
+//!   ([`RegionPlacement`]).
+//! - [`conflict`]: the check that several orchestrators share a network without conflict
+//!   ([`conflict::check`]), for tests and the simulator.
 //! - [`orchestrator`]: [`Orchestrator`], the state machine over all services: decisions with
 //!   hysteresis, moves, aborts, the restore after a restart ([`Orchestrator::serving`] is what
 //!   the daemon persists).
@@ -29,6 +36,12 @@
 //! there (not silently routed back to the data centre) and instances serving nothing are
 //! stopped.
 //!
+//! Several orchestrators share a network by regions ([`region`]): each router belongs to at most
+//! one orchestrator's region (the nearest fog, carried in its adverts), and an orchestrator
+//! places instances and installs routes only inside its own; the data centre is in none and
+//! serves every region's VIPs itself. The daemon feeds each router's region to its controller,
+//! which refuses rules from any other orchestrator (`wuos-controller`).
+//!
 //! ```text
 //!  wuosd (restart): persisted placements
 //!    + advertised instances ────Restore────►┐ (once, before any Telemetry)
@@ -40,10 +53,13 @@
 //! ```
 
 pub mod config;
+pub mod conflict;
 mod demand;
 pub mod input;
+pub mod neighborhood;
 pub mod orchestrator;
 pub mod output;
+pub mod region;
 pub mod service;
 pub mod synthetic;
 
@@ -51,6 +67,7 @@ pub use config::{Config, ConfigError};
 pub use input::{AdvertisedInstance, Input};
 pub use orchestrator::Orchestrator;
 pub use output::{Decision, DecisionKind, Intent, Output};
+pub use region::{RegionPlacement, RegionView};
 pub use service::{Phase, ServiceState};
 pub use synthetic::synthetic_neighborhood;
 pub use wuos_policy::{Candidate, Figures, Placement, Policy, PolicyError, Role, RuleRef};

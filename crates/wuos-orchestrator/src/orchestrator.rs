@@ -47,8 +47,32 @@
 //! are not touched: the first telemetry sample announces the restored placements to every
 //! router of the neighborhood, as it announces a new service. A `Restore` after a telemetry
 //! sample, or a second one, is ignored.
+//!
+//! # Regions
+//!
+//! With [`Config::region`] (the default) the orchestrator works only inside its region
+//! ([`crate::region`]): the routers whose latest adverts name it, and its own.
+//!
+//! - **Placement**: the policy is evaluated over this router, its region's routers and the data
+//!   centre only; a rule naming a router outside the region chooses the data centre instead.
+//! - **Routes**: VIP rules go to the routers of the region only (never to another
+//!   orchestrator's router). The data centre, shared by every region, is told once to route each
+//!   VIP to its own instance, and never anything else.
+//! - **Membership changes**: a router that joins the region is told where each service is
+//!   served; one that leaves is forgotten (its controller drops this orchestrator's rules itself
+//!   when it changes region) and told again if it comes back. A service served by a router that
+//!   left the region moves at once (after `confirm_samples`, demand or not); a start on a router
+//!   that left is aborted.
+//! - **Restart**: only instances on routers of the region can be orphans.
+//! - **Neighbors**: the other orchestrators' advertised placements are kept
+//!   ([`Orchestrator::neighbor_placements`]) and its own are published
+//!   ([`Orchestrator::placements`]); no decision uses a neighbor region's instance yet.
+//!
+//! So a decision that says a service is served at X holds for every router of the region: each
+//! was told X when the routes moved, or when it joined.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 
 use wuos_policy::{Candidate, EvalOptions, Placement, Policy, Role, RuleRef, Service};
 
@@ -56,6 +80,7 @@ use crate::config::Config;
 use crate::demand::DemandTable;
 use crate::input::{AdvertisedInstance, Input};
 use crate::output::{Decision, DecisionKind, Intent, Output};
+use crate::region::{RegionPlacement, RegionView};
 use crate::service::{Phase, ServiceState};
 
 /// The placement state machine of one router's orchestrator. Pure: no I/O, no clock.
@@ -65,7 +90,12 @@ pub struct Orchestrator {
     policy: Policy,
     services: BTreeMap<String, ServiceState>,
     candidates: Vec<Candidate>,
-    /// This router and every non-host router of the latest telemetry: who is told routes.
+    /// With regions: the candidates it may place on (this router, its region, the data centre).
+    eligible: Vec<Candidate>,
+    /// The latest sample's regions.
+    regions: RegionView,
+    /// Who is told routes: without regions this router and every non-host router of the latest
+    /// telemetry; with regions this router, its region's routers and the data centre.
     neighborhood: BTreeSet<String>,
     last_telemetry_ms: Option<u64>,
     /// When a `Restore` was handled.
@@ -86,8 +116,10 @@ struct Move {
 struct Ctx<'a> {
     cfg: &'a Config,
     policy: &'a Policy,
+    /// What placements are chosen from: every candidate, or with regions the eligible ones.
     candidates: &'a [Candidate],
     neighborhood: &'a BTreeSet<String>,
+    regions: &'a RegionView,
     demand: &'a DemandTable,
     now_ms: u64,
 }
@@ -114,6 +146,41 @@ impl Ctx<'_> {
             Placement::Router(name) if name == self.cfg.datacenter => Placement::Datacenter,
             p => p,
         }
+    }
+
+    /// Whether the orchestrator may serve at `p`: always without regions; with regions this
+    /// router, the data centre or a router of its region.
+    fn in_region(&self, p: &Placement) -> bool {
+        match p {
+            Placement::Router(name) if self.cfg.region => self.candidates.iter().any(|c| c.name == *name),
+            _ => true,
+        }
+    }
+
+    /// With regions, the data centre is told only to serve the VIPs itself.
+    fn is_shared_dc(&self, router: &str) -> bool {
+        self.cfg.region && router == self.cfg.datacenter
+    }
+
+    /// Where `router` is told to send a service served at `to`.
+    fn target_for<'p>(&'p self, router: &str, to: &'p Placement) -> &'p str {
+        if self.is_shared_dc(router) {
+            &self.cfg.datacenter
+        } else {
+            self.router_of(to)
+        }
+    }
+
+    fn route(&self, out: &mut Vec<Output>, router: &str, service: &str, vip: Option<Ipv4Addr>, to: &str) {
+        self.intent(
+            out,
+            router,
+            Intent::RouteService {
+                service: service.to_string(),
+                vip,
+                to_router: to.to_string(),
+            },
+        );
     }
 
     fn intent(&self, out: &mut Vec<Output>, router: &str, intent: Intent) {
@@ -143,19 +210,14 @@ impl Ctx<'_> {
         }));
     }
 
-    /// Tells every router of the neighborhood to send the service to `to`.
+    /// Tells every router of the neighborhood to send the service to `to` (with regions, the
+    /// data centre only once: it always serves the VIP itself).
     fn route_all(&self, out: &mut Vec<Output>, service: &str, st: &mut ServiceState, to: &Placement) {
-        let to_router = self.router_of(to);
         for r in self.neighborhood {
-            self.intent(
-                out,
-                r,
-                Intent::RouteService {
-                    service: service.to_string(),
-                    vip: st.vip,
-                    to_router: to_router.to_string(),
-                },
-            );
+            let told = st.routed.as_ref().is_some_and(|routed| routed.contains(r));
+            if !(self.is_shared_dc(r) && told) {
+                self.route(out, r, service, st.vip, self.target_for(r, to));
+            }
         }
         st.routed = Some(self.neighborhood.clone());
     }
@@ -165,18 +227,27 @@ impl Ctx<'_> {
     /// joins.
     fn announce(&self, out: &mut Vec<Output>, service: &str, st: &mut ServiceState) {
         let routed = st.routed.get_or_insert_with(Default::default);
-        let to_router = self.router_of(st.phase.serving());
         for r in self.neighborhood {
             if routed.insert(r.clone()) {
-                out.push(Output::Intent {
-                    router: r.clone(),
-                    intent: Intent::RouteService {
-                        service: service.to_string(),
-                        vip: st.vip,
-                        to_router: to_router.to_string(),
-                    },
-                });
+                self.route(out, r, service, st.vip, self.target_for(r, st.phase.serving()));
             }
+        }
+    }
+
+    /// With regions, after a membership change: routers that left are forgotten (told again if
+    /// they come back) and a start on a router that left is aborted.
+    fn rehome(&self, out: &mut Vec<Output>, service: &str, st: &mut ServiceState) {
+        if !self.cfg.region {
+            return;
+        }
+        if let Some(routed) = &mut st.routed {
+            routed.retain(|r| self.neighborhood.contains(r));
+        }
+        if let Phase::Starting { to, .. } = &st.phase
+            && !self.in_region(to)
+        {
+            let why = format!("{} left {}'s region", self.router_of(to), self.cfg.local);
+            self.abort(out, service, st, why);
         }
     }
 
@@ -274,8 +345,23 @@ impl Ctx<'_> {
             focus,
         };
         let eval = svc.evaluate_with(self.candidates, &opts);
-        let best = self.normalize(eval.placement.clone());
-        let mut current = svc.viable_rule(self.candidates, &at, &opts);
+        let mut best = self.normalize(eval.placement.clone());
+        let mut outside_note = String::new();
+        if !self.in_region(&best) {
+            // A rule naming a router of another region (`place at`, `otherwise at`).
+            outside_note = format!(
+                "; {best} is outside {}'s region: the data centre instead",
+                self.cfg.local
+            );
+            best = Placement::Datacenter;
+        }
+        // With regions, a serving router that left the region is not viable, whatever the policy.
+        let outside = !self.in_region(&at);
+        let mut current = if outside {
+            None
+        } else {
+            svc.viable_rule(self.candidates, &at, &opts)
+        };
         if at == Placement::Datacenter {
             // The data centre may also be named by a `place at` rule.
             let named = svc.viable_rule(self.candidates, &Placement::Router(self.cfg.datacenter.clone()), &opts);
@@ -285,15 +371,23 @@ impl Ctx<'_> {
             };
         }
         let demand_ok = demand > 0.0 && demand >= self.cfg.min_demand_flows;
-        let reason = |why: String| format!("{note}{why}; {}; demand {demand:.1} flows/s", eval.explanation);
+        let reason = |why: String| {
+            format!(
+                "{note}{why}; {}{outside_note}; demand {demand:.1} flows/s",
+                eval.explanation
+            )
+        };
         match current {
             None => {
                 st.better_since_ms = None;
                 st.better_samples = 0;
                 st.unviable_samples = st.unviable_samples.saturating_add(1);
-                if st.unviable_samples >= self.cfg.confirm_samples && best != at && demand_ok {
+                // Leaving the region does not wait for demand.
+                if st.unviable_samples >= self.cfg.confirm_samples && best != at && (demand_ok || outside) {
                     let n = st.unviable_samples;
-                    let why = if n > 1 {
+                    let why = if outside {
+                        format!("{at} left {}'s region", self.cfg.local)
+                    } else if n > 1 {
                         format!("{at} not viable for {n} samples")
                     } else {
                         format!("{at} not viable")
@@ -377,10 +471,11 @@ impl Ctx<'_> {
             }
         };
         // The persisted router's instance is adopted or stopped above; the data centre's always
-        // runs.
+        // runs; with regions, an instance outside the region is another orchestrator's business.
         let orphans: Vec<&String> = found
             .keys()
             .filter(|r| **r != self.cfg.datacenter && (from == dc || r.as_str() != self.router_of(&from)))
+            .filter(|r| !self.cfg.region || **r == self.cfg.local || self.regions.is_member(r, &self.cfg.local))
             .collect();
         if from != dc || !orphans.is_empty() {
             self.decision(out, service, DecisionKind::Restore, (&from, &to), None, reason);
@@ -442,15 +537,30 @@ impl Ctx<'_> {
     }
 }
 
-/// This router and every router of the view that is not a host.
-fn neighborhood(cfg: &Config, candidates: &[Candidate]) -> BTreeSet<String> {
+/// The routers told routes: this router and every router of the view that is not a host; with
+/// regions, only those of its region, and the data centre.
+fn neighborhood(cfg: &Config, candidates: &[Candidate], regions: &RegionView) -> BTreeSet<String> {
     let mut set: BTreeSet<String> = candidates
         .iter()
         .filter(|c| c.role != Role::Host)
+        .filter(|c| !cfg.region || c.name == cfg.datacenter || regions.is_member(&c.name, &cfg.local))
         .map(|c| c.name.clone())
         .collect();
     set.insert(cfg.local.clone());
     set
+}
+
+/// With regions, the candidates a service may be placed on: this router, the routers of its
+/// region, the data centre.
+fn eligible(cfg: &Config, candidates: &[Candidate], regions: &RegionView) -> Vec<Candidate> {
+    if !cfg.region {
+        return Vec::new();
+    }
+    candidates
+        .iter()
+        .filter(|c| c.name == cfg.local || c.name == cfg.datacenter || regions.is_member(&c.name, &cfg.local))
+        .cloned()
+        .collect()
 }
 
 impl Orchestrator {
@@ -464,12 +574,14 @@ impl Orchestrator {
             .iter()
             .map(|s| (s.name.clone(), ServiceState::new(s.vip())))
             .collect();
-        let neighborhood = neighborhood(&cfg, &[]);
+        let neighborhood = neighborhood(&cfg, &[], &RegionView::default());
         Orchestrator {
             cfg,
             policy,
             services,
             candidates: Vec::new(),
+            eligible: Vec::new(),
+            regions: RegionView::default(),
             neighborhood,
             last_telemetry_ms: None,
             restored_ms: None,
@@ -503,6 +615,51 @@ impl Orchestrator {
         &self.candidates
     }
 
+    /// Who is told routes: without regions, this router and every router of the view but hosts;
+    /// with regions, this router, the routers of its region and the data centre (in view).
+    pub fn routers_told(&self) -> &BTreeSet<String> {
+        &self.neighborhood
+    }
+
+    /// With regions, the routers of its region as the latest sample says (this router included).
+    pub fn region_members(&self) -> BTreeSet<String> {
+        let mut set: BTreeSet<String> = self
+            .regions
+            .members
+            .iter()
+            .filter(|(_, o)| **o == self.cfg.local)
+            .map(|(r, _)| r.clone())
+            .collect();
+        if self.cfg.region {
+            set.insert(self.cfg.local.clone());
+        }
+        set
+    }
+
+    /// What its router advertises as its placements: for each service of the policy, the router
+    /// serving it now and its VIP.
+    pub fn placements(&self) -> Vec<RegionPlacement> {
+        self.services
+            .iter()
+            .filter(|(_, st)| st.in_policy)
+            .map(|(name, st)| RegionPlacement {
+                service: name.clone(),
+                serving: router_of(&self.cfg, st.phase.serving()).to_string(),
+                vip: st.vip,
+            })
+            .collect()
+    }
+
+    /// The placements the other orchestrators of the view advertise, by orchestrator (fresh
+    /// adverts of the latest sample). Kept for the status; no decision uses them.
+    pub fn neighbor_placements(&self) -> impl Iterator<Item = (&str, &[RegionPlacement])> {
+        self.regions
+            .placements
+            .iter()
+            .filter(|(o, _)| **o != self.cfg.local)
+            .map(|(o, p)| (o.as_str(), p.as_slice()))
+    }
+
     /// Where each service of the policy is served now: service → router name (this router's
     /// or the data centre's included). The daemon persists it at every change and gives it back
     /// in [`Input::Restore`] after a restart.
@@ -528,13 +685,20 @@ impl Orchestrator {
     pub fn handle(&mut self, input: Input) -> Vec<Output> {
         let mut out = Vec::new();
         match input {
-            Input::Telemetry { now_ms, candidates } => {
+            Input::Telemetry {
+                now_ms,
+                candidates,
+                regions,
+            } => {
                 self.advance(now_ms, &mut out);
+                self.eligible = eligible(&self.cfg, &candidates, &regions);
+                self.neighborhood = neighborhood(&self.cfg, &candidates, &regions);
                 self.candidates = candidates;
+                self.regions = regions;
                 self.last_telemetry_ms = Some(self.now_ms);
-                self.neighborhood = neighborhood(&self.cfg, &self.candidates);
                 let (ctx, services) = self.split();
                 for (name, st) in services.iter_mut() {
+                    ctx.rehome(&mut out, name, st);
                     ctx.announce(&mut out, name, st);
                 }
                 self.decide_all("", &mut out);
@@ -566,7 +730,7 @@ impl Orchestrator {
                 if let Some(t) = self.last_telemetry_ms {
                     let age = self.now_ms.saturating_sub(t);
                     if age > self.cfg.max_staleness_ms {
-                        for c in &mut self.candidates {
+                        for c in self.candidates.iter_mut().chain(self.eligible.iter_mut()) {
                             c.stale = true;
                         }
                         self.decide_all(&format!("no telemetry for {age} ms; "), &mut out);
@@ -578,7 +742,8 @@ impl Orchestrator {
                 now_ms,
                 placements,
                 instances,
-            } => self.restore(now_ms, &placements, instances, &mut out),
+                regions,
+            } => self.restore(now_ms, &placements, instances, regions, &mut out),
         }
         out
     }
@@ -588,8 +753,13 @@ impl Orchestrator {
         let ctx = Ctx {
             cfg: &self.cfg,
             policy: &self.policy,
-            candidates: &self.candidates,
+            candidates: if self.cfg.region {
+                &self.eligible
+            } else {
+                &self.candidates
+            },
             neighborhood: &self.neighborhood,
+            regions: &self.regions,
             demand: &self.demand,
             now_ms: self.now_ms,
         };
@@ -682,6 +852,7 @@ impl Orchestrator {
         now_ms: u64,
         placements: &BTreeMap<String, String>,
         instances: Vec<AdvertisedInstance>,
+        regions: RegionView,
         out: &mut Vec<Output>,
     ) {
         let refused = match (self.restored_ms, self.last_telemetry_ms) {
@@ -699,6 +870,7 @@ impl Orchestrator {
         }
         self.advance(now_ms, out);
         self.restored_ms = Some(self.now_ms);
+        self.regions = regions;
         // Service → router → ready (a router listed twice is ready if either says so).
         let mut advertised: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
         for i in instances {
@@ -775,9 +947,11 @@ mod tests {
         }
     }
 
+    /// Without regions: every router of the view is a candidate and is told routes.
     fn orch(policy: &str) -> Orchestrator {
         let mut cfg = Config::new("r1", "dc1");
         cfg.drain_ms = 1000;
+        cfg.region = false;
         Orchestrator::new(cfg, Policy::parse(policy).unwrap())
     }
 
@@ -786,7 +960,11 @@ mod tests {
     }
 
     fn telemetry(o: &mut Orchestrator, now_ms: u64, candidates: Vec<Candidate>) -> Vec<String> {
-        lines(&o.handle(Input::Telemetry { now_ms, candidates }))
+        lines(&o.handle(Input::Telemetry {
+            now_ms,
+            candidates,
+            regions: RegionView::default(),
+        }))
     }
 
     fn demand(o: &mut Orchestrator, now_ms: u64) {
@@ -1003,7 +1181,9 @@ mod tests {
         let policy = Policy::parse(&policy).unwrap();
         let candidates = synthetic_neighborhood(1000, 42);
         let run = || {
-            let mut o = Orchestrator::new(Config::new("r0000", "dc1"), policy.clone());
+            let mut cfg = Config::new("r0000", "dc1");
+            cfg.region = false;
+            let mut o = Orchestrator::new(cfg, policy.clone());
             for i in 0..8 {
                 o.handle(Input::Demand {
                     now_ms: 0,
@@ -1015,6 +1195,7 @@ mod tests {
             o.handle(Input::Telemetry {
                 now_ms: 0,
                 candidates: candidates.clone(),
+                regions: RegionView::default(),
             })
         };
         let out = run();
@@ -1051,10 +1232,12 @@ service web {
   hold 0s
 }";
 
-    /// The fog router `fog1` of the bug report, its data centre `dc`, policy [`PABX`].
+    /// The fog router `fog1` of the bug report, its data centre `dc`, policy [`PABX`]; without
+    /// regions.
     fn fog() -> Orchestrator {
         let mut cfg = Config::new("fog1", "dc");
         cfg.drain_ms = 1000;
+        cfg.region = false;
         Orchestrator::new(cfg, Policy::parse(PABX).unwrap())
     }
 
@@ -1087,6 +1270,7 @@ service web {
                     ready: *ready,
                 })
                 .collect(),
+            regions: RegionView::default(),
         })
     }
 
@@ -1454,5 +1638,111 @@ service web {
         let web = "service web { match tcp dport 80 otherwise datacenter }";
         o.handle(Input::ReplacePolicy(Policy::parse(web).unwrap()));
         assert_eq!(o.serving(), serving(&[("web", "dc1")]));
+    }
+
+    /// foga with regions: edge1 and edge2 in its region, edge4 in fogb's, the dc in none.
+    fn region_fog() -> (Orchestrator, Vec<Candidate>, RegionView) {
+        let mut cfg = Config::new("foga", "dc");
+        cfg.drain_ms = 1000;
+        let o = Orchestrator::new(cfg, Policy::parse(PABX).unwrap());
+        let mut dc = cand("dc", 1, 10.0);
+        dc.role = Role::Dc;
+        let view = vec![
+            cand("foga", 0, 50.0),
+            cand("edge1", 1, 10.0),
+            cand("edge2", 1, 20.0),
+            cand("edge4", 2, 5.0),
+            dc,
+        ];
+        let mut regions = RegionView::default();
+        for (r, o) in [
+            ("foga", "foga"),
+            ("edge1", "foga"),
+            ("edge2", "foga"),
+            ("edge4", "fogb"),
+        ] {
+            regions.members.insert(r.into(), o.into());
+        }
+        (o, view, regions)
+    }
+
+    fn sample(o: &mut Orchestrator, now_ms: u64, candidates: &[Candidate], regions: &RegionView) -> Vec<String> {
+        lines(&o.handle(Input::Telemetry {
+            now_ms,
+            candidates: candidates.to_vec(),
+            regions: regions.clone(),
+        }))
+    }
+
+    #[test]
+    fn a_start_on_a_router_that_leaves_the_region_is_aborted() {
+        let (mut o, view, mut regions) = region_fog();
+        pabx_demand(&mut o, 0);
+        let out = sample(&mut o, 0, &view, &regions);
+        assert!(out.contains(&"intent edge1: start pabx".to_string()), "{out:#?}");
+        assert!(
+            !out.iter().any(|l| l.starts_with("intent edge4")),
+            "edge4 is fogb's: {out:#?}"
+        );
+        assert_eq!(
+            o.routers_told().iter().collect::<Vec<_>>(),
+            vec!["dc", "edge1", "edge2", "foga"]
+        );
+        assert_eq!(
+            o.region_members().into_iter().collect::<Vec<_>>(),
+            vec!["edge1", "edge2", "foga"]
+        );
+        regions.members.insert("edge1".into(), "fogb".into());
+        pabx_demand(&mut o, 1000);
+        let out = sample(&mut o, 1000, &view, &regions);
+        assert_eq!(
+            out[..2],
+            [
+                "decision pabx abort datacenter -> edge1 (rule 2): edge1 left foga's region; staying at datacenter; edge1 not chosen for pabx again for 60000 ms",
+                "intent edge1: stop pabx",
+            ],
+            "{out:#?}"
+        );
+        assert!(
+            out[2].starts_with("decision pabx move datacenter -> edge2 (rule 2)"),
+            "the next router of the region: {out:#?}"
+        );
+    }
+
+    #[test]
+    fn its_placements_are_published_and_the_neighbors_kept() {
+        let (mut o, view, mut regions) = region_fog();
+        regions.placements.insert(
+            "fogb".into(),
+            vec![RegionPlacement {
+                service: "pabx".into(),
+                serving: "edge4".into(),
+                vip: Some(std::net::Ipv4Addr::new(10, 255, 0, 20)),
+            }],
+        );
+        regions.placements.insert("foga".into(), Vec::new());
+        sample(&mut o, 0, &view, &regions);
+        let neighbors: Vec<String> = o
+            .neighbor_placements()
+            .flat_map(|(orch, p)| p.iter().map(move |p| format!("{orch}: {p}")))
+            .collect();
+        assert_eq!(
+            neighbors,
+            vec!["fogb: pabx at edge4 (10.255.0.20)"],
+            "its own are not a neighbor's"
+        );
+        assert_eq!(
+            o.placements().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            vec!["pabx at dc (10.255.0.20)", "web at dc (10.255.0.80)"]
+        );
+        let pb = crate::neighborhood::advertised_placements(&o.placements());
+        assert_eq!(
+            (
+                pb[0].service.as_str(),
+                pb[0].serving_router.as_str(),
+                pb[0].vip.as_str()
+            ),
+            ("pabx", "dc", "10.255.0.20")
+        );
     }
 }

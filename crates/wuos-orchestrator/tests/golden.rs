@@ -10,9 +10,9 @@
 //!
 //! | line | what |
 //! |---|---|
-//! | `config KEY=VALUE ...` | [`Config`] fields (`local` and `datacenter` required) |
+//! | `config KEY=VALUE ...` | [`Config`] fields (`local` and `datacenter` required; `region=on\|off`) |
 //! | `policy FILE` | the policy, a file next to `input.txt` |
-//! | `router NAME hops=N role=ROLE [FIGURE=V ...] [stale]` | a candidate of the telemetry table |
+//! | `router NAME hops=N role=ROLE [FIGURE=V ...] [region=ORCH] [stale]` | a candidate of the telemetry table, and the region its advert names |
 //! | `never TEXT` | no output line contains TEXT |
 //!
 //! Timed lines are `at T COMMAND`, where `T` is a time in ms or `A..B/STEP` (every STEP from A
@@ -21,14 +21,14 @@
 //! | command | input |
 //! |---|---|
 //! | `sample` | `Telemetry` with the table as it is |
-//! | `set NAME [FIGURE=V ...] [stale] [fresh]` | changes the table (`V` = `-` for missing) |
+//! | `set NAME [FIGURE=V ...] [region=ORCH] [stale] [fresh]` | changes the table (`V` = `-` for missing, `region=-` for none) |
 //! | `add NAME hops=N role=ROLE ...` / `remove NAME` | adds or removes a candidate |
 //! | `tick` | `Tick` |
 //! | `demand SERVICE ROUTER FLOWS` | `Demand` |
 //! | `ready SERVICE ROUTER` | `InstanceReady` |
 //! | `failed SERVICE ROUTER REASON...` | `InstanceFailed` |
 //! | `policy FILE` | `ReplacePolicy` |
-//! | `restore [placed=S@R ...] [ready=S@R ...] [unready=S@R ...]` | `Restore`: S was served at R before the restart; R advertises an instance of S, ready or not |
+//! | `restore [placed=S@R ...] [ready=S@R ...] [unready=S@R ...]` | `Restore`: S was served at R before the restart; R advertises an instance of S, ready or not (with the table's regions) |
 //! | `expect SERVICE PHASE...` | the service's phase starts with PHASE (`stable at local`, `starting r2`, `gone`) |
 //!
 //! Figures: `latency` (ms), `cpu`, `mem` (used %), `cores`, `mib` (free), `cpu_psi`,
@@ -43,13 +43,15 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use wuos_orchestrator::{AdvertisedInstance, Candidate, Config, Figures, Input, Orchestrator, Output, Policy, Role};
+use wuos_orchestrator::{
+    AdvertisedInstance, Candidate, Config, Figures, Input, Orchestrator, Output, Policy, RegionView, Role,
+};
 
 enum Cmd {
     Sample,
     Tick,
     Set(String, Vec<String>),
-    Add(Candidate),
+    Add(Candidate, Option<String>),
     Remove(String),
     Demand(String, String, f64),
     Ready(String, String),
@@ -70,6 +72,7 @@ struct Script {
     config: Config,
     policy: Policy,
     table: Vec<Candidate>,
+    regions: BTreeMap<String, String>,
     events: Vec<Event>,
     never: Vec<String>,
 }
@@ -89,8 +92,8 @@ fn number<T: std::str::FromStr>(what: &str, v: &str, line: usize) -> T {
         .unwrap_or_else(|_| panic!("line {line}: {what} {v:?} is not a number"))
 }
 
-/// Applies `KEY=VALUE` / `stale` / `fresh` words to a candidate.
-fn apply(c: &mut Candidate, words: &[String], line: usize) {
+/// Applies `KEY=VALUE` / `stale` / `fresh` words to a candidate and its advertised region.
+fn apply(c: &mut Candidate, region: &mut Option<String>, words: &[String], line: usize) {
     for w in words {
         match w.as_str() {
             "stale" => c.stale = true,
@@ -101,6 +104,7 @@ fn apply(c: &mut Candidate, words: &[String], line: usize) {
                     .unwrap_or_else(|| panic!("line {line}: expected KEY=VALUE, found {w:?}"));
                 let f = |v: &str| (v != "-").then(|| number::<f64>(k, v, line));
                 match k {
+                    "region" => *region = (v != "-").then(|| v.to_string()),
                     "hops" => c.hops = number(k, v, line),
                     "role" => {
                         c.role = Role::ALL
@@ -123,7 +127,7 @@ fn apply(c: &mut Candidate, words: &[String], line: usize) {
     }
 }
 
-fn candidate(words: &[String], line: usize) -> Candidate {
+fn candidate(words: &[String], line: usize) -> (Candidate, Option<String>) {
     let (name, rest) = words
         .split_first()
         .unwrap_or_else(|| panic!("line {line}: a router needs a name"));
@@ -135,9 +139,18 @@ fn candidate(words: &[String], line: usize) -> Candidate {
         stale: false,
         figures: Figures::default(),
     };
-    apply(&mut c, rest, line);
+    let mut region = None;
+    apply(&mut c, &mut region, rest, line);
     assert!(c.hops != u32::MAX, "line {line}: router {name} needs hops=N");
-    c
+    (c, region)
+}
+
+/// The regions of the table, as a sample carries them.
+fn region_view(regions: &BTreeMap<String, String>) -> RegionView {
+    RegionView {
+        members: regions.clone(),
+        placements: BTreeMap::new(),
+    }
 }
 
 /// `placed=S@R`, `ready=S@R`, `unready=S@R` words: the placements and instances of a restore.
@@ -190,6 +203,7 @@ fn parse_script(dir: &Path) -> Script {
     let mut config = None;
     let mut policy = None;
     let mut table = Vec::new();
+    let mut regions = BTreeMap::new();
     let mut events = Vec::new();
     let mut never = Vec::new();
     for (i, raw) in text.lines().enumerate() {
@@ -216,6 +230,13 @@ fn parse_script(dir: &Path) -> Script {
                         "demand_window_ms" => c.demand_window_ms = number(k, v, line),
                         "max_staleness_ms" => c.max_staleness_ms = number(k, v, line),
                         "failure_backoff_ms" => c.failure_backoff_ms = number(k, v, line),
+                        "region" => {
+                            c.region = match v {
+                                "on" => true,
+                                "off" => false,
+                                _ => panic!("line {line}: region is on or off, not {v:?}"),
+                            }
+                        }
                         _ => panic!("line {line}: unknown config key {k:?}"),
                     }
                 }
@@ -223,7 +244,13 @@ fn parse_script(dir: &Path) -> Script {
                 config = Some(c);
             }
             "policy" => policy = Some(load_policy(dir, &words[1])),
-            "router" => table.push(candidate(&words[1..], line)),
+            "router" => {
+                let (c, region) = candidate(&words[1..], line);
+                if let Some(r) = region {
+                    regions.insert(c.name.clone(), r);
+                }
+                table.push(c);
+            }
             "never" => never.push(body["never".len()..].trim().to_string()),
             "at" => {
                 let spec = words.get(1).unwrap_or_else(|| panic!("line {line}: at what time?"));
@@ -239,7 +266,10 @@ fn parse_script(dir: &Path) -> Script {
                         Some("sample") => Cmd::Sample,
                         Some("tick") => Cmd::Tick,
                         Some("set") => Cmd::Set(arg(1), rest[2..].to_vec()),
-                        Some("add") => Cmd::Add(candidate(&rest[1..], line)),
+                        Some("add") => {
+                            let (c, region) = candidate(&rest[1..], line);
+                            Cmd::Add(c, region)
+                        }
                         Some("remove") => Cmd::Remove(arg(1)),
                         Some("demand") => Cmd::Demand(arg(1), arg(2), number("flows", &arg(3), line)),
                         Some("ready") => Cmd::Ready(arg(1), arg(2)),
@@ -265,6 +295,7 @@ fn parse_script(dir: &Path) -> Script {
         config: config.unwrap_or_else(|| panic!("{}: no config line", path.display())),
         policy: policy.unwrap_or_else(|| panic!("{}: no policy line", path.display())),
         table,
+        regions,
         events,
         never,
     }
@@ -275,6 +306,7 @@ fn run(dir: &Path) -> String {
     let script = parse_script(dir);
     let mut orch = Orchestrator::new(script.config, script.policy);
     let mut table = script.table;
+    let mut regions = script.regions;
     let mut log = String::new();
     for e in script.events {
         let line = e.line;
@@ -282,6 +314,7 @@ fn run(dir: &Path) -> String {
             Cmd::Sample => Input::Telemetry {
                 now_ms: e.at,
                 candidates: table.clone(),
+                regions: region_view(&regions),
             },
             Cmd::Tick => Input::Tick { now_ms: e.at },
             Cmd::Set(name, words) => {
@@ -289,15 +322,24 @@ fn run(dir: &Path) -> String {
                     .iter_mut()
                     .find(|c| c.name == name)
                     .unwrap_or_else(|| panic!("line {line}: no router {name}"));
-                apply(c, &words, line);
+                let mut region = regions.get(&name).cloned();
+                apply(c, &mut region, &words, line);
+                match region {
+                    Some(r) => regions.insert(name, r),
+                    None => regions.remove(&name),
+                };
                 continue;
             }
-            Cmd::Add(c) => {
+            Cmd::Add(c, region) => {
+                if let Some(r) = region {
+                    regions.insert(c.name.clone(), r);
+                }
                 table.push(c);
                 continue;
             }
             Cmd::Remove(name) => {
                 table.retain(|c| c.name != name);
+                regions.remove(&name);
                 continue;
             }
             Cmd::Demand(service, router, flows) => Input::Demand {
@@ -317,6 +359,7 @@ fn run(dir: &Path) -> String {
                 now_ms: e.at,
                 placements,
                 instances,
+                regions: region_view(&regions),
             },
             Cmd::Expect(service, want) => {
                 let got = orch
@@ -411,4 +454,6 @@ scenarios!(
     m_restore_orphan,
     n_restore_nothing_persisted,
     o_restore_not_ready,
+    p_region_confined,
+    q_region_restore,
 );

@@ -9,51 +9,63 @@ use crate::validate::ValidateError;
 /// Monotonic event counters of an [`Instance`](crate::instance::Instance).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
-    /// Hellos we sent.
+    /// Hellos sent (one per link opened).
     pub hellos_sent: u64,
-    /// Valid hellos we received from configured neighbors.
+    /// Hellos received.
     pub hellos_received: u64,
-    /// Our hellos that were answered with a valid reply.
-    pub hellos_answered: u64,
-    /// Our hellos that failed (timeout, refused).
-    pub hellos_failed: u64,
-    /// Flood requests we sent.
-    pub floods_sent: u64,
-    /// Flood requests we accepted for processing (header and limits valid).
-    pub floods_received: u64,
-    /// Samples turned into our own adverts.
+    /// Frames sent.
+    pub frames_sent: u64,
+    /// Frames received (valid as a whole).
+    pub frames_received: u64,
+    /// Empty frames sent so that a neighbor hears us.
+    pub keepalives_sent: u64,
+    /// Links to neighbors opened.
+    pub links_opened: u64,
+    /// Links closed (by either side, or declared dead).
+    pub links_closed: u64,
+    /// Own adverts made from samples.
     pub adverts_originated: u64,
-    /// Samples that could not be turned into a valid advert (dropped).
+    /// Samples that did not make a valid advert.
     pub samples_rejected: u64,
-    /// Received adverts stored because they were new or newer.
+    /// Adverts (whole or rebuilt from a delta) new or newer than the view's.
     pub adverts_accepted: u64,
-    /// Received adverts stored because they came by a shorter path.
+    /// The same advert come by a shorter path.
     pub adverts_shorter: u64,
-    /// Received copies of the stored advert, by a path no shorter (dropped).
+    /// Duplicates.
     pub adverts_duplicate: u64,
-    /// Received adverts older than the stored one (dropped).
+    /// Older than the view's.
     pub adverts_older: u64,
-    /// Our own adverts received back from a neighbor (dropped).
+    /// Our own adverts come back.
     pub adverts_own: u64,
-    /// Adverts of new origins dropped because the view is full.
+    /// New origins dropped because the view is full.
     pub adverts_view_full: u64,
-    /// Advert copies sent, our own included.
+    /// Whole adverts sent (own and forwarded).
     pub adverts_sent: u64,
-    /// Advert copies sent that were other routers' (forwarded or synchronised).
+    /// Adverts sent as deltas (own and forwarded).
+    pub deltas_sent: u64,
+    /// Other origins' adverts sent, whole or as deltas.
     pub adverts_forwarded: u64,
-    /// Withdrawals sent, forwarded ones included.
+    /// Adverts due to a neighbor not sent because it already held them.
+    pub adverts_suppressed: u64,
+    /// Deltas received.
+    pub deltas_received: u64,
+    /// Deltas whose base we did not hold (the whole advert was asked for).
+    pub deltas_unmatched: u64,
+    /// Origins whose whole advert we asked a neighbor for.
+    pub need_full_sent: u64,
+    /// Withdrawals sent.
     pub withdrawals_sent: u64,
-    /// Received withdrawals that removed an entry.
+    /// Withdrawals that removed an entry.
     pub withdrawals_applied: u64,
-    /// Received withdrawals that matched nothing (dropped).
+    /// Withdrawals that removed nothing.
     pub withdrawals_ignored: u64,
-    /// Neighbor transitions to up (restarts included).
+    /// Neighbors come up.
     pub neighbor_up: u64,
-    /// Neighbor transitions to down (restarts included).
+    /// Neighbors gone down.
     pub neighbor_down: u64,
     /// Origins added to the view.
     pub view_added: u64,
-    /// Origins removed from the view, for any reason.
+    /// Origins removed from the view.
     pub view_withdrawn: u64,
     /// Rejected messages and items, by [`ValidateError::reason`].
     pub rejected: BTreeMap<&'static str, u64>,
@@ -71,14 +83,15 @@ impl Counters {
     }
 
     /// Every counter but [`rejected`](Self::rejected), by name, in a fixed order.
-    pub fn values(&self) -> [(&'static str, u64); 23] {
+    pub fn values(&self) -> [(&'static str, u64); 29] {
         [
             ("hellos_sent", self.hellos_sent),
             ("hellos_received", self.hellos_received),
-            ("hellos_answered", self.hellos_answered),
-            ("hellos_failed", self.hellos_failed),
-            ("floods_sent", self.floods_sent),
-            ("floods_received", self.floods_received),
+            ("frames_sent", self.frames_sent),
+            ("frames_received", self.frames_received),
+            ("keepalives_sent", self.keepalives_sent),
+            ("links_opened", self.links_opened),
+            ("links_closed", self.links_closed),
             ("adverts_originated", self.adverts_originated),
             ("samples_rejected", self.samples_rejected),
             ("adverts_accepted", self.adverts_accepted),
@@ -88,7 +101,12 @@ impl Counters {
             ("adverts_own", self.adverts_own),
             ("adverts_view_full", self.adverts_view_full),
             ("adverts_sent", self.adverts_sent),
+            ("deltas_sent", self.deltas_sent),
             ("adverts_forwarded", self.adverts_forwarded),
+            ("adverts_suppressed", self.adverts_suppressed),
+            ("deltas_received", self.deltas_received),
+            ("deltas_unmatched", self.deltas_unmatched),
+            ("need_full_sent", self.need_full_sent),
             ("withdrawals_sent", self.withdrawals_sent),
             ("withdrawals_applied", self.withdrawals_applied),
             ("withdrawals_ignored", self.withdrawals_ignored),
@@ -120,15 +138,15 @@ mod tests {
     #[test]
     fn rejections_are_counted_by_reason() {
         let mut c = Counters::default();
-        c.reject(&ValidateError::Version { version: 2 << 16 });
+        c.reject(&ValidateError::Version { version: 1 << 16 });
         c.reject(&ValidateError::Version { version: 3 << 16 });
         c.reject(&ValidateError::UnknownNeighbor { sender: "r2".into() });
         assert_eq!(c.rejected_total(), 3);
         assert_eq!(c.rejected["version"], 2);
         let names: Vec<_> = c.to_pb().into_iter().map(|c| (c.name, c.value)).collect();
-        assert_eq!(names.len(), 25);
+        assert_eq!(names.len(), 31);
         assert_eq!(names[0], ("hellos_sent".to_string(), 0));
-        assert_eq!(names[23], ("rejected.unknown_neighbor".to_string(), 1));
-        assert_eq!(names[24], ("rejected.version".to_string(), 2));
+        assert_eq!(names[29], ("rejected.unknown_neighbor".to_string(), 1));
+        assert_eq!(names[30], ("rejected.version".to_string(), 2));
     }
 }

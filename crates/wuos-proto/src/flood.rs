@@ -1,23 +1,25 @@
-//! Flooding arithmetic and the outbox that batches what one call sends to each neighbor.
+//! Flooding arithmetic, the per-neighbor [`Outbox`] of what is due, and [`frames`], which packs
+//! what goes out into frames within the limits.
 //!
 //! An advert leaves its origin with `hop_limit` = the flooding radius H. A router that receives
 //! it with hop_limit h keeps it, at [`hops`] = H − h + 1 from the origin, and forwards it with
 //! h − 1 when that is at least 1 ([`forwarded`]). Withdrawals travel the same way.
 //!
-//! [`Outbox`] collects, during one call into the state machine, what goes to each neighbor, and
-//! turns it into flood requests: one per neighbor, or more when one would exceed
-//! [`MAX_ADVERTS_PER_FLOOD`] items or [`MAX_MESSAGE_BYTES`] encoded. Within one batch an origin
-//! appears at most once: a later advert or withdrawal for the same origin replaces an earlier
-//! one, so the order in which the receiver applies a request's items does not matter.
+//! The outbox does not hold adverts, only *which origins are due* to each neighbor: what goes
+//! out is decided when the frame is built — the origin's advert as it is then, whole or as a
+//! delta, or nothing when the neighbor already holds it. So an origin that changes twice
+//! between two frames is sent once, and an advert that reached the neighbor by another path in
+//! the meantime is not sent at all. Within one queue an origin is either due or withdrawn: the
+//! later of the two replaces the earlier.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use prost::Message;
 
 use crate::pb;
 use crate::validate::{MAX_ADVERTS_PER_FLOOD, MAX_MESSAGE_BYTES};
 
-/// Room kept below [`MAX_MESSAGE_BYTES`] for the header and the gRPC framing.
+/// Room kept below [`MAX_MESSAGE_BYTES`] for the header and the framing.
 const HEADROOM_BYTES: usize = 1024;
 
 /// Hops from the receiver to the origin of an advert received with `received_hop_limit`, when
@@ -27,12 +29,9 @@ pub fn hops(radius: u32, received_hop_limit: u32) -> u32 {
     radius.saturating_sub(received_hop_limit).saturating_add(1)
 }
 
-/// The copy of `a` to forward, or `None` when its hop limit is spent.
-pub fn forwarded(a: &pb::TelemetryAdvert) -> Option<pb::TelemetryAdvert> {
-    (a.hop_limit > 1).then(|| pb::TelemetryAdvert {
-        hop_limit: a.hop_limit - 1,
-        ..a.clone()
-    })
+/// The hop limit `a` is forwarded with, or `None` when its hop limit is spent.
+pub fn forwarded_hop_limit(a: &pb::TelemetryAdvert) -> Option<u32> {
+    (a.hop_limit > 1).then(|| a.hop_limit - 1)
 }
 
 /// The copy of `w` to forward, or `None` when its hop limit is spent.
@@ -43,92 +42,180 @@ pub fn forwarded_withdraw(w: &pb::Withdraw) -> Option<pb::Withdraw> {
     })
 }
 
-#[derive(Clone, Debug, Default)]
-struct Batch {
-    adverts: BTreeMap<String, pb::TelemetryAdvert>,
-    withdrawals: BTreeMap<String, pb::Withdraw>,
+/// What is due to one neighbor.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Queue {
+    /// Our hello (the first frame of a link).
+    pub hello: bool,
+    /// An empty frame, so that the neighbor hears us.
+    pub keepalive: bool,
+    /// Origins whose current advert is due (our own id for our own).
+    pub due: BTreeSet<String>,
+    /// Withdrawals, by origin.
+    pub withdrawals: BTreeMap<String, pb::Withdraw>,
+    /// Origins whose whole advert we ask the neighbor for.
+    pub need_full: BTreeSet<String>,
+    /// To go at the end of the current call rather than with the next periodic frame.
+    pub urgent: bool,
+    /// When the oldest item was queued.
+    pub since_ms: Option<u64>,
 }
 
-/// What one call sends, by neighbor.
+/// What is due, by neighbor.
 #[derive(Clone, Debug, Default)]
 pub struct Outbox {
-    batches: BTreeMap<String, Batch>,
+    queues: BTreeMap<String, Queue>,
 }
 
 impl Outbox {
-    /// Nothing queued.
+    /// Nothing due.
     pub fn new() -> Self {
         Outbox::default()
     }
 
-    /// Queues `a` for `neighbor`, replacing anything queued there for its origin.
-    pub fn advert(&mut self, neighbor: &str, a: pb::TelemetryAdvert) {
-        let b = self.batches.entry(neighbor.to_owned()).or_default();
-        b.withdrawals.remove(&a.origin);
-        b.adverts.insert(a.origin.clone(), a);
-    }
-
-    /// Queues `w` for `neighbor`, replacing anything queued there for its origin.
-    pub fn withdraw(&mut self, neighbor: &str, w: pb::Withdraw) {
-        let b = self.batches.entry(neighbor.to_owned()).or_default();
-        b.adverts.remove(&w.origin);
-        b.withdrawals.insert(w.origin.clone(), w);
-    }
-
-    /// Forgets what was queued for `neighbor` (it went down).
-    pub fn drop_neighbor(&mut self, neighbor: &str) {
-        self.batches.remove(neighbor);
-    }
-
-    /// Whether nothing is queued.
-    pub fn is_empty(&self) -> bool {
-        self.batches.is_empty()
-    }
-
-    /// The flood requests, by neighbor in id order, each within the size and count limits.
-    pub fn into_requests(self, header: &pb::Header) -> Vec<(String, pb::FloodRequest)> {
-        let budget = MAX_MESSAGE_BYTES - HEADROOM_BYTES;
-        let empty = || pb::FloodRequest {
-            header: Some(header.clone()),
-            adverts: Vec::new(),
-            withdrawals: Vec::new(),
-        };
-        let mut out = Vec::new();
-        for (neighbor, batch) in self.batches {
-            let mut req = empty();
-            let mut size = req.encoded_len();
-            let mut items = 0;
-            let mut flush = |req: &mut pb::FloodRequest, size: &mut usize, items: &mut usize| {
-                if *items > 0 {
-                    out.push((neighbor.clone(), std::mem::replace(req, empty())));
-                }
-                *size = req.encoded_len();
-                *items = 0;
-            };
-            // A withdrawal and an advert count against separate limits of MAX_ADVERTS_PER_FLOOD;
-            // counting them together is simpler and stricter.
-            for w in batch.withdrawals.into_values() {
-                let n = item_len(w.encoded_len());
-                if items > 0 && (size + n > budget || items == MAX_ADVERTS_PER_FLOOD) {
-                    flush(&mut req, &mut size, &mut items);
-                }
-                size += n;
-                items += 1;
-                req.withdrawals.push(w);
-            }
-            for a in batch.adverts.into_values() {
-                let n = item_len(a.encoded_len());
-                if items > 0 && (size + n > budget || items == MAX_ADVERTS_PER_FLOOD) {
-                    flush(&mut req, &mut size, &mut items);
-                }
-                size += n;
-                items += 1;
-                req.adverts.push(a);
-            }
-            flush(&mut req, &mut size, &mut items);
+    fn queue(&mut self, neighbor: &str, now_ms: u64) -> &mut Queue {
+        // No key copied when the queue exists (a hub queues hundreds of items a second).
+        if !self.queues.contains_key(neighbor) {
+            self.queues.insert(neighbor.to_owned(), Queue::default());
         }
-        out
+        let q = self.queues.get_mut(neighbor).expect("inserted above");
+        q.since_ms.get_or_insert(now_ms);
+        q
     }
+
+    /// Our hello to `neighbor`, at once.
+    pub fn hello(&mut self, neighbor: &str, now_ms: u64) {
+        let q = self.queue(neighbor, now_ms);
+        q.hello = true;
+        q.urgent = true;
+    }
+
+    /// An empty frame to `neighbor`, at once.
+    pub fn keepalive(&mut self, neighbor: &str, now_ms: u64) {
+        let q = self.queue(neighbor, now_ms);
+        q.keepalive = true;
+        q.urgent = true;
+    }
+
+    /// `origin`'s advert is due to `neighbor` (with the next frame; `urgent`: at once).
+    pub fn due(&mut self, neighbor: &str, origin: &str, now_ms: u64, urgent: bool) {
+        let q = self.queue(neighbor, now_ms);
+        q.withdrawals.remove(origin);
+        if !q.due.contains(origin) {
+            q.due.insert(origin.to_owned());
+        }
+        q.urgent |= urgent;
+    }
+
+    /// `w` to `neighbor`, at once, replacing anything due there for its origin.
+    pub fn withdraw(&mut self, neighbor: &str, w: pb::Withdraw, now_ms: u64) {
+        let q = self.queue(neighbor, now_ms);
+        q.due.remove(&w.origin);
+        q.withdrawals.insert(w.origin.clone(), w);
+        q.urgent = true;
+    }
+
+    /// Ask `neighbor`, at once, for `origin`'s whole advert.
+    pub fn need_full(&mut self, neighbor: &str, origin: &str, now_ms: u64) {
+        let q = self.queue(neighbor, now_ms);
+        q.need_full.insert(origin.to_owned());
+        q.urgent = true;
+    }
+
+    /// Forgets what was due to `neighbor` (its link went down).
+    pub fn drop_neighbor(&mut self, neighbor: &str) {
+        self.queues.remove(neighbor);
+    }
+
+    /// Takes what is due to `neighbor`.
+    pub fn take(&mut self, neighbor: &str) -> Option<Queue> {
+        self.queues.remove(neighbor)
+    }
+
+    /// Neighbors with something due, in id order.
+    pub fn neighbors(&self) -> Vec<String> {
+        self.queues.keys().cloned().collect()
+    }
+
+    /// Neighbors whose queue is urgent, or has waited at least `max_wait_ms`.
+    pub fn ready(&self, now_ms: u64, max_wait_ms: u64) -> Vec<String> {
+        self.queues
+            .iter()
+            .filter(|(_, q)| q.urgent || q.since_ms.is_some_and(|t| now_ms.saturating_sub(t) >= max_wait_ms))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// When the oldest item still queued was queued (it is ready `max_wait_ms` later).
+    pub fn oldest_ms(&self) -> Option<u64> {
+        self.queues.values().filter_map(|q| q.since_ms).min()
+    }
+
+    /// Whether nothing is due.
+    pub fn is_empty(&self) -> bool {
+        self.queues.is_empty()
+    }
+}
+
+/// One item of a frame.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Item {
+    /// A whole advert.
+    Advert(pb::TelemetryAdvert),
+    /// An advert as a delta.
+    Delta(pb::AdvertDelta),
+    /// A withdrawal.
+    Withdraw(pb::Withdraw),
+}
+
+impl Item {
+    fn encoded_len(&self) -> usize {
+        match self {
+            Item::Advert(a) => a.encoded_len(),
+            Item::Delta(d) => d.encoded_len(),
+            Item::Withdraw(w) => w.encoded_len(),
+        }
+    }
+}
+
+/// The frames that carry `hello`, `items` and `need_full`: as few as the limits allow (at most
+/// [`MAX_ADVERTS_PER_FLOOD`] items and about [`MAX_MESSAGE_BYTES`] each); the hello and the
+/// requests go in the first. One empty frame (a keepalive) when there is nothing at all.
+pub fn frames(
+    header: &pb::Header,
+    hello: Option<pb::Hello>,
+    items: Vec<Item>,
+    need_full: Vec<String>,
+) -> Vec<pb::Frame> {
+    let budget = MAX_MESSAGE_BYTES - HEADROOM_BYTES;
+    let empty = || pb::Frame {
+        header: Some(header.clone()),
+        ..Default::default()
+    };
+    let mut first = empty();
+    first.hello = hello;
+    first.need_full = need_full;
+    let mut out = Vec::new();
+    let mut frame = first;
+    let mut size = frame.encoded_len();
+    let mut count = 0;
+    for item in items {
+        let n = item_len(item.encoded_len());
+        if count > 0 && (size + n > budget || count == MAX_ADVERTS_PER_FLOOD) {
+            out.push(std::mem::replace(&mut frame, empty()));
+            size = frame.encoded_len();
+            count = 0;
+        }
+        size += n;
+        count += 1;
+        match item {
+            Item::Advert(a) => frame.adverts.push(a),
+            Item::Delta(d) => frame.deltas.push(d),
+            Item::Withdraw(w) => frame.withdrawals.push(w),
+        }
+    }
+    out.push(frame);
+    out
 }
 
 /// Encoded size of a repeated message field entry whose body is `len` bytes: tag, length, body.
@@ -173,10 +260,10 @@ mod tests {
         assert_eq!(hops(2, 2), 1, "from a neighbor");
         assert_eq!(hops(2, 1), 2, "from a neighbor's neighbor");
         assert_eq!(hops(2, 5), 1, "a larger radius than ours is clamped");
-        assert_eq!(forwarded(&advert("r1", 1, 0)).unwrap().hop_limit, 1);
+        assert_eq!(forwarded_hop_limit(&advert("r1", 1, 0)), Some(1));
         let mut last = advert("r1", 1, 0);
         last.hop_limit = 1;
-        assert_eq!(forwarded(&last), None);
+        assert_eq!(forwarded_hop_limit(&last), None);
         assert_eq!(forwarded_withdraw(&withdraw("r1")), None);
         let mut w = withdraw("r1");
         w.hop_limit = 3;
@@ -184,68 +271,72 @@ mod tests {
     }
 
     #[test]
-    fn one_request_per_neighbor_one_item_per_origin() {
+    fn an_origin_is_due_or_withdrawn_the_later_wins() {
         let mut o = Outbox::new();
         assert!(o.is_empty());
-        o.advert("r2", advert("r5", 1, 0));
-        o.advert("r2", advert("r5", 2, 0));
-        o.advert("r2", advert("r6", 1, 0));
-        o.withdraw("r2", withdraw("r6"));
-        o.advert("r1", advert("r5", 2, 0));
-        o.withdraw("r1", withdraw("r7"));
-        o.advert("r1", advert("r7", 3, 0));
-        o.advert("r4", advert("r5", 2, 0));
+        o.due("r2", "r5", 10, false);
+        o.due("r2", "r5", 11, false);
+        o.due("r2", "r6", 12, false);
+        o.withdraw("r2", withdraw("r6"), 13);
+        o.withdraw("r1", withdraw("r7"), 20);
+        o.due("r1", "r7", 21, false);
+        o.due("r4", "r5", 30, false);
         o.drop_neighbor("r4");
-        let reqs = o.into_requests(&header("me"));
-        let summary: Vec<_> = reqs
-            .iter()
-            .map(|(n, r)| {
-                (
-                    n.as_str(),
-                    r.adverts
-                        .iter()
-                        .map(|a| (a.origin.as_str(), a.sequence))
-                        .collect::<Vec<_>>(),
-                    r.withdrawals.iter().map(|w| w.origin.as_str()).collect::<Vec<_>>(),
-                )
-            })
-            .collect();
-        assert_eq!(
-            summary,
-            vec![
-                ("r1", vec![("r5", 2), ("r7", 3)], vec![]),
-                ("r2", vec![("r5", 2)], vec!["r6"]),
-            ]
-        );
-        assert!(reqs.iter().all(|(_, r)| r.header == Some(header("me"))));
+        assert_eq!(o.neighbors(), vec!["r1".to_string(), "r2".to_string()]);
+        let r2 = o.take("r2").unwrap();
+        assert_eq!(r2.due.iter().collect::<Vec<_>>(), vec!["r5"]);
+        assert_eq!(r2.withdrawals.keys().collect::<Vec<_>>(), vec!["r6"]);
+        assert_eq!(r2.since_ms, Some(10), "the oldest item's time");
+        assert!(r2.urgent, "a withdrawal goes at once");
+        let r1 = o.take("r1").unwrap();
+        assert_eq!(r1.due.iter().collect::<Vec<_>>(), vec!["r7"]);
+        assert!(r1.withdrawals.is_empty());
+    }
+
+    #[test]
+    fn queues_are_ready_when_urgent_or_old() {
+        let mut o = Outbox::new();
+        o.due("r2", "r5", 100, false);
+        o.due("r3", "r5", 100, true);
+        o.need_full("r4", "r9", 150);
+        assert_eq!(o.ready(150, 1000), vec!["r3".to_string(), "r4".to_string()]);
+        assert_eq!(o.ready(1100, 1000), vec!["r2", "r3", "r4"]);
     }
 
     #[test]
     fn large_batches_are_split_within_limits() {
-        let mut o = Outbox::new();
-        for i in 0..40 {
-            // About 8 KiB each: eight fit under 63 KiB.
-            o.advert("r2", advert(&format!("o{i:02}"), 1, 64));
-        }
-        for i in 0..300 {
-            o.advert("r3", advert(&format!("p{i:03}"), 1, 0));
-        }
-        let reqs = o.into_requests(&header("me"));
-        let to = |n: &str| reqs.iter().filter(|(x, _)| x == n).map(|(_, r)| r).collect::<Vec<_>>();
-        let r2 = to("r2");
-        assert!(r2.len() >= 5, "{}", r2.len());
-        assert_eq!(r2.iter().map(|r| r.adverts.len()).sum::<usize>(), 40);
-        for r in &r2 {
+        let items: Vec<Item> = (0..40)
+            .map(|i| Item::Advert(advert(&format!("o{i:02}"), 1, 64)))
+            .collect();
+        let hello = pb::Hello {
+            boot_id: 1,
+            ..Default::default()
+        };
+        let fs = frames(&header("me"), Some(hello), items, vec!["x".into()]);
+        assert!(fs.len() >= 5, "{}", fs.len());
+        assert_eq!(fs.iter().map(|f| f.adverts.len()).sum::<usize>(), 40);
+        assert!(
+            fs[0].hello.is_some() && fs[1].hello.is_none(),
+            "the hello goes first, once"
+        );
+        assert_eq!(fs[0].need_full, vec!["x".to_string()]);
+        for f in &fs {
             assert!(
-                r.encoded_len() <= MAX_MESSAGE_BYTES - HEADROOM_BYTES,
+                f.encoded_len() <= MAX_MESSAGE_BYTES - HEADROOM_BYTES,
                 "{}",
-                r.encoded_len()
+                f.encoded_len()
             );
-            assert!(crate::validate::check_flood_request(r).is_ok());
+            assert_eq!(f.header, Some(header("me")));
         }
-        let r3 = to("r3");
-        assert_eq!(r3.len(), 2);
-        assert_eq!(r3[0].adverts.len(), MAX_ADVERTS_PER_FLOOD);
-        assert_eq!(r3[1].adverts.len(), 300 - MAX_ADVERTS_PER_FLOOD);
+        let many: Vec<Item> = (0..300)
+            .map(|i| Item::Withdraw(withdraw(&format!("p{i:03}"))))
+            .collect();
+        let fs = frames(&header("me"), None, many, vec![]);
+        assert_eq!(fs.len(), 2);
+        assert_eq!(fs[0].withdrawals.len(), MAX_ADVERTS_PER_FLOOD);
+        assert_eq!(fs[1].withdrawals.len(), 300 - MAX_ADVERTS_PER_FLOOD);
+        let keepalive = frames(&header("me"), None, vec![], vec![]);
+        assert_eq!(keepalive.len(), 1);
+        assert!(keepalive[0].adverts.is_empty() && keepalive[0].hello.is_none());
     }
 }

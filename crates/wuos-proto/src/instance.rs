@@ -19,11 +19,13 @@
 //! - losing a neighbor removes its advert and floods a withdrawal, which removes the origin at
 //!   routers that learned it through us.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::counters::Counters;
-use crate::flood::{self, Outbox};
-use crate::neighbor::{Neighbor, NeighborConfig, Transition};
+use crate::delta;
+use crate::flood::{self, Item, Outbox};
+use crate::neighbor::{Held, Neighbor, NeighborConfig, Transition};
 use crate::pb;
 use crate::validate::{
     self, MAX_DEAD_INTERVAL_MS, MAX_HOP_LIMIT, MAX_INTERVAL_MS, MAX_ITEMS_PER_ADVERT, MIN_INTERVAL_MS, ValidateError,
@@ -205,16 +207,19 @@ impl InstanceConfig {
 }
 
 /// What the daemon tells the instance.
+// A sample is the large variant; inputs are built once and moved in, never stored.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Input {
-    /// Periodic tick (the daemon calls it every hello interval or faster): sends hellos when
-    /// one is due, detects dead neighbors, removes expired view entries.
+    /// Periodic tick (the daemon calls it at least every quarter hello interval): detects dead
+    /// neighbors, removes expired view entries, sends keepalives and frames that waited a whole
+    /// telemetry interval.
     Tick {
         /// Monotonic clock, ms.
         now_ms: u64,
     },
     /// A new local sample: becomes our own advert (next sequence, hop limit = the flooding
-    /// radius) and is flooded to every neighbor that is up.
+    /// radius), and every up neighbor gets one frame with it and everything else due to it.
     Sample {
         /// Monotonic clock, ms.
         now_ms: u64,
@@ -228,24 +233,27 @@ pub enum Input {
         services: Vec<pb::ServiceInstance>,
         /// Demand for services seen by our data path.
         demand: Vec<pb::ServiceDemand>,
+        /// The orchestrator whose region this router belongs to ("" for none).
+        region: String,
+        /// This router's orchestrator's placements (empty unless it runs one).
+        placements: Vec<pb::Placement>,
     },
-    /// Our hello to `neighbor` was answered.
-    HelloAnswered {
+    /// A link to `neighbor` opened (we dialled it, or it dialled us and its first frame named
+    /// it): our hello goes out on it.
+    LinkOpened {
         /// Monotonic clock, ms.
         now_ms: u64,
-        /// The neighbor the hello was sent to.
+        /// The neighbor.
         neighbor: String,
-        /// Its reply.
-        reply: pb::HelloReply,
-        /// The measured round trip.
-        rtt_ms: f64,
     },
-    /// Our hello to `neighbor` failed (timeout, connection refused).
-    HelloFailed {
+    /// The link to `neighbor` closed (either side, or the transport failed).
+    LinkClosed {
         /// Monotonic clock, ms.
         now_ms: u64,
-        /// The neighbor the hello was sent to.
+        /// The neighbor.
         neighbor: String,
+        /// Why, for the log.
+        reason: String,
     },
     /// The daemon is stopping: tell the up neighbors to forget us (a withdrawal of our own
     /// origin). The instance is not to be used afterwards.
@@ -258,20 +266,21 @@ pub enum Input {
 /// What the daemon must do, or may log.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
-    /// Call `Neighbor.Hello` on the neighbor; report the outcome as
-    /// [`Input::HelloAnswered`] or [`Input::HelloFailed`].
-    SendHello {
+    /// Send the frame on the link to the neighbor (fire and forget: a link that fails is
+    /// reported as [`Input::LinkClosed`]).
+    SendFrame {
         /// The neighbor.
         neighbor: String,
-        /// The hello.
-        hello: pb::Hello,
+        /// The frame.
+        frame: Box<pb::Frame>,
     },
-    /// Call `Neighbor.Flood` on the neighbor (fire and forget: failures need no report).
-    SendFlood {
+    /// Close the link to the neighbor (declared dead, or it broke the protocol); a new one may
+    /// be opened afterwards.
+    CloseLink {
         /// The neighbor.
         neighbor: String,
-        /// The request.
-        request: pb::FloodRequest,
+        /// Why, for the log.
+        reason: String,
     },
     /// A neighbor came up (or back up after a restart).
     NeighborUp {
@@ -299,11 +308,15 @@ pub enum Action {
     },
 }
 
-/// The effects of one call, collected as it runs.
-#[derive(Default)]
-struct Effects {
-    actions: Vec<Action>,
-    outbox: Outbox,
+/// What one sample brings to our advert.
+struct Own {
+    timestamp_unix_ns: i64,
+    resources: pb::Resources,
+    links: Vec<pb::LinkMetrics>,
+    services: Vec<pb::ServiceInstance>,
+    demand: Vec<pb::ServiceDemand>,
+    region: String,
+    placements: Vec<pb::Placement>,
 }
 
 /// One router's protocol state.
@@ -313,10 +326,15 @@ pub struct Instance {
     neighbors: BTreeMap<String, Neighbor>,
     view: View,
     own: Option<pb::TelemetryAdvert>,
+    /// The change from our previous advert to `own`.
+    own_delta: Option<pb::AdvertDelta>,
     sequence: u64,
-    next_hello_ms: Option<u64>,
     started_ms: Option<u64>,
     counters: Counters,
+    /// What is due to each neighbor; kept between calls.
+    outbox: Outbox,
+    /// Events of the current call.
+    events: Vec<Action>,
 }
 
 impl Instance {
@@ -344,10 +362,12 @@ impl Instance {
             neighbors,
             view: View::new(),
             own: None,
+            own_delta: None,
             sequence: 0,
-            next_hello_ms: None,
             started_ms: None,
             counters: Counters::default(),
+            outbox: Outbox::new(),
+            events: Vec::new(),
         }
     }
 
@@ -364,6 +384,18 @@ impl Instance {
     /// The header of every message we send.
     pub fn header(&self) -> pb::Header {
         validate::header(&self.cfg.router_id)
+    }
+
+    /// Our hello: the first frame of every link carries it.
+    pub fn hello(&self, interface: &str) -> pb::Hello {
+        pb::Hello {
+            header: Some(self.header()),
+            role: self.cfg.role as i32,
+            boot_id: self.cfg.boot_id,
+            hello_interval_ms: self.cfg.hello_interval_ms,
+            dead_interval_ms: self.cfg.dead_interval_ms,
+            interface: interface.to_owned(),
+        }
     }
 
     /// Our latest advert.
@@ -391,14 +423,19 @@ impl Instance {
         &self.counters
     }
 
-    /// Handles a timer, a sample or the outcome of one of our hellos.
+    /// Handles a timer, a sample, or a change of a link.
     pub fn process(&mut self, input: Input) -> Vec<Action> {
-        let mut fx = Effects::default();
+        let now_ms = match &input {
+            Input::Tick { now_ms }
+            | Input::Sample { now_ms, .. }
+            | Input::LinkOpened { now_ms, .. }
+            | Input::LinkClosed { now_ms, .. }
+            | Input::Shutdown { now_ms } => *now_ms,
+        };
+        self.start(now_ms);
+        let mut flush_all = false;
         match input {
-            Input::Tick { now_ms } => {
-                self.start(now_ms);
-                self.tick(now_ms, &mut fx);
-            }
+            Input::Tick { now_ms } => self.tick(now_ms),
             Input::Sample {
                 now_ms,
                 timestamp_unix_ns,
@@ -406,30 +443,43 @@ impl Instance {
                 links,
                 services,
                 demand,
+                region,
+                placements,
             } => {
-                self.start(now_ms);
-                self.sample(timestamp_unix_ns, resources, links, services, demand, &mut fx);
+                let own = Own {
+                    timestamp_unix_ns,
+                    resources,
+                    links,
+                    services,
+                    demand,
+                    region,
+                    placements,
+                };
+                self.sample(now_ms, own);
+                flush_all = true;
             }
-            Input::HelloAnswered {
-                now_ms,
-                neighbor,
-                reply,
-                rtt_ms,
-            } => {
-                self.start(now_ms);
-                if let Err(e) = self.hello_answered(now_ms, &neighbor, &reply, rtt_ms, &mut fx) {
-                    self.counters.reject(&e);
+            Input::LinkOpened { now_ms, neighbor } => {
+                if let Some(n) = self.neighbors.get(&neighbor) {
+                    if n.has_link() {
+                        self.neighbor_down(now_ms, &neighbor, "its link was replaced by a new one".into());
+                    }
+                    let n = self.neighbors.get_mut(&neighbor).expect("checked above");
+                    n.link_opened(now_ms);
+                    self.counters.links_opened += 1;
+                    self.outbox.hello(&neighbor, now_ms);
                 }
             }
-            Input::HelloFailed { now_ms, neighbor } => {
-                self.start(now_ms);
-                if let Some(n) = self.neighbors.get_mut(&neighbor) {
-                    n.failed();
-                    self.counters.hellos_failed += 1;
+            Input::LinkClosed {
+                now_ms,
+                neighbor,
+                reason,
+            } => {
+                if self.neighbors.get(&neighbor).is_some_and(Neighbor::has_link) {
+                    self.counters.links_closed += 1;
+                    self.neighbor_down(now_ms, &neighbor, format!("link closed: {reason}"));
                 }
             }
             Input::Shutdown { now_ms } => {
-                self.start(now_ms);
                 let w = pb::Withdraw {
                     origin: self.cfg.router_id.clone(),
                     boot_id: self.cfg.boot_id,
@@ -437,76 +487,33 @@ impl Instance {
                     reason: REASON_SHUTDOWN.to_owned(),
                 };
                 for id in self.up_neighbors() {
-                    fx.outbox.withdraw(&id, w.clone());
+                    self.outbox.withdraw(&id, w.clone(), now_ms);
                 }
             }
         }
-        self.finish(fx)
+        self.finish(now_ms, flush_all)
     }
 
-    /// Server side of `Neighbor.Hello`: checks the hello, refreshes its sender (which must be a
-    /// configured neighbor) and replies. The actions are what hearing the neighbor caused — on
-    /// coming up, our advert and view for it.
-    pub fn on_hello(&mut self, now_ms: u64, hello: &pb::Hello) -> Result<(pb::HelloReply, Vec<Action>), ValidateError> {
-        self.start(now_ms);
-        let mut fx = Effects::default();
-        if let Err(e) = self.hello(now_ms, hello, &mut fx) {
-            self.counters.reject(&e);
-            return Err(e);
-        }
-        let reply = pb::HelloReply {
-            header: Some(self.header()),
-            role: self.cfg.role as i32,
-            boot_id: self.cfg.boot_id,
-        };
-        Ok((reply, self.finish(fx)))
-    }
-
-    /// Server side of `Neighbor.Flood`: checks the request (header, limits, sender a configured
-    /// neighbor, in any state — else the whole request is rejected), then each withdrawal and each
-    /// advert on its own: an invalid one is counted and skipped, a valid one applied and
-    /// forwarded as the flooding rules say. The reply counts the items that changed the view
-    /// (`accepted`) and the invalid ones (`rejected`); the rest were duplicates.
-    pub fn on_flood(
+    /// A frame from `neighbor`, on its link. Checks the frame as a whole (header, limits, hello,
+    /// sender = `neighbor`, a configured neighbor whose hello came first) — else it is rejected
+    /// whole, counted, and the error returned beside the actions — then each withdrawal, advert
+    /// and delta on its own: an invalid one is counted and skipped, a valid one applied and
+    /// forwarded as the flooding rules say. `rtt_ms` is the round trip the transport measured
+    /// with the frame's echo, if any. The actions are to be executed whatever the outcome (a
+    /// rejected frame may still have brought its sender up before the error was found).
+    pub fn on_frame(
         &mut self,
         now_ms: u64,
-        request: &pb::FloodRequest,
-    ) -> Result<(pb::FloodReply, Vec<Action>), ValidateError> {
+        neighbor: &str,
+        frame: &pb::Frame,
+        rtt_ms: Option<f64>,
+    ) -> (Vec<Action>, Result<(), ValidateError>) {
         self.start(now_ms);
-        let sender = match self.flood_sender(request) {
-            Ok(s) => s,
-            Err(e) => {
-                self.counters.reject(&e);
-                return Err(e);
-            }
-        };
-        self.counters.floods_received += 1;
-        let mut fx = Effects::default();
-        let (mut accepted, mut rejected) = (0, 0);
-        for w in &request.withdrawals {
-            match validate::check_withdraw(w) {
-                Ok(()) => accepted += u32::from(self.withdrawal(&sender, w, &mut fx)),
-                Err(e) => {
-                    self.counters.reject(&e);
-                    rejected += 1;
-                }
-            }
+        let r = self.frame(now_ms, neighbor, frame, rtt_ms);
+        if let Err(e) = &r {
+            self.counters.reject(e);
         }
-        for a in &request.adverts {
-            match validate::check_advert(a) {
-                Ok(()) => accepted += u32::from(self.advert(now_ms, &sender, a, &mut fx)),
-                Err(e) => {
-                    self.counters.reject(&e);
-                    rejected += 1;
-                }
-            }
-        }
-        let reply = pb::FloodReply {
-            header: Some(self.header()),
-            accepted,
-            rejected,
-        };
-        Ok((reply, self.finish(fx)))
+        (self.finish(now_ms, false), r)
     }
 
     /// The admin API's status. `now_unix_ns` (wall clock) is used for the view's latencies.
@@ -541,66 +548,88 @@ impl Instance {
             .collect()
     }
 
-    fn tick(&mut self, now_ms: u64, fx: &mut Effects) {
+    /// The earliest time at which an [`Input::Tick`] may do anything: a neighbor's dead interval
+    /// ending, a keepalive falling due, a view entry expiring, something queued reaching its
+    /// telemetry interval. Before it a tick changes nothing and sends nothing, so a daemon may
+    /// sleep until then instead of ticking on a fixed period; `None`: nothing will until another
+    /// input.
+    pub fn next_tick_ms(&self) -> Option<u64> {
         let dead_default = self.cfg.dead_interval_ms;
-        let expired: Vec<(String, u32)> = self
+        let hello = u64::from(self.cfg.hello_interval_ms);
+        let neighbors = self.neighbors.values().flat_map(|n| {
+            let keepalive = n
+                .is_up()
+                .then(|| n.last_sent_ms().map_or(0, |t| t.saturating_add(hello)));
+            [n.expires_at_ms(dead_default), keepalive]
+        });
+        let queued = self
+            .outbox
+            .oldest_ms()
+            .map(|t| t.saturating_add(u64::from(self.cfg.telemetry_interval_ms)));
+        neighbors
+            .chain([self.view.next_expiry_ms(self.cfg.stale_after_intervals), queued])
+            .flatten()
+            .min()
+    }
+
+    fn tick(&mut self, now_ms: u64) {
+        let dead_default = self.cfg.dead_interval_ms;
+        let expired: Vec<(String, bool, u32)> = self
             .neighbors
             .values()
             .filter(|n| n.expired(now_ms, dead_default))
-            .map(|n| (n.id().to_owned(), n.dead_interval_ms(dead_default)))
+            .map(|n| (n.id().to_owned(), n.is_up(), n.dead_interval_ms(dead_default)))
             .collect();
-        for (id, dead) in expired {
-            self.neighbor_down(&id, format!("nothing heard for {dead} ms"), fx);
+        for (id, up, dead) in expired {
+            let reason = if up {
+                format!("nothing heard for {dead} ms")
+            } else {
+                format!("no hello within {dead} ms of the link opening")
+            };
+            self.events.push(Action::CloseLink {
+                neighbor: id.clone(),
+                reason: reason.clone(),
+            });
+            self.counters.links_closed += 1;
+            self.neighbor_down(now_ms, &id, reason);
         }
         for origin in self.view.expired(now_ms, self.cfg.stale_after_intervals) {
             self.view.remove(&origin);
-            self.withdrawn(origin, REASON_STALE.to_owned(), fx);
+            self.withdrawn(origin, REASON_STALE.to_owned());
         }
-        if self.next_hello_ms.is_none_or(|t| now_ms >= t) {
-            self.next_hello_ms = Some(now_ms + u64::from(self.cfg.hello_interval_ms));
-            for n in self.neighbors.values() {
-                let hello = pb::Hello {
-                    header: Some(validate::header(&self.cfg.router_id)),
-                    role: self.cfg.role as i32,
-                    boot_id: self.cfg.boot_id,
-                    hello_interval_ms: self.cfg.hello_interval_ms,
-                    dead_interval_ms: self.cfg.dead_interval_ms,
-                    interface: n.config().interface.clone(),
-                };
-                fx.actions.push(Action::SendHello {
-                    neighbor: n.id().to_owned(),
-                    hello,
-                });
-                self.counters.hellos_sent += 1;
-            }
+        // Keepalives: a neighbor must hear us at least every hello interval.
+        let hello = u64::from(self.cfg.hello_interval_ms);
+        let quiet: Vec<String> = self
+            .neighbors
+            .values()
+            .filter(|n| n.is_up() && n.last_sent_ms().is_none_or(|t| now_ms.saturating_sub(t) >= hello))
+            .map(|n| n.id().to_owned())
+            .collect();
+        for id in quiet {
+            self.outbox.keepalive(&id, now_ms);
         }
     }
 
-    fn sample(
-        &mut self,
-        timestamp_unix_ns: i64,
-        resources: pb::Resources,
-        mut links: Vec<pb::LinkMetrics>,
-        mut services: Vec<pb::ServiceInstance>,
-        mut demand: Vec<pb::ServiceDemand>,
-        fx: &mut Effects,
-    ) {
-        links.truncate(MAX_ITEMS_PER_ADVERT);
-        services.truncate(MAX_ITEMS_PER_ADVERT);
-        demand.truncate(MAX_ITEMS_PER_ADVERT);
+    fn sample(&mut self, now_ms: u64, mut own: Own) {
+        own.placements.truncate(MAX_ITEMS_PER_ADVERT);
+        own.links.truncate(MAX_ITEMS_PER_ADVERT);
+        own.services.truncate(MAX_ITEMS_PER_ADVERT);
+        own.demand.truncate(MAX_ITEMS_PER_ADVERT);
         let advert = pb::TelemetryAdvert {
             origin: self.cfg.router_id.clone(),
             boot_id: self.cfg.boot_id,
             sequence: self.sequence + 1,
-            timestamp_unix_ns,
+            timestamp_unix_ns: own.timestamp_unix_ns,
             hop_limit: self.cfg.hop_limit,
             interval_ms: self.cfg.telemetry_interval_ms,
             role: self.cfg.role as i32,
-            resources: Some(sanitize(resources)),
-            services,
-            links,
+            resources: Some(sanitize(own.resources)),
+            services: own.services,
+            links: own.links,
             control_address: self.cfg.control_address.clone(),
-            demand,
+            demand: own.demand,
+            region: own.region,
+            placements: own.placements,
         };
         if validate::check_advert(&advert).is_err() {
             self.counters.samples_rejected += 1;
@@ -608,118 +637,162 @@ impl Instance {
         }
         self.sequence += 1;
         self.counters.adverts_originated += 1;
+        self.own_delta = self.own.as_ref().and_then(|prev| delta::diff(prev, &advert));
+        let me = self.cfg.router_id.clone();
         for id in self.up_neighbors() {
-            fx.outbox.advert(&id, advert.clone());
+            self.outbox.due(&id, &me, now_ms, false);
         }
         self.own = Some(advert);
     }
 
-    fn hello(&mut self, now_ms: u64, hello: &pb::Hello, fx: &mut Effects) -> Result<(), ValidateError> {
-        validate::check_hello(hello)?;
-        let sender = hello.header.as_ref().map(|h| h.sender.as_str()).unwrap_or_default();
-        let n = self
-            .neighbors
-            .get_mut(sender)
-            .ok_or_else(|| ValidateError::UnknownNeighbor {
-                sender: sender.to_owned(),
-            })?;
-        self.counters.hellos_received += 1;
-        let t = n.hello(now_ms, hello);
-        self.transition(now_ms, sender, t, hello.boot_id, fx);
-        Ok(())
-    }
-
-    fn hello_answered(
+    /// Everything about one frame but the counting of its rejection.
+    fn frame(
         &mut self,
         now_ms: u64,
         neighbor: &str,
-        reply: &pb::HelloReply,
-        rtt_ms: f64,
-        fx: &mut Effects,
+        frame: &pb::Frame,
+        rtt_ms: Option<f64>,
     ) -> Result<(), ValidateError> {
-        if !self.neighbors.contains_key(neighbor) {
+        let h = validate::check_frame_head(frame)?;
+        if h.sender != neighbor {
+            return Err(ValidateError::SenderMismatch {
+                expected: neighbor.to_owned(),
+                got: h.sender.clone(),
+            });
+        }
+        let Some(n) = self.neighbors.get_mut(neighbor) else {
             return Err(ValidateError::UnknownNeighbor {
                 sender: neighbor.to_owned(),
             });
-        }
-        validate::check_hello_reply(reply)?;
-        let sender = reply.header.as_ref().map(|h| h.sender.as_str()).unwrap_or_default();
-        if sender != neighbor {
-            return Err(ValidateError::SenderMismatch {
-                expected: neighbor.to_owned(),
-                got: sender.to_owned(),
-            });
+        };
+        if let Some(hello) = &frame.hello {
+            if !n.has_link() {
+                // The transport reports the link before its frames; a hello without one is a
+                // peer that dialled while we had declared it down: the link is open all the same.
+                n.link_opened(now_ms);
+                self.counters.links_opened += 1;
+                self.outbox.hello(neighbor, now_ms);
+            }
+            let n = self.neighbors.get_mut(neighbor).expect("checked above");
+            self.counters.hellos_received += 1;
+            let t = n.hello(now_ms, hello);
+            self.transition(now_ms, neighbor, t, hello.boot_id);
         }
         let n = self.neighbors.get_mut(neighbor).expect("checked above");
-        self.counters.hellos_answered += 1;
-        let t = n.answered(now_ms, reply, rtt_ms);
-        self.transition(now_ms, neighbor, t, reply.boot_id, fx);
+        if !n.is_up() {
+            return Err(ValidateError::NotUp {
+                sender: neighbor.to_owned(),
+            });
+        }
+        n.heard(now_ms);
+        if let Some(rtt) = rtt_ms {
+            n.rtt(rtt);
+        }
+        self.counters.frames_received += 1;
+        for origin in &frame.need_full {
+            self.send_whole(now_ms, neighbor, origin);
+        }
+        for w in &frame.withdrawals {
+            match validate::check_withdraw(w) {
+                Ok(()) => self.withdrawal(now_ms, neighbor, w),
+                Err(e) => self.counters.reject(&e),
+            }
+        }
+        for a in &frame.adverts {
+            match validate::check_advert(a) {
+                Ok(()) => self.advert(now_ms, neighbor, Cow::Borrowed(a), None),
+                Err(e) => self.counters.reject(&e),
+            }
+        }
+        for d in &frame.deltas {
+            match validate::check_delta(d) {
+                Ok(()) => self.delta(now_ms, neighbor, d),
+                Err(e) => self.counters.reject(&e),
+            }
+        }
         Ok(())
     }
 
-    /// Acts on what hearing neighbor `id` (now with `boot_id`) changed.
-    fn transition(&mut self, now_ms: u64, id: &str, t: Transition, boot_id: u64, fx: &mut Effects) {
+    /// The neighbor asked for `origin`'s whole advert: it holds nothing of it we can build on.
+    fn send_whole(&mut self, now_ms: u64, neighbor: &str, origin: &str) {
+        if let Some(n) = self.neighbors.get_mut(neighbor) {
+            n.forget(origin);
+        }
+        let ours = origin == self.cfg.router_id || self.view.get(origin).is_some();
+        if ours && origin != neighbor {
+            self.outbox.due(neighbor, origin, now_ms, true);
+        }
+    }
+
+    /// Acts on what hearing neighbor `id`'s hello (with `boot_id`) changed.
+    fn transition(&mut self, now_ms: u64, id: &str, t: Transition, boot_id: u64) {
         match t {
             Transition::None => {}
-            Transition::Up => self.neighbor_up(now_ms, id, fx),
+            Transition::Up => self.neighbor_up(now_ms, id),
             Transition::Restarted { old_boot_id } => {
                 self.counters.neighbor_down += 1;
-                fx.actions.push(Action::NeighborDown {
+                self.events.push(Action::NeighborDown {
                     neighbor: id.to_owned(),
                     reason: format!("restarted (boot id {old_boot_id} is now {boot_id})"),
                 });
-                fx.outbox.drop_neighbor(id);
                 // Its advert of the old boot is obsolete; one of the new boot (come by another
                 // path already) is kept.
                 if self.view.get(id).is_some_and(|e| e.advert.boot_id != boot_id) {
-                    self.lose_origin(id, REASON_NEIGHBOR_RESTARTED, fx);
+                    self.lose_origin(now_ms, id, REASON_NEIGHBOR_RESTARTED);
                 }
-                self.neighbor_up(now_ms, id, fx);
+                self.neighbor_up(now_ms, id);
             }
         }
     }
 
-    /// A neighbor came up: it gets our latest advert and the view entries it would have
-    /// received from us had it been up when they arrived.
-    fn neighbor_up(&mut self, now_ms: u64, id: &str, fx: &mut Effects) {
+    /// A neighbor came up: it gets, at once, our latest advert and the view entries it would
+    /// have received from us had it been up when they arrived.
+    fn neighbor_up(&mut self, now_ms: u64, id: &str) {
         self.counters.neighbor_up += 1;
-        fx.actions.push(Action::NeighborUp {
+        self.events.push(Action::NeighborUp {
             neighbor: id.to_owned(),
         });
-        if let Some(own) = &self.own {
-            fx.outbox.advert(id, own.clone());
+        if self.own.is_some() {
+            let me = self.cfg.router_id.clone();
+            self.outbox.due(id, &me, now_ms, true);
         }
-        for e in self.view.iter() {
-            if e.advert.origin != id
-                && e.learned_from != id
-                && !e.is_stale(now_ms, self.cfg.stale_after_intervals)
-                && let Some(copy) = flood::forwarded(&e.advert)
-            {
-                fx.outbox.advert(id, copy);
-            }
+        let due: Vec<String> = self
+            .view
+            .iter()
+            .filter(|e| {
+                e.advert.origin != id
+                    && e.learned_from != id
+                    && e.advert.hop_limit > 1
+                    && !e.is_stale(now_ms, self.cfg.stale_after_intervals)
+            })
+            .map(|e| e.advert.origin.clone())
+            .collect();
+        for origin in due {
+            self.outbox.due(id, &origin, now_ms, true);
         }
     }
 
-    fn neighbor_down(&mut self, id: &str, reason: String, fx: &mut Effects) {
+    fn neighbor_down(&mut self, now_ms: u64, id: &str, reason: String) {
         let Some(n) = self.neighbors.get_mut(id) else { return };
-        if !n.is_up() {
+        let was_up = n.is_up();
+        n.down();
+        self.outbox.drop_neighbor(id);
+        if !was_up {
             return;
         }
-        n.down();
         self.counters.neighbor_down += 1;
-        fx.actions.push(Action::NeighborDown {
+        self.events.push(Action::NeighborDown {
             neighbor: id.to_owned(),
             reason,
         });
-        fx.outbox.drop_neighbor(id);
-        self.lose_origin(id, REASON_NEIGHBOR_LOST, fx);
+        self.lose_origin(now_ms, id, REASON_NEIGHBOR_LOST);
     }
 
     /// Removes neighbor `origin`'s advert and tells the other up neighbors, within our flooding
     /// radius less the hop to the lost neighbor.
-    fn lose_origin(&mut self, origin: &str, why: &str, fx: &mut Effects) {
+    fn lose_origin(&mut self, now_ms: u64, origin: &str, why: &str) {
         let Some(e) = self.view.remove(origin) else { return };
-        self.withdrawn(origin.to_owned(), why.to_owned(), fx);
+        self.withdrawn(origin.to_owned(), why.to_owned());
         if self.cfg.hop_limit < 2 {
             return;
         }
@@ -731,35 +804,25 @@ impl Instance {
         };
         for id in self.up_neighbors() {
             if id != origin {
-                fx.outbox.withdraw(&id, w.clone());
+                self.outbox.withdraw(&id, w.clone(), now_ms);
             }
         }
     }
 
-    fn withdrawn(&mut self, origin: String, reason: String, fx: &mut Effects) {
+    fn withdrawn(&mut self, origin: String, reason: String) {
         self.counters.view_withdrawn += 1;
-        fx.actions.push(Action::ViewWithdrawn { origin, reason });
+        self.events.push(Action::ViewWithdrawn { origin, reason });
     }
 
-    fn flood_sender(&self, request: &pb::FloodRequest) -> Result<String, ValidateError> {
-        let h = validate::check_flood_request(request)?;
-        // A neighbor we consider down is heard all the same: it may have come up on its side
-        // before our hello reply reached it (and sent us its view at once), or restarted.
-        if self.neighbors.contains_key(&h.sender) {
-            Ok(h.sender.clone())
-        } else {
-            Err(ValidateError::UnknownNeighbor {
-                sender: h.sender.clone(),
-            })
-        }
-    }
-
-    /// Applies a (checked) withdrawal from `sender`; whether it removed an entry.
+    /// Applies a (checked) withdrawal from `sender`.
     ///
     /// It removes the origin's entry of the same boot when we learned that entry from `sender`
     /// (our path to the origin went through the router that lost it), or when the origin is
     /// `sender` itself (it is shutting down). An applied withdrawal is forwarded like an advert.
-    fn withdrawal(&mut self, sender: &str, w: &pb::Withdraw, fx: &mut Effects) -> bool {
+    fn withdrawal(&mut self, now_ms: u64, sender: &str, w: &pb::Withdraw) {
+        if let Some(n) = self.neighbors.get_mut(sender) {
+            n.forget(&w.origin);
+        }
         let applies = w.origin != self.cfg.router_id
             && self
                 .view
@@ -767,48 +830,112 @@ impl Instance {
                 .is_some_and(|e| e.advert.boot_id == w.boot_id && (e.learned_from == sender || w.origin == sender));
         if !applies {
             self.counters.withdrawals_ignored += 1;
-            return false;
+            return;
         }
         self.counters.withdrawals_applied += 1;
         self.view.remove(&w.origin);
-        self.withdrawn(w.origin.clone(), format!("withdrawn by {sender}: {}", w.reason), fx);
+        self.withdrawn(w.origin.clone(), format!("withdrawn by {sender}: {}", w.reason));
         if let Some(copy) = flood::forwarded_withdraw(w) {
             for id in self.up_neighbors() {
                 if id != sender && id != w.origin {
-                    fx.outbox.withdraw(&id, copy.clone());
+                    self.outbox.withdraw(&id, copy.clone(), now_ms);
                 }
             }
         }
-        true
     }
 
-    /// Applies a (checked) advert from `sender`; whether it was stored.
-    fn advert(&mut self, now_ms: u64, sender: &str, a: &pb::TelemetryAdvert, fx: &mut Effects) -> bool {
+    /// Applies a (checked) delta from `sender`: rebuilt on the advert we hold when that is its
+    /// base, else the whole advert is asked for.
+    fn delta(&mut self, now_ms: u64, sender: &str, d: &pb::AdvertDelta) {
+        self.counters.deltas_received += 1;
+        if d.origin == self.cfg.router_id {
+            self.counters.adverts_own += 1;
+            return;
+        }
+        // The delta itself, when it rebuilt the advert on our entry: it is then the change from
+        // our entry to the new advert, which we forward as it is instead of diffing again.
+        let (rebuilt, known) = match self.view.get(&d.origin) {
+            Some(e) if e.advert.boot_id == d.boot_id && e.advert.sequence == d.base_sequence => {
+                (delta::apply(&e.advert, d).ok(), Some(d))
+            }
+            // The same advert as ours, by another path: only its hop limit matters.
+            Some(e) if e.advert.boot_id == d.boot_id && e.advert.sequence == d.sequence => (
+                Some(pb::TelemetryAdvert {
+                    hop_limit: d.hop_limit,
+                    ..e.advert.clone()
+                }),
+                None,
+            ),
+            // Older than ours: nothing to build, nothing to ask for.
+            Some(e) if e.advert.boot_id == d.boot_id && e.advert.sequence > d.sequence => {
+                self.counters.adverts_older += 1;
+                self.note_held(sender, &d.origin, d.boot_id, d.sequence, d.hop_limit);
+                return;
+            }
+            _ => (None, None),
+        };
+        match rebuilt {
+            Some(a) => match validate::check_advert(&a) {
+                Ok(()) => self.advert(now_ms, sender, Cow::Owned(a), known),
+                Err(e) => self.counters.reject(&e),
+            },
+            None => {
+                self.counters.deltas_unmatched += 1;
+                self.counters.need_full_sent += 1;
+                self.outbox.need_full(sender, &d.origin, now_ms);
+            }
+        }
+    }
+
+    /// `sender` holds `origin`'s advert `(boot_id, sequence)`: the copy it sent us had
+    /// `hop_limit` left, so its own had one more.
+    fn note_held(&mut self, sender: &str, origin: &str, boot_id: u64, sequence: u64, hop_limit: u32) {
+        if let Some(n) = self.neighbors.get_mut(sender) {
+            n.hold(
+                origin,
+                Held {
+                    boot_id,
+                    sequence,
+                    hop_limit: hop_limit.saturating_add(1),
+                },
+            );
+        }
+    }
+
+    /// Applies a (checked, whole) advert from `sender`; `known`, when given, is a delta from the
+    /// view's entry of its origin to `a`.
+    fn advert(&mut self, now_ms: u64, sender: &str, a: Cow<'_, pb::TelemetryAdvert>, known: Option<&pb::AdvertDelta>) {
         if a.origin == self.cfg.router_id {
             self.counters.adverts_own += 1;
-            return false;
+            return;
         }
-        let verdict = self.view.judge(a);
-        let received_ms = match verdict {
+        self.note_held(sender, &a.origin, a.boot_id, a.sequence, a.hop_limit);
+        let verdict = self.view.judge(&a);
+        let (received_ms, delta) = match verdict {
             Verdict::Duplicate => {
                 self.counters.adverts_duplicate += 1;
-                return false;
+                return;
             }
             Verdict::Older => {
                 self.counters.adverts_older += 1;
-                return false;
+                return;
             }
             Verdict::Shorter => {
                 self.counters.adverts_shorter += 1;
-                self.view.get(&a.origin).map_or(now_ms, |e| e.received_ms)
+                let e = self.view.get(&a.origin);
+                (e.map_or(now_ms, |e| e.received_ms), e.and_then(|e| e.delta.clone()))
             }
             Verdict::New if self.view.len() >= MAX_VIEW_ENTRIES => {
                 self.counters.adverts_view_full += 1;
-                return false;
+                return;
             }
             Verdict::New | Verdict::Newer => {
                 self.counters.adverts_accepted += 1;
-                now_ms
+                let delta = self.view.get(&a.origin).and_then(|e| match known {
+                    Some(d) if d.boot_id == e.advert.boot_id && d.base_sequence == e.advert.sequence => Some(d.clone()),
+                    _ => delta::diff(&e.advert, &a),
+                });
+                (now_ms, delta)
             }
         };
         // From the origin itself it is one hop, whatever radius the origin uses.
@@ -817,46 +944,148 @@ impl Instance {
         } else {
             flood::hops(self.cfg.hop_limit, a.hop_limit)
         };
+        let origin = a.origin.clone();
+        let forward = a.hop_limit > 1;
         self.view.insert(Entry {
-            advert: a.clone(),
+            advert: a.into_owned(),
             hops,
             learned_from: sender.to_owned(),
             received_ms,
+            delta,
         });
         if verdict == Verdict::New {
             self.counters.view_added += 1;
-            fx.actions.push(Action::ViewAdded {
-                origin: a.origin.clone(),
-            });
+            self.events.push(Action::ViewAdded { origin: origin.clone() });
         }
-        if let Some(copy) = flood::forwarded(a) {
-            for id in self.up_neighbors() {
-                if id != sender && id != a.origin {
-                    fx.outbox.advert(&id, copy.clone());
+        if forward {
+            for n in self.neighbors.values().filter(|n| n.is_up()) {
+                let id = n.id();
+                if id != sender && id != origin {
+                    self.outbox.due(id, &origin, now_ms, false);
                 }
             }
         }
-        true
     }
 
-    /// Turns the outbox into SendFlood actions (for neighbors still up), after the events.
-    fn finish(&mut self, fx: Effects) -> Vec<Action> {
-        let mut actions = fx.actions;
-        let header = self.header();
-        for (neighbor, request) in fx.outbox.into_requests(&header) {
-            if !self.neighbors.get(&neighbor).is_some_and(Neighbor::is_up) {
-                continue;
+    /// What goes to `neighbor` for `origin` now: our current advert of it (our own, or the
+    /// view's with one hop less) as a whole advert or a delta, or nothing when the neighbor
+    /// holds it already, the hop limit is spent, or the entry is gone or stale.
+    fn item_for(&mut self, now_ms: u64, neighbor: &str, origin: &str) -> Option<Item> {
+        // The advert as it would go (our own, or the view's with one hop less), borrowed: it is
+        // copied only when it goes whole — a hub forwards hundreds of adverts a second, nearly all
+        // as deltas.
+        let (advert, hop_limit, delta) = if origin == self.cfg.router_id {
+            let own = self.own.as_ref()?;
+            (own, own.hop_limit, self.own_delta.as_ref())
+        } else {
+            let e = self.view.get(origin)?;
+            if e.is_stale(now_ms, self.cfg.stale_after_intervals) {
+                return None;
             }
-            let c = &mut self.counters;
-            c.floods_sent += 1;
-            c.adverts_sent += request.adverts.len() as u64;
-            c.adverts_forwarded += request
-                .adverts
-                .iter()
-                .filter(|a| a.origin != self.cfg.router_id)
-                .count() as u64;
-            c.withdrawals_sent += request.withdrawals.len() as u64;
-            actions.push(Action::SendFlood { neighbor, request });
+            (&e.advert, flood::forwarded_hop_limit(&e.advert)?, e.delta.as_ref())
+        };
+        let n = self.neighbors.get_mut(neighbor)?;
+        let held = n.holds(origin);
+        if held.is_some_and(|h| h.covers(advert.boot_id, advert.sequence, hop_limit)) {
+            self.counters.adverts_suppressed += 1;
+            return None;
+        }
+        let item = match held {
+            Some(h) if h.boot_id == advert.boot_id && h.sequence == advert.sequence => {
+                Item::Delta(delta::hop_only(advert, hop_limit))
+            }
+            Some(h) if delta.is_some_and(|d| d.boot_id == h.boot_id && d.base_sequence == h.sequence) => {
+                let mut d = delta.cloned().expect("checked above");
+                d.hop_limit = hop_limit;
+                Item::Delta(d)
+            }
+            _ => Item::Advert(pb::TelemetryAdvert {
+                hop_limit,
+                ..advert.clone()
+            }),
+        };
+        n.hold(
+            origin,
+            Held {
+                boot_id: advert.boot_id,
+                sequence: advert.sequence,
+                hop_limit,
+            },
+        );
+        let c = &mut self.counters;
+        match item {
+            Item::Delta(_) => c.deltas_sent += 1,
+            _ => c.adverts_sent += 1,
+        }
+        if origin != self.cfg.router_id {
+            c.adverts_forwarded += 1;
+        }
+        Some(item)
+    }
+
+    /// Builds the frames of `neighbor`'s queue.
+    fn flush(&mut self, now_ms: u64, neighbor: &str, actions: &mut Vec<Action>) {
+        let Some(q) = self.outbox.take(neighbor) else { return };
+        let Some(n) = self.neighbors.get(neighbor) else { return };
+        let interface = n.config().interface.clone();
+        let up = n.is_up();
+        if !n.has_link() {
+            return;
+        }
+        let hello = q.hello.then(|| self.hello(&interface));
+        let mut items = Vec::new();
+        if up {
+            for (origin, w) in q.withdrawals {
+                if let Some(n) = self.neighbors.get_mut(neighbor) {
+                    n.forget(&origin);
+                }
+                self.counters.withdrawals_sent += 1;
+                items.push(Item::Withdraw(w));
+            }
+            for origin in &q.due {
+                if let Some(item) = self.item_for(now_ms, neighbor, origin) {
+                    items.push(item);
+                }
+            }
+        }
+        let need_full: Vec<String> = if up {
+            q.need_full.into_iter().collect()
+        } else {
+            Vec::new()
+        };
+        if hello.is_none() && items.is_empty() && need_full.is_empty() && !q.keepalive {
+            // Everything due was already held: nothing to send.
+            return;
+        }
+        if hello.is_some() {
+            self.counters.hellos_sent += 1;
+        } else if items.is_empty() && need_full.is_empty() {
+            self.counters.keepalives_sent += 1;
+        }
+        let header = self.header();
+        for frame in flood::frames(&header, hello, items, need_full) {
+            self.counters.frames_sent += 1;
+            actions.push(Action::SendFrame {
+                neighbor: neighbor.to_owned(),
+                frame: Box::new(frame),
+            });
+        }
+        if let Some(n) = self.neighbors.get_mut(neighbor) {
+            n.sent(now_ms);
+        }
+    }
+
+    /// The call's events, then its frames: every queue when `all` (a sample), else the urgent
+    /// ones and those that waited a whole telemetry interval.
+    fn finish(&mut self, now_ms: u64, all: bool) -> Vec<Action> {
+        let mut actions = std::mem::take(&mut self.events);
+        let ready = if all {
+            self.outbox.neighbors()
+        } else {
+            self.outbox.ready(now_ms, u64::from(self.cfg.telemetry_interval_ms))
+        };
+        for id in ready {
+            self.flush(now_ms, &id, &mut actions);
         }
         actions
     }
@@ -915,14 +1144,6 @@ mod tests {
         }
     }
 
-    fn reply_from(id: &str, boot_id: u64) -> pb::HelloReply {
-        pb::HelloReply {
-            header: Some(validate::header(id)),
-            role: pb::Role::Fog as i32,
-            boot_id,
-        }
-    }
-
     fn advert(origin: &str, boot_id: u64, sequence: u64, hop_limit: u32) -> pb::TelemetryAdvert {
         pb::TelemetryAdvert {
             origin: origin.into(),
@@ -933,21 +1154,29 @@ mod tests {
             interval_ms: 1000,
             role: pb::Role::Edge as i32,
             resources: Some(pb::Resources {
-                cpu_used_pct: 10.0,
+                cpu_used_pct: 10.0 + sequence as f64,
                 mem_used_pct: 20.0,
                 ..Default::default()
             }),
-            services: vec![],
-            links: vec![],
             ..Default::default()
         }
     }
 
-    fn flood_from(id: &str, adverts: Vec<pb::TelemetryAdvert>, withdrawals: Vec<pb::Withdraw>) -> pb::FloodRequest {
-        pb::FloodRequest {
+    fn frame(id: &str) -> pb::Frame {
+        pb::Frame {
             header: Some(validate::header(id)),
-            adverts,
+            ..Default::default()
+        }
+    }
+
+    fn adverts_from(id: &str, adverts: Vec<pb::TelemetryAdvert>) -> pb::Frame {
+        pb::Frame { adverts, ..frame(id) }
+    }
+
+    fn withdrawals_from(id: &str, withdrawals: Vec<pb::Withdraw>) -> pb::Frame {
+        pb::Frame {
             withdrawals,
+            ..frame(id)
         }
     }
 
@@ -973,42 +1202,69 @@ mod tests {
             links: vec![],
             services: vec![],
             demand: vec![],
+            region: String::new(),
+            placements: vec![],
         }
     }
 
-    /// r1 with neighbors r2, r3, r4, all up (heard at time 0).
+    fn opened(now_ms: u64, n: &str) -> Input {
+        Input::LinkOpened {
+            now_ms,
+            neighbor: n.into(),
+        }
+    }
+
+    /// Delivers `f` from `n`, expecting it to be accepted as a whole.
+    fn deliver(i: &mut Instance, now_ms: u64, n: &str, f: pb::Frame) -> Vec<Action> {
+        let (actions, r) = i.on_frame(now_ms, n, &f, None);
+        r.unwrap_or_else(|e| panic!("frame from {n} refused: {e}"));
+        actions
+    }
+
+    /// r1 with the given neighbors, all up (links opened and hellos heard at time 0).
     fn up(neighbors: &[&str]) -> Instance {
         let mut i = Instance::new(cfg("r1", neighbors));
         for n in neighbors {
-            i.on_hello(0, &hello_from(n, 1)).unwrap();
+            i.process(opened(0, n));
+            let f = pb::Frame {
+                hello: Some(hello_from(n, 1)),
+                ..frame(n)
+            };
+            deliver(&mut i, 0, n, f);
         }
         i
     }
 
-    /// The flood requests of `actions`.
-    /// (neighbor, [(advert origin, hop limit)], [(withdrawn origin, hop limit)]).
-    type Flood = (String, Vec<(String, u32)>, Vec<(String, u32)>);
-
-    fn floods(actions: &[Action]) -> Vec<Flood> {
+    /// What the frames of `actions` carry, per frame: (neighbor, items), an item being
+    /// `a:ORIGIN/HOP` (whole advert), `d:ORIGIN/HOP` (delta), `w:ORIGIN/HOP` (withdrawal),
+    /// `hello`, `need:ORIGIN`.
+    fn sent(actions: &[Action]) -> Vec<(String, Vec<String>)> {
         actions
             .iter()
             .filter_map(|a| match a {
-                Action::SendFlood { neighbor, request } => Some((
-                    neighbor.clone(),
-                    request
-                        .adverts
-                        .iter()
-                        .map(|a| (a.origin.clone(), a.hop_limit))
-                        .collect(),
-                    request
-                        .withdrawals
-                        .iter()
-                        .map(|w| (w.origin.clone(), w.hop_limit))
-                        .collect(),
-                )),
+                Action::SendFrame { neighbor, frame } => {
+                    let mut items = Vec::new();
+                    if frame.hello.is_some() {
+                        items.push("hello".to_string());
+                    }
+                    items.extend(frame.need_full.iter().map(|o| format!("need:{o}")));
+                    items.extend(
+                        frame
+                            .withdrawals
+                            .iter()
+                            .map(|w| format!("w:{}/{}", w.origin, w.hop_limit)),
+                    );
+                    items.extend(frame.adverts.iter().map(|a| format!("a:{}/{}", a.origin, a.hop_limit)));
+                    items.extend(frame.deltas.iter().map(|d| format!("d:{}/{}", d.origin, d.hop_limit)));
+                    Some((neighbor.clone(), items))
+                }
                 _ => None,
             })
             .collect()
+    }
+
+    fn to(n: &str, items: &[&str]) -> (String, Vec<String>) {
+        (n.to_string(), items.iter().map(|s| s.to_string()).collect())
     }
 
     fn events(actions: &[Action]) -> Vec<String> {
@@ -1019,13 +1275,10 @@ mod tests {
                 Action::NeighborDown { neighbor, reason } => Some(format!("down {neighbor}: {reason}")),
                 Action::ViewAdded { origin } => Some(format!("added {origin}")),
                 Action::ViewWithdrawn { origin, reason } => Some(format!("withdrawn {origin}: {reason}")),
-                _ => None,
+                Action::CloseLink { neighbor, reason } => Some(format!("close {neighbor}: {reason}")),
+                Action::SendFrame { .. } => None,
             })
             .collect()
-    }
-
-    fn s(v: &str) -> String {
-        v.to_owned()
     }
 
     #[test]
@@ -1084,93 +1337,89 @@ mod tests {
     }
 
     #[test]
-    fn ticks_send_hellos_every_interval() {
+    fn a_link_carries_our_hello_first_and_theirs_brings_them_up() {
         let mut i = Instance::new(cfg("r1", &["r2", "r3"]));
-        let a = i.process(Input::Tick { now_ms: 5 });
-        let hellos: Vec<_> = a
-            .iter()
-            .map(|a| match a {
-                Action::SendHello { neighbor, hello } => {
-                    assert_eq!(hello.interface, format!("to-{neighbor}"));
-                    assert_eq!(validate::check_hello(hello), Ok(()));
-                    assert_eq!(hello.boot_id, 100);
-                    neighbor.as_str()
-                }
-                other => panic!("{other:?}"),
-            })
-            .collect();
-        assert_eq!(hellos, ["r2", "r3"]);
-        assert!(i.process(Input::Tick { now_ms: 1004 }).is_empty());
-        assert_eq!(i.process(Input::Tick { now_ms: 1005 }).len(), 2);
-        assert_eq!(i.counters().hellos_sent, 4);
-    }
-
-    #[test]
-    fn hellos_are_checked_and_bring_neighbors_up() {
-        let mut i = Instance::new(cfg("r1", &["r2"]));
         i.process(sample(0, 10.0));
-        let e = i.on_hello(1, &hello_from("r9", 1)).unwrap_err();
-        assert_eq!(e.to_string(), "\"r9\" is not a configured neighbor of this router");
-        let mut v2 = hello_from("r2", 1);
-        v2.header.as_mut().unwrap().version = 2 << 16;
-        assert_eq!(i.on_hello(1, &v2).unwrap_err().reason(), "version");
-        assert_eq!(i.counters().rejected_total(), 2);
-        assert_eq!(i.neighbor("r2").unwrap().state_name(), "down");
-
-        let (reply, actions) = i.on_hello(10, &hello_from("r2", 1)).unwrap();
-        let mut want = reply_from("r1", 100);
-        want.role = pb::Role::Edge as i32;
-        assert_eq!(reply, want);
-        assert_eq!(events(&actions), ["up r2"]);
-        assert_eq!(
-            floods(&actions),
-            [(s("r2"), vec![(s("r1"), 2)], vec![])],
-            "our advert, at once"
+        assert!(
+            sent(&i.process(Input::Tick { now_ms: 5 })).is_empty(),
+            "no link, nothing sent"
         );
+        let a = i.process(opened(10, "r2"));
+        assert_eq!(sent(&a), [to("r2", &["hello"])]);
+        let Action::SendFrame { frame: f, .. } = &a[0] else {
+            unreachable!()
+        };
+        let hello = f.hello.as_ref().unwrap();
+        assert_eq!(validate::check_hello(hello), Ok(()));
+        assert_eq!((hello.boot_id, hello.interface.as_str()), (100, "to-r2"));
         assert_eq!(i.neighbor("r2").unwrap().state_name(), "init");
-        let (_, again) = i.on_hello(20, &hello_from("r2", 1)).unwrap();
-        assert!(again.is_empty());
-        assert_eq!(i.counters().hellos_received, 2);
+        // Their hello: up, and they get our advert at once.
+        let a = deliver(
+            &mut i,
+            20,
+            "r2",
+            pb::Frame {
+                hello: Some(hello_from("r2", 1)),
+                ..frame("r2")
+            },
+        );
+        assert_eq!(events(&a), ["up r2"]);
+        assert_eq!(sent(&a), [to("r2", &["a:r1/2"])]);
+        assert_eq!(i.neighbor("r2").unwrap().state_name(), "up");
+        assert_eq!(i.counters().hellos_sent, 1);
+        assert_eq!(i.counters().hellos_received, 1);
     }
 
     #[test]
-    fn replies_must_come_from_the_neighbor_asked() {
-        let mut i = Instance::new(cfg("r1", &["r2"]));
-        let answered = |n: &str, reply| Input::HelloAnswered {
-            now_ms: 5,
-            neighbor: n.into(),
-            reply,
-            rtt_ms: 0.3,
-        };
-        assert!(i.process(answered("r2", reply_from("r7", 1))).is_empty());
-        assert!(i.process(answered("r5", reply_from("r5", 1))).is_empty());
-        assert!(i.process(answered("r2", reply_from("r2", 0))).is_empty());
+    fn frames_are_checked_as_a_whole() {
+        let mut i = up(&["r2"]);
+        let refused = |i: &mut Instance, n: &str, f: pb::Frame| i.on_frame(5, n, &f, None).1.unwrap_err();
+        let e = refused(&mut i, "r9", frame("r9"));
+        assert_eq!(e.to_string(), "\"r9\" is not a configured neighbor of this router");
+        assert_eq!(refused(&mut i, "r2", frame("r3")).reason(), "sender_mismatch");
+        let mut v1 = frame("r2");
+        v1.header.as_mut().unwrap().version = (1 << 16) | 1;
+        let e = refused(&mut i, "r2", v1);
+        assert_eq!(
+            e.to_string(),
+            "unsupported protocol version 1.1 (this router speaks 2.x)"
+        );
+        let mut r3 = Instance::new(cfg("r1", &["r3"]));
+        r3.process(opened(0, "r3"));
+        assert_eq!(
+            refused(&mut r3, "r3", frame("r3")).reason(),
+            "not_up",
+            "a frame before the hello"
+        );
         assert_eq!(
             i.counters().rejected,
-            BTreeMap::from([("boot_id", 1), ("sender_mismatch", 1), ("unknown_neighbor", 1)])
+            BTreeMap::from([("sender_mismatch", 1), ("unknown_neighbor", 1), ("version", 1)])
         );
-        assert_eq!(i.neighbor("r2").unwrap().state_name(), "down");
-        assert_eq!(events(&i.process(answered("r2", reply_from("r2", 1)))), ["up r2"]);
-        assert_eq!(i.neighbor("r2").unwrap().state_name(), "up");
-        assert_eq!(i.neighbor("r2").unwrap().rtt_ms(), Some(0.3));
-        i.process(Input::HelloFailed {
-            now_ms: 6,
-            neighbor: "r2".into(),
-        });
-        assert_eq!(i.neighbor("r2").unwrap().state_name(), "init");
-        assert_eq!(i.counters().hellos_failed, 1);
     }
 
     #[test]
-    fn samples_become_adverts_for_up_neighbors() {
+    fn samples_become_one_frame_per_up_neighbor_and_then_deltas() {
         let mut i = Instance::new(cfg("r1", &["r2", "r3"]));
-        assert!(i.process(sample(0, 10.0)).is_empty(), "nobody is up");
-        i.on_hello(1, &hello_from("r2", 1)).unwrap();
+        assert!(sent(&i.process(sample(0, 10.0))).is_empty(), "nobody is up");
+        i.process(opened(1, "r2"));
+        deliver(
+            &mut i,
+            1,
+            "r2",
+            pb::Frame {
+                hello: Some(hello_from("r2", 1)),
+                ..frame("r2")
+            },
+        );
         let a = i.process(sample(1000, 130.0));
-        assert_eq!(floods(&a), [(s("r2"), vec![(s("r1"), 2)], vec![])]);
+        assert_eq!(sent(&a), [to("r2", &["d:r1/2"])], "r2 holds sequence 1: a delta");
         let own = i.own().unwrap();
         assert_eq!((own.sequence, own.interval_ms, own.hop_limit), (2, 1000, 2));
         assert_eq!(own.resources.unwrap().cpu_used_pct, 100.0, "clamped");
+        let Action::SendFrame { frame: f, .. } = &a[0] else {
+            unreachable!()
+        };
+        assert_eq!(f.deltas[0].base_sequence, 1);
         let mut bad = sample(2000, 1.0);
         if let Input::Sample { links, .. } = &mut bad {
             links.push(pb::LinkMetrics {
@@ -1178,7 +1427,7 @@ mod tests {
                 ..Default::default()
             });
         }
-        assert!(i.process(bad).is_empty());
+        assert!(sent(&i.process(bad)).is_empty());
         assert_eq!(i.counters().samples_rejected, 1);
         assert_eq!(
             i.own().unwrap().sequence,
@@ -1186,147 +1435,181 @@ mod tests {
             "a rejected sample uses no sequence number"
         );
         assert_eq!(i.counters().adverts_originated, 2);
+        assert_eq!((i.counters().adverts_sent, i.counters().deltas_sent), (1, 1));
     }
 
     #[test]
-    fn floods_are_accepted_forwarded_and_deduplicated() {
+    fn forwarding_waits_for_our_next_frame_and_skips_who_holds_it() {
         let mut i = up(&["r2", "r3", "r4"]);
-        let mut down = Instance::new(cfg("r1", &["r2"]));
-        let (reply, _) = down
-            .on_flood(0, &flood_from("r2", vec![advert("r2", 1, 1, 2)], vec![]))
-            .unwrap();
-        assert_eq!(
-            reply.accepted, 1,
-            "a neighbor that is down on our side is heard all the same"
-        );
-        assert_eq!(
-            i.on_flood(0, &flood_from("r8", vec![], vec![])).unwrap_err().reason(),
-            "unknown_neighbor"
-        );
-
-        // r3's advert, straight from r3: one hop; forwarded to r2 and r4 with one hop less.
-        let (reply, a) = i
-            .on_flood(10, &flood_from("r3", vec![advert("r3", 1, 1, 2)], vec![]))
-            .unwrap();
-        assert_eq!((reply.accepted, reply.rejected), (1, 0));
+        // r3's advert, straight from r3: one hop; due to r2 and r4 with one hop less, sent with
+        // our next sample.
+        let a = deliver(&mut i, 10, "r3", adverts_from("r3", vec![advert("r3", 1, 1, 2)]));
         assert_eq!(events(&a), ["added r3"]);
-        assert_eq!(
-            floods(&a),
-            [
-                (s("r2"), vec![(s("r3"), 1)], vec![]),
-                (s("r4"), vec![(s("r3"), 1)], vec![])
-            ]
-        );
+        assert!(sent(&a).is_empty(), "forwarding waits for the next frame");
         assert_eq!(i.view().get("r3").unwrap().hops, 1);
-
-        // The same advert via r2: a duplicate, dropped, not forwarded.
-        let (reply, a) = i
-            .on_flood(11, &flood_from("r2", vec![advert("r3", 1, 1, 1)], vec![]))
-            .unwrap();
-        assert_eq!((reply.accepted, reply.rejected), (0, 0));
+        // r2 meanwhile sends us the same advert (it got it from r3 directly): it holds it.
+        let a = deliver(&mut i, 11, "r2", adverts_from("r2", vec![advert("r3", 1, 1, 1)]));
         assert!(a.is_empty());
-        // The duplicate again, our own advert back, and an invalid one.
+        // Our own invalid and duplicate items are counted and skipped.
         let mut invalid = advert("r5", 1, 1, 1);
         invalid.resources = None;
-        let (reply, a) = i
-            .on_flood(
-                12,
-                &flood_from(
-                    "r2",
-                    vec![advert("r3", 1, 1, 1), advert("r1", 100, 9, 1), invalid],
-                    vec![],
-                ),
-            )
-            .unwrap();
-        assert_eq!((reply.accepted, reply.rejected), (0, 1));
+        let a = deliver(
+            &mut i,
+            12,
+            "r2",
+            adverts_from("r2", vec![advert("r3", 1, 1, 1), advert("r1", 100, 9, 1), invalid]),
+        );
         assert!(a.is_empty());
         let c = i.counters();
         assert_eq!((c.adverts_accepted, c.adverts_duplicate, c.adverts_own), (1, 2, 1));
         assert_eq!(c.rejected["missing"], 1);
+        let a = i.process(sample(500, 5.0));
+        assert_eq!(
+            sent(&a),
+            [
+                to("r2", &["a:r1/2"]),
+                to("r3", &["a:r1/2"]),
+                to("r4", &["a:r1/2", "a:r3/1"])
+            ],
+            "r2 holds r3's advert already; r3 is its origin"
+        );
+        assert_eq!(i.counters().adverts_suppressed, 1);
+        // Nothing is sent twice: a second sample carries only our own (as a delta).
+        let a = i.process(sample(1500, 6.0));
+        assert_eq!(
+            sent(&a),
+            [to("r2", &["d:r1/2"]), to("r3", &["d:r1/2"]), to("r4", &["d:r1/2"])]
+        );
+        // A newer r3 advert is forwarded as a delta to r4, which holds the previous one.
+        deliver(&mut i, 1600, "r3", adverts_from("r3", vec![advert("r3", 1, 2, 2)]));
+        let a = i.process(sample(2500, 7.0));
+        assert_eq!(sent(&a)[2], to("r4", &["d:r1/2", "d:r3/1"]));
+        // Without a sample, what is due leaves after a whole telemetry interval.
+        deliver(&mut i, 2600, "r3", adverts_from("r3", vec![advert("r3", 1, 3, 2)]));
+        // (or with the keepalives, when those are due first).
+        deliver(&mut i, 2600, "r2", frame("r2"));
+        deliver(&mut i, 2600, "r4", frame("r4"));
+        assert!(sent(&i.process(Input::Tick { now_ms: 3499 })).is_empty());
+        assert_eq!(
+            sent(&i.process(Input::Tick { now_ms: 3500 })),
+            [to("r2", &["d:r3/1"]), to("r3", &[]), to("r4", &["d:r3/1"])]
+        );
+    }
 
-        // A newer one from two hops away, whose limit is spent: stored, not forwarded.
-        let (_, a) = i
-            .on_flood(20, &flood_from("r2", vec![advert("r5", 1, 1, 1)], vec![]))
-            .unwrap();
-        assert_eq!(events(&a), ["added r5"]);
-        assert!(floods(&a).is_empty());
-        assert_eq!(i.view().get("r5").unwrap().hops, 2);
-        assert_eq!(i.view().get("r5").unwrap().learned_from, "r2");
-        let (_, a) = i
-            .on_flood(21, &flood_from("r2", vec![advert("r5", 1, 1, 1)], vec![]))
-            .unwrap();
-        assert!(a.is_empty());
-        let (_, a) = i
-            .on_flood(22, &flood_from("r4", vec![advert("r5", 1, 2, 1)], vec![]))
-            .unwrap();
-        assert!(events(&a).is_empty(), "newer, but not new");
-        assert_eq!(i.view().get("r5").unwrap().learned_from, "r4");
-        assert_eq!(i.view().get("r5").unwrap().advert.sequence, 2);
-        assert_eq!(i.view().get("r5").unwrap().received_ms, 22);
-        let (_, a) = i
-            .on_flood(23, &flood_from("r4", vec![advert("r5", 1, 1, 1)], vec![]))
-            .unwrap();
-        assert!(a.is_empty());
-        assert_eq!(i.counters().adverts_older, 1);
+    #[test]
+    fn deltas_are_rebuilt_or_the_whole_advert_asked_for() {
+        let mut i = up(&["r2", "r3"]);
+        deliver(&mut i, 1, "r2", adverts_from("r2", vec![advert("r5", 1, 1, 1)]));
+        let d = delta::diff(&advert("r5", 1, 1, 1), &advert("r5", 1, 2, 1)).unwrap();
+        deliver(
+            &mut i,
+            2,
+            "r2",
+            pb::Frame {
+                deltas: vec![d.clone()],
+                ..frame("r2")
+            },
+        );
+        assert_eq!(i.view().get("r5").unwrap().advert, advert("r5", 1, 2, 1), "rebuilt");
+        // A delta on a base we do not have: we ask for the whole advert, at once.
+        let d = delta::diff(&advert("r6", 1, 4, 1), &advert("r6", 1, 5, 1)).unwrap();
+        let a = deliver(
+            &mut i,
+            3,
+            "r3",
+            pb::Frame {
+                deltas: vec![d],
+                ..frame("r3")
+            },
+        );
+        assert_eq!(sent(&a), [to("r3", &["need:r6"])]);
+        assert!(i.view().get("r6").is_none());
+        assert_eq!(i.counters().deltas_unmatched, 1);
+        // Asked for a whole advert, we send it at once even though we sent it before.
+        i.process(sample(10, 1.0));
+        let a = deliver(
+            &mut i,
+            11,
+            "r3",
+            pb::Frame {
+                need_full: vec!["r1".into()],
+                ..frame("r3")
+            },
+        );
+        assert_eq!(sent(&a), [to("r3", &["a:r1/2"])]);
     }
 
     #[test]
     fn a_shorter_path_upgrades_hops_and_is_forwarded_again() {
-        let mut i = up(&["r2", "r3"]);
+        let mut c = cfg("r1", &["r2", "r3", "r5"]);
+        c.hop_limit = 3;
+        let mut i = Instance::new(c);
+        for n in ["r2", "r3", "r5"] {
+            i.process(opened(0, n));
+            deliver(
+                &mut i,
+                0,
+                n,
+                pb::Frame {
+                    hello: Some(hello_from(n, 1)),
+                    ..frame(n)
+                },
+            );
+        }
         // r4's advert first via r2, two hops...
-        let (_, a) = i
-            .on_flood(10, &flood_from("r2", vec![advert("r4", 1, 1, 2)], vec![]))
-            .unwrap();
-        assert_eq!(floods(&a), [(s("r3"), vec![(s("r4"), 1)], vec![])]);
-        // ... then the same advert with more hop limit left via r3: one hop shorter.
-        let (reply, a) = i
-            .on_flood(15, &flood_from("r3", vec![advert("r4", 1, 1, 3)], vec![]))
-            .unwrap();
-        assert_eq!(reply.accepted, 1);
-        assert!(events(&a).is_empty());
-        assert_eq!(floods(&a), [(s("r2"), vec![(s("r4"), 2)], vec![])]);
+        deliver(&mut i, 10, "r2", adverts_from("r2", vec![advert("r4", 1, 1, 2)]));
+        assert_eq!(sent(&i.process(sample(12, 1.0)))[2], to("r5", &["a:r1/3", "a:r4/1"]));
+        // ... then the same advert with more hop limit left via r3: one hop shorter. r5 gets
+        // the better copy as a delta that says only its hop limit; r2 and r3 hold better ones.
+        deliver(&mut i, 15, "r3", adverts_from("r3", vec![advert("r4", 1, 1, 3)]));
         let e = i.view().get("r4").unwrap();
         assert_eq!((e.hops, e.learned_from.as_str(), e.received_ms), (1, "r3", 10));
         assert_eq!(i.counters().adverts_shorter, 1);
+        let a = i.process(sample(20, 1.0));
+        assert_eq!(
+            sent(&a),
+            [
+                to("r2", &["d:r1/3"]),
+                to("r3", &["d:r1/3"]),
+                to("r5", &["d:r1/3", "d:r4/2"])
+            ]
+        );
     }
 
     #[test]
-    fn withdrawals_follow_the_path_the_advert_took() {
+    fn withdrawals_follow_the_path_the_advert_took_at_once() {
         let mut i = up(&["r2", "r3", "r4"]);
-        i.on_flood(
+        deliver(
+            &mut i,
             1,
-            &flood_from("r2", vec![advert("r5", 1, 1, 2), advert("r6", 1, 1, 1)], vec![]),
-        )
-        .unwrap();
-        i.on_flood(1, &flood_from("r3", vec![advert("r7", 1, 1, 1)], vec![]))
-            .unwrap();
+            "r2",
+            adverts_from("r2", vec![advert("r5", 1, 1, 2), advert("r6", 1, 1, 1)]),
+        );
+        deliver(&mut i, 1, "r3", adverts_from("r3", vec![advert("r7", 1, 1, 1)]));
         // Not from the neighbor we learned r7 from, wrong boot, unknown origin, ourselves.
-        let (reply, a) = i
-            .on_flood(
-                2,
-                &flood_from(
-                    "r2",
-                    vec![],
-                    vec![
-                        withdraw("r7", 1, 1),
-                        withdraw("r5", 9, 1),
-                        withdraw("r9", 1, 1),
-                        withdraw("r1", 100, 1),
-                    ],
-                ),
-            )
-            .unwrap();
-        assert_eq!((reply.accepted, reply.rejected), (0, 0));
+        let a = deliver(
+            &mut i,
+            2,
+            "r2",
+            withdrawals_from(
+                "r2",
+                vec![
+                    withdraw("r7", 1, 1),
+                    withdraw("r5", 9, 1),
+                    withdraw("r9", 1, 1),
+                    withdraw("r1", 100, 1),
+                ],
+            ),
+        );
         assert!(a.is_empty());
         assert_eq!(i.counters().withdrawals_ignored, 4);
         // From the neighbor we learned them from: removed; forwarded while the limit allows.
-        let (reply, a) = i
-            .on_flood(
-                3,
-                &flood_from("r2", vec![], vec![withdraw("r5", 1, 2), withdraw("r6", 1, 1)]),
-            )
-            .unwrap();
-        assert_eq!(reply.accepted, 2);
+        let a = deliver(
+            &mut i,
+            3,
+            "r2",
+            withdrawals_from("r2", vec![withdraw("r5", 1, 2), withdraw("r6", 1, 1)]),
+        );
         assert_eq!(
             events(&a),
             [
@@ -1334,48 +1617,57 @@ mod tests {
                 "withdrawn r6: withdrawn by r2: neighbor lost"
             ]
         );
-        assert_eq!(
-            floods(&a),
-            [
-                (s("r3"), vec![], vec![(s("r5"), 1)]),
-                (s("r4"), vec![], vec![(s("r5"), 1)])
-            ]
-        );
+        assert_eq!(sent(&a), [to("r3", &["w:r5/1"]), to("r4", &["w:r5/1"])], "at once");
         // A router withdrawing itself (shutdown) is believed whatever path we learned it by.
         let mut w = withdraw("r3", 1, 2);
         w.reason = REASON_SHUTDOWN.into();
-        i.on_flood(4, &flood_from("r3", vec![advert("r3", 1, 1, 2)], vec![]))
-            .unwrap();
-        let (_, a) = i.on_flood(5, &flood_from("r3", vec![], vec![w])).unwrap();
+        deliver(&mut i, 4, "r3", adverts_from("r3", vec![advert("r3", 1, 1, 2)]));
+        let a = deliver(&mut i, 5, "r3", withdrawals_from("r3", vec![w]));
         assert_eq!(events(&a), ["withdrawn r3: withdrawn by r3: shutdown"]);
-        assert_eq!(floods(&a).len(), 2);
+        assert_eq!(sent(&a).len(), 2);
     }
 
     #[test]
-    fn a_dead_neighbor_is_withdrawn_and_its_loss_flooded() {
+    fn a_silent_neighbor_is_closed_withdrawn_and_its_loss_flooded() {
         let mut i = up(&["r2", "r3"]);
-        i.on_flood(
+        deliver(
+            &mut i,
             100,
-            &flood_from("r2", vec![advert("r2", 7, 1, 2), advert("r5", 1, 1, 1)], vec![]),
-        )
-        .unwrap();
-        i.on_hello(2000, &hello_from("r3", 1)).unwrap();
-        assert!(events(&i.process(Input::Tick { now_ms: 2999 })).is_empty());
-        let a = i.process(Input::Tick { now_ms: 3000 });
+            "r2",
+            adverts_from("r2", vec![advert("r2", 7, 1, 2), advert("r5", 1, 1, 1)]),
+        );
+        deliver(&mut i, 2000, "r3", frame("r3"));
+        assert!(events(&i.process(Input::Tick { now_ms: 3099 })).is_empty());
+        let a = i.process(Input::Tick { now_ms: 3100 });
         assert_eq!(
             events(&a),
-            ["down r2: nothing heard for 3000 ms", "withdrawn r2: neighbor lost"]
+            [
+                "close r2: nothing heard for 3000 ms",
+                "down r2: nothing heard for 3000 ms",
+                "withdrawn r2: neighbor lost"
+            ]
         );
-        assert_eq!(floods(&a), [(s("r3"), vec![], vec![(s("r2"), 1)])]);
-        let w = match a.iter().find(|a| matches!(a, Action::SendFlood { .. })).unwrap() {
-            Action::SendFlood { request, .. } => request.withdrawals[0].clone(),
-            _ => unreachable!(),
-        };
-        assert_eq!((w.boot_id, w.reason.as_str()), (7, REASON_NEIGHBOR_LOST));
+        assert_eq!(sent(&a)[0], to("r3", &["w:r2/1"]));
         assert!(
             i.view().get("r5").is_some(),
             "learned via r2, but only ageing removes it"
         );
+        assert_eq!(i.neighbor("r2").unwrap().state_name(), "down");
+        // A link closed by the transport is the same loss.
+        let a = i.process(Input::LinkClosed {
+            now_ms: 3200,
+            neighbor: "r3".into(),
+            reason: "connection reset".into(),
+        });
+        assert_eq!(events(&a), ["down r3: link closed: connection reset"]);
+    }
+
+    #[test]
+    fn an_open_link_without_a_hello_is_closed() {
+        let mut i = Instance::new(cfg("r1", &["r2"]));
+        i.process(opened(0, "r2"));
+        let a = i.process(Input::Tick { now_ms: 3000 });
+        assert_eq!(events(&a), ["close r2: no hello within 3000 ms of the link opening"]);
         assert_eq!(i.neighbor("r2").unwrap().state_name(), "down");
     }
 
@@ -1383,88 +1675,138 @@ mod tests {
     fn a_restart_is_a_down_and_an_up_with_a_resync() {
         let mut i = up(&["r2", "r3"]);
         i.process(sample(5, 1.0));
-        i.on_flood(10, &flood_from("r2", vec![advert("r2", 1, 4, 2)], vec![]))
-            .unwrap();
-        i.on_flood(
+        deliver(&mut i, 10, "r2", adverts_from("r2", vec![advert("r2", 1, 4, 2)]));
+        deliver(
+            &mut i,
             10,
-            &flood_from("r3", vec![advert("r3", 1, 4, 2), advert("r6", 1, 4, 2)], vec![]),
-        )
-        .unwrap();
-        let (_, a) = i.on_hello(20, &hello_from("r2", 2)).unwrap();
+            "r3",
+            adverts_from("r3", vec![advert("r3", 1, 4, 2), advert("r6", 1, 4, 2)]),
+        );
+        // r2 restarted: a new link, whose hello has another boot id.
+        i.process(Input::LinkClosed {
+            now_ms: 19,
+            neighbor: "r2".into(),
+            reason: "reset".into(),
+        });
+        i.process(opened(19, "r2"));
+        let a = deliver(
+            &mut i,
+            20,
+            "r2",
+            pb::Frame {
+                hello: Some(hello_from("r2", 2)),
+                ..frame("r2")
+            },
+        );
+        assert_eq!(events(&a), ["up r2"]);
+        assert_eq!(
+            sent(&a),
+            [to("r2", &["a:r1/2", "a:r3/1", "a:r6/1"])],
+            "a new link holds nothing"
+        );
+        // The same on one link: another boot id in a hello.
+        let a = deliver(
+            &mut i,
+            30,
+            "r3",
+            pb::Frame {
+                hello: Some(hello_from("r3", 5)),
+                ..frame("r3")
+            },
+        );
         assert_eq!(
             events(&a),
             [
-                "down r2: restarted (boot id 1 is now 2)",
-                "withdrawn r2: neighbor restarted",
-                "up r2"
+                "down r3: restarted (boot id 1 is now 5)",
+                "withdrawn r3: neighbor restarted",
+                "up r3"
             ]
         );
-        assert_eq!(
-            floods(&a),
-            [
-                (s("r2"), vec![(s("r1"), 2), (s("r3"), 1), (s("r6"), 1)], vec![]),
-                (s("r3"), vec![], vec![(s("r2"), 1)]),
-            ]
-        );
-        // Its new adverts (sequence from 1 again) are accepted.
-        let mut fresh = advert("r2", 2, 1, 2);
-        fresh.timestamp_unix_ns = 99_000_000_000;
-        let (reply, a) = i.on_flood(21, &flood_from("r2", vec![fresh], vec![])).unwrap();
-        assert_eq!(reply.accepted, 1);
-        assert_eq!(events(&a), ["added r2"]);
+        assert_eq!(sent(&a), [to("r2", &["w:r3/1"]), to("r3", &["a:r1/2"])]);
     }
 
     #[test]
     fn entries_age_stale_then_expire() {
         let mut i = up(&["r2"]);
-        i.on_flood(0, &flood_from("r2", vec![advert("r2", 1, 1, 2)], vec![]))
-            .unwrap();
+        deliver(&mut i, 0, "r2", adverts_from("r2", vec![advert("r2", 1, 1, 2)]));
         let view = |i: &Instance, t| i.status(t, 0).view.iter().map(|e| e.stale).collect::<Vec<_>>();
         assert_eq!(view(&i, 2999), [false]);
         assert_eq!(view(&i, 3000), [true]);
         // Keep r2 alive: only its adverts stop.
         for t in [1000, 2000, 3000, 4000, 5000] {
-            i.on_hello(t, &hello_from("r2", 1)).unwrap();
+            deliver(&mut i, t, "r2", frame("r2"));
             assert!(events(&i.process(Input::Tick { now_ms: t })).is_empty());
         }
         let a = i.process(Input::Tick { now_ms: 6000 });
         assert_eq!(events(&a), ["withdrawn r2: stale"]);
-        assert!(floods(&a).is_empty(), "ageing floods nothing");
+        assert!(
+            sent(&a).iter().all(|(_, items)| items.is_empty()),
+            "ageing floods nothing"
+        );
         assert!(i.view().is_empty());
     }
 
     #[test]
+    fn keepalives_only_when_nothing_else_went() {
+        let mut i = up(&["r2"]);
+        i.process(sample(0, 1.0));
+        assert!(sent(&i.process(Input::Tick { now_ms: 999 })).is_empty());
+        assert_eq!(sent(&i.process(Input::Tick { now_ms: 1000 })), [to("r2", &[])]);
+        assert_eq!(i.counters().keepalives_sent, 1);
+        i.process(sample(1500, 1.0));
+        assert!(sent(&i.process(Input::Tick { now_ms: 2400 })).is_empty());
+    }
+
+    #[test]
     fn a_new_neighbor_gets_what_it_missed() {
-        let mut i = Instance::new(cfg("r1", &["r2", "r3", "r4"]));
+        let mut i = up(&["r2", "r3"]);
+        let mut i4 = Instance::new(cfg("r1", &["r2", "r3", "r4"]));
+        std::mem::swap(&mut i, &mut i4);
         for n in ["r2", "r3"] {
-            i.on_hello(0, &hello_from(n, 1)).unwrap();
+            i.process(opened(0, n));
+            deliver(
+                &mut i,
+                0,
+                n,
+                pb::Frame {
+                    hello: Some(hello_from(n, 1)),
+                    ..frame(n)
+                },
+            );
         }
         let adverts = vec![advert("r2", 1, 1, 2), advert("r5", 1, 1, 1), advert("r6", 1, 1, 2)];
-        i.on_flood(1, &flood_from("r2", adverts, vec![])).unwrap();
-        // r4 is down on our side, but its flood is heard.
-        i.on_flood(1, &flood_from("r4", vec![advert("r7", 1, 1, 2)], vec![]))
-            .unwrap();
-        // r4 comes up: it gets the entries with hop limit to spare (not r5), except those
-        // learned from it (r7).
-        let (_, a) = i.on_hello(2, &hello_from("r4", 1)).unwrap();
-        assert_eq!(floods(&a), [(s("r4"), vec![(s("r2"), 1), (s("r6"), 1)], vec![])]);
+        deliver(&mut i, 1, "r2", adverts_from("r2", adverts));
+        // r4 comes up: it gets the entries with hop limit to spare (not r5), at once.
+        i.process(opened(2, "r4"));
+        let a = deliver(
+            &mut i,
+            2,
+            "r4",
+            pb::Frame {
+                hello: Some(hello_from("r4", 1)),
+                ..frame("r4")
+            },
+        );
+        assert_eq!(sent(&a), [to("r4", &["a:r2/1", "a:r6/1"])]);
         // Stale entries are not handed out: r3 restarts once everything is stale.
-        let (_, a) = i.on_hello(5000, &hello_from("r3", 5)).unwrap();
+        let a = deliver(
+            &mut i,
+            5000,
+            "r3",
+            pb::Frame {
+                hello: Some(hello_from("r3", 5)),
+                ..frame("r3")
+            },
+        );
         assert_eq!(events(&a), ["down r3: restarted (boot id 1 is now 5)", "up r3"]);
-        assert_eq!(floods(&a), Vec::new());
+        assert!(sent(&a).iter().all(|(n, _)| n != "r3"));
     }
 
     #[test]
     fn shutdown_withdraws_ourselves() {
         let mut i = up(&["r2", "r3"]);
         let a = i.process(Input::Shutdown { now_ms: 9 });
-        assert_eq!(
-            floods(&a),
-            [
-                (s("r2"), vec![], vec![(s("r1"), 2)]),
-                (s("r3"), vec![], vec![(s("r1"), 2)])
-            ]
-        );
+        assert_eq!(sent(&a), [to("r2", &["w:r1/2"]), to("r3", &["w:r1/2"])]);
         assert_eq!(i.counters().withdrawals_sent, 2);
     }
 
@@ -1472,26 +1814,32 @@ mod tests {
     fn status_reports_everything() {
         let mut i = Instance::new(cfg("r1", &["r2", "r3", "r4"]));
         i.process(Input::Tick { now_ms: 1000 });
-        i.on_hello(1100, &hello_from("r2", 1)).unwrap();
-        i.process(Input::HelloAnswered {
-            now_ms: 1200,
-            neighbor: "r3".into(),
-            reply: reply_from("r3", 1),
-            rtt_ms: 2.5,
-        });
+        i.process(opened(1100, "r2"));
+        i.process(opened(1200, "r3"));
+        deliver(
+            &mut i,
+            1200,
+            "r3",
+            pb::Frame {
+                hello: Some(hello_from("r3", 1)),
+                ..frame("r3")
+            },
+        );
+        let (_, r) = i.on_frame(1250, "r3", &frame("r3"), Some(2.5));
+        r.unwrap();
         i.process(sample(1300, 5.0));
-        i.on_flood(
+        deliver(
+            &mut i,
             1400,
-            &flood_from(
+            "r3",
+            adverts_from(
                 "r3",
                 vec![pb::TelemetryAdvert {
                     timestamp_unix_ns: 1_000_000_000,
                     ..advert("r3", 1, 1, 2)
                 }],
-                vec![],
             ),
-        )
-        .unwrap();
+        );
         let st = i.status(1500, 1_200_000_000);
         assert_eq!((st.router_id.as_str(), st.boot_id, st.uptime_ms), ("r1", 100, 500));
         assert_eq!(st.own.as_ref().unwrap().sequence, 1);
@@ -1503,8 +1851,8 @@ mod tests {
         assert_eq!(
             n,
             [
-                ("r2", "init", None, 400),
-                ("r3", "up", Some(2.5), 300),
+                ("r2", "init", None, 0),
+                ("r3", "up", Some(2.5), 100),
                 ("r4", "down", None, 0)
             ]
         );
@@ -1517,9 +1865,9 @@ mod tests {
         // Received at wall clock 1.1 s, sampled at 1.0 s.
         assert!((v.latency_ms - 100.0).abs() < 1e-6, "{}", v.latency_ms);
         let counter = |name: &str| st.counters.iter().find(|c| c.name == name).unwrap().value;
-        assert_eq!(counter("hellos_sent"), 3);
+        assert_eq!(counter("hellos_sent"), 2);
         assert_eq!(counter("adverts_accepted"), 1);
-        assert_eq!(counter("neighbor_up"), 2);
+        assert_eq!(counter("neighbor_up"), 1);
     }
 
     #[test]
@@ -1527,26 +1875,32 @@ mod tests {
         let mut i = up(&["r2"]);
         for chunk in 0..MAX_VIEW_ENTRIES / 256 + 1 {
             let adverts = (0..256).map(|k| advert(&format!("o{chunk}-{k}"), 1, 1, 1)).collect();
-            i.on_flood(1, &flood_from("r2", adverts, vec![])).unwrap();
+            deliver(&mut i, 1, "r2", adverts_from("r2", adverts));
         }
         assert_eq!(i.view().len(), MAX_VIEW_ENTRIES);
         assert_eq!(i.counters().adverts_view_full, 256);
         // Known origins are still updated.
-        let (reply, _) = i
-            .on_flood(2, &flood_from("r2", vec![advert("o0-0", 1, 2, 1)], vec![]))
-            .unwrap();
-        assert_eq!(reply.accepted, 1);
+        deliver(&mut i, 2, "r2", adverts_from("r2", vec![advert("o0-0", 1, 2, 1)]));
+        assert_eq!(i.counters().adverts_accepted, MAX_VIEW_ENTRIES as u64 + 1);
     }
 
     #[test]
-    fn one_flood_per_neighbor_per_call() {
+    fn one_frame_per_neighbor_per_sample() {
         let mut i = up(&["r2", "r3"]);
-        let adverts = (0..10).map(|k| advert(&format!("o{k}"), 1, 1, 2)).collect();
-        let (_, a) = i.on_flood(1, &flood_from("r2", adverts, vec![])).unwrap();
-        let f = floods(&a);
-        assert_eq!(f.len(), 1);
-        assert_eq!(f[0].1.len(), 10);
-        assert_eq!(i.counters().floods_sent, 1);
+        for k in 0..10 {
+            deliver(
+                &mut i,
+                1,
+                "r2",
+                adverts_from("r2", vec![advert(&format!("o{k}"), 1, 1, 2)]),
+            );
+        }
+        let before = i.counters().frames_sent;
+        let a = i.process(sample(2, 1.0));
+        let f = sent(&a);
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[1].1.len(), 11, "our advert and the ten forwarded");
+        assert_eq!(i.counters().frames_sent - before, 2);
         assert_eq!(i.counters().adverts_forwarded, 10);
     }
 }

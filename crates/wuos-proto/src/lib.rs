@@ -9,6 +9,8 @@
 //! - [`view`]: the adverts known of other routers, their ordering and ageing ([`View`]).
 //! - [`flood`]: hop arithmetic and the per-neighbor [`Outbox`](flood::Outbox) that batches
 //!   flood requests.
+//! - [`announce`]: announcement thresholds: which measured figures a router announces anew
+//!   ([`announce::Announcer`]).
 //! - [`counters`]: what an instance has done ([`Counters`]), for Prometheus and the status.
 //! - [`session`]: the controller ↔ orchestrator session envelope ([`session::Session`]).
 //! - [`admin`]: the client of wuosd's administration API ([`admin::AdminClient`]), by Unix socket
@@ -34,8 +36,10 @@ pub mod pb {
 }
 
 pub mod admin;
+pub mod announce;
 mod convert;
 pub mod counters;
+pub mod delta;
 pub mod flood;
 pub mod instance;
 mod json;
@@ -56,5 +60,5 @@ pub use view::View;
 /// before it counts as not answering (the one source of this timeout).
 pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Protocol version 1.1: major in the high 16 bits, minor in the low (docs/protocol.md).
-pub const PROTOCOL_VERSION: u32 = (1 << 16) | 1;
+/// Protocol version 2.0: major in the high 16 bits, minor in the low (docs/protocol.md).
+pub const PROTOCOL_VERSION: u32 = 2 << 16;

@@ -1,80 +1,110 @@
-//! One configured neighbor and its liveness: down or up, what we last heard from it, when.
+//! One configured neighbor: its link, its liveness, and what it is known to hold.
 //!
-//! A neighbor is up from the moment we hear it — its hello reaches us, or it answers ours — and
-//! down once nothing has been heard for its dead interval. Hearing it with another boot id
-//! while it is up is a restart: [`Transition::Restarted`]. The neighbor's own interval
-//! announcement ([`pb::Hello::dead_interval_ms`]) wins over ours once known.
+//! Since 2.0 two neighbors talk over one long-lived **link** (`Neighbor.Link`, a stream of
+//! frames both ways). The neighbor is `down` while there is no link, `init` once a link is open
+//! and we wait for its hello (the first frame from its side), and `up` from that hello until the
+//! link closes or nothing is heard for its dead interval. Any frame counts as hearing it. A
+//! hello with another boot id while up is a restart: [`Transition::Restarted`]. The neighbor's
+//! own dead interval (in its hello) wins over ours once known.
 //!
-//! The status shows a third state, `init`: up, but our latest hello to it has not been answered
-//! (we only hear it). Flooding treats `init` as up.
+//! [`Neighbor::holds`] records, per origin, the newest advert the neighbor is known to have —
+//! because we sent it on this link or it sent it to us — so that flooding neither re-sends what
+//! it has nor sends a whole advert where a delta does. A new link starts with nothing held.
+
+use std::collections::HashMap;
 
 use crate::pb;
 
-/// A neighbor as configured.
+/// A neighbor as configured: its router id, its address, our interface toward it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NeighborConfig {
     /// Its router id.
     pub id: String,
-    /// Where to reach its daemon, e.g. `"10.0.0.1:7470"` (opaque to the protocol).
+    /// Where its `Neighbor` service listens (`ADDRESS:PORT`).
     pub address: String,
-    /// Our interface toward it.
+    /// Our interface on the link to it.
     pub interface: String,
 }
 
-/// Whether the neighbor is alive.
+/// Link and liveness state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
-    /// Not heard for its dead interval, or never heard.
+    /// No link.
     Down,
-    /// Heard recently.
+    /// A link is open; its hello has not arrived yet.
+    Init,
+    /// Its hello arrived on the current link and it has been heard within its dead interval.
     Up,
 }
 
-/// What hearing from the neighbor changed.
+/// What hearing a hello changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transition {
-    /// It was up and still is.
+    /// Nothing (it was up with this boot id).
     None,
-    /// It was down and is now up.
+    /// It came up.
     Up,
-    /// It was up with another boot id: its daemon restarted. It is up again.
+    /// It was up with another boot id: it restarted.
     Restarted {
         /// The boot id it had.
         old_boot_id: u64,
     },
 }
 
-/// A neighbor's liveness state.
+/// The newest advert of one origin a neighbor is known to hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// The advert's boot.
+    pub boot_id: u64,
+    /// Its sequence.
+    pub sequence: u64,
+    /// The hop limit of the neighbor's copy.
+    pub hop_limit: u32,
+}
+
+impl Held {
+    /// Whether a neighbor holding this needs nothing of an advert `(boot_id, sequence)` with
+    /// `hop_limit` to spare: it has that advert or a newer one of the same boot, with at least as
+    /// many hops left.
+    pub fn covers(&self, boot_id: u64, sequence: u64, hop_limit: u32) -> bool {
+        self.boot_id == boot_id
+            && (self.sequence > sequence || (self.sequence == sequence && self.hop_limit >= hop_limit))
+    }
+}
+
+/// One configured neighbor.
 #[derive(Clone, Debug)]
 pub struct Neighbor {
     config: NeighborConfig,
     state: State,
-    /// Whether our latest hello since it came up was answered.
-    answered: bool,
     boot_id: Option<u64>,
     role: i32,
+    link_opened_ms: Option<u64>,
     last_heard_ms: Option<u64>,
+    last_sent_ms: Option<u64>,
     rtt_ms: Option<f64>,
-    /// The dead interval it announced in its hello.
     dead_interval_ms: Option<u32>,
+    holds: HashMap<String, Held>,
 }
 
 impl Neighbor {
-    /// A neighbor that is down and never heard.
+    /// A neighbor without a link.
     pub fn new(config: NeighborConfig) -> Self {
         Neighbor {
             config,
             state: State::Down,
-            answered: false,
             boot_id: None,
             role: pb::Role::Unspecified as i32,
+            link_opened_ms: None,
             last_heard_ms: None,
+            last_sent_ms: None,
             rtt_ms: None,
             dead_interval_ms: None,
+            holds: HashMap::new(),
         }
     }
 
-    /// Its configuration.
+    /// As configured.
     pub fn config(&self) -> &NeighborConfig {
         &self.config
     }
@@ -84,87 +114,154 @@ impl Neighbor {
         &self.config.id
     }
 
-    /// Down or up.
+    /// Its state.
     pub fn state(&self) -> State {
         self.state
     }
 
-    /// Whether flooding may use it.
+    /// Whether it is up (flooding goes to up neighbors only).
     pub fn is_up(&self) -> bool {
         self.state == State::Up
     }
 
-    /// The boot id it last announced.
+    /// Whether a link to it is open (init or up).
+    pub fn has_link(&self) -> bool {
+        self.state != State::Down
+    }
+
+    /// Its boot id, once heard.
     pub fn boot_id(&self) -> Option<u64> {
         self.boot_id
     }
 
-    /// Its role, as it last announced it (a [`pb::Role`] number).
+    /// Its role, once heard.
     pub fn role(&self) -> i32 {
         self.role
     }
 
-    /// The round trip of our latest answered hello.
+    /// The latest round trip measured on the link.
     pub fn rtt_ms(&self) -> Option<f64> {
         self.rtt_ms
     }
 
-    /// When we last heard from it.
+    /// When it was last heard.
     pub fn last_heard_ms(&self) -> Option<u64> {
         self.last_heard_ms
     }
 
-    /// `"down"`, `"init"` (up, but only its hellos reach us so far) or `"up"`.
+    /// When we last sent it a frame.
+    pub fn last_sent_ms(&self) -> Option<u64> {
+        self.last_sent_ms
+    }
+
+    /// `down`, `init` or `up`.
     pub fn state_name(&self) -> &'static str {
-        match (self.state, self.answered) {
-            (State::Down, _) => "down",
-            (State::Up, false) => "init",
-            (State::Up, true) => "up",
+        match self.state {
+            State::Down => "down",
+            State::Init => "init",
+            State::Up => "up",
         }
     }
 
-    /// How long it may stay silent: what it announced, or `default_ms` (ours) before it has.
+    /// Its announced dead interval, or `default_ms` before it announced one.
     pub fn dead_interval_ms(&self, default_ms: u32) -> u32 {
         self.dead_interval_ms.unwrap_or(default_ms)
     }
 
-    /// Its (checked) hello reached us.
-    pub fn hello(&mut self, now_ms: u64, hello: &pb::Hello) -> Transition {
-        self.dead_interval_ms = Some(hello.dead_interval_ms);
-        self.heard(now_ms, hello.boot_id, hello.role)
+    /// A link to it opened: init, nothing held.
+    pub fn link_opened(&mut self, now_ms: u64) {
+        self.state = State::Init;
+        self.link_opened_ms = Some(now_ms);
+        self.holds.clear();
     }
 
-    /// It answered our hello with this (checked) reply.
-    pub fn answered(&mut self, now_ms: u64, reply: &pb::HelloReply, rtt_ms: f64) -> Transition {
-        let t = self.heard(now_ms, reply.boot_id, reply.role);
-        self.answered = true;
-        if rtt_ms.is_finite() && rtt_ms >= 0.0 {
-            self.rtt_ms = Some(rtt_ms);
+    /// Its hello arrived on the link.
+    pub fn hello(&mut self, now_ms: u64, hello: &pb::Hello) -> Transition {
+        let t = match (self.state, self.boot_id) {
+            (State::Up, Some(old)) if old != hello.boot_id => Transition::Restarted { old_boot_id: old },
+            (State::Up, _) => Transition::None,
+            _ => Transition::Up,
+        };
+        if matches!(t, Transition::Restarted { .. }) {
+            self.holds.clear();
         }
+        self.state = State::Up;
+        self.boot_id = Some(hello.boot_id);
+        self.role = hello.role;
+        self.dead_interval_ms = Some(hello.dead_interval_ms);
+        self.heard(now_ms);
         t
     }
 
-    /// Our hello to it went unanswered. Liveness is not affected: only the dead interval takes a
-    /// neighbor down.
-    pub fn failed(&mut self) {
-        self.answered = false;
+    /// A frame arrived from it; `rtt_ms` is the round trip the frame's echo measured.
+    pub fn heard(&mut self, now_ms: u64) {
+        self.last_heard_ms = Some(self.last_heard_ms.map_or(now_ms, |t| t.max(now_ms)));
     }
 
-    /// Whether it is up but has been silent for its dead interval at `now_ms`.
+    /// A round trip measured on the link (ignored unless finite and ≥ 0).
+    pub fn rtt(&mut self, rtt_ms: f64) {
+        if rtt_ms.is_finite() && rtt_ms >= 0.0 {
+            self.rtt_ms = Some(rtt_ms);
+        }
+    }
+
+    /// We sent it a frame.
+    pub fn sent(&mut self, now_ms: u64) {
+        self.last_sent_ms = Some(now_ms);
+    }
+
+    /// Whether it is to be declared down: up and not heard for its dead interval, or init and
+    /// no hello within the dead interval since the link opened.
     pub fn expired(&self, now_ms: u64, default_dead_ms: u32) -> bool {
-        self.is_up()
-            && self
-                .last_heard_ms
-                .is_none_or(|t| now_ms.saturating_sub(t) >= u64::from(self.dead_interval_ms(default_dead_ms)))
+        let dead = u64::from(self.dead_interval_ms(default_dead_ms));
+        let since = match self.state {
+            State::Down => return false,
+            State::Init => self.link_opened_ms,
+            State::Up => self.last_heard_ms,
+        };
+        since.is_none_or(|t| now_ms.saturating_sub(t) >= dead)
     }
 
-    /// Declares it down. Its boot id is kept, to tell a later restart in the status.
+    /// When [`Neighbor::expired`] becomes true (0: it is already), or `None` while down.
+    pub fn expires_at_ms(&self, default_dead_ms: u32) -> Option<u64> {
+        let dead = u64::from(self.dead_interval_ms(default_dead_ms));
+        let since = match self.state {
+            State::Down => return None,
+            State::Init => self.link_opened_ms,
+            State::Up => self.last_heard_ms,
+        };
+        Some(since.map_or(0, |t| t.saturating_add(dead)))
+    }
+
+    /// The link is gone.
     pub fn down(&mut self) {
         self.state = State::Down;
-        self.answered = false;
+        self.link_opened_ms = None;
+        self.holds.clear();
     }
 
-    /// The admin API's view of it.
+    /// What it holds of `origin`.
+    pub fn holds(&self, origin: &str) -> Option<Held> {
+        self.holds.get(origin).copied()
+    }
+
+    /// It holds `held` of `origin` (kept only if newer or with more hops than what it held).
+    pub fn hold(&mut self, origin: &str, held: Held) {
+        match self.holds.get_mut(origin) {
+            Some(h) if h.covers(held.boot_id, held.sequence, held.hop_limit) => {}
+            Some(h) => *h = held,
+            None => {
+                self.holds.insert(origin.to_owned(), held);
+            }
+        }
+    }
+
+    /// It holds nothing of `origin` (withdrawn, or it asked for the whole advert).
+    pub fn forget(&mut self, origin: &str) {
+        self.holds.remove(origin);
+    }
+
+    /// For the admin API.
     pub fn to_pb(&self, now_ms: u64) -> pb::NeighborState {
         pb::NeighborState {
             id: self.config.id.clone(),
@@ -174,23 +271,6 @@ impl Neighbor {
             rtt_ms: self.rtt_ms,
             last_heard_ms: self.last_heard_ms.map_or(0, |t| now_ms.saturating_sub(t)),
         }
-    }
-
-    fn heard(&mut self, now_ms: u64, boot_id: u64, role: i32) -> Transition {
-        let t = match (self.state, self.boot_id) {
-            (State::Up, Some(old)) if old != boot_id => Transition::Restarted { old_boot_id: old },
-            (State::Up, _) => Transition::None,
-            (State::Down, _) => Transition::Up,
-        };
-        if t != Transition::None {
-            // A new incarnation has not answered us yet.
-            self.answered = false;
-        }
-        self.state = State::Up;
-        self.boot_id = Some(boot_id);
-        self.role = role;
-        self.last_heard_ms = Some(self.last_heard_ms.map_or(now_ms, |t| t.max(now_ms)));
-        t
     }
 }
 
@@ -218,60 +298,85 @@ mod tests {
         }
     }
 
-    fn reply(boot_id: u64) -> pb::HelloReply {
-        pb::HelloReply {
-            header: Some(header("r2")),
-            role: pb::Role::Fog as i32,
-            boot_id,
-        }
-    }
-
     #[test]
-    fn hello_brings_it_up_in_init_then_answer_makes_it_up() {
+    fn a_link_then_a_hello_bring_it_up() {
         let mut n = neighbor();
         assert_eq!(n.state_name(), "down");
         assert!(!n.expired(10_000, 3000), "a down neighbor does not expire");
-        assert_eq!(n.hello(100, &hello(1)), Transition::Up);
+        n.link_opened(100);
         assert_eq!(n.state_name(), "init");
-        assert_eq!(n.role(), pb::Role::Fog as i32);
-        assert_eq!(n.hello(200, &hello(1)), Transition::None);
-        assert_eq!(n.answered(250, &reply(1), 0.5), Transition::None);
+        assert!(!n.is_up() && n.has_link());
+        assert!(n.expired(3100, 3000), "init for a dead interval without a hello");
+        assert_eq!(n.hello(200, &hello(1)), Transition::Up);
         assert_eq!(n.state_name(), "up");
-        assert_eq!(n.rtt_ms(), Some(0.5));
-        n.failed();
-        assert_eq!(n.state_name(), "init");
-        assert!(n.is_up());
+        assert_eq!(n.role(), pb::Role::Fog as i32);
+        assert_eq!(n.hello(300, &hello(1)), Transition::None);
+        n.rtt(0.5);
+        n.rtt(f64::NAN);
+        assert_eq!(n.rtt_ms(), Some(0.5), "a NaN rtt is ignored");
     }
 
     #[test]
     fn announced_dead_interval_wins() {
         let mut n = neighbor();
-        assert_eq!(n.answered(0, &reply(1), 1.0), Transition::Up);
-        assert!(!n.expired(2999, 3000));
-        assert!(n.expired(3000, 3000));
+        n.link_opened(0);
         n.hello(0, &hello(1));
+        assert!(!n.expired(1499, 3000));
         assert!(n.expired(1500, 3000), "it announced 1500 ms");
+        n.heard(1000);
+        n.heard(900);
+        assert_eq!(n.last_heard_ms(), Some(1000), "a late report does not move it back");
         n.down();
         assert_eq!(n.state(), State::Down);
-        assert_eq!(n.to_pb(2000).last_heard_ms, 2000);
+        assert_eq!(n.to_pb(2000).last_heard_ms, 1000);
     }
 
     #[test]
     fn boot_id_change_is_a_restart_only_while_up() {
         let mut n = neighbor();
+        n.link_opened(0);
         n.hello(0, &hello(1));
-        assert_eq!(n.answered(10, &reply(2), 1.0), Transition::Restarted { old_boot_id: 1 });
+        assert_eq!(n.hello(10, &hello(2)), Transition::Restarted { old_boot_id: 1 });
         assert_eq!(n.boot_id(), Some(2));
         n.down();
+        n.link_opened(15);
         assert_eq!(n.hello(20, &hello(3)), Transition::Up);
     }
 
     #[test]
-    fn late_reply_does_not_move_last_heard_back() {
+    fn holds_keep_the_best_and_reset_with_the_link() {
         let mut n = neighbor();
-        n.hello(1000, &hello(1));
-        n.answered(900, &reply(1), f64::NAN);
-        assert_eq!(n.last_heard_ms(), Some(1000));
-        assert_eq!(n.rtt_ms(), None, "a NaN rtt is ignored");
+        n.link_opened(0);
+        n.hold(
+            "r9",
+            Held {
+                boot_id: 1,
+                sequence: 5,
+                hop_limit: 1,
+            },
+        );
+        n.hold(
+            "r9",
+            Held {
+                boot_id: 1,
+                sequence: 4,
+                hop_limit: 2,
+            },
+        );
+        assert_eq!(n.holds("r9").unwrap().sequence, 5, "an older one does not replace it");
+        n.hold(
+            "r9",
+            Held {
+                boot_id: 1,
+                sequence: 5,
+                hop_limit: 2,
+            },
+        );
+        assert_eq!(n.holds("r9").unwrap().hop_limit, 2, "more hops left replaces it");
+        assert!(n.holds("r9").unwrap().covers(1, 5, 1));
+        assert!(!n.holds("r9").unwrap().covers(1, 6, 1));
+        assert!(!n.holds("r9").unwrap().covers(2, 1, 1), "another boot");
+        n.link_opened(10);
+        assert_eq!(n.holds("r9"), None, "a new link holds nothing");
     }
 }

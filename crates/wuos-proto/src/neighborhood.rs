@@ -21,6 +21,15 @@ pub struct AdvertisedInstance {
     pub ready: bool,
 }
 
+/// Where an orchestrator says it serves a service in its region.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdvertisedPlacement {
+    pub service: String,
+    /// The router serving it, if any.
+    pub serving: Option<RouterId>,
+    pub vip: Option<Ipv4Addr>,
+}
+
 /// One router of the neighborhood (this one included, at 0 hops).
 #[derive(Clone, Debug, PartialEq)]
 pub struct RouterView {
@@ -38,6 +47,10 @@ pub struct RouterView {
     pub instances: Vec<AdvertisedInstance>,
     /// When its latest advert was sampled (its clock), ns since the epoch.
     pub sampled_unix_ns: i64,
+    /// The orchestrator whose region it belongs to, as it says.
+    pub region: Option<RouterId>,
+    /// Its orchestrator's placements, if it runs one.
+    pub placements: Vec<AdvertisedPlacement>,
 }
 
 impl RouterView {
@@ -91,6 +104,16 @@ fn router(a: &pb::TelemetryAdvert, hops: u32, latency_ms: f64, stale: bool) -> O
             })
             .collect(),
         sampled_unix_ns: a.timestamp_unix_ns,
+        region: RouterId::new(a.region.as_str()).ok(),
+        placements: a
+            .placements
+            .iter()
+            .map(|p| AdvertisedPlacement {
+                service: p.service.clone(),
+                serving: RouterId::new(p.serving_router.as_str()).ok(),
+                vip: p.vip.parse().ok(),
+            })
+            .collect(),
     })
 }
 
@@ -143,6 +166,8 @@ mod tests {
                 flows_per_s: 2.5,
                 packets: 9,
             }],
+            region: "r1".into(),
+            placements: Vec::new(),
         });
         let n = i.neighborhood(10, 2);
         let me = n.get("r1").expect("this router");

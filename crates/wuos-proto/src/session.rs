@@ -180,10 +180,10 @@ mod tests {
         let other = s.receive(&env(8, 4, Some(batch(&[3])))).unwrap_err();
         assert_eq!(code(&other), CODE_SESSION);
         let mut wrong_version = env(9, 4, Some(batch(&[4])));
-        wrong_version.header.as_mut().unwrap().version = 2 << 16;
+        wrong_version.header.as_mut().unwrap().version = 1 << 16;
         let e = s.receive(&wrong_version).unwrap_err();
         assert_eq!(code(&e), CODE_INVALID);
-        assert!(matches!(&e.body, Some(Body::Error(x)) if x.message.contains("version 2.0")));
+        assert!(matches!(&e.body, Some(Body::Error(x)) if x.message.contains("version 1.0")));
         assert!(
             s.receive(&env(9, 4, Some(batch(&[5])))).is_ok(),
             "the session resynchronised"

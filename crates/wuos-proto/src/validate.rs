@@ -181,6 +181,12 @@ pub enum ValidateError {
         /// Who sent it.
         sender: String,
     },
+    /// A frame on a link whose hello has not arrived (or whose neighbor was declared down).
+    #[error("a frame from {sender:?} before its hello on this link")]
+    NotUp {
+        /// Who sent it.
+        sender: String,
+    },
     /// A reply signed by a router other than the neighbor we sent the request to.
     #[error("reply from neighbor {expected:?} is signed by {got:?}")]
     SenderMismatch {
@@ -211,11 +217,12 @@ impl ValidateError {
             ValidateError::ControlChar { .. } => "control_char",
             ValidateError::UnknownNeighbor { .. } => "unknown_neighbor",
             ValidateError::SenderMismatch { .. } => "sender_mismatch",
+            ValidateError::NotUp { .. } => "not_up",
         }
     }
 
     /// Every label [`reason`](Self::reason) can return, for pre-registering metrics.
-    pub const REASONS: [&'static str; 16] = [
+    pub const REASONS: [&'static str; 17] = [
         "too_large",
         "decode",
         "missing_header",
@@ -232,6 +239,7 @@ impl ValidateError {
         "control_char",
         "unknown_neighbor",
         "sender_mismatch",
+        "not_up",
     ];
 }
 
@@ -351,6 +359,30 @@ pub fn check_advert(a: &pb::TelemetryAdvert) -> Result<(), ValidateError> {
         context: ctx(),
         field: "resources",
     })?;
+    check_resources(ctx, r)?;
+    check_links(ctx, &a.links)?;
+    name(ctx, "control_address", &a.control_address, true)?;
+    check_demand(ctx, &a.demand)?;
+    check_services(ctx, &a.services)?;
+    if !a.region.is_empty() {
+        check_router_id("advert region", &a.region)?;
+    }
+    check_placements(ctx, &a.placements)
+}
+
+fn check_placements(ctx: impl Fn() -> String + Copy, placements: &[pb::Placement]) -> Result<(), ValidateError> {
+    too_many(ctx, "placements", placements.len(), MAX_ITEMS_PER_ADVERT)?;
+    for p in placements {
+        name(ctx, "placement service", &p.service, false)?;
+        if !p.serving_router.is_empty() {
+            check_router_id("placement serving_router", &p.serving_router)?;
+        }
+        name(ctx, "placement vip", &p.vip, true)?;
+    }
+    Ok(())
+}
+
+fn check_resources(ctx: impl Fn() -> String + Copy, r: &pb::Resources) -> Result<(), ValidateError> {
     pct(ctx, "cpu_used_pct", r.cpu_used_pct)?;
     pct(ctx, "mem_used_pct", r.mem_used_pct)?;
     number(ctx, "cpu_capacity_cores", r.cpu_capacity_cores)?;
@@ -365,9 +397,12 @@ pub fn check_advert(a: &pb::TelemetryAdvert) -> Result<(), ValidateError> {
             pct(ctx, field, p.full_avg10)?;
         }
     }
-    too_many(ctx, "links", a.links.len(), MAX_ITEMS_PER_ADVERT)?;
-    too_many(ctx, "services", a.services.len(), MAX_ITEMS_PER_ADVERT)?;
-    for l in &a.links {
+    Ok(())
+}
+
+fn check_links(ctx: impl Fn() -> String + Copy, links: &[pb::LinkMetrics]) -> Result<(), ValidateError> {
+    too_many(ctx, "links", links.len(), MAX_ITEMS_PER_ADVERT)?;
+    for l in links {
         name(ctx, "link interface", &l.interface, true)?;
         if !l.neighbor.is_empty() {
             check_router_id("link neighbor", &l.neighbor)?;
@@ -376,13 +411,21 @@ pub fn check_advert(a: &pb::TelemetryAdvert) -> Result<(), ValidateError> {
             number(ctx, "link rtt_ms", rtt)?;
         }
     }
-    name(ctx, "control_address", &a.control_address, true)?;
-    too_many(ctx, "demand", a.demand.len(), MAX_ITEMS_PER_ADVERT)?;
-    for d in &a.demand {
+    Ok(())
+}
+
+fn check_demand(ctx: impl Fn() -> String + Copy, demand: &[pb::ServiceDemand]) -> Result<(), ValidateError> {
+    too_many(ctx, "demand", demand.len(), MAX_ITEMS_PER_ADVERT)?;
+    for d in demand {
         name(ctx, "demand service", &d.service, false)?;
         number(ctx, "demand flows_per_s", d.flows_per_s)?;
     }
-    for s in &a.services {
+    Ok(())
+}
+
+fn check_services(ctx: impl Fn() -> String + Copy, services: &[pb::ServiceInstance]) -> Result<(), ValidateError> {
+    too_many(ctx, "services", services.len(), MAX_ITEMS_PER_ADVERT)?;
+    for s in services {
         name(ctx, "service", &s.service, false)?;
         name(ctx, "service state", &s.state, true)?;
         name(ctx, "service domain name", &s.name, true)?;
@@ -390,6 +433,78 @@ pub fn check_advert(a: &pb::TelemetryAdvert) -> Result<(), ValidateError> {
         number(ctx, "service cpu_pct", s.cpu_pct)?;
     }
     Ok(())
+}
+
+/// An advert delta: valid origin, boot id set, `1 ≤ base_sequence ≤ sequence`, hop limit in
+/// 1..=[`MAX_HOP_LIMIT`], and what it carries checked like an advert's. The advert it rebuilds is
+/// checked again as a whole ([`check_advert`]).
+pub fn check_delta(d: &pb::AdvertDelta) -> Result<(), ValidateError> {
+    check_router_id("delta origin", &d.origin)?;
+    let ctx = || format!("delta from {:?}", d.origin);
+    if d.boot_id == 0 {
+        return Err(ValidateError::BootId { context: ctx() });
+    }
+    range(ctx, "sequence", d.sequence, 1, u64::MAX)?;
+    range(ctx, "base_sequence", d.base_sequence, 1, d.sequence)?;
+    if d.timestamp_unix_ns < 0 {
+        return Err(ValidateError::Number {
+            context: ctx(),
+            field: "timestamp_unix_ns",
+            value: d.timestamp_unix_ns as f64,
+        });
+    }
+    range(ctx, "hop_limit", d.hop_limit, 1, MAX_HOP_LIMIT)?;
+    if let Some(r) = &d.resources {
+        check_resources(ctx, r)?;
+    }
+    check_links(ctx, &d.links)?;
+    too_many(ctx, "links_removed", d.links_removed.len(), MAX_ITEMS_PER_ADVERT)?;
+    for i in &d.links_removed {
+        name(ctx, "links_removed", i, true)?;
+    }
+    if let Some(s) = &d.services {
+        check_services(ctx, &s.items)?;
+    }
+    if let Some(dm) = &d.demand {
+        check_demand(ctx, &dm.items)?;
+    }
+    if let Some(p) = &d.placements {
+        check_placements(ctx, &p.items)?;
+    }
+    Ok(())
+}
+
+/// The parts of a frame that concern it as a whole: the header, the number of items, the hello
+/// when there is one, and the origins it asks for. [`crate::instance::Instance::on_frame`]
+/// rejects a frame that fails these, and then checks each item on its own.
+pub fn check_frame_head(m: &pb::Frame) -> Result<&pb::Header, ValidateError> {
+    let h = check_header_of("frame", m.header.as_ref())?;
+    let ctx = || format!("frame from {:?}", h.sender);
+    let items = m.adverts.len() + m.deltas.len() + m.withdrawals.len();
+    too_many(ctx, "adverts, deltas and withdrawals", items, MAX_ADVERTS_PER_FLOOD)?;
+    too_many(ctx, "need_full", m.need_full.len(), MAX_ADVERTS_PER_FLOOD)?;
+    for o in &m.need_full {
+        check_router_id("need_full origin", o)?;
+    }
+    if let Some(hello) = &m.hello {
+        check_hello(hello)?;
+        let inner = hello.header.as_ref().map(|h| h.sender.as_str()).unwrap_or_default();
+        if inner != h.sender {
+            return Err(ValidateError::SenderMismatch {
+                expected: h.sender.clone(),
+                got: inner.to_owned(),
+            });
+        }
+    }
+    Ok(h)
+}
+
+/// A whole frame, every item included: the first problem found.
+pub fn check_frame(m: &pb::Frame) -> Result<(), ValidateError> {
+    check_frame_head(m)?;
+    m.withdrawals.iter().try_for_each(check_withdraw)?;
+    m.adverts.iter().try_for_each(check_advert)?;
+    m.deltas.iter().try_for_each(check_delta)
 }
 
 /// A withdrawal: valid origin, boot id set, hop limit in 1..=[`MAX_HOP_LIMIT`], bounded reason.
@@ -500,6 +615,13 @@ pub fn decode_hello(b: &[u8]) -> Result<pb::Hello, ValidateError> {
 pub fn decode_flood(b: &[u8]) -> Result<pb::FloodRequest, ValidateError> {
     let m = decode::<pb::FloodRequest>("flood request", b)?;
     check_flood(&m)?;
+    Ok(m)
+}
+
+/// Decodes and checks a frame (every item) from untrusted bytes.
+pub fn decode_frame(b: &[u8]) -> Result<pb::Frame, ValidateError> {
+    let m = decode::<pb::Frame>("frame", b)?;
+    check_frame(&m)?;
     Ok(m)
 }
 
@@ -677,6 +799,12 @@ mod tests {
                 up: true,
                 ..Default::default()
             }],
+            region: "r9".into(),
+            placements: vec![pb::Placement {
+                service: "web".into(),
+                serving_router: "r3".into(),
+                vip: "10.255.0.1".into(),
+            }],
         }
     }
 
@@ -715,7 +843,7 @@ mod tests {
 
     #[test]
     fn versions_are_printed_major_dot_minor() {
-        assert_eq!(version_string(PROTOCOL_VERSION), "1.1");
+        assert_eq!(version_string(PROTOCOL_VERSION), "2.0");
         assert_eq!(version_string((2 << 16) | 3), "2.3");
     }
 
@@ -739,14 +867,14 @@ mod tests {
             ..h.clone()
         };
         assert!(check_header(Some(&minor)).is_ok(), "a newer minor version is accepted");
-        let v2 = pb::Header {
-            version: 2 << 16,
+        let v1 = pb::Header {
+            version: (1 << 16) | 1,
             ..h.clone()
         };
-        let e = check_header(Some(&v2)).unwrap_err();
+        let e = check_header(Some(&v1)).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "unsupported protocol version 2.0 (this router speaks 1.x)"
+            "unsupported protocol version 1.1 (this router speaks 2.x)"
         );
         let v0 = pb::Header {
             version: 0,

@@ -33,6 +33,9 @@ pub struct Entry {
     /// When it was accepted (monotonic ms). A shorter-path copy of the same advert does not
     /// change it: the data is no fresher.
     pub received_ms: u64,
+    /// The change from the advert this one replaced (same boot, older sequence), to send to
+    /// neighbors that hold that one. `None` for a first advert or one a delta cannot express.
+    pub delta: Option<pb::AdvertDelta>,
 }
 
 impl Entry {
@@ -165,6 +168,13 @@ impl View {
         self.entries.is_empty()
     }
 
+    /// When the first entry expires ([`Entry::is_expired`]), if any.
+    pub fn next_expiry_ms(&self, stale_after_intervals: u32) -> Option<u64> {
+        self.iter()
+            .map(|e| e.received_ms.saturating_add(2 * e.fresh_ms(stale_after_intervals)))
+            .min()
+    }
+
     /// The origins whose entries have expired at `now_ms`, in order.
     pub fn expired(&self, now_ms: u64, stale_after_intervals: u32) -> Vec<String> {
         self.entries
@@ -198,6 +208,7 @@ mod tests {
             hops: 1,
             learned_from: "r2".into(),
             received_ms: 0,
+            delta: None,
         });
         v
     }

@@ -67,10 +67,13 @@ proptest! {
         sim.run_until(3400);
         check_views(&sim, hop_limit)?;
         // A link fails. Within the dead interval (3 s) both ends notice; entries no longer
-        // refreshed expire 6 s after their last refresh, and are removed at the next tick.
+        // refreshed expire 6 s after their last refresh, and are removed at the next tick. A
+        // copy sampled before the failure may still be forwarded for up to one interval per hop
+        // beyond the first (each router forwards with its next frame): with a radius of 3, the
+        // last refresh of a dead path is at most 2 s after the failure.
         let (a, b, _) = links[fail.index(links.len())];
         sim.link_mut(&format!("r{}", a + 1), &format!("r{}", b + 1)).up = false;
-        sim.run_until(10_400);
+        sim.run_until(3400 + 2000 + 6000 + 1000);
         check_views(&sim, hop_limit)?;
     }
 }

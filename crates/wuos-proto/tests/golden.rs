@@ -18,17 +18,14 @@
 //! | `mute` | `router`, `sampling` | stops or resumes a router's periodic samples |
 //! | `sample` | `router`, `cpu`, `mem` | a sample now |
 //! | `tick` | `router` | an extra tick now |
-//! | `hello` | `router`, `from`, `version`?, `boot_id`?, `dead_interval_ms`? | a scripted hello delivered to `router` |
-//! | `hello_answered` | `router`, `from`, `sender`?, `boot_id`? | a scripted reply to `router`'s hello to `from` |
-//! | `hello_failed` | `router`, `from` | `router`'s hello to `from` failed |
-//! | `flood` | `router`, `from`, `version`?, `adverts` [{`origin`, `boot_id`, `sequence`, `hop_limit`, `cpu`, `mem`, `timestamp_ms`?}], `withdrawals` [{`origin`, `boot_id`, `hop_limit`, `reason`?}] | a scripted flood request delivered to `router` |
+//! | `frame` | `router`, `from`, `sender`? (header sender, default `from`), `version`?, `hello`? {`boot_id`?, `dead_interval_ms`?}, `adverts` [{`origin`, `boot_id`, `sequence`, `hop_limit`, `cpu`, `mem`, `timestamp_ms`?}], `withdrawals` [{`origin`, `boot_id`, `hop_limit`, `reason`?}] | a scripted frame delivered to `router` on its link to `from` |
+//! | `close` | `router`, `from`, `reason` | the transport reports `router`'s link to `from` closed |
 //! | `expect` | `router`, `view`? (origin → hops, exact), `lacks`?, `stale`?, `neighbors`? (id → state), `counters`? (name → value), `boot`? (origin → boot id) | assertions |
 //!
 //! # Output format
 //!
 //! `log`: one line per event (`t=MS ROUTER ...`): neighbor up/down, view added/withdrawn,
-//! rejected messages, scripted inputs and their replies, and with `log_floods` every flood
-//! request. `final`: per live router, its view (origin → hops, stale, learned_from), its
+//! rejected frames, scripted inputs and their outcome, and with `log_floods` every frame sent. `final`: per live router, its view (origin → hops, stale, learned_from), its
 //! neighbors' states and its non-zero counters.
 
 mod sim;
@@ -91,31 +88,21 @@ enum Op {
     Tick {
         router: String,
     },
-    Hello {
-        router: String,
-        from: String,
-        version: Option<u32>,
-        boot_id: Option<u64>,
-        dead_interval_ms: Option<u32>,
-    },
-    HelloAnswered {
+    Frame {
         router: String,
         from: String,
         sender: Option<String>,
-        boot_id: Option<u64>,
-    },
-    HelloFailed {
-        router: String,
-        from: String,
-    },
-    Flood {
-        router: String,
-        from: String,
         version: Option<u32>,
+        hello: Option<HelloSpec>,
         #[serde(default)]
         adverts: Vec<AdvertSpec>,
         #[serde(default)]
         withdrawals: Vec<WithdrawSpec>,
+    },
+    Close {
+        router: String,
+        from: String,
+        reason: String,
     },
     Expect {
         router: String,
@@ -130,6 +117,13 @@ enum Op {
         #[serde(default)]
         boot: BTreeMap<String, u64>,
     },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HelloSpec {
+    boot_id: Option<u64>,
+    dead_interval_ms: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -230,7 +224,15 @@ fn run(input: &str) -> Result<Value, String> {
         let s = sim
             .as_mut()
             .ok_or_else(|| at("the first operation must be setup".into()))?;
-        apply(s, op).map_err(at)?;
+        if let Err(e) = apply(s, op) {
+            // WUOS_GOLDEN_LOG=1 shows what happened up to the failure.
+            let log = if std::env::var("WUOS_GOLDEN_LOG").is_ok_and(|v| v == "1") {
+                format!("\n{}", s.log.join("\n"))
+            } else {
+                String::new()
+            };
+            return Err(at(e) + &log);
+        }
     }
     let s = sim.ok_or("empty scenario")?;
     Ok(json!({ "log": s.log, "final": final_state(&s) }))
@@ -283,72 +285,26 @@ fn apply(s: &mut Sim, op: Op) -> Result<(), String> {
         }
         Op::Sample { router, cpu, mem } => s.sample(&router, cpu, mem),
         Op::Tick { router } => s.input(&router, Input::Tick { now_ms: now }),
-        Op::Hello {
-            router,
-            from,
-            version,
-            boot_id,
-            dead_interval_ms,
-        } => {
-            let hello = pb::Hello {
-                header: header(&from, version),
-                role: pb::Role::Edge as i32,
-                boot_id: boot_id.unwrap_or(1),
-                hello_interval_ms: s.params.hello_interval_ms,
-                dead_interval_ms: dead_interval_ms.unwrap_or(s.params.dead_interval_ms),
-                interface: format!("to-{router}"),
-            };
-            let inst = s.instance_mut(&router).ok_or("router is stopped")?;
-            match inst.on_hello(now, &hello) {
-                Ok((reply, actions)) => {
-                    s.log.push(format!(
-                        "t={now} {router} answered scripted hello from {from}, boot id {}",
-                        reply.boot_id
-                    ));
-                    s.execute(&router, actions);
-                }
-                Err(e) => s
-                    .log
-                    .push(format!("t={now} {router} rejected scripted hello from {from}: {e}")),
-            }
-        }
-        Op::HelloAnswered {
+        Op::Frame {
             router,
             from,
             sender,
-            boot_id,
-        } => {
-            let reply = pb::HelloReply {
-                header: header(sender.as_deref().unwrap_or(&from), None),
-                role: pb::Role::Edge as i32,
-                boot_id: boot_id.unwrap_or(1),
-            };
-            s.input(
-                &router,
-                Input::HelloAnswered {
-                    now_ms: now,
-                    neighbor: from,
-                    reply,
-                    rtt_ms: 1.0,
-                },
-            );
-        }
-        Op::HelloFailed { router, from } => s.input(
-            &router,
-            Input::HelloFailed {
-                now_ms: now,
-                neighbor: from,
-            },
-        ),
-        Op::Flood {
-            router,
-            from,
             version,
+            hello,
             adverts,
             withdrawals,
         } => {
-            let request = pb::FloodRequest {
-                header: header(&from, version),
+            let sender = sender.unwrap_or_else(|| from.clone());
+            let frame = pb::Frame {
+                header: header(&sender, version),
+                hello: hello.map(|h| pb::Hello {
+                    header: header(&sender, version),
+                    role: pb::Role::Edge as i32,
+                    boot_id: h.boot_id.unwrap_or(1),
+                    hello_interval_ms: s.params.hello_interval_ms,
+                    dead_interval_ms: h.dead_interval_ms.unwrap_or(s.params.dead_interval_ms),
+                    interface: format!("to-{router}"),
+                }),
                 adverts: adverts
                     .into_iter()
                     .map(|a| pb::TelemetryAdvert {
@@ -364,8 +320,6 @@ fn apply(s: &mut Sim, op: Op) -> Result<(), String> {
                             mem_used_pct: a.mem,
                             ..Default::default()
                         }),
-                        services: vec![],
-                        links: vec![],
                         ..Default::default()
                     })
                     .collect(),
@@ -378,20 +332,28 @@ fn apply(s: &mut Sim, op: Op) -> Result<(), String> {
                         reason: w.reason,
                     })
                     .collect(),
+                ..Default::default()
             };
-            let inst = s.instance_mut(&router).ok_or("router is stopped")?;
-            match inst.on_flood(now, &request) {
-                Ok((reply, actions)) => {
-                    s.log.push(format!(
-                        "t={now} {router} answered scripted flood from {from}: accepted {}, rejected {}",
-                        reply.accepted, reply.rejected
-                    ));
-                    s.execute(&router, actions);
-                }
+            match s.deliver(&router, &from, &frame) {
+                Ok(()) => s
+                    .log
+                    .push(format!("t={now} {router} took a scripted frame from {from}")),
                 Err(e) => s
                     .log
-                    .push(format!("t={now} {router} rejected scripted flood from {from}: {e}")),
+                    .push(format!("t={now} {router} rejected a scripted frame from {from}: {e}")),
             }
+        }
+        Op::Close { router, from, reason } => {
+            s.log
+                .push(format!("t={now} {router}'s link to {from} closed: {reason}"));
+            s.input(
+                &router,
+                Input::LinkClosed {
+                    now_ms: now,
+                    neighbor: from,
+                    reason,
+                },
+            );
         }
         Op::Expect {
             router,

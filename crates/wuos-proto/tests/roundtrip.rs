@@ -10,10 +10,10 @@ use proptest::num::f64 as f;
 use proptest::option;
 use proptest::prelude::*;
 use prost::Message;
-use wuos_proto::instance::{Instance, InstanceConfig};
+use wuos_proto::instance::{Input, Instance, InstanceConfig};
 use wuos_proto::neighbor::NeighborConfig;
 use wuos_proto::pb;
-use wuos_proto::validate::{self, decode_envelope, decode_flood, decode_hello};
+use wuos_proto::validate::{self, decode_envelope, decode_flood, decode_frame, decode_hello};
 
 /// Any float but NaN (which is not equal to itself).
 fn num() -> impl Strategy<Value = f64> {
@@ -215,6 +215,69 @@ fn flood_request() -> impl Strategy<Value = pb::FloodRequest> {
     })
 }
 
+fn delta() -> impl Strategy<Value = pb::AdvertDelta> {
+    (
+        (id(), prop_oneof![3 => 1..4u64, 1 => any::<u64>()], 1..6u64, 0..6u64),
+        prop_oneof![3 => 0..i64::MAX, 1 => any::<i64>()],
+        prop_oneof![3 => 1..4u32, 1 => any::<u32>()],
+        option::of(resources()),
+        vec(link(), 0..3),
+        vec(text(), 0..2),
+        option::of(vec(service(), 0..2)),
+    )
+        .prop_map(
+            |(
+                (origin, boot_id, sequence, back),
+                timestamp_unix_ns,
+                hop_limit,
+                resources,
+                links,
+                links_removed,
+                services,
+            )| {
+                pb::AdvertDelta {
+                    origin,
+                    boot_id,
+                    sequence,
+                    base_sequence: sequence.saturating_sub(back),
+                    timestamp_unix_ns,
+                    hop_limit,
+                    resources,
+                    links,
+                    links_removed,
+                    services: services.map(|items| pb::ServiceList { items }),
+                    demand: None,
+                    placements: None,
+                }
+            },
+        )
+}
+
+fn frame() -> impl Strategy<Value = pb::Frame> {
+    (
+        option::of(header()),
+        option::weighted(0.3, hello()),
+        (any::<u64>(), any::<u64>(), any::<u64>()),
+        vec(advert(), 0..3),
+        vec(delta(), 0..3),
+        vec(withdraw(), 0..2),
+        vec(id(), 0..2),
+    )
+        .prop_map(
+            |(header, hello, (sent_us, echo_us, echo_held_us), adverts, deltas, withdrawals, need_full)| pb::Frame {
+                header,
+                hello,
+                sent_us,
+                echo_us,
+                echo_held_us,
+                adverts,
+                deltas,
+                withdrawals,
+                need_full,
+            },
+        )
+}
+
 fn flood_reply() -> impl Strategy<Value = pb::FloodReply> {
     (option::of(header()), any::<u32>(), any::<u32>()).prop_map(|(header, accepted, rejected)| pb::FloodReply {
         header,
@@ -367,6 +430,8 @@ roundtrips! {
     roundtrip_withdraw: withdraw();
     roundtrip_flood_request: flood_request();
     roundtrip_flood_reply: flood_reply();
+    roundtrip_advert_delta: delta();
+    roundtrip_frame: frame();
     roundtrip_intent: intent();
     roundtrip_intent_batch: vec(intent(), 0..4).prop_map(|intents| pb::IntentBatch { intents });
     roundtrip_ack: vec(any::<u64>(), 0..6).prop_map(|intent_ids| pb::Ack { intent_ids });
@@ -388,6 +453,9 @@ fn decode_all(bytes: &[u8]) -> Result<(), TestCaseError> {
     }
     if let Ok(m) = decode_envelope(bytes) {
         prop_assert_eq!(decode_envelope(&m.encode_to_vec()), Ok(m));
+    }
+    if let Ok(m) = decode_frame(bytes) {
+        prop_assert_eq!(decode_frame(&m.encode_to_vec()), Ok(m));
     }
     Ok(())
 }
@@ -427,10 +495,11 @@ proptest! {
         hello in hello(),
         flood in flood_request(),
         env in envelope(),
+        f in frame(),
         flips in vec((any::<usize>(), 1..=255u8), 0..4),
         cut in any::<usize>(),
     ) {
-        for bytes in [hello.encode_to_vec(), flood.encode_to_vec(), env.encode_to_vec()] {
+        for bytes in [hello.encode_to_vec(), flood.encode_to_vec(), env.encode_to_vec(), f.encode_to_vec()] {
             decode_all(&bytes)?;
             let damaged = mutate(bytes.clone(), &flips);
             decode_all(&damaged)?;
@@ -439,20 +508,30 @@ proptest! {
     }
 
     #[test]
-    fn what_check_flood_accepts_an_instance_takes_whole(flood in flood_request(), hellos in vec(hello(), 0..4)) {
+    fn what_check_frame_accepts_an_instance_takes_whole(f in frame(), hellos in vec(hello(), 0..4)) {
         let mut i = instance();
-        for h in &hellos {
-            let _ = i.on_hello(10, h);
+        for n in ["r2", "r3", "r4"] {
+            i.process(Input::LinkOpened { now_ms: 0, neighbor: n.into() });
         }
-        let valid = validate::check_flood(&flood).is_ok();
-        match i.on_flood(20, &flood) {
-            Ok((reply, _)) => {
+        for h in &hellos {
+            let from = h.header.as_ref().map(|h| h.sender.clone()).unwrap_or_default();
+            let hf = pb::Frame { header: h.header.clone(), hello: Some(h.clone()), ..Default::default() };
+            let _ = i.on_frame(10, &from, &hf, None);
+        }
+        let from = f.header.as_ref().map(|h| h.sender.clone()).unwrap_or_default();
+        let valid = validate::check_frame(&f).is_ok();
+        let before = i.counters().rejected_total();
+        let (_, r) = i.on_frame(20, &from, &f, Some(0.1));
+        match r {
+            Ok(()) => {
                 if valid {
-                    prop_assert_eq!(reply.rejected, 0);
+                    prop_assert_eq!(i.counters().rejected_total(), before, "a valid frame has no invalid item");
                 }
-                prop_assert!(reply.accepted + reply.rejected <= (flood.adverts.len() + flood.withdrawals.len()) as u32);
             }
-            Err(e) => prop_assert!(!valid || e.reason() == "unknown_neighbor", "{e}"),
+            Err(e) => prop_assert!(
+                !valid || matches!(e.reason(), "unknown_neighbor" | "not_up"),
+                "{e}"
+            ),
         }
         let _ = i.status(30, 0);
     }
@@ -580,6 +659,31 @@ fn write_fuzz_seeds() {
         ("decode_hello", "hello", hello.encode_to_vec()),
         ("decode_flood", "flood", flood.encode_to_vec()),
         (
+            "decode_frame",
+            "frame",
+            pb::Frame {
+                header: h(),
+                hello: Some(hello.clone()),
+                sent_us: 1_000,
+                echo_us: 900,
+                echo_held_us: 40,
+                adverts: flood.adverts.clone(),
+                deltas: vec![pb::AdvertDelta {
+                    origin: "r6".into(),
+                    boot_id: 2,
+                    sequence: 5,
+                    base_sequence: 4,
+                    timestamp_unix_ns: 5,
+                    hop_limit: 1,
+                    links_removed: vec!["eth1".into()],
+                    ..Default::default()
+                }],
+                withdrawals: flood.withdrawals.clone(),
+                need_full: vec!["r7".into()],
+            }
+            .encode_to_vec(),
+        ),
+        (
             "decode_envelope",
             "intents",
             envelope(1, Body::Intents(pb::IntentBatch { intents })).encode_to_vec(),
@@ -621,6 +725,7 @@ fn write_fuzz_seeds() {
             (|b: &[u8]| decode_hello(b).map(drop)) as fn(&[u8]) -> Result<(), _>,
         ),
         ("decode_flood", |b| decode_flood(b).map(drop)),
+        ("decode_frame", |b| decode_frame(b).map(drop)),
         ("decode_envelope", |b| decode_envelope(b).map(drop)),
     ] {
         for f in std::fs::read_dir(root.join(target)).unwrap() {

@@ -4,7 +4,26 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use wuos_bench::{BenchOptions, domains, isolation, lab, orchestration, telemetry, xdp};
+use wuos_bench::{BenchOptions, domains, isolation, lab, orchestration, sim, telemetry, xdp};
+
+/// `TOPOLOGY@INTERVAL_MS,...`, or `none`.
+fn parse_scale(specs: &[String]) -> anyhow::Result<Vec<(String, u64)>> {
+    if specs.iter().any(|s| s == "none") {
+        return Ok(Vec::new());
+    }
+    specs
+        .iter()
+        .map(|s| {
+            let (t, ms) = s.rsplit_once('@').ok_or_else(|| {
+                anyhow::anyhow!("--scale {s:?}: expected TOPOLOGY@INTERVAL_MS, e.g. random:1000@1000")
+            })?;
+            let ms: u64 = ms
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--scale {s:?}: {ms:?} is not a number of milliseconds"))?;
+            Ok((t.to_string(), ms))
+        })
+        .collect()
+}
 
 #[derive(Subcommand)]
 pub enum BenchCmd {
@@ -12,7 +31,8 @@ pub enum BenchCmd {
     /// same grid side by side, all-pairs reachability, memory per router, the impairment relay.
     Lab(LabArgs),
     /// Router daemons: telemetry propagation 2 hops away at 10 Hz, protocol bytes/s, wuosd CPU and
-    /// RSS at 1 Hz and 10 Hz in grid:10x10.
+    /// RSS at 1 Hz and 10 Hz in grid:10x10; at scale (random:500 and random:1000 at 1 Hz,
+    /// grid:10x10 at 10 Hz): CPU, RSS, bytes/s, adjacencies up, neighbor losses, 2-hop propagation.
     Telemetry(TelemetryArgs),
     /// Domains: start as the caller sees it (client-side wall time around StartService) beside the
     /// daemon's own figure — on demand, from the idle pool, microVM — and memory per idle domain.
@@ -27,6 +47,12 @@ pub enum BenchCmd {
     /// Orchestration: placement time over 1,000 routers, and decision latency on the VoIP lab
     /// (the sample over the policy's threshold → the new VIP route in every router's kernel).
     Orchestration(OrchestrationArgs),
+    /// The simulator: router-seconds simulated per wall-second and memory per router at 1,000,
+    /// 10,000 and 100,000 routers, protocol only and with orchestrators (no root needed).
+    Sim(SimArgs),
+    /// One run of `wuos bench sim`, in this process: prints its result as JSON.
+    #[command(hide = true)]
+    SimCase(SimCaseArgs),
 }
 
 /// Options every benchmark has.
@@ -87,6 +113,27 @@ pub struct TelemetryArgs {
     /// Seconds each measurement window lasts.
     #[arg(long)]
     seconds: Option<u64>,
+    /// Scale configurations instead of the defaults, each TOPOLOGY@INTERVAL_MS (e.g.
+    /// random:1000@1000); `none` skips the scale part.
+    #[arg(long, value_delimiter = ',')]
+    scale: Option<Vec<String>>,
+    /// Seconds of the scale part's watched window (adjacencies, losses, propagation).
+    #[arg(long)]
+    watch: Option<u64>,
+    /// Transports of the scale part, side by side.
+    #[arg(long, value_delimiter = ',', value_parser = ["plain", "mtls"])]
+    transports: Option<Vec<String>>,
+    /// Sample phases of the scale part, side by side: `free` (each daemon one interval after its
+    /// start) or `aligned` (all at the multiples of the interval on the host's clock).
+    #[arg(long, value_delimiter = ',')]
+    phases: Option<Vec<wuos_model::daemon::SamplePhase>>,
+    /// The scale part's routers host no domains: the protocol alone, without the domains'
+    /// supervision of cgroups.
+    #[arg(long)]
+    no_domains: bool,
+    /// Only the scale part (not the line:5 propagation and the grid:10x10 cost).
+    #[arg(long)]
+    scale_only: bool,
 }
 
 #[derive(Args)]
@@ -126,6 +173,35 @@ pub struct XdpArgs {
 }
 
 #[derive(Args)]
+pub struct SimArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Network sizes (routers), instead of 1000,10000,100000 (--quick: 1000,10000).
+    #[arg(long, value_delimiter = ',')]
+    sizes: Option<Vec<usize>>,
+    /// Simulated seconds per run.
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// Runs of networks of 100,000 routers or more (default: 1; one takes the better part of
+    /// an hour).
+    #[arg(long)]
+    large_runs: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct SimCaseArgs {
+    #[arg(long)]
+    routers: usize,
+    #[arg(long)]
+    seconds: u64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// One orchestrator per this many routers (none: protocol only).
+    #[arg(long)]
+    orchestrator_every: Option<usize>,
+}
+
+#[derive(Args)]
 pub struct OrchestrationArgs {
     #[command(flatten)]
     common: Common,
@@ -152,6 +228,18 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
         BenchCmd::Telemetry(a) => {
             let mut o: telemetry::Options = a.common.options();
             o.seconds = a.seconds.unwrap_or(o.seconds);
+            o.watch_seconds = a.watch.unwrap_or(o.watch_seconds);
+            if let Some(t) = a.transports {
+                o.transports = t;
+            }
+            if let Some(p) = a.phases {
+                o.phases = p;
+            }
+            o.domains = !a.no_domains;
+            o.scale_only = a.scale_only;
+            if let Some(specs) = a.scale {
+                o.scale = parse_scale(&specs)?;
+            }
             telemetry::run(&o)
         }
         BenchCmd::Domains(a) => {
@@ -173,5 +261,26 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             xdp::run(&o)
         }
         BenchCmd::Orchestration(a) => orchestration::run(&a.common.options()),
+        BenchCmd::Sim(a) => {
+            let mut o: sim::Options = a.common.options();
+            if let Some(s) = a.sizes {
+                o.sizes = s;
+            }
+            o.seconds = a.seconds.unwrap_or(o.seconds);
+            o.large_runs = a.large_runs.unwrap_or(o.large_runs);
+            o.exe = std::env::current_exe()?;
+            sim::run(&o)
+        }
+        BenchCmd::SimCase(a) => {
+            let spec = sim::CaseSpec {
+                routers: a.routers,
+                orchestrator_every: a.orchestrator_every,
+                seconds: a.seconds,
+                seed: a.seed,
+            };
+            let r = sim::case(spec, std::path::Path::new("/proc"))?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
     }
 }

@@ -15,7 +15,27 @@ use wuos_lab::progress::{Progress, Silent};
 use wuos_lab::{LabEnv, down, exec, impair, status, up};
 use wuos_model::units::{format_bytes, format_duration, format_rate, parse_duration, parse_percent, parse_rate};
 
+use std::collections::BTreeMap;
+
 use crate::topo::{self, BadInput};
+
+/// `SERVICE.KEY=VALUE` parameters, by service.
+fn parse_params(params: &[String]) -> Result<BTreeMap<String, BTreeMap<String, String>>, String> {
+    let mut out: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for p in params {
+        let (name, value) = p
+            .split_once('=')
+            .ok_or_else(|| format!("--param {p:?}: expected SERVICE.KEY=VALUE"))?;
+        let (service, key) = name
+            .split_once('.')
+            .filter(|(s, k)| !s.is_empty() && !k.is_empty())
+            .ok_or_else(|| format!("--param {p:?}: expected SERVICE.KEY=VALUE (e.g. pabx.static_users=…)"))?;
+        out.entry(service.to_string())
+            .or_default()
+            .insert(key.to_string(), value.to_string());
+    }
+    Ok(out)
+}
 
 #[derive(Subcommand)]
 pub enum LabCmd {
@@ -37,6 +57,10 @@ pub enum LabCmd {
         /// The daemons' telemetry interval.
         #[arg(long, default_value = "1s")]
         telemetry_interval: String,
+        /// The daemons sample together, at the multiples of the interval on the host's clock
+        /// (default: each one interval after its own start).
+        #[arg(long)]
+        aligned_samples: bool,
         /// How far telemetry adverts flood, in hops.
         #[arg(long, default_value_t = 2)]
         hop_limit: u32,
@@ -52,6 +76,13 @@ pub enum LabCmd {
         /// Attach the XDP classifier on every router: per-service counters, demand in adverts.
         #[arg(long)]
         xdp: bool,
+        /// Daemons talk over plain TCP: no CA, no certificates (mutual TLS is the default).
+        #[arg(long)]
+        no_tls: bool,
+        /// A site value of a catalog parameter for every router, SERVICE.KEY=VALUE (repeatable),
+        /// e.g. --param 'pabx.static_users=2000=10.254.0.5:5060'.
+        #[arg(long = "param", value_name = "SERVICE.KEY=VALUE")]
+        params: Vec<String>,
         #[arg(long)]
         json: bool,
     },
@@ -203,13 +234,17 @@ pub fn run(cmd: LabCmd) -> Result<()> {
             workers,
             no_daemons,
             telemetry_interval,
+            aligned_samples,
             hop_limit,
             no_domains,
             pool,
             no_routing_reservation,
             xdp,
+            no_tls,
+            params,
             json,
         } => {
+            let service_params = parse_params(&params).map_err(bad)?;
             let t = topo::load(&topology, seed)?;
             let name = topo::lab_name(name.as_deref(), &t);
             let interval = parse_duration(&telemetry_interval).map_err(bad)?;
@@ -221,12 +256,18 @@ pub fn run(cmd: LabCmd) -> Result<()> {
                 workers: workers.unwrap_or_else(up::default_workers),
                 daemons: (!no_daemons).then_some(wuos_lab::daemons::DaemonOptions {
                     telemetry_interval: interval,
+                    sample_phase: if aligned_samples {
+                        wuos_model::daemon::SamplePhase::Aligned
+                    } else {
+                        wuos_model::daemon::SamplePhase::Free
+                    },
                     hop_limit,
                     domains: !no_domains,
                     pool,
                     routing_reservation: !no_routing_reservation,
                     xdp,
-                    ..Default::default()
+                    tls: !no_tls,
+                    service_params,
                 }),
             };
             let bar = Bar::new();

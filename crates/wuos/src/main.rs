@@ -10,14 +10,19 @@
 //! - `router.rs`: `wuos status`, `wuos top` (router daemons), `wuos hog` (a load).
 //! - `policy.rs`: `wuos policy apply|show`, `wuos decisions` (the orchestrator of a fog router).
 //! - `service.rs`: `wuos service …` (domains on a router).
+//! - `pki.rs`: `wuos pki init|issue|revoke|list` (the deployment's CA and router certificates;
+//!   the library is `wuos_pki`).
+//! - `sim.rs`: `wuos sim run` (a simulated network, `wuos_sim`), its options, progress and report.
 //! - `topo.rs`: a topology argument (file or generator) and helpers shared by the above.
 
 mod bench;
 mod demo;
 mod lab;
+mod pki;
 mod policy;
 mod router;
 mod service;
+mod sim;
 mod target;
 mod topo;
 
@@ -59,8 +64,14 @@ enum Cmd {
     Policy(policy::PolicyArgs),
     /// The orchestrator's decision log: each move with its reason.
     Decisions(policy::DecisionsArgs),
+    /// The private CA of a deployment: create it, issue (and rotate) router certificates, revoke,
+    /// list (mutual TLS between routers; docs/pki.md).
+    Pki(pki::PkiArgs),
     /// Hold memory and CPU for a while (a load for tests and demos; run it with `wuos lab exec`).
     Hog(router::HogArgs),
+    /// Simulated networks: the daemon's protocol and orchestrators at scale, no kernel needed.
+    #[command(subcommand)]
+    Sim(sim::SimCmd),
 }
 
 /// Exit codes, so scripts can tell failures apart: the class of the error
@@ -84,6 +95,8 @@ fn main() -> ExitCode {
         Cmd::Service(a) => service::run(a),
         Cmd::Policy(a) => policy::policy(a),
         Cmd::Decisions(a) => policy::decisions(a),
+        Cmd::Pki(a) => pki::run(a),
+        Cmd::Sim(c) => sim::run(c),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -124,6 +137,9 @@ fn class_of(e: &anyhow::Error) -> wuos_model::ErrorClass {
                         .map(Classify::class)
                 })
                 .or_else(|| cause.downcast_ref::<wuos_model::UnitError>().map(Classify::class))
+                .or_else(|| cause.downcast_ref::<wuos_pki::PkiError>().map(Classify::class))
+                .or_else(|| cause.downcast_ref::<wuos_sim::SimError>().map(Classify::class))
+                .or_else(|| cause.downcast_ref::<wuos_sim::EventsError>().map(Classify::class))
         })
         .unwrap_or(wuos_model::ErrorClass::Internal)
 }

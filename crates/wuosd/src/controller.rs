@@ -8,7 +8,7 @@
 //!  local orchestrator ───────────┼─ Intents{session} ─▶ │ controller task │─▶ domains: ensure ──Ensured──┐
 //!  domains snapshot (watch) ─────┤   Instances          │  owns Controller│─▶ Routes: next_hop, fib_match,│
 //!  neighborhood (watch) ─────────┤   Addresses          │                 │     replace, delete           │
-//!  every 2 s ────────────────────┘   Tick               └────────┬────────┘─▶ data path: redirects      │
+//!  every 2 s (ridden) ───────────┘   Tick               └────────┬────────┘─▶ data path: redirects      │
 //!        ◀────────── answers per session (ack | error) ───────────┘      ◀──────────────────────────────┘
 //! ```
 //!
@@ -22,7 +22,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 use wuos_controller::{
-    Controller, DataplaneOp, Input, InstanceState, Intent, IntentKey, KernelView, LocalInstance, Op, Origin,
+    Controller, DataplaneOp, Input, InstanceState, Intent, IntentKey, Kept, KernelView, LocalInstance, Op, Origin,
+    Region,
 };
 use wuos_model::lifecycle::State;
 use wuos_model::{RouterId, ServiceId};
@@ -34,7 +35,8 @@ use crate::domains::DomainsSnapshot;
 use crate::domains::component::DomainsHandle;
 use crate::store::Store;
 
-/// How often the controller puts the kernel back in line with the intents in force.
+/// How often the controller puts the kernel back in line with the intents in force (at the
+/// first wake-up of its task after this much time, at the latest twice this much).
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 
 const KEY_PREFIX: &str = "intent/";
@@ -56,8 +58,10 @@ enum Msg {
     },
     Intents {
         session: u64,
+        sender: RouterId,
         intents: Vec<(u64, Intent)>,
     },
+    Region(Region),
     Ensured {
         service: ServiceId,
         present: bool,
@@ -88,8 +92,22 @@ impl ControllerHandle {
     }
 
     /// Intents of `session`, in order, each with its id.
-    pub async fn submit(&self, session: u64, intents: Vec<(u64, Intent)>) {
-        let _ = self.tx.send(Msg::Intents { session, intents }).await;
+    /// Intents of session `session`, sent by the orchestrator on router `sender` (from its
+    /// certificate under mutual TLS; this router for the local orchestrator).
+    pub async fn submit(&self, session: u64, sender: RouterId, intents: Vec<(u64, Intent)>) {
+        let _ = self
+            .tx
+            .send(Msg::Intents {
+                session,
+                sender,
+                intents,
+            })
+            .await;
+    }
+
+    /// The region this router is in (chosen at each sample): whose intents it takes.
+    pub async fn region(&self, region: Region) {
+        let _ = self.tx.send(Msg::Region(region)).await;
     }
 
     /// The intents in force.
@@ -120,12 +138,12 @@ pub fn spawn<R: Routes + 'static>(parts: Parts<R>) -> ControllerHandle {
         sessions: Arc::new(std::sync::atomic::AtomicU64::new(1)),
     };
     let mut ctl = Controller::new(parts.me.clone(), parts.datapath.is_some());
-    let stored: Vec<Intent> = parts
+    let stored: Vec<Kept> = parts
         .store
         .blobs_with_prefix(KEY_PREFIX)
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|(k, v)| match serde_json::from_slice::<Intent>(&v) {
+        .filter_map(|(k, v)| match serde_json::from_slice::<Kept>(&v) {
             Ok(i) => Some(i),
             Err(e) => {
                 warn!(key = %k, error = %e, "dropping an unreadable stored intent");
@@ -197,10 +215,19 @@ impl<R: Routes> Task<R> {
         }
         ops.extend(first);
         self.execute(ops).await;
-        let mut tick = tokio::time::interval(RECONCILE_EVERY);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
+        // Reconciles ride whatever wakes the task — the protocol publishes the neighborhood at
+        // every sample — once RECONCILE_EVERY has passed: a timer of its own would wake the
+        // daemon for it alone. The fallback timer covers a task nothing wakes.
+        let mut last_reconcile = tokio::time::Instant::now();
+        let fallback = tokio::time::sleep(RECONCILE_EVERY * 2);
+        tokio::pin!(fallback);
         loop {
+            if last_reconcile.elapsed() >= RECONCILE_EVERY {
+                last_reconcile = tokio::time::Instant::now();
+                fallback.as_mut().reset(last_reconcile + RECONCILE_EVERY * 2);
+                let ops = self.ctl.handle(Input::Tick);
+                self.execute(ops).await;
+            }
             let input = tokio::select! {
                 m = rx.recv() => match m {
                     None => return,
@@ -216,14 +243,22 @@ impl<R: Routes> Task<R> {
                         let _ = reply.send(self.ctl.intents().clone());
                         continue;
                     }
-                    Some(Msg::Intents { session, intents }) => {
+                    Some(Msg::Intents { session, sender, intents }) => {
                         let mut ops = Vec::new();
                         for (intent_id, intent) in intents {
-                            info!(%intent, session, "intent");
-                            ops.extend(self.ctl.handle(Input::Intent { from: Origin { session, intent_id }, intent }));
+                            info!(%intent, session, %sender, "intent");
+                            let from = Origin { session, intent_id };
+                            ops.extend(self.ctl.handle(Input::Intent { from, sender: sender.clone(), intent }));
                         }
                         self.execute(ops).await;
                         continue;
+                    }
+                    Some(Msg::Region(region)) => {
+                        if *self.ctl.region() == region {
+                            continue;
+                        }
+                        info!(?region, "region");
+                        Input::Region(region)
                     }
                     Some(Msg::Ensured { service, present, outcome }) => Input::Ensured { service, present, outcome },
                 },
@@ -232,7 +267,8 @@ impl<R: Routes> Task<R> {
                     let list = instances(&domains.as_mut().expect("matched").borrow_and_update());
                     Input::Instances(list)
                 }
-                _ = tick.tick() => Input::Tick,
+                // Past RECONCILE_EVERY by now: the reconcile at the loop's top.
+                () = &mut fallback => continue,
             };
             let ops = self.ctl.handle(input);
             self.execute(ops).await;
@@ -245,9 +281,9 @@ impl<R: Routes> Task<R> {
         for op in ops {
             match op {
                 Op::Answer { to, outcome } => self.answer(to, outcome),
-                Op::Persist { key, intent } => {
+                Op::Persist { key, kept } => {
                     let k = format!("{KEY_PREFIX}{key}");
-                    let r = match &intent {
+                    let r = match &kept {
                         Some(i) => self
                             .parts
                             .store

@@ -3,8 +3,8 @@
 //! ```text
 //!                     ┌──────────── watch<Neighborhood> ─────────────┬──────────────────────┐
 //!                     │                                              ▼                      ▼
-//!  Neighbor gRPC ──▶ protocol task (Instance) ◀── sampler ◀─ monitor   controller task     orchestration task
-//!  peer workers  ◀─▶      │                         ▲  ▲               (Controller)          (Orchestrator,
+//!  Neighbor.Link ◀─▶ protocol task (Instance) ◀── sampler ◀─ monitor   controller task     orchestration task
+//!  dialers       ◀─▶      │                         ▲  ▲               (Controller)          (Orchestrator,
 //!                         │                         │  └── demand ── data path task ◀──┐     fog routers only)
 //!                         │                         └─ snapshot ─┐   (XDP, nftables)   │        │ intents
 //!  Control gRPC ── sessions ──Intents{session}──────────────────┼──▶ controller ───────┤        │
@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use tonic::transport::Server;
 use tracing::{debug, info, warn};
 use wuos_model::daemon::DaemonConfig;
+use wuos_proto::neighborhood::Neighborhood;
 use wuos_proto::{Instance, InstanceConfig, NeighborConfig};
 use wuos_southbound::netlink::Netlink;
 
@@ -86,6 +87,60 @@ fn instance_config(cfg: &DaemonConfig, boot_id: u64) -> InstanceConfig {
             .advertised_control_address()
             .map(|a| a.to_string())
             .unwrap_or_default(),
+    }
+}
+
+/// The mutual-TLS context of `[tls]`, or `None` (and a warning) without it.
+fn load_tls(cfg: &DaemonConfig) -> Result<Option<wuos_pki::TlsContext>> {
+    let Some(t) = &cfg.tls else {
+        warn!("no [tls]: neighbors and controllers talk over plain TCP, unauthenticated");
+        return Ok(None);
+    };
+    let ctx = wuos_pki::TlsContext::load(wuos_pki::TlsFiles {
+        ca: t.ca.clone(),
+        cert: t.cert.clone(),
+        key: t.key.clone(),
+        crl: t.crl.clone(),
+    })
+    .context("[tls]")?;
+    let id = ctx.identity();
+    if id.router != cfg.router_id {
+        anyhow::bail!(
+            "[tls] cert {} is {}'s certificate, not this router's ({})",
+            t.cert.display(),
+            id.router,
+            cfg.router_id
+        );
+    }
+    info!(serial = %id.serial, role = %id.role, "mutual TLS with certificate");
+    Ok(Some(ctx))
+}
+
+/// Reads the certificate, key and CRL again when their files change (looked at every 2 s): a
+/// rotated certificate or a new CRL applies to new connections; established ones go on. The look
+/// rides the protocol's publications of the neighborhood (one at every sample at least) rather
+/// than a timer of its own, which would wake the daemon for two `stat`s; a fallback timer covers
+/// a protocol that publishes nothing.
+async fn reload_tls(ctx: wuos_pki::TlsContext, mut published: tokio::sync::watch::Receiver<Arc<Neighborhood>>) {
+    const EVERY: Duration = Duration::from_secs(2);
+    let mut last = tokio::time::Instant::now();
+    loop {
+        let woke = tokio::select! {
+            r = published.changed() => r.is_ok(),
+            () = tokio::time::sleep_until(last + EVERY * 2) => true,
+        };
+        if !woke {
+            return;
+        }
+        if last.elapsed() < EVERY {
+            continue;
+        }
+        last = tokio::time::Instant::now();
+        match ctx.reload_if_changed() {
+            Ok(true) => info!(serial = %ctx.identity().serial, "TLS files changed: reloaded"),
+            Ok(false) => {}
+            Err(e) => warn!(error = %e, "TLS files changed but cannot be loaded: keeping the previous ones"),
+        }
     }
 }
 
@@ -173,8 +228,18 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()> + Send + 
     let mut monitor = Monitor::new(monitor_source(&cfg)).context("cannot start the monitor")?;
     info!(router = %cfg.router_id, boot_id, source = %monitor.describe(), "wuosd starting");
     let metrics = Metrics::new(cfg.router_id.as_str());
+    let tls = load_tls(&cfg)?;
+    let connector = match &tls {
+        Some(ctx) => crate::protocol::AnyConnector::Tls(crate::protocol::Tls(ctx.clone())),
+        None => crate::protocol::AnyConnector::Plain(crate::protocol::Plain),
+    };
 
-    let protocol = crate::protocol::spawn(Instance::new(instance_config(&cfg, boot_id)), clock, metrics.clone());
+    let protocol = crate::protocol::spawn(
+        Instance::new(instance_config(&cfg, boot_id)),
+        clock,
+        metrics.clone(),
+        connector.clone(),
+    );
     let domains = start_domains(&cfg, &mut monitor, &store, clock)?;
     let datapath = start_datapath(&cfg, domains.as_ref());
     let netlink = Netlink::connect_here(&tokio::runtime::Handle::current())
@@ -196,6 +261,7 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()> + Send + 
                 replies_tx,
                 boot_id,
                 metrics.clone(),
+                connector.clone(),
             )
             .await;
             let o = crate::orchestration::spawn(
@@ -229,30 +295,50 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()> + Send + 
         .iter()
         .map(|n| (n.id.to_string(), n.address.ip()))
         .collect();
-    let neighbor_server = tokio::spawn(
-        Server::builder()
-            .layer(tower::util::MapResponseLayer::new(crate::server::count_errors(
-                metrics.clone(),
-            )))
-            .add_service(crate::server::neighbor_service(
-                protocol.clone(),
-                metrics.clone(),
-                neighbors,
-            ))
-            .add_service(crate::server::control_service(
-                cfg.router_id.to_string(),
-                controller.clone(),
-                metrics.clone(),
-            ))
-            .serve_with_shutdown(cfg.listen, async move {
-                let _ = stop_a.changed().await;
-            }),
-    );
+    let router = Server::builder()
+        .layer(tower::util::MapResponseLayer::new(crate::server::count_errors(
+            metrics.clone(),
+        )))
+        .add_service(crate::server::neighbor_service(
+            protocol.clone(),
+            metrics.clone(),
+            neighbors,
+            tls.is_some(),
+        ))
+        .add_service(crate::server::control_service(
+            cfg.router_id.to_string(),
+            controller.clone(),
+            metrics.clone(),
+            tls.is_some(),
+        ));
+    let stopped = async move {
+        let _ = stop_a.changed().await;
+    };
+    let neighbor_server = match &tls {
+        Some(ctx) => {
+            let listener = tokio::net::TcpListener::bind(cfg.listen)
+                .await
+                .with_context(|| format!("listen {}", cfg.listen))?;
+            let m = metrics.clone();
+            let incoming = wuos_pki::incoming(
+                listener,
+                ctx.clone(),
+                wuos_pki::IncomingOptions::default(),
+                move |r: &wuos_pki::Refused, addr| {
+                    m.reject(&format!("tls_{}", r.reason.label()));
+                    warn!(%addr, reason = r.reason.label(), detail = %r.detail, "refused a TLS connection");
+                },
+            );
+            tokio::spawn(reload_tls(ctx.clone(), protocol.watch()));
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
+        }
+        None => tokio::spawn(router.serve_with_shutdown(cfg.listen, stopped)),
+    };
     let admin_svc = crate::admin::AdminSvc {
         router_id: cfg.router_id.to_string(),
         protocol: protocol.clone(),
         domains: domains.clone(),
-        orchestration,
+        orchestration: orchestration.clone(),
         datapath: datapath.clone(),
         metrics: metrics.clone(),
     };
@@ -271,7 +357,13 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()> + Send + 
         monitor,
         crate::sampler::Parts {
             interval: cfg.telemetry_interval,
+            phase: cfg.sample_phase,
+            announce: (&cfg.announce).into(),
+            me: cfg.router_id.clone(),
+            role: cfg.role,
             protocol: protocol.clone(),
+            controller: controller.clone(),
+            placements: orchestration.as_ref().map(|o| o.placements()),
             domains: domains.clone(),
             datapath,
             metrics: metrics.clone(),
@@ -288,7 +380,7 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()> + Send + 
     sampler.abort();
     let own = protocol.status().await.ok().and_then(|s| s.own);
     protocol.shutdown().await;
-    // Give the peer workers a moment to deliver the withdrawals.
+    // Give the links a moment to deliver the withdrawals.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let _ = stop_tx.send(true);
     // A graceful server shutdown waits for the neighbors' open HTTP/2 connections, which stay

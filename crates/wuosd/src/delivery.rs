@@ -25,6 +25,7 @@ use wuos_proto::session::Session;
 use crate::controller::ControllerHandle;
 use crate::metrics::Metrics;
 use crate::orchestration::{Delivery, Reply};
+use crate::protocol::{AnyConnector, Connector};
 
 /// A session to a remote controller: its outgoing half.
 struct Link {
@@ -41,6 +42,8 @@ pub struct Links {
     replies: mpsc::Sender<Reply>,
     session_id: u64,
     metrics: Arc<Metrics>,
+    /// Plain TCP or mutual TLS (then the controller must present its router's certificate).
+    connector: AnyConnector,
 }
 
 impl Links {
@@ -52,6 +55,7 @@ impl Links {
         replies: mpsc::Sender<Reply>,
         session_id: u64,
         metrics: Arc<Metrics>,
+        connector: AnyConnector,
     ) -> Self {
         let (local_session, mut answers) = local.open().await;
         let (fwd, router) = (replies.clone(), me.clone());
@@ -75,18 +79,17 @@ impl Links {
             replies,
             session_id: session_id.max(1),
             metrics,
+            connector,
         }
     }
 
     async fn connect(&self, router: &RouterId, address: Option<SocketAddr>) -> Result<Link, String> {
         let address = address.ok_or_else(|| format!("{router} is not in the view (no control address)"))?;
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| e.to_string())?
-            .connect_timeout(wuos_proto::CONNECT_TIMEOUT);
-        let channel = endpoint
-            .connect()
+        let channel = self
+            .connector
+            .channel(router.as_str(), &address.to_string(), wuos_proto::CONNECT_TIMEOUT)
             .await
-            .map_err(|e| format!("cannot connect to {router}'s controller at {address}: {e}"))?;
+            .map_err(|e| format!("{router}'s controller: {e}"))?;
         let mut client = pb::control_client::ControlClient::new(channel);
         let (tx, rx) = mpsc::channel::<pb::SessionEnvelope>(64);
         let mut inbound = client
@@ -139,7 +142,9 @@ impl Delivery for Links {
         intent: Intent,
     ) -> Result<(), String> {
         if *router == self.me {
-            self.local.submit(self.local_session, vec![(id, intent)]).await;
+            self.local
+                .submit(self.local_session, self.me.clone(), vec![(id, intent)])
+                .await;
             return Ok(());
         }
         // A session whose stream ended (the controller restarted) is opened again.

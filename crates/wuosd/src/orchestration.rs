@@ -28,9 +28,7 @@ use tracing::{debug, info, warn};
 use wuos_controller::Intent;
 use wuos_model::daemon::OrchestratorConfig;
 use wuos_model::{Classify, ErrorClass, RouterId, ServiceId};
-use wuos_orchestrator::{
-    AdvertisedInstance, Candidate, Config, Decision, Figures, Input, Orchestrator, Output, Placement, Policy,
-};
+use wuos_orchestrator::{Config, Decision, Input, Orchestrator, Output, Placement, Policy};
 use wuos_proto::neighborhood::Neighborhood;
 
 use crate::clock::Clock;
@@ -134,9 +132,15 @@ enum Msg {
 #[derive(Clone, Debug)]
 pub struct OrchestrationHandle {
     tx: mpsc::Sender<Msg>,
+    placements: watch::Receiver<Vec<wuos_proto::pb::Placement>>,
 }
 
 impl OrchestrationHandle {
+    /// Where this orchestrator serves each service in its region, as its adverts say it.
+    pub fn placements(&self) -> watch::Receiver<Vec<wuos_proto::pb::Placement>> {
+        self.placements.clone()
+    }
+
     /// Replaces the policy (through the task, so it takes effect in order).
     pub async fn apply_policy(&self, text: String, source: String) -> Result<PolicyView, OrchestrationError> {
         let (reply, rx) = oneshot::channel();
@@ -185,12 +189,13 @@ pub struct Parts<D> {
 /// Starts the orchestration task; `replies` is where the delivery's answers arrive.
 pub fn spawn<D: Delivery>(parts: Parts<D>, replies: mpsc::Receiver<Reply>) -> OrchestrationHandle {
     let (tx, rx) = mpsc::channel(64);
-    let mut host = Host::new(parts);
+    let (publish, placements) = watch::channel(Vec::new());
+    let mut host = Host::new(parts, publish);
     tokio::spawn(async move {
         host.load_policy();
         host.run(rx, replies).await;
     });
-    OrchestrationHandle { tx }
+    OrchestrationHandle { tx, placements }
 }
 
 /// The orchestration task's state.
@@ -209,31 +214,12 @@ pub(crate) struct Host<D> {
     persisted: BTreeMap<String, String>,
     /// The placements persisted before this start, until they are restored.
     to_restore: Option<BTreeMap<String, String>>,
-}
-
-/// A candidate of the policy from a router of the neighborhood.
-fn candidate(r: &wuos_proto::neighborhood::RouterView) -> Candidate {
-    let figures = r.resources.map_or_else(Figures::default, |r| Figures {
-        cpu_used_pct: Some(r.cpu_used_pct),
-        mem_used_pct: Some(r.mem_used_pct),
-        cpu_free_cores: Some(r.free_cpu_cores),
-        mem_free_mib: Some(r.free_mem_bytes as f64 / (1 << 20) as f64),
-        cpu_pressure: r.cpu_pressure.map(|p| p.some_avg10),
-        mem_pressure: r.mem_pressure.map(|p| p.some_avg10),
-        io_pressure: r.io_pressure.map(|p| p.some_avg10),
-    });
-    Candidate {
-        name: r.id.to_string(),
-        hops: r.hops,
-        latency_ms: Some(r.latency_ms),
-        role: r.role,
-        stale: r.stale,
-        figures,
-    }
+    /// Published after each round for this router's adverts.
+    placements: watch::Sender<Vec<wuos_proto::pb::Placement>>,
 }
 
 impl<D: Delivery> Host<D> {
-    pub(crate) fn new(parts: Parts<D>) -> Self {
+    pub(crate) fn new(parts: Parts<D>, placements: watch::Sender<Vec<wuos_proto::pb::Placement>>) -> Self {
         let decisions = parts
             .store
             .get_blob(DECISIONS_KEY)
@@ -258,12 +244,14 @@ impl<D: Delivery> Host<D> {
             decisions,
             to_restore: Some(persisted.clone()),
             persisted,
+            placements,
         }
     }
 
     fn config(&self) -> Config {
         let mut c = Config::new(self.parts.me.to_string(), self.parts.cfg.datacenter.to_string());
         c.confirm_samples = self.parts.cfg.confirm_samples;
+        c.region = self.parts.cfg.regions;
         c.drain_ms = self.parts.cfg.drain.as_millis() as u64;
         c.ready_timeout_ms = self.parts.cfg.ready_timeout.as_millis() as u64;
         c.min_demand_flows = self.parts.cfg.min_demand_flows;
@@ -390,10 +378,16 @@ impl<D: Delivery> Host<D> {
         if self.parts.clock.now_ms() >= self.parts.settle.as_millis() as u64 {
             return true;
         }
+        // With regions, a serving router has settled once it is back in our region: right after
+        // our restart it advertises none (it lost sight of us), and a restore then would take
+        // it for a router that left the region and move its service away.
+        let ours = |v: &wuos_proto::neighborhood::RouterView| {
+            !self.parts.cfg.regions || v.region.as_ref() == Some(&self.parts.me)
+        };
         placements
             .values()
-            .filter(|r| **r != self.parts.cfg.datacenter)
-            .all(|r| n.get(r).is_some_and(|v| !v.stale))
+            .filter(|r| **r != self.parts.cfg.datacenter && **r != self.parts.me.as_str())
+            .all(|r| n.get(r).is_some_and(|v| !v.stale && ours(v)))
     }
 
     /// One round: after a start, the restore; then intents owed to controllers that were down,
@@ -413,23 +407,11 @@ impl<D: Delivery> Host<D> {
                 self.to_restore = Some(placements);
                 return;
             }
-            let instances: Vec<AdvertisedInstance> = n
-                .routers
-                .iter()
-                .filter(|r| !r.stale)
-                .flat_map(|r| {
-                    r.instances
-                        .iter()
-                        .filter(|i| i.name == i.service)
-                        .map(|i| AdvertisedInstance {
-                            service: i.service.clone(),
-                            router: r.id.to_string(),
-                            ready: i.ready,
-                        })
-                })
-                .collect();
+            let instances = wuos_orchestrator::neighborhood::advertised_instances(&n);
             info!(placements = ?placements, instances = instances.len(), "restoring the placements");
+            let regions = wuos_orchestrator::region::region_view(&n);
             let outputs = self.orchestrator().handle(Input::Restore {
+                regions,
                 now_ms,
                 placements,
                 instances,
@@ -448,25 +430,16 @@ impl<D: Delivery> Host<D> {
         }
         let mut outputs = Vec::new();
         let o = self.orchestrator();
-        for r in &n.routers {
-            if r.stale {
-                continue;
-            }
-            for (service, flows) in &r.demand {
-                outputs.extend(o.handle(Input::Demand {
-                    now_ms,
-                    service: service.clone(),
-                    router: r.id.to_string(),
-                    flows: *flows,
-                }));
-            }
+        for input in wuos_orchestrator::neighborhood::round_inputs(&n, now_ms) {
+            outputs.extend(o.handle(input));
         }
-        outputs.extend(o.handle(Input::Telemetry {
-            now_ms,
-            candidates: n.routers.iter().map(candidate).collect(),
-        }));
-        outputs.extend(o.handle(Input::Tick { now_ms }));
         self.execute(outputs).await;
+        let placements = wuos_orchestrator::neighborhood::advertised_placements(&self.orchestrator().placements());
+        self.placements.send_if_modified(|p| {
+            let changed = *p != placements;
+            *p = placements;
+            changed
+        });
     }
 
     fn orchestrator(&mut self) -> &mut Orchestrator {
@@ -639,7 +612,8 @@ impl<D: Delivery> Host<D> {
                 )
             }
         };
-        let key = typed.key().to_string();
+        // Keyed as the target's controller keys it: by service and kind (the sender is us).
+        let key = typed.key(None).to_string();
         let id = self.next_id();
         self.pending.insert(id, (to.clone(), service.clone(), start));
         // A newer intent supersedes one still owed.

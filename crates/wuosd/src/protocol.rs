@@ -1,20 +1,29 @@
 //! The protocol component: one task owns the augmented SD-WAN protocol's state machine
-//! ([`wuos_proto::Instance`]) and everything comes to it as a message; it sends to neighbors
-//! through one queue and worker per neighbor, and publishes the typed [`Neighborhood`] for the
-//! orchestrator and the controller.
+//! ([`wuos_proto::Instance`]) and everything comes to it as a message. Each adjacency is one
+//! long-lived `Neighbor.Link` stream (protocol 2.0), dialled by the router whose id sorts first
+//! ([`dial`]) or accepted by the server (`crate::server`); a reader task per link turns its
+//! frames into messages, and the task writes frames straight into the link's queue. The task
+//! publishes the typed [`Neighborhood`] for the orchestrator and the controller.
 //!
 //! ```text
-//!  Neighbor gRPC (hello, flood) ──ProtoMsg + oneshot reply──▶ ┌──────────────────┐
-//!  sampler ──────────────────────ProtoMsg::Sample───────────▶ │ protocol task    │──▶ watch<Neighborhood>
-//!  peer workers ─────────────────Answered / Unanswered───────▶ │ owns Instance    │
-//!  ticker (hello interval / 4) ──────────────────────────────▶ └──────────────────┘
-//!        ▲                                                            │ SendHello / SendFlood
-//!        └──────────── one queue + worker per neighbor ◀──────────────┘
+//!  dialers (ids after ours) ─┐  LinkOpened{tx} / Frame / LinkClosed   ┌──────────────────┐
+//!  Neighbor.Link (server) ───┴──────────────────────────────────────▶ │ protocol task    │──▶ watch<Neighborhood>
+//!  sampler ─────────────────────────────Sample──────────────────────▶ │ owns Instance    │
+//!  ticker (hello interval / 4) ─────────────────────────────────────▶ └──────────────────┘
+//!        ▲                                                                  │ SendFrame: stamped, queued
+//!        └────────────── one outbound queue per link (the stream's sender) ◀┘ CloseLink: queue dropped
 //! ```
+//!
+//! Round trips are measured on the frames themselves: each frame says when it left
+//! (`sent_us`, our monotonic µs) and echoes the peer's latest `sent_us` with how long we held
+//! it; the reader of the echo subtracts both. A frame that cannot be queued (the peer stopped
+//! reading) closes the link: the neighbor holds less than the state machine thinks, and a new
+//! link starts from nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use prost::Message;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -23,10 +32,13 @@ use tracing::{debug, info, warn};
 use wuos_proto::neighborhood::Neighborhood;
 use wuos_proto::pb;
 use wuos_proto::pb::neighbor_client::NeighborClient;
-use wuos_proto::{Action, Input, Instance, MAX_MESSAGE_BYTES, ValidateError};
+use wuos_proto::{Action, Input, Instance, MAX_MESSAGE_BYTES};
 
 use crate::clock::{Clock, unix_ns};
 use crate::metrics::Metrics;
+
+/// Frames queued to one link before it counts as stuck and is closed.
+const LINK_QUEUE: usize = 256;
 
 /// What a sample of the router brings to its advert.
 #[derive(Clone, Debug, Default)]
@@ -36,33 +48,39 @@ pub struct Sample {
     pub links: Vec<pb::LinkMetrics>,
     pub services: Vec<pb::ServiceInstance>,
     pub demand: Vec<pb::ServiceDemand>,
+    pub region: String,
+    pub placements: Vec<pb::Placement>,
+}
+
+/// One link's outbound side, as the transport hands it over.
+#[derive(Debug)]
+pub struct LinkTx {
+    /// Unique among the links of this daemon.
+    pub id: u64,
+    /// The stream's outbound queue.
+    pub tx: mpsc::Sender<pb::Frame>,
 }
 
 enum Msg {
-    Hello {
-        hello: pb::Hello,
-        reply: oneshot::Sender<Result<pb::HelloReply, ValidateError>>,
-    },
-    Flood {
-        request: pb::FloodRequest,
-        reply: oneshot::Sender<Result<pb::FloodReply, ValidateError>>,
-    },
-    Answered {
+    LinkOpened {
         neighbor: String,
-        reply: pb::HelloReply,
-        rtt_ms: f64,
+        link: LinkTx,
     },
-    Unanswered {
+    LinkClosed {
         neighbor: String,
+        link: u64,
+        reason: String,
+    },
+    Frame {
+        neighbor: String,
+        link: u64,
+        frame: Box<pb::Frame>,
+        received_us: u64,
+        rtt_ms: Option<f64>,
     },
     Sample(Box<Sample>),
     Status(oneshot::Sender<pb::StatusReply>),
     Shutdown(oneshot::Sender<()>),
-}
-
-enum Outgoing {
-    Hello(pb::Hello),
-    Flood(pb::FloodRequest),
 }
 
 /// The door into the protocol task; cheap to clone.
@@ -70,6 +88,8 @@ enum Outgoing {
 pub struct ProtocolHandle {
     tx: mpsc::Sender<Msg>,
     neighborhood: watch::Receiver<Arc<Neighborhood>>,
+    next_link: Arc<AtomicU64>,
+    clock: Clock,
 }
 
 /// The protocol task is gone (the daemon is stopping).
@@ -84,14 +104,46 @@ impl ProtocolHandle {
         rx.await.map_err(|_| Stopped)
     }
 
-    /// Server side of `Neighbor.Hello`.
-    pub async fn hello(&self, hello: pb::Hello) -> Result<Result<pb::HelloReply, ValidateError>, Stopped> {
-        self.ask(|reply| Msg::Hello { hello, reply }).await
+    /// A new link id.
+    pub fn link_id(&self) -> u64 {
+        self.next_link.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Server side of `Neighbor.Flood`.
-    pub async fn flood(&self, request: pb::FloodRequest) -> Result<Result<pb::FloodReply, ValidateError>, Stopped> {
-        self.ask(|reply| Msg::Flood { request, reply }).await
+    /// Microseconds on the daemon's monotonic clock (frames' `sent_us`).
+    pub fn now_us(&self) -> u64 {
+        self.clock.origin().elapsed().as_micros() as u64
+    }
+
+    /// A link to `neighbor` is open; frames for it go into `link.tx`.
+    pub async fn link_opened(&self, neighbor: &str, link: LinkTx) -> Result<(), Stopped> {
+        let neighbor = neighbor.to_owned();
+        self.tx
+            .send(Msg::LinkOpened { neighbor, link })
+            .await
+            .map_err(|_| Stopped)
+    }
+
+    /// Link `link` to `neighbor` closed.
+    pub async fn link_closed(&self, neighbor: &str, link: u64, reason: String) {
+        let neighbor = neighbor.to_owned();
+        let _ = self.tx.send(Msg::LinkClosed { neighbor, link, reason }).await;
+    }
+
+    /// A frame arrived on link `link` from `neighbor`.
+    pub async fn frame(&self, neighbor: &str, link: u64, frame: pb::Frame) -> Result<(), Stopped> {
+        let received_us = self.now_us();
+        // The round trip its echo measures: now, less when our echoed frame left, less how long
+        // the peer held it before answering.
+        let rtt_ms = (frame.echo_us > 0 && received_us >= frame.echo_us + frame.echo_held_us)
+            .then(|| (received_us - frame.echo_us - frame.echo_held_us) as f64 / 1e3);
+        let msg = Msg::Frame {
+            neighbor: neighbor.to_owned(),
+            link,
+            frame: Box::new(frame),
+            received_us,
+            rtt_ms,
+        };
+        self.tx.send(msg).await.map_err(|_| Stopped)
     }
 
     /// A sample of this router: its advert is due.
@@ -116,50 +168,155 @@ impl ProtocolHandle {
     }
 }
 
-/// Starts the protocol task and one worker per neighbor.
-pub fn spawn(instance: Instance, clock: Clock, metrics: Arc<Metrics>) -> ProtocolHandle {
-    let (tx, rx) = mpsc::channel(1024);
+/// How the dialers reach their neighbors.
+pub trait Connector: Clone + Send + Sync + 'static {
+    /// A channel to `neighbor` at `address` (plain TCP, or TLS that checks it is `neighbor`).
+    fn channel(
+        &self,
+        neighbor: &str,
+        address: &str,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<Channel, String>> + Send;
+}
+
+/// Plain TCP (no TLS).
+#[derive(Clone, Debug)]
+pub struct Plain;
+
+impl Connector for Plain {
+    async fn channel(&self, _neighbor: &str, address: &str, timeout: Duration) -> Result<Channel, String> {
+        Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| format!("bad neighbor address {address:?}: {e}"))?
+            .connect_timeout(timeout)
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect to {address}: {}", error_chain(&e)))
+    }
+}
+
+/// Mutual TLS: the neighbor must present a certificate of our CA naming it.
+#[derive(Clone, Debug)]
+pub struct Tls(pub wuos_pki::TlsContext);
+
+impl Connector for Tls {
+    async fn channel(&self, neighbor: &str, address: &str, timeout: Duration) -> Result<Channel, String> {
+        let expected = wuos_model::RouterId::new(neighbor).map_err(|e| e.to_string())?;
+        Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| format!("bad neighbor address {address:?}: {e}"))?
+            .connect_timeout(timeout)
+            .connect_with_connector(wuos_pki::GrpcConnector::new(self.0.clone(), expected, timeout))
+            .await
+            .map_err(|e| format!("cannot connect to {address}: {}", error_chain(&e)))
+    }
+}
+
+/// Plain TCP or mutual TLS, as configured.
+#[derive(Clone, Debug)]
+pub enum AnyConnector {
+    Plain(Plain),
+    Tls(Tls),
+}
+
+impl Connector for AnyConnector {
+    async fn channel(&self, neighbor: &str, address: &str, timeout: Duration) -> Result<Channel, String> {
+        match self {
+            AnyConnector::Plain(p) => p.channel(neighbor, address, timeout).await,
+            AnyConnector::Tls(t) => t.channel(neighbor, address, timeout).await,
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+/// Starts the protocol task and a dialer for each neighbor whose id sorts after ours.
+pub fn spawn(instance: Instance, clock: Clock, metrics: Arc<Metrics>, connector: impl Connector) -> ProtocolHandle {
+    let (tx, rx) = mpsc::channel(4096);
     let (publish, neighborhood) = watch::channel(Arc::new(Neighborhood::default()));
     let hello = Duration::from_millis(u64::from(instance.config().hello_interval_ms));
-    let mut peers = HashMap::new();
+    let handle = ProtocolHandle {
+        tx,
+        neighborhood,
+        next_link: Arc::new(AtomicU64::new(0)),
+        clock,
+    };
+    let me = instance.router_id().to_owned();
     for n in &instance.config().neighbors {
-        let (ptx, prx) = mpsc::channel(64);
-        peers.insert(n.id.clone(), ptx);
-        tokio::spawn(peer_worker(
-            tx.clone(),
-            n.id.clone(),
-            n.address.clone(),
-            hello,
-            metrics.clone(),
-            prx,
-        ));
+        if me.as_str() < n.id.as_str() {
+            tokio::spawn(dial(
+                handle.clone(),
+                connector.clone(),
+                n.id.clone(),
+                n.address.clone(),
+                hello,
+                metrics.clone(),
+            ));
+        }
     }
     let task = Task {
         instance,
         clock,
         metrics,
-        peers,
+        links: HashMap::new(),
+        echo: HashMap::new(),
         publish,
+        handle: handle.clone(),
     };
     tokio::spawn(task.run(rx, hello));
-    ProtocolHandle { tx, neighborhood }
+    handle
+}
+
+/// The latest frame received on a link: its `sent_us` and when it arrived (our µs).
+#[derive(Clone, Copy)]
+struct Echo {
+    peer_sent_us: u64,
+    received_us: u64,
 }
 
 struct Task {
     instance: Instance,
     clock: Clock,
     metrics: Arc<Metrics>,
-    peers: HashMap<String, mpsc::Sender<Outgoing>>,
+    /// The current link to each neighbor that has one.
+    links: HashMap<String, LinkTx>,
+    echo: HashMap<String, Echo>,
     publish: watch::Sender<Arc<Neighborhood>>,
+    handle: ProtocolHandle,
 }
 
 impl Task {
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>, hello: Duration) {
-        let mut tick = tokio::time::interval((hello / 4).max(Duration::from_millis(10)));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The instance says when a tick next matters (a dead interval, a keepalive, an expiry,
+        // something queued); the task sleeps until then rather than ticking four times a
+        // second — each wake-up of a daemon costs more than the tick's work — but never ticks
+        // more often than every quarter hello interval, nor sleeps longer than one. It wakes an
+        // eighth of a hello interval after the deadline (the quarter-interval ticks acted up to
+        // a quarter late): a keepalive falls due one interval after the last frame, just when
+        // the next sample's frame goes, and the sample must win that race.
+        let period = (hello / 4).max(Duration::from_millis(10));
+        let grace = hello / 8;
+        let mut last_tick = tokio::time::Instant::now();
         loop {
+            let now = tokio::time::Instant::now();
+            let due = self.instance.next_tick_ms().map_or(now + hello, |ms| {
+                let at = tokio::time::Instant::from_std(self.clock.origin()) + Duration::from_millis(ms) + grace;
+                at.min(now + hello)
+            });
+            let at = due.max(last_tick + period);
             let msg = tokio::select! {
-                _ = tick.tick() => None,
+                _ = tokio::time::sleep_until(at) => {
+                    last_tick = tokio::time::Instant::now();
+                    None
+                }
                 m = rx.recv() => match m {
                     Some(m) => Some(m),
                     None => return,
@@ -167,40 +324,54 @@ impl Task {
             };
             let now_ms = self.clock.now_ms();
             let (actions, publish) = match msg {
-                None => {
-                    let a = self.instance.process(Input::Tick { now_ms });
-                    self.mirror_counters();
-                    (a, false)
-                }
-                Some(Msg::Hello { hello, reply }) => {
-                    let r = self.instance.on_hello(now_ms, &hello);
-                    let (answer, actions) = split(r);
-                    if let Ok(a) = &answer {
-                        self.metrics.bytes("sent", a.encoded_len());
+                None => (self.instance.process(Input::Tick { now_ms }), false),
+                Some(Msg::LinkOpened { neighbor, link }) => {
+                    if let Some(old) = self.links.insert(neighbor.clone(), link) {
+                        debug!(%neighbor, old = old.id, "a new link replaces the old one");
                     }
-                    let _ = reply.send(answer);
-                    (actions, false)
+                    self.echo.remove(&neighbor);
+                    (self.instance.process(Input::LinkOpened { now_ms, neighbor }), false)
                 }
-                Some(Msg::Flood { request, reply }) => {
-                    let (answer, actions) = split(self.instance.on_flood(now_ms, &request));
-                    let _ = reply.send(answer);
-                    (actions, false)
-                }
-                Some(Msg::Answered {
-                    neighbor,
-                    reply,
-                    rtt_ms,
-                }) => (
-                    self.instance.process(Input::HelloAnswered {
+                Some(Msg::LinkClosed { neighbor, link, reason }) => {
+                    if self.links.get(&neighbor).is_none_or(|l| l.id != link) {
+                        // An old link, already replaced or closed by us.
+                        continue;
+                    }
+                    self.links.remove(&neighbor);
+                    self.echo.remove(&neighbor);
+                    let input = Input::LinkClosed {
                         now_ms,
                         neighbor,
-                        reply,
-                        rtt_ms,
-                    }),
-                    false,
-                ),
-                Some(Msg::Unanswered { neighbor }) => {
-                    (self.instance.process(Input::HelloFailed { now_ms, neighbor }), false)
+                        reason,
+                    };
+                    (self.instance.process(input), false)
+                }
+                Some(Msg::Frame {
+                    neighbor,
+                    link,
+                    frame,
+                    received_us,
+                    rtt_ms,
+                }) => {
+                    if self.links.get(&neighbor).is_none_or(|l| l.id != link) {
+                        continue;
+                    }
+                    self.echo.insert(
+                        neighbor.clone(),
+                        Echo {
+                            peer_sent_us: frame.sent_us,
+                            received_us,
+                        },
+                    );
+                    let (actions, r) = self.instance.on_frame(now_ms, &neighbor, &frame, rtt_ms);
+                    if let Err(e) = r {
+                        self.metrics.reject(e.reason());
+                        warn!(%neighbor, reason = %e, "refused a frame");
+                        if e.reason() == "version" {
+                            self.close(&neighbor, format!("refused: {e}"));
+                        }
+                    }
+                    (actions, false)
                 }
                 Some(Msg::Sample(s)) => {
                     let s = *s;
@@ -211,7 +382,12 @@ impl Task {
                         links: s.links,
                         services: s.services,
                         demand: s.demand,
+                        region: s.region,
+                        placements: s.placements,
                     });
+                    // Prometheus's copy of the counters, once per sample (a scrape sees them at
+                    // most one interval old).
+                    self.mirror_counters();
                     (a, true)
                 }
                 Some(Msg::Status(reply)) => {
@@ -220,12 +396,12 @@ impl Task {
                 }
                 Some(Msg::Shutdown(done)) => {
                     let a = self.instance.process(Input::Shutdown { now_ms });
-                    self.apply(a);
+                    self.apply(now_ms, a);
                     let _ = done.send(());
                     return;
                 }
             };
-            let view_changed = self.apply(actions);
+            let view_changed = self.apply(now_ms, actions);
             if publish || view_changed {
                 let n = self.instance.neighborhood(now_ms, unix_ns());
                 self.publish.send_replace(Arc::new(n));
@@ -233,37 +409,79 @@ impl Task {
         }
     }
 
-    /// Carries out the state machine's actions: messages queued to neighbors, events logged.
-    /// Returns whether the view changed.
-    fn apply(&mut self, actions: Vec<Action>) -> bool {
+    /// Carries out the state machine's actions — frames queued to links, links closed, events
+    /// logged — and what a link that failed meanwhile causes. Returns whether the view changed.
+    fn apply(&mut self, now_ms: u64, actions: Vec<Action>) -> bool {
         let mut view_changed = false;
-        for a in actions {
-            match a {
-                Action::SendHello { neighbor, hello } => self.send(&neighbor, Outgoing::Hello(hello)),
-                Action::SendFlood { neighbor, request } => self.send(&neighbor, Outgoing::Flood(request)),
-                Action::NeighborUp { neighbor } => info!(%neighbor, "neighbor up"),
-                Action::NeighborDown { neighbor, reason } => warn!(%neighbor, %reason, "neighbor down"),
-                Action::ViewAdded { origin } => {
-                    debug!(%origin, "view: added");
-                    view_changed = true;
+        let mut pending = actions;
+        while !pending.is_empty() {
+            let mut broken = Vec::new();
+            for a in pending {
+                match a {
+                    Action::SendFrame { neighbor, frame } => {
+                        if let Err(reason) = self.send(&neighbor, *frame) {
+                            broken.push((neighbor, reason));
+                        }
+                    }
+                    Action::CloseLink { neighbor, reason } => self.close(&neighbor, reason),
+                    Action::NeighborUp { neighbor } => info!(%neighbor, "neighbor up"),
+                    Action::NeighborDown { neighbor, reason } => warn!(%neighbor, %reason, "neighbor down"),
+                    Action::ViewAdded { origin } => {
+                        debug!(%origin, "view: added");
+                        view_changed = true;
+                    }
+                    Action::ViewWithdrawn { origin, reason } => {
+                        info!(%origin, %reason, "view: withdrawn");
+                        view_changed = true;
+                    }
                 }
-                Action::ViewWithdrawn { origin, reason } => {
-                    info!(%origin, %reason, "view: withdrawn");
-                    view_changed = true;
+            }
+            pending = Vec::new();
+            for (neighbor, reason) in broken {
+                if self.links.remove(&neighbor).is_some() {
+                    self.echo.remove(&neighbor);
+                    warn!(%neighbor, %reason, "closing the link");
+                    pending.extend(self.instance.process(Input::LinkClosed {
+                        now_ms,
+                        neighbor,
+                        reason,
+                    }));
                 }
             }
         }
         view_changed
     }
 
-    fn send(&self, neighbor: &str, msg: Outgoing) {
-        match self.peers.get(neighbor) {
-            Some(q) => {
-                if q.try_send(msg).is_err() {
-                    self.metrics.reject("send queue full");
-                }
+    /// Stamps `frame` for the round-trip measurement and queues it on the neighbor's link.
+    fn send(&mut self, neighbor: &str, mut frame: pb::Frame) -> Result<(), String> {
+        let Some(link) = self.links.get(neighbor) else {
+            return Err("no link".into());
+        };
+        let now_us = self.handle.now_us();
+        frame.sent_us = now_us;
+        if let Some(e) = self.echo.get(neighbor) {
+            frame.echo_us = e.peer_sent_us;
+            frame.echo_held_us = now_us.saturating_sub(e.received_us);
+        }
+        let len = frame.encoded_len();
+        match link.tx.try_send(frame) {
+            Ok(()) => {
+                self.metrics.bytes("sent", len);
+                Ok(())
             }
-            None => warn!(%neighbor, "state machine addressed an unconfigured neighbor"),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics.reject("send_queue_full");
+                Err(format!("{LINK_QUEUE} frames waiting: the neighbor does not read"))
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err("the link's stream ended".into()),
+        }
+    }
+
+    /// Drops the link's queue: its stream ends, the peer sees the link close.
+    fn close(&mut self, neighbor: &str, reason: String) {
+        if self.links.remove(neighbor).is_some() {
+            self.echo.remove(neighbor);
+            info!(%neighbor, %reason, "link closed");
         }
     }
 
@@ -281,69 +499,133 @@ impl Task {
     }
 }
 
-fn split<T>(r: Result<(T, Vec<Action>), ValidateError>) -> (Result<T, ValidateError>, Vec<Action>) {
-    match r {
-        Ok((t, a)) => (Ok(t), a),
-        Err(e) => (Err(e), Vec::new()),
-    }
+/// A new link's queue and the stream that drains it.
+pub fn link_queue() -> (mpsc::Sender<pb::Frame>, mpsc::Receiver<pb::Frame>) {
+    mpsc::channel(LINK_QUEUE)
 }
 
-/// Sends queued messages to one neighbor, in order, one at a time; hello outcomes go back to the
-/// protocol task.
-async fn peer_worker(
-    protocol: mpsc::Sender<Msg>,
-    id: String,
-    address: String,
-    hello: Duration,
+/// Reads a link's frames into the protocol task until the stream ends; then reports the close.
+pub async fn read_link(
+    protocol: ProtocolHandle,
     metrics: Arc<Metrics>,
-    mut rx: mpsc::Receiver<Outgoing>,
+    neighbor: String,
+    link: u64,
+    mut inbound: tonic::Streaming<pb::Frame>,
 ) {
-    // A hello not answered within its interval (at least 50 ms, at most 2 s) is lost.
-    let timeout = hello.clamp(Duration::from_millis(50), Duration::from_secs(2));
-    let channel: Channel = match Endpoint::from_shared(format!("http://{address}")) {
-        Ok(e) => e
-            .connect_timeout(timeout)
-            .timeout(timeout)
-            .tcp_nodelay(true)
-            .connect_lazy(),
-        Err(e) => {
-            warn!(neighbor = %id, %address, error = %e, "bad neighbor address");
-            return;
-        }
-    };
-    let mut client = NeighborClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
-    while let Some(msg) = rx.recv().await {
-        match msg {
-            Outgoing::Hello(h) => {
-                metrics.bytes("sent", h.encoded_len());
-                let t0 = Instant::now();
-                let r = client.hello(h).await;
-                let rtt_ms = t0.elapsed().as_secs_f64() * 1e3;
-                let msg = match r {
-                    Ok(reply) => {
-                        let reply = reply.into_inner();
-                        metrics.bytes("received", reply.encoded_len());
-                        Msg::Answered {
-                            neighbor: id.clone(),
-                            reply,
-                            rtt_ms,
-                        }
-                    }
-                    Err(status) => {
-                        debug!(neighbor = %id, error = %status.message(), "hello failed");
-                        Msg::Unanswered { neighbor: id.clone() }
-                    }
-                };
-                if protocol.send(msg).await.is_err() {
+    let reason = loop {
+        match inbound.message().await {
+            Ok(Some(frame)) => {
+                let len = frame.encoded_len();
+                metrics.bytes("received", len);
+                if len > MAX_MESSAGE_BYTES {
+                    metrics.reject("too_large");
+                    break format!("a frame of {len} bytes, the limit is {MAX_MESSAGE_BYTES}");
+                }
+                if protocol.frame(&neighbor, link, frame).await.is_err() {
                     return;
                 }
             }
-            Outgoing::Flood(f) => {
-                metrics.bytes("sent", f.encoded_len());
-                if let Err(status) = client.flood(f).await {
-                    debug!(neighbor = %id, error = %status.message(), "flood failed");
+            Ok(None) => break "closed by the peer".to_string(),
+            Err(status) => break format!("stream error: {}", status.message()),
+        }
+    };
+    protocol.link_closed(&neighbor, link, reason).await;
+}
+
+/// Keeps a link to `neighbor` open (we dial it: its id sorts after ours): connects, opens
+/// `Neighbor.Link`, reads it until it ends, and tries again — at once after a link that was up
+/// ended (a restarted neighbor is back within a round trip of listening again), then with pauses
+/// doubling from 50 ms up to a hello interval (at most 1 s), and only every ten hello intervals
+/// while the neighbor speaks protocol 1.x.
+async fn dial(
+    protocol: ProtocolHandle,
+    connector: impl Connector,
+    neighbor: String,
+    address: String,
+    hello: Duration,
+    metrics: Arc<Metrics>,
+) {
+    let timeout = hello.clamp(Duration::from_millis(50), Duration::from_secs(2));
+    let longest = hello.min(Duration::from_secs(1));
+    let first = Duration::from_millis(50).min(longest);
+    let mut pause = first;
+    let mut quiet = false;
+    loop {
+        let t0 = std::time::Instant::now();
+        match open(&protocol, &connector, &neighbor, &address, timeout, &metrics).await {
+            // A link that lived: dial again at once. One that ended at once (the peer refuses
+            // it as soon as it is open) backs off like a failure.
+            Ok(()) if t0.elapsed() >= longest => {
+                quiet = false;
+                pause = first;
+                continue;
+            }
+            Ok(()) => {}
+            Err(DialError::Old(e)) => {
+                metrics.reject("peer_version");
+                warn!(%neighbor, %address, "{e}");
+                tokio::time::sleep(hello * 10).await;
+                continue;
+            }
+            Err(DialError::Other(e)) => {
+                // A neighbor that is down fails every time: say so once until it works.
+                if !quiet {
+                    info!(%neighbor, %address, error = %e, "cannot open the link; retrying");
+                    quiet = true;
                 }
             }
+            Err(DialError::Stopped) => return,
         }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(longest);
     }
+}
+
+enum DialError {
+    /// The neighbor speaks protocol 1.x.
+    Old(String),
+    Other(String),
+    Stopped,
+}
+
+/// One link's life on the dialling side; returns when it ends.
+async fn open(
+    protocol: &ProtocolHandle,
+    connector: &impl Connector,
+    neighbor: &str,
+    address: &str,
+    timeout: Duration,
+    metrics: &Arc<Metrics>,
+) -> Result<(), DialError> {
+    let channel = connector
+        .channel(neighbor, address, timeout)
+        .await
+        .map_err(DialError::Other)?;
+    let mut client = NeighborClient::new(channel).max_decoding_message_size(4 * MAX_MESSAGE_BYTES);
+    let (tx, rx) = link_queue();
+    let id = protocol.link_id();
+    // The first frame (our hello) is queued by the state machine on LinkOpened; the call
+    // returns once the server answers the stream's headers.
+    protocol
+        .link_opened(neighbor, LinkTx { id, tx })
+        .await
+        .map_err(|_| DialError::Stopped)?;
+    let inbound = match client.link(tokio_stream::wrappers::ReceiverStream::new(rx)).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => {
+            let reason = if status.code() == tonic::Code::Unimplemented {
+                format!("{neighbor} does not serve Neighbor.Link: it speaks protocol 1.x, this router 2.x; upgrade it")
+            } else {
+                format!("{neighbor} refused the link: {}", status.message())
+            };
+            protocol.link_closed(neighbor, id, reason.clone()).await;
+            return Err(if status.code() == tonic::Code::Unimplemented {
+                DialError::Old(reason)
+            } else {
+                DialError::Other(reason)
+            });
+        }
+    };
+    read_link(protocol.clone(), metrics.clone(), neighbor.to_owned(), id, inbound).await;
+    Ok(())
 }

@@ -1,5 +1,6 @@
-//! The protocol's gRPC services, thin: `Neighbor` hands hellos and floods to the protocol task
-//! and maps refusals to `invalid_argument` with the reason, counted by reason; `Control` runs one
+//! The protocol's gRPC services, thin: `Neighbor.Link` checks who opened the link (its first
+//! frame's sender: a configured neighbor, from that neighbor's address) and hands the link to the
+//! protocol task; the 1.x calls (`Hello`, `Flood`) are refused with the reason, counted; `Control` runs one
 //! task per session that checks envelopes, converts intents ([`crate::wire`]) and hands them to
 //! the controller task, and sends its answers back as `Ack` or `IntentError`.
 
@@ -16,6 +17,8 @@ use wuos_proto::pb;
 use wuos_proto::pb::neighbor_server::{Neighbor, NeighborServer};
 use wuos_proto::pb::session_envelope::Body;
 use wuos_proto::session::Session;
+
+use wuos_model::RouterId;
 
 use crate::controller::ControllerHandle;
 use crate::metrics::Metrics;
@@ -47,6 +50,9 @@ pub struct NeighborSvc {
     metrics: Arc<Metrics>,
     /// Each configured neighbor's address: a message naming it must come from there.
     neighbors: HashMap<String, IpAddr>,
+    /// Mutual TLS: every call comes with the peer's verified certificate, whose router id must
+    /// be the one the link's first frame claims.
+    tls: bool,
 }
 
 impl std::fmt::Debug for NeighborSvc {
@@ -61,11 +67,13 @@ pub fn neighbor_service(
     protocol: ProtocolHandle,
     metrics: Arc<Metrics>,
     neighbors: HashMap<String, IpAddr>,
+    tls: bool,
 ) -> NeighborServer<NeighborSvc> {
     NeighborServer::new(NeighborSvc {
         protocol,
         metrics,
         neighbors,
+        tls,
     })
     .max_decoding_message_size(4 * MAX_MESSAGE_BYTES)
 }
@@ -114,29 +122,119 @@ fn stopping() -> Status {
     Status::unavailable("the router is stopping")
 }
 
+/// How long the opener of a link has to send its first frame.
+const FIRST_FRAME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+type FrameStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::Frame, Status>> + Send>>;
+
+impl NeighborSvc {
+    /// A 1.x call: refused, saying which version this router speaks.
+    fn refuse_v1(&self, what: &str, header: Option<&pb::Header>) -> Status {
+        let e = match wuos_proto::validate::check_header(header) {
+            Err(e) => e,
+            // A 2.x header on a 1.x call.
+            Ok(_) => {
+                self.metrics.reject("unary_call");
+                return Status::failed_precondition(format!(
+                    "{what}: protocol 2.x routers exchange frames on Neighbor.Link"
+                ));
+            }
+        };
+        self.metrics.reject(e.reason());
+        warn!(message = what, reason = %e, "refused a protocol 1.x call");
+        Status::failed_precondition(e.to_string())
+    }
+}
+
 #[tonic::async_trait]
 impl Neighbor for NeighborSvc {
     async fn hello(&self, req: Request<pb::Hello>) -> Result<Response<pb::HelloReply>, Status> {
-        let peer = req.remote_addr();
         let hello = req.into_inner();
         self.check_size("hello", hello.encoded_len())?;
-        self.check_peer("hello", hello.header.as_ref().map(|h| h.sender.as_str()), peer)?;
-        match self.protocol.hello(hello).await.map_err(|_| stopping())? {
-            Ok(reply) => Ok(Response::new(reply)),
-            Err(e) => Err(self.refuse("hello", e.reason(), e.to_string())),
-        }
+        Err(self.refuse_v1("hello", hello.header.as_ref()))
     }
 
     async fn flood(&self, req: Request<pb::FloodRequest>) -> Result<Response<pb::FloodReply>, Status> {
-        let peer = req.remote_addr();
         let flood = req.into_inner();
         self.check_size("flood", flood.encoded_len())?;
-        self.check_peer("flood", flood.header.as_ref().map(|h| h.sender.as_str()), peer)?;
-        match self.protocol.flood(flood).await.map_err(|_| stopping())? {
-            Ok(reply) => Ok(Response::new(reply)),
-            Err(e) => Err(self.refuse("flood", e.reason(), e.to_string())),
-        }
+        Err(self.refuse_v1("flood", flood.header.as_ref()))
     }
+
+    type LinkStream = FrameStream;
+
+    async fn link(&self, req: Request<tonic::Streaming<pb::Frame>>) -> Result<Response<Self::LinkStream>, Status> {
+        let tls_peer = req.extensions().get::<wuos_pki::PeerInfo>().cloned();
+        let peer = req.remote_addr().or(tls_peer.as_ref().map(|p| p.addr));
+        if self.tls && tls_peer.is_none() {
+            return Err(self.refuse(
+                "link",
+                "tls_required",
+                "this router takes links over mutual TLS only".into(),
+            ));
+        }
+        let mut inbound = req.into_inner();
+        let first = match tokio::time::timeout(FIRST_FRAME_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(f))) => f,
+            Ok(Ok(None)) => return Err(Status::cancelled("the link closed before its first frame")),
+            Ok(Err(s)) => return Err(s),
+            Err(_) => {
+                return Err(self.refuse(
+                    "link",
+                    "first_frame_timeout",
+                    format!("no first frame within {FIRST_FRAME_TIMEOUT:?}"),
+                ));
+            }
+        };
+        self.check_size("frame", first.encoded_len())?;
+        let header = wuos_proto::validate::check_frame_head(&first)
+            .map_err(|e| self.refuse("link", e.reason(), e.to_string()))?;
+        let sender = header.sender.clone();
+        if !self.neighbors.contains_key(&sender) {
+            let e = wuos_proto::ValidateError::UnknownNeighbor { sender };
+            return Err(self.refuse("link", e.reason(), e.to_string()));
+        }
+        self.check_peer("link", Some(&sender), peer)?;
+        if let Some(p) = &tls_peer
+            && let Err(r) = p.identity.check_claim(&sender)
+        {
+            return Err(self.refuse("link", &format!("tls_{}", r.reason.label()), r.detail));
+        }
+        let (tx, rx) = crate::protocol::link_queue();
+        let id = self.protocol.link_id();
+        self.protocol
+            .link_opened(&sender, crate::protocol::LinkTx { id, tx })
+            .await
+            .map_err(|_| stopping())?;
+        self.protocol.frame(&sender, id, first).await.map_err(|_| stopping())?;
+        tokio::spawn(crate::protocol::read_link(
+            self.protocol.clone(),
+            self.metrics.clone(),
+            sender,
+            id,
+            inbound,
+        ));
+        let out = tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), Ok);
+        Ok(Response::new(Box::pin(out)))
+    }
+}
+
+/// Whether the holder of certificate `id`, claiming to be `sender`, may send service intents: it
+/// must be who it claims, and its certificate must carry the `orchestrator` capability. The
+/// refusal's counter label and message otherwise.
+fn may_send_intents(id: &wuos_pki::Identity, sender: &str) -> Result<(), (String, String)> {
+    if let Err(r) = id.check_claim(sender) {
+        return Err((format!("tls_{}", r.reason.label()), r.detail));
+    }
+    if !id.may(wuos_pki::Capability::Orchestrator) {
+        return Err((
+            "capability".into(),
+            format!(
+                "{}'s certificate (role {}) does not carry the orchestrator capability: it may not send service intents",
+                id.router, id.role
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The Control service: controller ↔ orchestrator sessions.
@@ -144,17 +242,21 @@ pub struct ControlSvc {
     me: String,
     controller: ControllerHandle,
     metrics: Arc<Metrics>,
+    /// Mutual TLS: a session's intents are taken only from a certificate that may send them.
+    tls: bool,
 }
 
 pub fn control_service(
     me: String,
     controller: ControllerHandle,
     metrics: Arc<Metrics>,
+    tls: bool,
 ) -> pb::control_server::ControlServer<ControlSvc> {
     pb::control_server::ControlServer::new(ControlSvc {
         me,
         controller,
         metrics,
+        tls,
     })
     .max_decoding_message_size(4 * MAX_MESSAGE_BYTES)
 }
@@ -167,10 +269,17 @@ impl pb::control_server::Control for ControlSvc {
         &self,
         req: Request<tonic::Streaming<pb::SessionEnvelope>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        let identity = req.extensions().get::<wuos_pki::PeerInfo>().map(|p| p.identity.clone());
+        if self.tls && identity.is_none() {
+            self.metrics.reject("tls_required");
+            return Err(Status::unauthenticated(
+                "this router takes sessions over mutual TLS only",
+            ));
+        }
         let inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(64);
         let (controller, metrics, me) = (self.controller.clone(), self.metrics.clone(), self.me.clone());
-        tokio::spawn(session(me, controller, metrics, inbound, tx));
+        tokio::spawn(session(me, controller, metrics, identity, inbound, tx));
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 }
@@ -181,6 +290,7 @@ async fn session(
     me: String,
     controller: ControllerHandle,
     metrics: Arc<Metrics>,
+    identity: Option<wuos_pki::Identity>,
     mut inbound: tonic::Streaming<pb::SessionEnvelope>,
     tx: mpsc::Sender<Result<pb::SessionEnvelope, Status>>,
 ) {
@@ -202,13 +312,31 @@ async fn session(
                         Ok(Body::Intents(batch)) => {
                             let mut ok = Vec::new();
                             let mut refused = Vec::new();
+                            let sender = env.header.as_ref().map(|h| h.sender.as_str()).unwrap_or_default();
+                            let forbidden = identity.as_ref().and_then(|id| may_send_intents(id, sender).err());
                             for i in &batch.intents {
+                                if let Some((label, why)) = &forbidden {
+                                    metrics.reject(label);
+                                    refused.push(error(i.id, "forbidden", why.clone()));
+                                    continue;
+                                }
                                 match crate::wire::from_pb(i) {
                                     Ok(intent) => ok.push((i.id, intent)),
                                     Err(e) => refused.push(error(i.id, "failed", e.to_string())),
                                 }
                             }
-                            controller.submit(id, ok).await;
+                            if let Some((_, why)) = &forbidden {
+                                warn!(%why, "refused a session's intents");
+                            }
+                            // Under mutual TLS the certificate says who sent it; otherwise the
+                            // header does (unauthenticated).
+                            let from = identity.as_ref().map(|i| i.router.clone()).or_else(|| RouterId::new(sender).ok());
+                            match from {
+                                Some(from) => controller.submit(id, from, ok).await,
+                                None => refused.extend(ok.iter().map(|(i, _)| {
+                                    error(*i, "failed", format!("the session's sender {sender:?} is not a router id"))
+                                })),
+                            }
                             refused
                         }
                         Ok(Body::Ack(_)) => Vec::new(),

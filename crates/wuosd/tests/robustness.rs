@@ -170,31 +170,64 @@ fn bad_messages_are_refused_counted_and_survived() {
         let mut c = NeighborClient::connect(format!("http://127.0.0.1:{port}"))
             .await
             .unwrap();
-        // Wrong major version.
-        let e = c.hello(hello(2 << 16, "peer")).await.unwrap_err();
-        assert_eq!(e.code(), tonic::Code::InvalidArgument);
-        assert!(e.message().contains("version 2.0"), "{}", e.message());
-        // A good hello from the configured neighbor is answered.
-        let r = c
-            .hello(hello(wuos_proto::PROTOCOL_VERSION, "peer"))
+        // A protocol 1.x router: refused, saying why.
+        let e = c.hello(hello((1 << 16) | 1, "peer")).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            e.message()
+                .contains("unsupported protocol version 1.1 (this router speaks 2.x)"),
+            "{}",
+            e.message()
+        );
+        // A link opened by the configured neighbor: its hello is answered by ours.
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let first = pb::Frame {
+            header: header(wuos_proto::PROTOCOL_VERSION, "peer"),
+            hello: Some(hello(wuos_proto::PROTOCOL_VERSION, "peer")),
+            ..Default::default()
+        };
+        tx.send(first.clone()).await.unwrap();
+        let mut inbound = c
+            .link(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(r.header.unwrap().sender, "me");
+        let answer = tokio::time::timeout(Duration::from_secs(5), inbound.message())
+            .await
+            .expect("an answer within 5 s")
+            .unwrap()
+            .expect("a frame");
+        assert_eq!(answer.header.unwrap().sender, "me");
+        assert!(answer.hello.expect("its hello comes first").boot_id > 0);
+        drop(tx);
         // Another neighbor's id from the wrong address.
-        let e = c.hello(hello(wuos_proto::PROTOCOL_VERSION, "far")).await.unwrap_err();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let far = pb::Frame {
+            header: header(wuos_proto::PROTOCOL_VERSION, "far"),
+            hello: Some(hello(wuos_proto::PROTOCOL_VERSION, "far")),
+            ..Default::default()
+        };
+        tx.send(far).await.unwrap();
+        let e = c
+            .link(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap_err();
         assert!(e.message().contains("sender address mismatch"), "{}", e.message());
-        // Oversized: far more adverts than one flood may carry.
+        // Oversized: far more adverts than one frame may carry.
         let advert = pb::TelemetryAdvert {
             origin: "x".repeat(60),
             ..Default::default()
         };
-        let big = pb::FloodRequest {
-            header: header(wuos_proto::PROTOCOL_VERSION, "peer"),
+        let big = pb::Frame {
             adverts: vec![advert; 2000],
-            withdrawals: vec![],
+            ..first
         };
-        let e = c.flood(big).await.unwrap_err();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(big).await.unwrap();
+        let e = c
+            .link(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap_err();
         assert!(e.message().contains("oversized"), "{}", e.message());
         // Undecodable bytes.
         let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
@@ -254,7 +287,7 @@ fn bad_messages_are_refused_counted_and_survived() {
     assert_eq!(by_address.router_id, "me");
     let log = std::fs::read_to_string(dir.path().join("wuosd.log")).unwrap();
     assert!(
-        log.contains("refused a protocol message") && log.contains("version 2.0"),
+        log.contains("refused a protocol 1.x call") && log.contains("unsupported protocol version 1.1"),
         "{log}"
     );
 

@@ -13,7 +13,7 @@ use wuos_proto::pb;
 use crate::stats::Summary;
 
 /// Counters whose growth during a case counts as the control plane being hurt.
-pub const LOSS_COUNTERS: [&str; 2] = ["neighbor_down", "hellos_failed"];
+pub const LOSS_COUNTERS: [&str; 2] = ["neighbor_down", "links_closed"];
 
 /// What was seen of the control plane during one case.
 #[derive(Clone, Debug, Default)]
@@ -39,7 +39,7 @@ pub struct ControlFigures {
     pub samples_unseen: u64,
     /// Growth of [`LOSS_COUNTERS`] summed over the routers.
     pub neighbor_losses: u64,
-    pub hellos_failed: u64,
+    pub links_closed: u64,
 }
 
 impl ControlSamples {
@@ -101,7 +101,7 @@ impl ControlSamples {
             sample_gap_ms: Summary::of(&gaps),
             samples_unseen: unseen,
             neighbor_losses: growth("neighbor_down"),
-            hellos_failed: growth("hellos_failed"),
+            links_closed: growth("links_closed"),
         }
     }
 }
@@ -164,7 +164,7 @@ mod tests {
         let gaps = f.sample_gap_ms.clone().unwrap();
         assert_eq!((gaps.n, gaps.min, gaps.max), (2, 100.0, 130.0));
         assert_eq!(f.samples_unseen, 2);
-        assert_eq!((f.neighbor_losses, f.hellos_failed), (2, 0));
+        assert_eq!((f.neighbor_losses, f.links_closed), (2, 0));
     }
 
     #[test]

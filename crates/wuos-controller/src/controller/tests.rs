@@ -25,9 +25,13 @@ fn from(id: u64) -> Origin {
     }
 }
 
+/// The orchestrator of these tests (its router).
+const ORCH: &str = "orch";
+
 fn start(id: u64) -> Input {
     Input::Intent {
         from: from(id),
+        sender: r(ORCH),
         intent: Intent::Instance {
             service: svc("pabx"),
             present: true,
@@ -38,6 +42,7 @@ fn start(id: u64) -> Input {
 fn rule(id: u64, serving: Option<&str>) -> Input {
     Input::Intent {
         from: from(id),
+        sender: r(ORCH),
         intent: Intent::Rule {
             service: svc("pabx"),
             vip: VIP,
@@ -59,6 +64,34 @@ fn instance(state: InstanceState) -> Input {
     }])
 }
 
+/// The daemon's store, as the controller's `Persist` ops leave it: key text → JSON.
+#[derive(Default)]
+struct Store(BTreeMap<String, String>);
+
+impl Store {
+    fn apply(&mut self, ops: &[Op]) {
+        for op in ops {
+            if let Op::Persist { key, kept } = op {
+                match kept {
+                    Some(k) => self.0.insert(key.to_string(), serde_json::to_string(k).unwrap()),
+                    None => self.0.remove(&key.to_string()),
+                };
+            }
+        }
+    }
+
+    fn load(&self) -> Vec<Kept> {
+        self.0.values().map(|v| serde_json::from_str(v).unwrap()).collect()
+    }
+}
+
+fn rule_key() -> IntentKey {
+    IntentKey::Rule {
+        service: svc("pabx"),
+        sender: Some(r(ORCH)),
+    }
+}
+
 fn answers(ops: &[Op]) -> Vec<(u64, Result<(), String>)> {
     ops.iter()
         .filter_map(|o| match o {
@@ -78,10 +111,16 @@ fn a_start_is_acknowledged_only_when_the_instance_is_ready() {
         ops,
         vec![
             Op::Persist {
-                key: IntentKey::Instance(svc("pabx")),
-                intent: Some(Intent::Instance {
+                key: IntentKey::Instance {
                     service: svc("pabx"),
-                    present: true
+                    sender: Some(r(ORCH))
+                },
+                kept: Some(Kept {
+                    sender: Some(r(ORCH)),
+                    intent: Intent::Instance {
+                        service: svc("pabx"),
+                        present: true
+                    }
                 })
             },
             Op::Ensure {
@@ -121,6 +160,7 @@ fn a_start_whose_probe_never_passes_is_never_acknowledged_and_nothing_is_routed_
     // The orchestrator gives up (its ready timeout) and stops it: the start is superseded.
     let ops = c.handle(Input::Intent {
         from: from(2),
+        sender: r(ORCH),
         intent: Intent::Instance {
             service: svc("pabx"),
             present: false,
@@ -152,7 +192,7 @@ fn a_start_whose_probe_never_passes_is_never_acknowledged_and_nothing_is_routed_
     c.handle(rule(3, Some("fog")));
     let plan = c.plan(&KernelView::default());
     assert!(plan.ops.is_empty(), "{plan:?}");
-    assert!(plan.unapplied[&IntentKey::Rule(svc("pabx"))].contains("no running local instance"));
+    assert!(plan.unapplied[&rule_key()].contains("no running local instance"));
 }
 
 #[test]
@@ -183,6 +223,17 @@ fn view(next_hop: Option<NextHop>, vip: Option<FibEntry>) -> KernelView {
     v
 }
 
+/// The op that routes the VIP through `via`.
+fn vip_route(via: NextHop) -> DataplaneOp {
+    DataplaneOp::ReplaceRoute(RouteSpec {
+        dst: VIP,
+        prefix_len: 32,
+        gateway: via.gateway,
+        oif: via.oif,
+        src: None,
+    })
+}
+
 #[test]
 fn a_rule_routes_the_vip_by_the_kernels_next_hop_and_leaves_a_right_route_alone() {
     let mut c = Controller::new(r("edge1"), false);
@@ -190,7 +241,7 @@ fn a_rule_routes_the_vip_by_the_kernels_next_hop_and_leaves_a_right_route_alone(
     assert_eq!(ops.last(), Some(&Op::Reconcile));
     // edge2 not in the view yet: kept, answered with why.
     let plan = c.plan(&KernelView::default());
-    let key = IntentKey::Rule(svc("pabx"));
+    let key = rule_key();
     assert_eq!(plan.unapplied[&key], "serving router edge2 is not in edge1's view");
     let ops = c.handle(Input::Reconciled(plan.outcomes(&BTreeMap::new())));
     assert_eq!(
@@ -207,19 +258,7 @@ fn a_rule_routes_the_vip_by_the_kernels_next_hop_and_leaves_a_right_route_alone(
         oif: 3,
     };
     let plan = c.plan(&view(Some(via), None));
-    assert_eq!(
-        plan.ops,
-        vec![(
-            key.clone(),
-            DataplaneOp::ReplaceRoute(RouteSpec {
-                dst: VIP,
-                prefix_len: 32,
-                gateway: via.gateway,
-                oif: 3,
-                src: None
-            })
-        )]
-    );
+    assert_eq!(plan.ops, vec![(key.clone(), vip_route(via))]);
     // Already there: nothing to do.
     let installed = FibEntry {
         dst: VIP,
@@ -245,6 +284,28 @@ fn a_rule_routes_the_vip_by_the_kernels_next_hop_and_leaves_a_right_route_alone(
         c.handle(Input::Addresses([(r("edge2"), Ipv4Addr::new(10, 254, 0, 9))].into()))
             .is_empty()
     );
+}
+
+#[test]
+fn a_serving_router_beyond_the_view_is_reached_through_the_rules_writer() {
+    // edge1 is 2 hops from its orchestrator, the serving router edge2 2 hops on the other side:
+    // edge2 is not in edge1's view, the orchestrator is.
+    let mut c = Controller::new(r("edge1"), false);
+    let orch = Ipv4Addr::new(10, 254, 0, 9);
+    c.handle(Input::Addresses([(r(ORCH), orch)].into()));
+    c.handle(rule(5, Some("edge2")));
+    assert!(c.lookups().next_hops.contains(&orch));
+    let via = NextHop {
+        gateway: Ipv4Addr::new(10, 0, 0, 2),
+        oif: 3,
+    };
+    let plan = c.plan(&view(Some(via), None));
+    assert!(plan.unapplied.is_empty(), "{:?}", plan.unapplied);
+    assert_eq!(plan.ops, vec![(rule_key(), vip_route(via))]);
+    // Once edge2 is in the view, the route is towards edge2 itself.
+    let edge2 = Ipv4Addr::new(10, 254, 0, 12);
+    c.handle(Input::Addresses([(r(ORCH), orch), (r("edge2"), edge2)].into()));
+    assert!(c.lookups().next_hops.contains(&edge2) && !c.lookups().next_hops.contains(&orch));
 }
 
 #[test]
@@ -310,9 +371,10 @@ fn serving_locally_routes_to_the_instance_and_redirects_then_a_withdrawal_remove
 #[test]
 fn a_failed_op_is_the_rules_answer_and_intents_survive_a_restore() {
     let mut c = Controller::new(r("edge1"), false);
+    let mut store = Store::default();
     c.handle(Input::Addresses([(r("edge2"), Ipv4Addr::new(10, 254, 0, 9))].into()));
-    c.handle(rule(1, Some("edge2")));
-    c.handle(start(2));
+    store.apply(&c.handle(rule(1, Some("edge2"))));
+    store.apply(&c.handle(start(2)));
     let plan = c.plan(&view(
         Some(NextHop {
             gateway: Ipv4Addr::new(10, 0, 0, 2),
@@ -320,15 +382,16 @@ fn a_failed_op_is_the_rules_answer_and_intents_survive_a_restore() {
         }),
         None,
     ));
-    let failed: BTreeMap<IntentKey, String> = [(IntentKey::Rule(svc("pabx")), "netlink: EPERM".to_string())].into();
+    let failed: BTreeMap<IntentKey, String> = [(rule_key(), "netlink: EPERM".to_string())].into();
     let ops = c.handle(Input::Reconciled(plan.outcomes(&failed)));
     assert_eq!(answers(&ops), vec![(1, Err("netlink: EPERM".into()))]);
-    // What the store keeps: the intents in force, typed, as JSON.
-    let kept: Vec<Intent> = c.intents().values().cloned().collect();
-    let json = serde_json::to_string(&kept).unwrap();
-    let back: Vec<Intent> = serde_json::from_str(&json).unwrap();
+    // What the store keeps: the intents in force with their senders, typed, as JSON.
+    assert_eq!(
+        store.0.keys().collect::<Vec<_>>(),
+        vec!["instance/pabx@orch", "rule/pabx@orch"]
+    );
     let mut again = Controller::new(r("edge1"), false);
-    let ops = again.restore(back);
+    let ops = again.restore(store.load());
     assert_eq!(
         ops,
         vec![

@@ -1,8 +1,13 @@
 //! A network of protocol instances joined by simulated links: a discrete-event simulator that
-//! executes the instances' actions (hellos as request and reply, floods as one-way messages,
-//! each taking the link's delay), fires their ticks and samples periodically, and logs the
-//! events they report. Deterministic: events at the same time run in the order they were
-//! scheduled.
+//! opens a session (the `Neighbor.Link` stream) on every link, the router whose id sorts first
+//! dialling, delivers the instances' frames over it (each taking the link's delay, lost while the
+//! link is down), closes it when an instance says so, fires ticks (every quarter hello interval,
+//! as the daemon does) and samples periodically, and logs the events the instances report.
+//! Deterministic: events at the same time run in the order they were scheduled.
+//!
+//! A stopped router is silent: its sessions are not closed, its neighbors notice by the dead
+//! interval. A dialler finds a session whose other end restarted reset at its next tick (TCP
+//! would tell it on its next write) and opens a new one.
 #![allow(dead_code)]
 
 use std::cmp::Reverse;
@@ -50,7 +55,6 @@ impl Default for Params {
 struct Router {
     index: usize,
     inst: Option<Instance>,
-    /// Bumped at every stop and start: periodic events of an older generation are dropped.
     generation: u64,
     sampling: bool,
     samples: u64,
@@ -60,6 +64,14 @@ struct Router {
 pub struct Link {
     pub up: bool,
     pub delay_ms: u64,
+}
+
+/// An open `Neighbor.Link` stream between two routers (key order), valid while both are the
+/// incarnations it was opened with.
+#[derive(Clone, Copy, Debug)]
+struct Session {
+    id: u64,
+    generations: (u64, u64),
 }
 
 #[derive(Debug)]
@@ -72,36 +84,31 @@ enum Event {
         router: String,
         generation: u64,
     },
-    /// A hello arriving at `to`.
-    Hello {
-        from: String,
-        to: String,
-        hello: pb::Hello,
-        sent_ms: u64,
-        generation: u64,
+    Opened {
+        router: String,
+        neighbor: String,
+        session: u64,
     },
-    /// The outcome of `from`'s hello to `to`, arriving back at `from`.
-    HelloOutcome {
-        from: String,
-        to: String,
-        reply: Option<pb::HelloReply>,
-        sent_ms: u64,
-        generation: u64,
+    Closed {
+        router: String,
+        neighbor: String,
+        session: u64,
+        reason: String,
     },
-    /// A flood request arriving at `to`.
-    Flood {
+    Frame {
         from: String,
         to: String,
-        request: pb::FloodRequest,
+        session: u64,
+        frame: Box<pb::Frame>,
     },
 }
 
-/// The simulated network.
 pub struct Sim {
     pub now: u64,
     pub params: Params,
     routers: BTreeMap<String, Router>,
     links: BTreeMap<(String, String), Link>,
+    sessions: BTreeMap<(String, String), Session>,
     queue: BinaryHeap<Reverse<(u64, u64)>>,
     events: BTreeMap<u64, Event>,
     seq: u64,
@@ -116,7 +123,6 @@ fn key(a: &str, b: &str) -> (String, String) {
     }
 }
 
-/// `line:N` or `ring:N` as router names r1..rN and links.
 pub fn topology(spec: &str) -> (Vec<String>, Vec<(String, String)>) {
     let (kind, n) = spec.split_once(':').expect("topology is KIND:N");
     let n: usize = n.parse().expect("topology size");
@@ -131,13 +137,13 @@ pub fn topology(spec: &str) -> (Vec<String>, Vec<(String, String)>) {
 }
 
 impl Sim {
-    /// A network of `routers` joined by `links`, every router started with boot id 1 at time 0.
     pub fn new(params: Params, routers: &[String], links: &[(String, String)]) -> Self {
         let mut sim = Sim {
             now: 0,
             params,
             routers: BTreeMap::new(),
             links: BTreeMap::new(),
+            sessions: BTreeMap::new(),
             queue: BinaryHeap::new(),
             events: BTreeMap::new(),
             seq: 0,
@@ -179,25 +185,31 @@ impl Sim {
         c.telemetry_interval_ms = p.telemetry_interval_ms;
         c.stale_after_intervals = p.stale_after_intervals;
         c.neighbors = self
-            .links
-            .keys()
-            .filter_map(|(a, b)| {
-                let other = if a == router {
-                    b
-                } else if b == router {
-                    a
-                } else {
-                    return None;
-                };
-                Some(NeighborConfig {
-                    id: other.clone(),
-                    address: format!("{other}:7470"),
-                    interface: format!("to-{other}"),
-                })
+            .neighbors_of(router)
+            .into_iter()
+            .map(|other| NeighborConfig {
+                address: format!("{other}:7470"),
+                interface: format!("to-{other}"),
+                id: other,
             })
             .collect();
         c.validate().expect("simulated configuration");
         c
+    }
+
+    fn neighbors_of(&self, router: &str) -> Vec<String> {
+        self.links
+            .keys()
+            .filter_map(|(a, b)| {
+                if a == router {
+                    Some(b.clone())
+                } else if b == router {
+                    Some(a.clone())
+                } else {
+                    None
+                }
+            })
+            .collect()
     }
 
     pub fn instance(&self, router: &str) -> Option<&Instance> {
@@ -242,7 +254,10 @@ impl Sim {
         self.log.push(format!("t={} {line}", self.now));
     }
 
-    /// Starts (or restarts) a router with a fresh instance.
+    fn tick_ms(&self) -> u64 {
+        (u64::from(self.params.hello_interval_ms) / 4).max(10)
+    }
+
     pub fn start(&mut self, router: &str, boot_id: u64) {
         let cfg = self.config(router, boot_id);
         let r = self.routers.get_mut(router).unwrap();
@@ -266,7 +281,6 @@ impl Sim {
         );
     }
 
-    /// Stops a router abruptly (a crash): it sends and answers nothing.
     pub fn stop(&mut self, router: &str) {
         let r = self.routers.get_mut(router).unwrap();
         r.generation += 1;
@@ -277,14 +291,24 @@ impl Sim {
         self.routers.get_mut(router).unwrap().sampling = on;
     }
 
-    /// Feeds an input to a router now and executes the resulting actions.
     pub fn input(&mut self, router: &str, input: Input) {
         let Some(inst) = self.instance_mut(router) else { return };
         let actions = inst.process(input);
         self.execute(router, actions);
     }
 
-    /// A sample of `router` now with the given figures.
+    /// Delivers `frame` to `router` as if it came from `from` on their link; the outcome is
+    /// logged when it is refused.
+    pub fn deliver(&mut self, router: &str, from: &str, frame: &pb::Frame) -> Result<(), String> {
+        let now = self.now;
+        let Some(inst) = self.instance_mut(router) else {
+            return Err(format!("{router} is stopped"));
+        };
+        let (actions, r) = inst.on_frame(now, from, frame, None);
+        self.execute(router, actions);
+        r.map_err(|e| e.to_string())
+    }
+
     pub fn sample(&mut self, router: &str, cpu: f64, mem: f64) {
         let input = Input::Sample {
             now_ms: self.now,
@@ -300,41 +324,115 @@ impl Sim {
             links: vec![],
             demand: vec![],
             services: vec![],
+            region: String::new(),
+            placements: vec![],
         };
         self.input(router, input);
     }
 
-    /// Executes `router`'s actions: messages are scheduled, events logged.
-    pub fn execute(&mut self, router: &str, actions: Vec<Action>) {
-        let generation = self.generation(router);
-        for a in actions {
-            match a {
-                Action::SendHello { neighbor, hello } => {
-                    let d = self.link(router, &neighbor).map_or(0, |l| l.delay_ms);
-                    self.schedule(
-                        self.now + d,
-                        Event::Hello {
-                            from: router.into(),
-                            to: neighbor,
-                            hello,
-                            sent_ms: self.now,
-                            generation,
+    /// The session on the link `a`-`b`, if one is open and both ends are still the routers it
+    /// was opened with.
+    fn session(&self, a: &str, b: &str) -> Option<u64> {
+        let k = key(a, b);
+        let s = self.sessions.get(&k)?;
+        (self.generation(&k.0) == s.generations.0 && self.generation(&k.1) == s.generations.1).then_some(s.id)
+    }
+
+    /// `router` dials its neighbors that sort after it where no valid session runs (and tells
+    /// itself of a session reset by a restarted peer).
+    fn dial(&mut self, router: &str) {
+        for n in self.neighbors_of(router) {
+            if router > n.as_str() {
+                continue;
+            }
+            let k = key(router, &n);
+            // A stopped peer is silent: nothing tells us until the dead interval.
+            if self.session(router, &n).is_some() || self.routers[&n].inst.is_none() {
+                continue;
+            }
+            if let Some(old) = self.sessions.remove(&k) {
+                // Its peer restarted: our end finds the stream reset.
+                if self.generation(router) == old.generations.0 {
+                    self.input(
+                        router,
+                        Input::LinkClosed {
+                            now_ms: self.now,
+                            neighbor: n.clone(),
+                            reason: "connection reset".into(),
                         },
                     );
                 }
-                Action::SendFlood { neighbor, request } => {
+            }
+            let alive = self.routers[&n].inst.is_some();
+            let Some(link) = self.link(router, &n).filter(|l| l.up && alive) else {
+                continue;
+            };
+            self.seq += 1;
+            let id = self.seq;
+            self.sessions.insert(
+                k,
+                Session {
+                    id,
+                    generations: (self.generation(router), self.generation(&n)),
+                },
+            );
+            // The acceptor learns of it when the first bytes arrive; the dialler once the
+            // handshake's answer is back.
+            self.schedule(
+                self.now + link.delay_ms,
+                Event::Opened {
+                    router: n.clone(),
+                    neighbor: router.into(),
+                    session: id,
+                },
+            );
+            self.schedule(
+                self.now + 2 * link.delay_ms,
+                Event::Opened {
+                    router: router.into(),
+                    neighbor: n,
+                    session: id,
+                },
+            );
+        }
+    }
+
+    pub fn execute(&mut self, router: &str, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::SendFrame { neighbor, frame } => {
+                    let Some(session) = self.session(router, &neighbor) else {
+                        continue;
+                    };
                     if self.params.log_floods {
-                        self.say(format!("{router} -> {neighbor} {}", describe_flood(&request)));
+                        self.say(format!("{router} -> {neighbor} {}", describe_frame(&frame)));
                     }
                     let d = self.link(router, &neighbor).map_or(0, |l| l.delay_ms);
                     self.schedule(
                         self.now + d,
-                        Event::Flood {
+                        Event::Frame {
                             from: router.into(),
                             to: neighbor,
-                            request,
+                            session,
+                            frame,
                         },
                     );
+                }
+                Action::CloseLink { neighbor, reason } => {
+                    self.say(format!("{router} closes its link to {neighbor}: {reason}"));
+                    if let Some(session) = self.session(router, &neighbor) {
+                        self.sessions.remove(&key(router, &neighbor));
+                        let d = self.link(router, &neighbor).map_or(0, |l| l.delay_ms);
+                        self.schedule(
+                            self.now + d,
+                            Event::Closed {
+                                router: neighbor,
+                                neighbor: router.into(),
+                                session,
+                                reason: "closed by the peer".into(),
+                            },
+                        );
+                    }
                 }
                 Action::NeighborUp { neighbor } => self.say(format!("{router} neighbor {neighbor} up")),
                 Action::NeighborDown { neighbor, reason } => {
@@ -346,7 +444,6 @@ impl Sim {
         }
     }
 
-    /// Runs every event up to and including time `until`.
     pub fn run_until(&mut self, until: u64) {
         while let Some(&Reverse((at, seq))) = self.queue.peek() {
             if at > until {
@@ -367,8 +464,24 @@ impl Sim {
                 if !self.alive(&router, generation) {
                     return;
                 }
-                self.input(&router, Input::Tick { now_ms: now });
-                let next = now + u64::from(self.params.hello_interval_ms);
+                self.dial(&router);
+                // `next_tick_ms` is a promise: a tick before it does nothing (the daemon sleeps
+                // until it). Every scenario and property run checks it at every tick.
+                let before = self
+                    .instance(&router)
+                    .filter(|i| i.next_tick_ms().is_none_or(|t| now < t))
+                    .map(|i| (i.counters().clone(), i.next_tick_ms()));
+                if let Some((counters, next)) = before {
+                    let inst = self.instance_mut(&router).unwrap();
+                    let actions = inst.process(Input::Tick { now_ms: now });
+                    assert!(
+                        actions.is_empty() && *inst.counters() == counters,
+                        "{router} ticked at {now}, before its next tick {next:?}, and did {actions:?}"
+                    );
+                } else {
+                    self.input(&router, Input::Tick { now_ms: now });
+                }
+                let next = now + self.tick_ms();
                 self.schedule(next, Event::Tick { router, generation });
             }
             Event::Sample { router, generation } => {
@@ -386,80 +499,68 @@ impl Sim {
                 let next = now + u64::from(self.params.telemetry_interval_ms);
                 self.schedule(next, Event::Sample { router, generation });
             }
-            Event::Hello {
-                from,
-                to,
-                hello,
-                sent_ms,
-                generation,
+            Event::Opened {
+                router,
+                neighbor,
+                session,
             } => {
-                let link = self.link(&from, &to);
-                let d = link.map_or(0, |l| l.delay_ms);
-                let mut reply = None;
-                if link.is_some_and(|l| l.up)
-                    && let Some(inst) = self.instance_mut(&to)
-                {
-                    match inst.on_hello(now, &hello) {
-                        Ok((r, actions)) => {
-                            reply = Some(r);
-                            self.execute(&to, actions);
-                        }
-                        Err(e) => self.say(format!("{to} rejected hello from {from}: {e}")),
-                    }
+                if self.session(&router, &neighbor) != Some(session) {
+                    return;
                 }
-                self.schedule(
-                    now + d,
-                    Event::HelloOutcome {
-                        from,
-                        to,
-                        reply,
-                        sent_ms,
-                        generation,
+                self.input(&router, Input::LinkOpened { now_ms: now, neighbor });
+            }
+            Event::Closed {
+                router,
+                neighbor,
+                session,
+                reason,
+            } => {
+                if self.routers[&router].inst.is_none() {
+                    return;
+                }
+                // Only the session it has: a reopened one is not closed by an old close.
+                if self
+                    .sessions
+                    .get(&key(&router, &neighbor))
+                    .is_some_and(|s| s.id != session)
+                {
+                    return;
+                }
+                self.input(
+                    &router,
+                    Input::LinkClosed {
+                        now_ms: now,
+                        neighbor,
+                        reason,
                     },
                 );
             }
-            Event::HelloOutcome {
+            Event::Frame {
                 from,
                 to,
-                reply,
-                sent_ms,
-                generation,
+                session,
+                frame,
             } => {
-                if !self.alive(&from, generation) {
-                    return;
-                }
-                let back = self.link(&from, &to).is_some_and(|l| l.up);
-                let input = match reply {
-                    Some(reply) if back => Input::HelloAnswered {
-                        now_ms: now,
-                        neighbor: to,
-                        reply,
-                        rtt_ms: (now - sent_ms) as f64,
-                    },
-                    _ => Input::HelloFailed {
-                        now_ms: now,
-                        neighbor: to,
-                    },
-                };
-                self.input(&from, input);
-            }
-            Event::Flood { from, to, request } => {
-                if !self.link(&from, &to).is_some_and(|l| l.up) {
+                // Bytes in flight arrive even if their sender stopped since; the receiver must be
+                // the incarnation the session was opened with.
+                let k = key(&from, &to);
+                let receiver_ok = self.sessions.get(&k).is_some_and(|s| {
+                    let g = if k.0 == to { s.generations.0 } else { s.generations.1 };
+                    s.id == session && self.alive(&to, g)
+                });
+                if !receiver_ok || !self.link(&from, &to).is_some_and(|l| l.up) {
                     if self.params.log_floods {
-                        self.say(format!("{from} -> {to} flood lost"));
+                        self.say(format!("{from} -> {to} frame lost"));
                     }
                     return;
                 }
-                let Some(inst) = self.instance_mut(&to) else { return };
-                match inst.on_flood(now, &request) {
-                    Ok((_, actions)) => self.execute(&to, actions),
-                    Err(e) => self.say(format!("{to} rejected flood from {from}: {e}")),
+                if let Err(e) = self.deliver(&to, &from, &frame) {
+                    self.say(format!("{to} rejected a frame from {from}: {e}"));
                 }
             }
         }
     }
 
-    /// Each live router's view: origin → hops.
     pub fn views(&self) -> BTreeMap<String, BTreeMap<String, u32>> {
         self.routers
             .iter()
@@ -473,7 +574,6 @@ impl Sim {
             .collect()
     }
 
-    /// Hop distances over the links that are up, from `from`, to routers that are alive.
     pub fn distances(&self, from: &str) -> BTreeMap<String, u32> {
         let mut dist = BTreeMap::from([(from.to_owned(), 0u32)]);
         let mut frontier = vec![from.to_owned()];
@@ -505,25 +605,46 @@ impl Sim {
     }
 }
 
-/// `flood adverts=[r3#2/1 ...] withdrawals=[r5#1/1 (reason)]`: origin, sequence (or boot id for
-/// withdrawals), remaining hop limit.
-pub fn describe_flood(r: &pb::FloodRequest) -> String {
-    let adverts: Vec<String> = r
-        .adverts
-        .iter()
-        .map(|a| format!("{}#{}.{}/{}", a.origin, a.boot_id, a.sequence, a.hop_limit))
-        .collect();
-    let withdrawals: Vec<String> = r
+pub fn describe_frame(f: &pb::Frame) -> String {
+    let mut parts = Vec::new();
+    if let Some(h) = &f.hello {
+        parts.push(format!("hello boot {}", h.boot_id));
+    }
+    if !f.need_full.is_empty() {
+        parts.push(format!("need_full=[{}]", f.need_full.join(" ")));
+    }
+    let withdrawals: Vec<String> = f
         .withdrawals
         .iter()
         .map(|w| format!("{}#{}/{} ({})", w.origin, w.boot_id, w.hop_limit, w.reason))
         .collect();
-    let mut s = String::from("flood");
-    if !adverts.is_empty() {
-        s += &format!(" adverts=[{}]", adverts.join(" "));
-    }
     if !withdrawals.is_empty() {
-        s += &format!(" withdrawals=[{}]", withdrawals.join(" "));
+        parts.push(format!("withdrawals=[{}]", withdrawals.join(" ")));
     }
-    s
+    let adverts: Vec<String> = f
+        .adverts
+        .iter()
+        .map(|a| format!("{}#{}.{}/{}", a.origin, a.boot_id, a.sequence, a.hop_limit))
+        .collect();
+    if !adverts.is_empty() {
+        parts.push(format!("adverts=[{}]", adverts.join(" ")));
+    }
+    let deltas: Vec<String> = f
+        .deltas
+        .iter()
+        .map(|d| {
+            format!(
+                "{}#{}.{}<{}/{}",
+                d.origin, d.boot_id, d.sequence, d.base_sequence, d.hop_limit
+            )
+        })
+        .collect();
+    if !deltas.is_empty() {
+        parts.push(format!("deltas=[{}]", deltas.join(" ")));
+    }
+    if parts.is_empty() {
+        "frame (keepalive)".into()
+    } else {
+        format!("frame {}", parts.join(" "))
+    }
 }

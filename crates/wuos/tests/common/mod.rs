@@ -63,3 +63,26 @@ pub fn daemon_pids(lab: &str, node: &str) -> Vec<i32> {
         })
         .collect()
 }
+
+/// Polls `f` every 250 ms until it gives a value, or fails after `within` saying `what` and
+/// what `diagnosis` shows of the lab then.
+#[allow(dead_code)]
+pub fn wait_until_or<T>(
+    what: &str,
+    within: std::time::Duration,
+    diagnosis: impl Fn() -> String,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {within:?}: {what}\n{}",
+            diagnosis()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}

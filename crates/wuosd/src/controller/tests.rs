@@ -34,6 +34,8 @@ fn router(id: &str, addr: [u8; 4]) -> RouterView {
         demand: Vec::new(),
         instances: Vec::new(),
         sampled_unix_ns: 0,
+        region: None,
+        placements: Vec::new(),
     }
 }
 
@@ -71,6 +73,7 @@ async fn a_start_is_acknowledged_only_after_the_probe_passed_and_rules_install_r
     let echo = ServiceId::new("echo").unwrap();
     ctl.submit(
         session,
+        RouterId::new("fog").unwrap(),
         vec![(
             1,
             Intent::Instance {
@@ -106,6 +109,7 @@ async fn a_start_is_acknowledged_only_after_the_probe_passed_and_rules_install_r
     let vip = Ipv4Addr::new(10, 255, 0, 7);
     ctl.submit(
         session,
+        RouterId::new("fog").unwrap(),
         vec![(
             2,
             Intent::Rule {

@@ -783,7 +783,16 @@ impl Domains {
     /// about an earlier incarnation is dropped); a domain that has just turned unhealthy gets its
     /// restart policy.
     pub fn record_probe(&mut self, name: &str, pid: i32, now_ms: u64, outcome: Result<(), String>) {
-        let Some(e) = self.entries.get_mut(name).filter(|e| e.pid == pid) else {
+        if self.entries.get(name).is_none_or(|e| e.pid != pid) {
+            return;
+        }
+        // A verdict that comes before the domain's first supervision comes with its first
+        // reading: an advert must not call an instance healthy while saying it uses no memory.
+        if !self.readings.contains_key(name) {
+            let cs = self.entry_spec(&self.entries[name]);
+            self.read_usage(name, &cs, Instant::now());
+        }
+        let Some(e) = self.entries.get_mut(name) else {
             return;
         };
         let was = e.record.state.clone();

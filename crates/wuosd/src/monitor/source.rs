@@ -1,8 +1,10 @@
 //! Where the figures come from: a whole machine (`/proc`) or a lab router's cgroup, the paths of
 //! the files read for each (built once), and the file reader that reuses one buffer.
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::{MonitorError, cpu, disk, memory, parse_err};
@@ -56,15 +58,23 @@ impl Source {
 }
 
 /// Reads whole files into one buffer that grows to the biggest file read and is then reused:
-/// a sampling allocates nothing for its reads.
+/// a sampling allocates nothing for its reads. Files stay open between samplings and are read
+/// again from offset 0 (procfs, cgroupfs and PSI files produce their text anew at each read from
+/// 0): the path lookups of opening ten files a second were most of a sample's cost on a host of
+/// a thousand routers. A file that fails on its old handle (its cgroup was removed and made
+/// again) is opened anew once.
 pub(crate) struct Reader {
     buf: Vec<u8>,
+    open: HashMap<PathBuf, File>,
 }
 
 impl Reader {
     pub(crate) fn new() -> Self {
         // /proc/stat, the biggest file read, is ~2 KiB + 3 KiB per 100 interrupt lines.
-        Self { buf: vec![0; 8192] }
+        Self {
+            buf: vec![0; 8192],
+            open: HashMap::new(),
+        }
     }
 
     /// The text of `path`; a missing file is an error naming it.
@@ -91,21 +101,36 @@ impl Reader {
         }
     }
 
-    /// Reads `path` into the buffer, returning its length. Plain `read` calls until end of file:
-    /// no `fstat`/`lseek` for a size hint (procfs and cgroupfs files report size 0 anyway).
+    /// Reads `path` into the buffer, returning its length: `pread` calls from offset 0 until end
+    /// of file, no `fstat` for a size hint (procfs and cgroupfs files report size 0 anyway).
     fn fill(&mut self, path: &Path) -> io::Result<usize> {
-        let mut file = File::open(path)?;
-        let mut len = 0;
-        loop {
-            if len == self.buf.len() {
-                self.buf.resize(self.buf.len() * 2, 0);
+        if let Some(file) = self.open.get(path) {
+            match read_all(file, &mut self.buf) {
+                Ok(len) => return Ok(len),
+                Err(_) => {
+                    self.open.remove(path);
+                }
             }
-            match file.read(&mut self.buf[len..]) {
-                Ok(0) => return Ok(len),
-                Ok(n) => len += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        }
+        let file = File::open(path)?;
+        let len = read_all(&file, &mut self.buf)?;
+        self.open.insert(path.to_owned(), file);
+        Ok(len)
+    }
+}
+
+/// Reads `file` from offset 0 to its end into `buf` (grown as needed); the length read.
+fn read_all(file: &File, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        match file.read_at(&mut buf[len..], len as u64) {
+            Ok(0) => return Ok(len),
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
 }

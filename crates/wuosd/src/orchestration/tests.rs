@@ -68,6 +68,9 @@ fn view(id: &str, hops: u32, mem: f64, pabx: Option<bool>) -> RouterView {
             })
             .collect(),
         sampled_unix_ns: 0,
+        // Every router but the data centre is in the fog's region (the fog advertises itself).
+        region: (id != "dc").then(|| RouterId::new("fog").unwrap()),
+        placements: Vec::new(),
     }
 }
 
@@ -91,7 +94,7 @@ fn host(
         catalog: vec!["pabx".into()],
         delivery: rec.clone(),
     };
-    (Host::new(parts), rec, publish)
+    (Host::new(parts, watch::channel(Vec::new()).0), rec, publish)
 }
 
 fn routes_to(sent: &[(String, u64, Intent)]) -> Vec<(String, String)> {
@@ -129,9 +132,10 @@ async fn a_restarted_orchestrator_adopts_the_serving_instance_and_stops_orphans(
     let sent = rec.take();
     let routes = routes_to(&sent);
     assert!(!routes.is_empty(), "routes are re-announced: {sent:?}");
+    // The data centre keeps its own route to its own instance (it is in no region).
     assert!(
-        routes.iter().all(|(_, to)| to == "edge2"),
-        "every route leads to edge2, none back to the data centre: {routes:?}"
+        routes.iter().filter(|(r, _)| r != "dc").all(|(_, to)| to == "edge2"),
+        "every route in the region leads to edge2, none back to the data centre: {routes:?}"
     );
     let stops: Vec<&String> = sent
         .iter()
@@ -165,6 +169,40 @@ async fn a_restarted_orchestrator_adopts_the_serving_instance_and_stops_orphans(
         Some(&br#"{"pabx":"edge2"}"#[..]),
         "the placement stays persisted"
     );
+}
+
+/// Right after the fog restarts, its routers advertise no region (they lost sight of it): the
+/// restore waits until the serving router is back in the fog's region — restoring earlier would
+/// take it for a router that left and move the service to the data centre.
+#[tokio::test]
+async fn a_restore_waits_for_the_serving_router_to_rejoin_the_region() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    store.put_blob(POLICY_KEY, POLICY.as_bytes()).unwrap();
+    store.put_blob(SERVING_KEY, br#"{"pabx":"edge2"}"#).unwrap();
+    let mut n = Neighborhood {
+        at_ms: 0,
+        routers: vec![
+            view("fog", 0, 80.0, None),
+            view("edge2", 2, 10.0, Some(true)),
+            view("dc", 1, 10.0, Some(true)),
+        ],
+    };
+    n.routers[1].region = None;
+    let (mut h, rec, publish) = host(store.clone(), n.clone(), Duration::from_secs(20));
+    h.parts.settle = Duration::from_secs(60);
+    h.load_policy();
+    h.round().await;
+    assert!(rec.take().is_empty(), "nothing is restored while edge2 is in no region");
+    n.routers[1].region = Some(RouterId::new("fog").unwrap());
+    publish.send_replace(Arc::new(n));
+    h.round().await;
+    let routes = routes_to(&rec.take());
+    assert!(
+        !routes.is_empty() && routes.iter().filter(|(r, _)| r != "dc").all(|(_, to)| to == "edge2"),
+        "edge2 adopted once back in the region: {routes:?}"
+    );
+    assert_eq!(h.log().serving.get("pabx").map(String::as_str), Some("edge2"));
 }
 
 /// Issue 9's health-gate regression at the orchestrator: a start whose controller never
