@@ -6,6 +6,9 @@ source scripts/common.sh
 need_root
 ensure_packages
 ensure_cargo
+# One clean build: incremental caches would only take disk (several GB for this workspace).
+export CARGO_INCREMENTAL=0
+echo "== disk: $(df -h --output=avail . | tail -1 | tr -d ' ') free where the build goes"
 # Labs left by an interrupted earlier run would make the lab tests fail with "already exists".
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -29,4 +32,5 @@ if [ "$left" -ne 0 ]; then
     ip netns list | grep '^wuos\.' >&2
     exit 1
 fi
+echo "== disk: target/ holds $(du -sh target 2>/dev/null | cut -f1), $(df -h --output=avail . | tail -1 | tr -d ' ') free"
 echo "$passed passed, $failed failed"
