@@ -31,6 +31,8 @@ pub enum LabError {
     },
     #[error("lab {lab} has no link between {a} and {b}")]
     NoSuchLink { lab: String, a: String, b: String },
+    #[error("lab {lab} has no underlay {name:?}; its underlays are: {known}")]
+    NoSuchUnderlay { lab: String, name: String, known: String },
     #[error("invalid topology: {0}")]
     Topology(String),
     #[error("this needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): run it as root")]
@@ -94,7 +96,8 @@ impl wuos_model::Classify for LabError {
             LabError::NoSuchLab { .. }
             | LabError::NoLabs
             | LabError::NoSuchNode { .. }
-            | LabError::NoSuchLink { .. } => C::NotFound,
+            | LabError::NoSuchLink { .. }
+            | LabError::NoSuchUnderlay { .. } => C::NotFound,
             LabError::NotRoot => C::Unavailable,
             LabError::Netns(NetnsError::Exists { .. })
             | LabError::Namespace(NamespaceError::Netns(NetnsError::Exists { .. })) => C::Conflict,

@@ -118,7 +118,63 @@ pub fn set(env: &crate::LabEnv, lab: &str, a: &str, b: &str, change: &LinkChange
             a: a.into(),
             b: b.into(),
         })?;
-    let (diff, after) = change_plan(&state, i, change)?;
+    let rt = apply(env, lab, &mut state, i, change)?;
+    state.save(env)?;
+    Ok(rt)
+}
+
+/// Applies `change` to every link of underlay `name` (a link labelled so, or one to a provider
+/// router labelled so), one after another; the links changed, by index. A failure stops there and
+/// keeps the links already changed (the lab's state says which).
+pub fn set_underlay(
+    env: &crate::LabEnv,
+    lab: &str,
+    name: &str,
+    change: &LinkChange,
+) -> Result<Vec<(usize, LinkRuntime)>, LabError> {
+    let _lock = crate::state::LabLock::take(env, lab)?;
+    let mut state = LabState::load(env, lab)?;
+    let t = &state.topology;
+    let links: Vec<usize> = (0..t.links.len())
+        .filter(|&l| t.link_underlay(l) == Some(name))
+        .collect();
+    if links.is_empty() {
+        let mut known: Vec<&str> = (0..t.links.len()).filter_map(|l| t.link_underlay(l)).collect();
+        known.sort_unstable();
+        known.dedup();
+        return Err(LabError::NoSuchUnderlay {
+            lab: lab.into(),
+            name: name.into(),
+            known: if known.is_empty() {
+                "(none)".into()
+            } else {
+                known.join(", ")
+            },
+        });
+    }
+    let mut done = Vec::with_capacity(links.len());
+    for i in links {
+        match apply(env, lab, &mut state, i, change) {
+            Ok(rt) => done.push((i, rt)),
+            Err(e) => {
+                state.save(env)?;
+                return Err(e);
+            }
+        }
+    }
+    state.save(env)?;
+    Ok(done)
+}
+
+/// Changes link `i` in the kernel and in `state` (not saved).
+fn apply(
+    env: &crate::LabEnv,
+    lab: &str,
+    state: &mut LabState,
+    i: usize,
+    change: &LinkChange,
+) -> Result<LinkRuntime, LabError> {
+    let (diff, after) = change_plan(state, i, change)?;
     let mut relay_pid = state.links[i].relay_pid;
     if !diff.is_empty() {
         let session = Session::new(env, lab)?;
@@ -139,6 +195,5 @@ pub fn set(env: &crate::LabEnv, lab: &str, a: &str, b: &str, change: &LinkChange
         relay_pid,
     };
     state.links[i] = rt.clone();
-    state.save(env)?;
     Ok(rt)
 }

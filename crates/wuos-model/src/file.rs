@@ -59,6 +59,7 @@ struct RawNode {
     role: Spanned<String>,
     cpus: Option<Spanned<f64>>,
     memory: Option<Spanned<toml::Value>>,
+    underlay: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -71,6 +72,7 @@ struct RawLink {
     jitter: Option<Spanned<toml::Value>>,
     loss: Option<Spanned<toml::Value>>,
     mtu: Option<Spanned<i64>>,
+    underlay: Option<Spanned<String>>,
 }
 
 /// Where each value came from, to locate validation errors.
@@ -87,12 +89,14 @@ struct NodeSpans {
     role: Range<usize>,
     cpus: Option<Range<usize>>,
     memory: Option<Range<usize>>,
+    underlay: Option<Range<usize>>,
 }
 
 struct LinkSpans {
     a: Range<usize>,
     b: Range<usize>,
     params: ParamSpans,
+    underlay: Option<Range<usize>>,
 }
 
 #[derive(Default)]
@@ -110,7 +114,7 @@ impl ParamSpans {
             LinkField::Jitter => self.jitter.clone(),
             LinkField::Loss => self.loss.clone(),
             LinkField::Mtu => self.mtu.clone(),
-            LinkField::Pair | LinkField::A | LinkField::B => None,
+            LinkField::Pair | LinkField::A | LinkField::B | LinkField::Underlay => None,
         }
     }
 }
@@ -126,6 +130,7 @@ impl Spans {
                     NodeField::Role => n.role.clone(),
                     NodeField::Cpus => n.cpus.clone().unwrap_or_else(|| n.name.clone()),
                     NodeField::Memory => n.memory.clone().unwrap_or_else(|| n.name.clone()),
+                    NodeField::Underlay => n.underlay.clone().unwrap_or_else(|| n.name.clone()),
                 })
             }
             Anchor::Link(i, f) => {
@@ -133,6 +138,7 @@ impl Spans {
                 Some(match f {
                     LinkField::Pair | LinkField::A => l.a.clone(),
                     LinkField::B => l.b.clone(),
+                    LinkField::Underlay => l.underlay.clone().unwrap_or_else(|| l.a.clone()),
                     // A merged parameter: the link's own value, else the default it inherited.
                     _ => l
                         .params
@@ -419,12 +425,14 @@ pub fn parse(src: &str, file: &str) -> Result<Topology, TopologyError> {
             role,
             cpus: n.cpus.as_ref().map(|c| *c.get_ref()),
             memory,
+            underlay: n.underlay.as_ref().map(|u| u.get_ref().clone()),
         });
         spans.nodes.push(NodeSpans {
             name: n.name.span(),
             role: n.role.span(),
             cpus: n.cpus.as_ref().map(Spanned::span),
             memory: n.memory.as_ref().map(Spanned::span),
+            underlay: n.underlay.as_ref().map(Spanned::span),
         });
     }
 
@@ -437,11 +445,13 @@ pub fn parse(src: &str, file: &str) -> Result<Topology, TopologyError> {
             a: l.a.get_ref().clone(),
             b: l.b.get_ref().clone(),
             params,
+            underlay: l.underlay.as_ref().map(|u| u.get_ref().clone()),
         });
         spans.links.push(LinkSpans {
             a: l.a.span(),
             b: l.b.span(),
             params: s,
+            underlay: l.underlay.as_ref().map(Spanned::span),
         });
     }
 
@@ -555,7 +565,8 @@ rate = 1000000
                 name: "r1".into(),
                 role: Role::Dc,
                 cpus: Some(0.5),
-                memory: Some(256 << 20)
+                memory: Some(256 << 20),
+                underlay: None
             }
         );
         assert_eq!(t.nodes[1].cpus, Some(2.0));
@@ -618,7 +629,9 @@ rate = 1000000
     fn unknown_keys() {
         let msg = err_at(&base("colour = \"red\"\n"), 11, 1, "link[0].colour");
         assert!(
-            msg.contains("unknown key \"colour\"; fix: remove it (allowed here: a, b, rate, delay, jitter, loss, mtu)"),
+            msg.contains(
+                "unknown key \"colour\"; fix: remove it (allowed here: a, b, rate, delay, jitter, loss, mtu, underlay)"
+            ),
             "{msg}"
         );
         let msg = err_at(&base("dleay = \"1ms\"\n"), 11, 1, "link[0].dleay");
@@ -760,6 +773,29 @@ rate = 1000000
         assert!(
             msg.contains("duplicate link between \"r2\" and \"r1\" (already linked by link[0])"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn underlay_labels() {
+        let t = parse(&base("underlay = \"mpls\"\n"), "t.toml").unwrap();
+        assert_eq!(t.links[0].underlay.as_deref(), Some("mpls"));
+        assert_eq!(t.link_underlay(0), Some("mpls"));
+        let msg = err_at(&base("underlay = \"MPLS-1\"\n"), 11, 12, "link[0].underlay");
+        assert!(
+            msg.contains("bad underlay name \"MPLS-1\": it must start with a lowercase letter"),
+            "{msg}"
+        );
+        let src = "[[node]]\nname = \"p1\"\nrole = \"edge\"\nunderlay = \"averylongname\"\n";
+        let msg = err_at(src, 4, 12, "node[0].underlay");
+        assert!(msg.contains("longer than 8"), "{msg}");
+        // A provider router's links are its underlay's.
+        let src = "[[node]]\nname = \"p1\"\nrole = \"edge\"\nunderlay = \"inet\"\n\
+                   [[node]]\nname = \"e1\"\nrole = \"edge\"\n[[link]]\na = \"e1\"\nb = \"p1\"\n";
+        let t = parse(src, "t.toml").unwrap();
+        assert_eq!(
+            (t.links[0].underlay.as_deref(), t.link_underlay(0)),
+            (None, Some("inet"))
         );
     }
 

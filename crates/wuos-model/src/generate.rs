@@ -10,6 +10,13 @@
 //! | `tree:FxD` | 1 + F + … + F^(D-1); root `r0`, children of X are X-1..X-F | nodes - 1 |
 //! | `random:N[:ba:M]` | `r1`..`rN`, Barabási–Albert (M = 2 by default) | ≈ N·M |
 //! | `random:N:waxman:ALPHA:BETA` | `r1`..`rN`, Waxman, made connected | varies |
+//! | `sdwan:SITES:UNDERLAYS[:LANS]` | per underlay (`mpls`, `inet`, `lte`, `sat`) 3 provider routers `mpls1`..`mpls3`; per site an edge `eI` with LAN hosts `hI` (and `hIb` with 2 LANs); a `dc` | 3·U + S·(U + L) + U |
+//!
+//! `sdwan`: each underlay's provider routers form a triangle (their links are that underlay's),
+//! site I's edge attaches to router `((I-1) mod 3) + 1` of every underlay, so every pair of
+//! sites has one path per underlay, crossing at most one provider link; the `dc` router (where
+//! the SD-WAN controller runs) attaches to router 1 of every underlay with unlabelled links.
+//! SITES 2..=250, UNDERLAYS 1..=4, LANS 1..=2.
 //!
 //! Tree roles: root dc, first level fog, the rest edge; `star`'s hub is fog;
 //! everything else is edge. If a tree's hierarchical names would exceed 12
@@ -23,7 +30,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
-use crate::topology::{Ipv4Net, Link, LinkParams, Node, Pools, Role, Topology};
+use crate::topology::{Ipv4Net, Link, Node, Pools, Role, Topology};
 
 /// Largest topology the spec parser accepts (nodes).
 pub const MAX_NODES: usize = 10_000;
@@ -49,6 +56,15 @@ pub enum Generator {
         fanout: usize,
         /// Number of levels, root included.
         depth: usize,
+    },
+    /// SD-WAN sites over several provider networks.
+    Sdwan {
+        /// Sites (edge routers with LANs).
+        sites: usize,
+        /// Provider networks, named from [`UNDERLAY_NAMES`].
+        underlays: usize,
+        /// LAN hosts per site (1 or 2).
+        lans: usize,
     },
     /// A random connected graph.
     Random {
@@ -84,7 +100,7 @@ pub enum GenerateError {
     /// The part before the first `:` is not a generator.
     #[error(
         "unknown generator \"{spec}\"; use line:N, ring:N, star:N, grid:ROWSxCOLS, \
-         torus:ROWSxCOLS, tree:FANOUTxDEPTH or random:N"
+         torus:ROWSxCOLS, tree:FANOUTxDEPTH, random:N or sdwan:SITES:UNDERLAYS"
     )]
     Unknown {
         /// The whole spec.
@@ -108,7 +124,12 @@ pub enum GenerateError {
     },
 }
 
-const KINDS: [&str; 7] = ["line", "ring", "star", "grid", "torus", "tree", "random"];
+const KINDS: [&str; 8] = ["line", "ring", "star", "grid", "torus", "tree", "random", "sdwan"];
+
+/// The underlays of `sdwan:`, in order.
+pub const UNDERLAY_NAMES: [&str; 4] = ["mpls", "inet", "lte", "sat"];
+/// Provider routers per underlay in `sdwan:`.
+pub const PROVIDER_ROUTERS: usize = 3;
 
 /// Whether `s` is meant as a generator spec rather than a file name:
 /// `"grid:3x3"` yes, `"lab.toml"` no.
@@ -130,6 +151,7 @@ fn form(kind: &str) -> &'static str {
         "grid" => "grid:ROWSxCOLS (e.g. grid:3x3)",
         "torus" => "torus:ROWSxCOLS with both >= 3 (e.g. torus:4x4)",
         "tree" => "tree:FANOUTxDEPTH, depth counting the root level (e.g. tree:4x4)",
+        "sdwan" => "sdwan:SITES:UNDERLAYS or sdwan:SITES:UNDERLAYS:LANS (e.g. sdwan:3:2)",
         _ => "random:N, random:N:ba:M or random:N:waxman:ALPHA:BETA (e.g. random:100:waxman:0.4:0.2)",
     }
 }
@@ -209,6 +231,22 @@ impl Generator {
                 cap(tree_size(fanout, depth))?;
                 Generator::Tree { fanout, depth }
             }
+            ("sdwan", 3 | 4) => {
+                let sites = num(parts[1])?;
+                let underlays = num(parts[2])?;
+                let lans = parts.get(3).map(|l| num(l)).transpose()?.unwrap_or(1);
+                if !(2..=250).contains(&sites) {
+                    return Err(range("sdwan needs 2 to 250 sites".into()));
+                }
+                if !(1..=UNDERLAY_NAMES.len()).contains(&underlays) {
+                    return Err(range(format!("sdwan takes 1 to {} underlays", UNDERLAY_NAMES.len())));
+                }
+                if !(1..=2).contains(&lans) {
+                    return Err(range("sdwan sites have 1 or 2 LANs".into()));
+                }
+                cap(Some(1 + PROVIDER_ROUTERS * underlays + sites * (1 + lans)))?;
+                Generator::Sdwan { sites, underlays, lans }
+            }
             ("random", 2 | 4 | 5) => {
                 let n = num(parts[1])?;
                 if n < 1 {
@@ -257,6 +295,7 @@ impl fmt::Display for Generator {
             Generator::Grid(r, c) => write!(f, "grid:{r}x{c}"),
             Generator::Torus(r, c) => write!(f, "torus:{r}x{c}"),
             Generator::Tree { fanout, depth } => write!(f, "tree:{fanout}x{depth}"),
+            Generator::Sdwan { sites, underlays, lans } => write!(f, "sdwan:{sites}:{underlays}:{lans}"),
             Generator::Random {
                 n,
                 model: RandomModel::BarabasiAlbert { m },
@@ -296,12 +335,7 @@ impl Builder {
     }
 
     fn node(&mut self, name: String, role: Role) -> usize {
-        self.nodes.push(Node {
-            name,
-            role,
-            cpus: None,
-            memory: None,
-        });
+        self.nodes.push(Node::new(name, role));
         self.nodes.len() - 1
     }
 
@@ -320,11 +354,7 @@ impl Builder {
         let Builder { nodes, links } = self;
         let links: Vec<Link> = links
             .into_iter()
-            .map(|(a, b)| Link {
-                a: nodes[a].name.clone(),
-                b: nodes[b].name.clone(),
-                params: LinkParams::default(),
-            })
+            .map(|(a, b)| Link::new(nodes[a].name.clone(), nodes[b].name.clone()))
             .collect();
         let pools = pools_for(nodes.len(), links.len());
         Topology {
@@ -395,6 +425,10 @@ pub fn generate(g: &Generator, seed: u64) -> Topology {
             tree(&mut b, fanout, depth);
             format!("tree-{fanout}x{depth}")
         }
+        Generator::Sdwan { sites, underlays, lans } => {
+            sdwan(&mut b, sites, underlays, lans);
+            format!("sdwan-{sites}x{underlays}")
+        }
         Generator::Random { n, ref model } => {
             b.numbered(n);
             let mut rng = SplitMix64::new(seed);
@@ -415,6 +449,37 @@ pub fn generate(g: &Generator, seed: u64) -> Topology {
         }
     };
     b.finish(name)
+}
+
+fn sdwan(b: &mut Builder, sites: usize, underlays: usize, lans: usize) {
+    let dc = b.node("dc".into(), Role::Dc);
+    let mut first = Vec::with_capacity(underlays);
+    for u in &UNDERLAY_NAMES[..underlays] {
+        let routers: Vec<usize> = (1..=PROVIDER_ROUTERS)
+            .map(|k| {
+                let r = b.node(format!("{u}{k}"), Role::Edge);
+                b.nodes[r].underlay = Some(u.to_string());
+                r
+            })
+            .collect();
+        for k in 0..PROVIDER_ROUTERS {
+            b.link(routers[k], routers[(k + 1) % PROVIDER_ROUTERS]);
+        }
+        b.link(dc, routers[0]);
+        first.push(routers[0]);
+    }
+    for i in 1..=sites {
+        let edge = b.node(format!("e{i}"), Role::Edge);
+        for &p in &first {
+            // Router ((i-1) mod 3) + 1 of this underlay: the routers are consecutive from `p`.
+            b.link(edge, p + (i - 1) % PROVIDER_ROUTERS);
+        }
+        for l in 0..lans {
+            let name = if l == 0 { format!("h{i}") } else { format!("h{i}b") };
+            let host = b.node(name, Role::Host);
+            b.link(edge, host);
+        }
+    }
 }
 
 fn grid(b: &mut Builder, rows: usize, cols: usize, wrap: bool) {
@@ -624,6 +689,43 @@ mod tests {
             let g: Generator = spec.parse().unwrap();
             assert_eq!(g.to_string().parse::<Generator>(), Ok(g));
         }
+    }
+
+    #[test]
+    fn sdwan_sites_have_one_path_per_underlay() {
+        assert_eq!(
+            "sdwan:3:2".parse(),
+            Ok(Generator::Sdwan {
+                sites: 3,
+                underlays: 2,
+                lans: 1
+            })
+        );
+        let g: Generator = "sdwan:4:3:2".parse().unwrap();
+        assert_eq!(g.to_string().parse::<Generator>(), Ok(g));
+        // dc + 3 provider routers per underlay + per site an edge and its LAN hosts; links:
+        // a triangle and the dc's link per underlay, per site one per underlay and one per LAN.
+        assert_eq!(sizes("sdwan:3:2"), (1 + 6 + 3 * 2, 2 * 4 + 3 * 3));
+        assert_eq!(sizes("sdwan:5:3:2"), (1 + 9 + 5 * 3, 3 * 4 + 5 * 5));
+        let t = gen_spec("sdwan:4:2", 1);
+        for site in ["e1", "e2", "e3", "e4"] {
+            let i = t.node_index(site).unwrap();
+            let mut under: Vec<&str> = t
+                .link_ends()
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| matches!(e, Some((a, b)) if *a == i || *b == i))
+                .filter_map(|(l, _)| t.link_underlay(l))
+                .collect();
+            under.sort();
+            assert_eq!(under, ["inet", "mpls"], "{site}");
+        }
+        let e = |s: &str| s.parse::<Generator>().unwrap_err().to_string();
+        assert!(e("sdwan:1:2").contains("2 to 250 sites"), "{}", e("sdwan:1:2"));
+        assert!(e("sdwan:3:5").contains("1 to 4 underlays"));
+        assert!(e("sdwan:3:2:3").contains("1 or 2 LANs"));
+        assert!(e("sdwan:3").contains("expected sdwan:SITES:UNDERLAYS"));
+        assert!(looks_like_generator("sdwan:3:2"));
     }
 
     #[test]

@@ -268,10 +268,88 @@ pub fn route_plan(t: &Topology, plan: &AddressPlan, link_up: &dyn Fn(usize) -> b
                 link: l,
                 gateway: gateway(l),
             });
+            // Behind an SD-WAN site, remote LANs (link subnets) are reached through the site's
+            // overlays.
+            let (router, _) = adj[s][0];
+            if (0..t.links.len())
+                .any(|m| t.link_underlay(m).is_some() && matches!(ends[m], Some((a, b)) if a == router || b == router))
+            {
+                mine.push(Route {
+                    dst: t.pools.links.addr,
+                    prefix_len: t.pools.links.prefix_len,
+                    link: l,
+                    gateway: gateway(l),
+                });
+            }
         }
         routes.push(mine);
     }
+    underlay_routes(t, plan, link_up, &mut routes);
     routes
+}
+
+/// Routes to the subnets of underlay attachment links (a link of an underlay with a node that is
+/// not one of its provider routers at one end: an SD-WAN site's WAN address), for every node of
+/// that underlay, over that underlay's links only and through its provider routers only. So a
+/// tunnel between two sites' addresses on underlay U crosses U, whatever else joins them.
+/// Shortest paths by hop count; ties to the lowest link index.
+fn underlay_routes(t: &Topology, plan: &AddressPlan, link_up: &dyn Fn(usize) -> bool, routes: &mut [Vec<Route>]) {
+    let ends = t.link_ends();
+    let underlays: Vec<&str> = {
+        let mut v: Vec<&str> = (0..t.links.len()).filter_map(|l| t.link_underlay(l)).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let provider = |i: usize| t.nodes[i].underlay.is_some();
+    for u in underlays {
+        let mut adj: Vec<Vec<(usize, usize)>> = vec![Vec::new(); t.nodes.len()];
+        let mut attachments = Vec::new();
+        for (l, e) in ends.iter().enumerate() {
+            let Some((a, b)) = *e else { continue };
+            if t.link_underlay(l) != Some(u) || !link_up(l) || l >= plan.links.len() {
+                continue;
+            }
+            adj[a].push((b, l));
+            adj[b].push((a, l));
+            match (provider(a), provider(b)) {
+                (true, false) => attachments.push((l, a)),
+                (false, true) => attachments.push((l, b)),
+                _ => {}
+            }
+        }
+        for (l, p) in attachments {
+            let addrs = &plan.links[l];
+            let mask = u32::MAX.checked_shl(32 - u32::from(addrs.prefix_len)).unwrap_or(0);
+            let dst = Ipv4Addr::from(u32::from(addrs.a) & mask);
+            let mut seen = vec![false; t.nodes.len()];
+            let (a, b) = ends[l].unwrap_or_default();
+            seen[a] = true;
+            seen[b] = true;
+            let mut queue = VecDeque::from([p]);
+            while let Some(x) = queue.pop_front() {
+                for &(y, m) in &adj[x] {
+                    if seen[y] {
+                        continue;
+                    }
+                    seen[y] = true;
+                    let gateway = match ends[m] {
+                        Some((a, _)) if a == x => plan.links[m].a,
+                        _ => plan.links[m].b,
+                    };
+                    routes[y].push(Route {
+                        dst,
+                        prefix_len: addrs.prefix_len,
+                        link: m,
+                        gateway,
+                    });
+                    if provider(y) {
+                        queue.push_back(y);
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -286,6 +364,113 @@ mod tests {
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
+    }
+
+    /// Follows `routes` (and connected subnets) from `src` to the node that holds `dst` on one
+    /// of its links; the nodes visited.
+    fn walk_to_link_addr(
+        t: &Topology,
+        plan: &AddressPlan,
+        routes: &[Vec<Route>],
+        src: usize,
+        dst: Ipv4Addr,
+    ) -> Vec<usize> {
+        let ends = t.link_ends();
+        let mut path = vec![src];
+        let mut at = src;
+        loop {
+            assert!(path.len() <= t.nodes.len(), "loop towards {dst}: {path:?}");
+            let mut next = None;
+            for (l, e) in ends.iter().enumerate() {
+                let (a, b) = e.unwrap();
+                let la = &plan.links[l];
+                if (a == at && la.a == dst) || (b == at && la.b == dst) {
+                    return path;
+                }
+                let subnet = Ipv4Net {
+                    addr: Ipv4Addr::from(u32::from(la.a) & (u32::MAX << (32 - la.prefix_len))),
+                    prefix_len: la.prefix_len,
+                };
+                if (a == at || b == at) && subnet.contains(dst) {
+                    next = Some(if a == at { b } else { a });
+                }
+            }
+            let next = next.unwrap_or_else(|| {
+                let r = routes[at]
+                    .iter()
+                    .filter(|r| {
+                        Ipv4Net {
+                            addr: r.dst,
+                            prefix_len: r.prefix_len,
+                        }
+                        .contains(dst)
+                    })
+                    .max_by_key(|r| r.prefix_len)
+                    .unwrap_or_else(|| panic!("{} has no route to {dst}", t.nodes[at].name));
+                let (a, b) = ends[r.link].unwrap();
+                if a == at { b } else { a }
+            });
+            path.push(next);
+            at = next;
+        }
+    }
+
+    #[test]
+    fn sdwan_wan_addresses_are_routed_over_their_own_underlay_only() {
+        let t = gen_spec("sdwan:4:2");
+        let plan = address_plan(&t).unwrap();
+        let routes = route_plan(&t, &plan, &|_| true);
+        let ends = t.link_ends();
+        let wan = |site: &str, u: &str| -> Ipv4Addr {
+            let i = t.node_index(site).unwrap();
+            (0..t.links.len())
+                .find_map(|l| match ends[l] {
+                    Some((a, _)) if a == i && t.link_underlay(l) == Some(u) => Some(plan.links[l].a),
+                    Some((_, b)) if b == i && t.link_underlay(l) == Some(u) => Some(plan.links[l].b),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        for (src, dst) in [("e1", "e2"), ("e1", "e4"), ("e3", "e2"), ("e4", "e1")] {
+            for u in ["mpls", "inet"] {
+                let path = walk_to_link_addr(&t, &plan, &routes, t.node_index(src).unwrap(), wan(dst, u));
+                let names: Vec<&str> = path.iter().map(|&i| t.nodes[i].name.as_str()).collect();
+                assert_eq!(names.last(), Some(&dst), "{src} -> {dst} over {u}: {names:?}");
+                for &i in &path[1..path.len() - 1] {
+                    assert_eq!(
+                        t.nodes[i].underlay.as_deref(),
+                        Some(u),
+                        "{src} -> {dst} over {u}: {names:?}"
+                    );
+                }
+            }
+        }
+        // A LAN host sends remote LANs (link subnets) to its edge; other hosts do not get it.
+        let h1 = t.node_index("h1").unwrap();
+        assert!(
+            routes[h1]
+                .iter()
+                .any(|r| r.dst == t.pools.links.addr && r.prefix_len == t.pools.links.prefix_len)
+        );
+        let plain = Topology {
+            name: None,
+            nodes: vec![
+                Node::new("r1", Role::Edge),
+                Node::new("r2", Role::Edge),
+                Node::new("h1", Role::Host),
+            ],
+            links: vec![Link::new("r1", "r2"), Link::new("r1", "h1")],
+            pools: Pools::default(),
+        };
+        let plain_plan = address_plan(&plain).unwrap();
+        let plain_routes = route_plan(&plain, &plain_plan, &|_| true);
+        assert_eq!(
+            plain_routes[2].len(),
+            2,
+            "loopbacks and VIPs only: {:?}",
+            plain_routes[2]
+        );
+        assert!(plain_routes.iter().flatten().all(|r| r.dst != plain.pools.links.addr));
     }
 
     /// Follows `routes` hop by hop with longest-prefix match, from node
@@ -480,11 +665,13 @@ mod tests {
             role: Role::Edge,
             cpus: None,
             memory: None,
+            underlay: None,
         };
         let link = |a: &str, b: &str| Link {
             a: a.into(),
             b: b.into(),
             params: LinkParams::default(),
+            underlay: None,
         };
         let t = Topology {
             name: None,

@@ -101,6 +101,23 @@ pub struct Node {
     /// Memory limit in bytes, at least [`MIN_MEMORY`]; `None` = unlimited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<u64>,
+    /// The WAN underlay whose provider network this router belongs to; its links are that
+    /// underlay's (see [`Topology::link_underlay`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay: Option<String>,
+}
+
+impl Node {
+    /// A node with no limits and no underlay.
+    pub fn new(name: impl Into<String>, role: Role) -> Node {
+        Node {
+            name: name.into(),
+            role,
+            cpus: None,
+            memory: None,
+            underlay: None,
+        }
+    }
 }
 
 /// Link shaping and impairment; every field is optional (`None` = not applied).
@@ -152,6 +169,41 @@ pub struct Link {
     /// Shaping and impairment, already merged with any file defaults.
     #[serde(default)]
     pub params: LinkParams,
+    /// The WAN underlay this link belongs to (`"mpls"`, `"inet"`): SD-WAN tunnels over an
+    /// underlay start and end on addresses of its links, and those addresses are routed over its
+    /// links only. See [`underlay_name_problem`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub underlay: Option<String>,
+}
+
+impl Link {
+    /// An unlabelled link with default parameters.
+    pub fn new(a: impl Into<String>, b: impl Into<String>) -> Link {
+        Link {
+            a: a.into(),
+            b: b.into(),
+            params: LinkParams::default(),
+            underlay: None,
+        }
+    }
+}
+
+/// Longest underlay name: it is part of tunnel interface names (`wo1000-inet`).
+pub const MAX_UNDERLAY_NAME_LEN: usize = 8;
+
+/// Why `name` cannot name an underlay (`[a-z][a-z0-9]*`, at most [`MAX_UNDERLAY_NAME_LEN`]).
+pub fn underlay_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > MAX_UNDERLAY_NAME_LEN {
+        Some("it is longer than 8 characters")
+    } else if !name.as_bytes()[0].is_ascii_lowercase() {
+        Some("it must start with a lowercase letter")
+    } else if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+        Some("only lowercase letters and digits are allowed")
+    } else {
+        None
+    }
 }
 
 /// An IPv4 network such as `10.0.0.0/16` (no host bits set).
@@ -353,6 +405,19 @@ impl Topology {
         m
     }
 
+    /// The underlay link `l` belongs to: its own label, else that of a provider router at
+    /// either end (a's first).
+    pub fn link_underlay(&self, l: usize) -> Option<&str> {
+        let link = self.links.get(l)?;
+        if let Some(u) = &link.underlay {
+            return Some(u);
+        }
+        let index = |name: &str| self.nodes.iter().find(|n| n.name == name);
+        [&link.a, &link.b]
+            .into_iter()
+            .find_map(|end| index(end).and_then(|n| n.underlay.as_deref()))
+    }
+
     /// `(a, b)` node indices of every link, `None` where a name is unknown.
     pub fn link_ends(&self) -> Vec<Option<(usize, usize)>> {
         let index = self.name_map();
@@ -506,6 +571,16 @@ pub enum TopologyErrorKind {
         jitter: Duration,
         /// The delay (zero when unset).
         delay: Duration,
+    },
+    /// An underlay label that cannot be one.
+    #[error(
+        "bad underlay name \"{name}\": {reason}; fix: use a short lowercase name such as \"mpls\", \"inet\" or \"lte\""
+    )]
+    BadUnderlay {
+        /// The label given.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
     },
     /// `mtu` outside [`MIN_MTU`]..=[`MAX_MTU`].
     #[error("mtu {mtu} is outside 576..=9000; fix: use a value from 576 to 9000 (1500 is the Ethernet default)")]
@@ -690,6 +765,7 @@ pub(crate) enum NodeField {
     Role,
     Cpus,
     Memory,
+    Underlay,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -702,6 +778,7 @@ pub(crate) enum LinkField {
     Jitter,
     Loss,
     Mtu,
+    Underlay,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -721,6 +798,7 @@ impl Anchor {
                     NodeField::Role => "role",
                     NodeField::Cpus => "cpus",
                     NodeField::Memory => "memory",
+                    NodeField::Underlay => "underlay",
                 };
                 format!("node[{i}].{f}")
             }
@@ -733,6 +811,7 @@ impl Anchor {
                     LinkField::Jitter => "jitter",
                     LinkField::Loss => "loss",
                     LinkField::Mtu => "mtu",
+                    LinkField::Underlay => "underlay",
                 };
                 format!("link[{i}].{f}")
             }
@@ -822,6 +901,7 @@ pub(crate) fn check(t: &Topology) -> Result<(), (Anchor, TopologyErrorKind)> {
         {
             return Err((Anchor::Node(i, NodeField::Memory), K::MemoryTooSmall { bytes: m }));
         }
+        check_underlay(&n.underlay).map_err(|k| (Anchor::Node(i, NodeField::Underlay), k))?;
     }
 
     let mut pairs: HashMap<(usize, usize), usize> = HashMap::with_capacity(t.links.len());
@@ -854,6 +934,7 @@ pub(crate) fn check(t: &Topology) -> Result<(), (Anchor, TopologyErrorKind)> {
         adj[a].push(b);
         adj[b].push(a);
         check_params(&l.params).map_err(|(f, k)| (Anchor::Link(i, f), k))?;
+        check_underlay(&l.underlay).map_err(|k| (Anchor::Link(i, LinkField::Underlay), k))?;
     }
 
     check_pools(&t.pools, t.links.len(), t.nodes.len())?;
@@ -879,6 +960,17 @@ pub(crate) fn check(t: &Topology) -> Result<(), (Anchor, TopologyErrorKind)> {
         return Err((Anchor::Node(first, NodeField::Name), kind));
     }
     Ok(())
+}
+
+/// Checks an optional underlay label.
+fn check_underlay(u: &Option<String>) -> Result<(), TopologyErrorKind> {
+    match u.as_deref().and_then(|u| Some((u, underlay_name_problem(u)?))) {
+        Some((name, reason)) => Err(TopologyErrorKind::BadUnderlay {
+            name: name.to_string(),
+            reason: reason.to_string(),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Checks one link's (merged) parameters.
@@ -963,6 +1055,7 @@ mod tests {
             role: Role::Edge,
             cpus: None,
             memory: None,
+            underlay: None,
         }
     }
 
@@ -971,6 +1064,7 @@ mod tests {
             a: a.into(),
             b: b.into(),
             params: LinkParams::default(),
+            underlay: None,
         }
     }
 

@@ -123,6 +123,9 @@ pub enum LabCmd {
     /// Change links of a running lab.
     #[command(subcommand)]
     Link(LinkCmd),
+    /// Change every link of a WAN underlay of a running lab (`sdwan:` labs, `underlay = "…"`).
+    #[command(subcommand)]
+    Underlay(UnderlayCmd),
     /// Internal: the user-space delay/jitter/loss relay of one link.
     #[command(hide = true)]
     Relay(RelayArgs),
@@ -139,24 +142,75 @@ pub enum LinkCmd {
         b: String,
         #[arg(long)]
         lab: Option<String>,
-        /// e.g. 10mbit; 0 removes the limit.
-        #[arg(long)]
-        rate: Option<String>,
-        /// One-way, e.g. 20ms; 0 removes it.
-        #[arg(long)]
-        delay: Option<String>,
-        #[arg(long)]
-        jitter: Option<String>,
-        /// e.g. 1%.
-        #[arg(long)]
-        loss: Option<String>,
-        #[arg(long)]
-        mtu: Option<u32>,
-        #[arg(long, conflicts_with = "up")]
-        down: bool,
-        #[arg(long)]
-        up: bool,
+        #[command(flatten)]
+        change: ChangeArgs,
     },
+}
+
+#[derive(Subcommand)]
+pub enum UnderlayCmd {
+    /// `wuos lab underlay set NAME [--rate R] [--delay D] [--jitter J] [--loss P] [--mtu M] [--down|--up]`:
+    /// the same change on every link of the underlay (each link gets it: a path crossing k of
+    /// them gets k times the delay).
+    Set {
+        name: String,
+        #[arg(long)]
+        lab: Option<String>,
+        #[command(flatten)]
+        change: ChangeArgs,
+    },
+}
+
+/// A change to links, as `link set` and `underlay set` take it.
+#[derive(Args)]
+pub struct ChangeArgs {
+    /// e.g. 10mbit; 0 removes the limit.
+    #[arg(long)]
+    rate: Option<String>,
+    /// One-way, e.g. 20ms; 0 removes it.
+    #[arg(long)]
+    delay: Option<String>,
+    #[arg(long)]
+    jitter: Option<String>,
+    /// e.g. 1%.
+    #[arg(long)]
+    loss: Option<String>,
+    #[arg(long)]
+    mtu: Option<u32>,
+    #[arg(long, conflicts_with = "up")]
+    down: bool,
+    #[arg(long)]
+    up: bool,
+}
+
+impl ChangeArgs {
+    fn parse(&self) -> Result<LinkChange> {
+        let change = LinkChange {
+            rate_bps: self
+                .rate
+                .as_deref()
+                .map(|r| if r == "0" { Ok(0) } else { parse_rate(r) })
+                .transpose()
+                .map_err(bad)?,
+            delay: self.delay.as_deref().map(parse_duration).transpose().map_err(bad)?,
+            jitter: self.jitter.as_deref().map(parse_duration).transpose().map_err(bad)?,
+            loss_pct: self.loss.as_deref().map(parse_percent).transpose().map_err(bad)?,
+            mtu: self.mtu,
+            up: if self.down {
+                Some(false)
+            } else if self.up {
+                Some(true)
+            } else {
+                None
+            },
+        };
+        if change == LinkChange::default() {
+            return Err(bad(
+                "nothing to change: give --rate, --delay, --jitter, --loss, --mtu, --down or --up",
+            ));
+        }
+        Ok(change)
+    }
 }
 
 #[derive(Args)]
@@ -386,44 +440,20 @@ pub fn run(cmd: LabCmd) -> Result<()> {
                 None => std::io::Write::write_all(&mut std::io::stdout(), &bytes)?,
             }
         }
-        LabCmd::Link(LinkCmd::Set {
-            a,
-            b,
-            lab,
-            rate,
-            delay,
-            jitter,
-            loss,
-            mtu,
-            down,
-            up,
-        }) => {
+        LabCmd::Link(LinkCmd::Set { a, b, lab, change }) => {
             let lab = status::resolve(&env, lab.as_deref())?;
-            let change = LinkChange {
-                rate_bps: rate
-                    .as_deref()
-                    .map(|r| if r == "0" { Ok(0) } else { parse_rate(r) })
-                    .transpose()
-                    .map_err(bad)?,
-                delay: delay.as_deref().map(parse_duration).transpose().map_err(bad)?,
-                jitter: jitter.as_deref().map(parse_duration).transpose().map_err(bad)?,
-                loss_pct: loss.as_deref().map(parse_percent).transpose().map_err(bad)?,
-                mtu,
-                up: if down {
-                    Some(false)
-                } else if up {
-                    Some(true)
-                } else {
-                    None
-                },
-            };
-            if change == LinkChange::default() {
-                return Err(bad(
-                    "nothing to change: give --rate, --delay, --jitter, --loss, --mtu, --down or --up",
-                ));
-            }
-            let rt = wuos_lab::link::set(&env, &lab, &a, &b, &change)?;
+            let rt = wuos_lab::link::set(&env, &lab, &a, &b, &change.parse()?)?;
             println!("link {a} - {b} in lab {lab}: {}", describe_link(rt.up, &rt.params));
+        }
+        LabCmd::Underlay(UnderlayCmd::Set { name, lab, change }) => {
+            let lab = status::resolve(&env, lab.as_deref())?;
+            let changed = wuos_lab::link::set_underlay(&env, &lab, &name, &change.parse()?)?;
+            let state = wuos_lab::state::LabState::load(&env, &lab)?;
+            println!("underlay {name} in lab {lab}: {} links", changed.len());
+            for (i, rt) in changed {
+                let l = &state.topology.links[i];
+                println!("  {} - {}: {}", l.a, l.b, describe_link(rt.up, &rt.params));
+            }
         }
         LabCmd::Supervise { lab } => {
             let stop = stop_on_signals()?;

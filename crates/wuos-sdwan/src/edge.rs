@@ -1,0 +1,404 @@
+//! What one edge's kernel holds for the desired state: its tunnels (one VXLAN device per
+//! (overlay, underlay) with static FDB and neighbour entries for the remote edges), one routing
+//! table per overlay, the `ip rule`s that lead into those tables, and the nftables marks and MSS
+//! clamps. All numbers are derived from the overlay's, class's and site's stable ids:
+//!
+//! | what | value |
+//! |---|---|
+//! | tunnel interface | `wo{overlay id}-{underlay}` |
+//! | segment | `overlay id × 8 + underlay position` |
+//! | VNI | the segment |
+//! | inner /24 | `100.64.0.0/10`, the segment-th /24; the edge's address is its site index in it |
+//! | tunnel MAC | `02:57:SS:SS:00:II` (segment, site index) |
+//! | routing table | `10000 + overlay id` |
+//! | `fwmark` rule | priority `10000 + class id`, mark `0x57000000 | class id` |
+//! | LAN rule (`iif LAN`) | priority `20000 + overlay id` |
+//! | tunnel rule (`iif TUNNEL`) | priority `23000 + overlay id` |
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+use wuos_model::topology::Ipv4Net;
+
+use crate::class::{MatchRule, Proto};
+use crate::desired::Desired;
+use crate::inventory::{Inventory, Site};
+use crate::overlay::Overlay;
+
+pub const TABLE_BASE: u32 = 10_000;
+pub const CLASS_RULE_BASE: u32 = 10_000;
+pub const LAN_RULE_BASE: u32 = 20_000;
+pub const TUNNEL_RULE_BASE: u32 = 23_000;
+/// Every wuos SD-WAN rule has a priority in this range (and nothing else of wuos does).
+pub const RULE_PRIORITIES: std::ops::RangeInclusive<u32> = 10_001..=25_047;
+pub const VXLAN_PORT: u16 = 4789;
+/// Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
+pub const VXLAN_OVERHEAD: u32 = 50;
+/// Inner IPv4 (20) + TCP (20).
+pub const TCP_IP_HEADERS: u32 = 40;
+pub const INNER_POOL: Ipv4Net = Ipv4Net {
+    addr: Ipv4Addr::new(100, 64, 0, 0),
+    prefix_len: 10,
+};
+/// The nftables table that holds the marks and clamps (`ip wuos_sdwan`).
+pub const NFT_TABLE: &str = "wuos_sdwan";
+
+/// A remote edge on a tunnel.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Peer {
+    pub site: String,
+    /// Its WAN address on the tunnel's underlay (the FDB entry's `dst`).
+    pub remote: Ipv4Addr,
+    /// Its address on the tunnel's inner segment.
+    pub inner: Ipv4Addr,
+    pub mac: [u8; 6],
+}
+
+/// One VXLAN device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Tunnel {
+    pub name: String,
+    pub overlay: String,
+    pub underlay: String,
+    pub vni: u32,
+    pub local: Ipv4Addr,
+    /// The WAN interface it runs over.
+    pub dev: String,
+    pub mtu: u32,
+    pub mac: [u8; 6],
+    /// This edge's inner address (a /24).
+    pub inner: Ipv4Addr,
+    pub peers: BTreeSet<Peer>,
+}
+
+impl Tunnel {
+    /// Whether the device itself (not its peers) is the same.
+    pub fn same_device(&self, other: &Tunnel) -> bool {
+        (
+            &self.name, self.vni, self.local, &self.dev, self.mtu, self.mac, self.inner,
+        ) == (
+            &other.name,
+            other.vni,
+            other.local,
+            &other.dev,
+            other.mtu,
+            other.mac,
+            other.inner,
+        )
+    }
+
+    /// The largest TCP segment that fits (the clamp for SYNs through it).
+    pub fn mss(&self) -> u32 {
+        self.mtu - TCP_IP_HEADERS
+    }
+}
+
+/// A route in an overlay's table.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Route {
+    pub table: u32,
+    pub dst: (Ipv4Addr, u8),
+    pub via: Ipv4Addr,
+    pub dev: String,
+}
+
+/// What an `ip rule` matches.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Selector {
+    Fwmark(u32),
+    Iif(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Rule {
+    pub priority: u32,
+    pub selector: Selector,
+    pub table: u32,
+}
+
+/// One nftables marking rule: packets in on `ingress` matching `rule` get `mark`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Mark {
+    pub class: String,
+    pub mark: u32,
+    pub ingress: Vec<String>,
+    pub rule: MatchRule,
+}
+
+/// Everything one edge holds for the SD-WAN.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EdgeConfig {
+    pub tunnels: BTreeMap<String, Tunnel>,
+    pub routes: BTreeSet<Route>,
+    pub rules: BTreeSet<Rule>,
+    pub marks: Vec<Mark>,
+    /// Remote LAN prefixes that no tunnel reaches, and why.
+    pub unreachable: Vec<String>,
+}
+
+/// `overlay id × 8 + underlay position`.
+pub fn segment(overlay: u16, underlay: usize) -> u32 {
+    u32::from(overlay) * 8 + underlay as u32
+}
+
+pub fn inner_addr(segment: u32, site: u16) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(INNER_POOL.addr) + (segment << 8) + u32::from(site))
+}
+
+pub fn tunnel_mac(segment: u32, site: u16) -> [u8; 6] {
+    [0x02, 0x57, (segment >> 8) as u8, segment as u8, 0, site as u8]
+}
+
+pub fn tunnel_name(overlay: u16, underlay: &str) -> String {
+    format!("wo{overlay}-{underlay}")
+}
+
+pub fn table(overlay: &Overlay) -> u32 {
+    TABLE_BASE + u32::from(overlay.id)
+}
+
+/// The underlays an overlay may use, in preference order.
+fn allowed<'a>(o: &'a Overlay, inv: &'a Inventory) -> &'a [String] {
+    if o.underlays.is_empty() {
+        &inv.underlays
+    } else {
+        &o.underlays
+    }
+}
+
+/// The prefixes a member brings: its listed ones, or all its site's LANs.
+fn member_lans(o: &Overlay, name: &str, site: &Site) -> Vec<Ipv4Net> {
+    match o.sites.get(name) {
+        Some(m) if !m.lans.is_empty() => m.lans.clone(),
+        _ => site.lans.iter().map(|l| l.prefix).collect(),
+    }
+}
+
+/// The LAN interfaces of `site` that carry the member's prefixes.
+fn member_ifnames(o: &Overlay, name: &str, site: &Site) -> Vec<String> {
+    let prefixes = member_lans(o, name, site);
+    site.lans
+        .iter()
+        .filter(|l| prefixes.iter().any(|p| l.prefix.contains(p.addr)))
+        .map(|l| l.ifname.clone())
+        .collect()
+}
+
+impl EdgeConfig {
+    /// What `edge` holds for `desired` (nothing when it is not a site).
+    pub fn realise(desired: &Desired, inv: &Inventory, edge: &str) -> EdgeConfig {
+        let mut out = EdgeConfig::default();
+        let Some(me) = inv.sites.get(edge) else { return out };
+        for o in desired.overlays.values() {
+            if !o.sites.contains_key(edge) {
+                continue;
+            }
+            let table = table(o);
+            for u in allowed(o, inv) {
+                let (Ok(pos), Some(wan)) = (inv.underlay(u), me.wan.get(u)) else {
+                    continue;
+                };
+                let seg = segment(o.id, pos);
+                let peers: BTreeSet<Peer> = o
+                    .sites
+                    .keys()
+                    .filter(|r| o.joins(edge, r))
+                    .filter_map(|r| {
+                        let site = inv.sites.get(r)?;
+                        Some(Peer {
+                            site: r.clone(),
+                            remote: site.wan.get(u)?.addr,
+                            inner: inner_addr(seg, site.index),
+                            mac: tunnel_mac(seg, site.index),
+                        })
+                    })
+                    .collect();
+                if peers.is_empty() {
+                    continue;
+                }
+                let name = tunnel_name(o.id, u);
+                out.rules.insert(Rule {
+                    priority: TUNNEL_RULE_BASE + u32::from(o.id),
+                    selector: Selector::Iif(name.clone()),
+                    table,
+                });
+                out.tunnels.insert(
+                    name.clone(),
+                    Tunnel {
+                        name,
+                        overlay: o.name.clone(),
+                        underlay: u.clone(),
+                        vni: seg,
+                        local: wan.addr,
+                        dev: wan.ifname.clone(),
+                        mtu: wan.mtu.saturating_sub(VXLAN_OVERHEAD),
+                        mac: tunnel_mac(seg, me.index),
+                        inner: inner_addr(seg, me.index),
+                        peers,
+                    },
+                );
+            }
+            for (r, _) in o.sites.iter().filter(|(r, _)| *r != edge) {
+                let Some(site) = inv.sites.get(r) else { continue };
+                let lans = member_lans(o, r, site);
+                let Some(next) = o.next_site(edge, r) else {
+                    // Partial mesh without a pair: no route, by design.
+                    continue;
+                };
+                // The first underlay, in the overlay's order, with a tunnel to `next`.
+                let hop = allowed(o, inv).iter().find_map(|u| {
+                    let t = out.tunnels.get(&tunnel_name(o.id, u))?;
+                    t.peers
+                        .iter()
+                        .find(|p| p.site == next)
+                        .map(|p| (t.name.clone(), p.inner))
+                });
+                match hop {
+                    Some((dev, via)) => {
+                        for p in lans {
+                            out.routes.insert(Route {
+                                table,
+                                dst: (p.addr, p.prefix_len),
+                                via,
+                                dev: dev.clone(),
+                            });
+                        }
+                    }
+                    None => out.unreachable.extend(
+                        lans.iter()
+                            .map(|p| format!("overlay {}: {p} of {r} (no underlay shared with {next})", o.name)),
+                    ),
+                }
+            }
+            for ifname in member_ifnames(o, edge, me) {
+                out.rules.insert(Rule {
+                    priority: LAN_RULE_BASE + u32::from(o.id),
+                    selector: Selector::Iif(ifname),
+                    table,
+                });
+            }
+        }
+        for c in desired.classes.values() {
+            let Some(o) = desired.overlays.get(&c.overlay) else {
+                continue;
+            };
+            if !o.sites.contains_key(edge) {
+                continue;
+            }
+            out.rules.insert(Rule {
+                priority: CLASS_RULE_BASE + u32::from(c.id),
+                selector: Selector::Fwmark(c.mark()),
+                table: table(o),
+            });
+            let lans = member_ifnames(o, edge, me);
+            for rule in &c.rules {
+                let ingress: Vec<String> = if rule.ingress.is_empty() {
+                    lans.clone()
+                } else {
+                    rule.ingress.iter().filter(|i| lans.contains(i)).cloned().collect()
+                };
+                if !ingress.is_empty() {
+                    out.marks.push(Mark {
+                        class: c.name.clone(),
+                        mark: c.mark(),
+                        ingress,
+                        rule: rule.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The nftables script that makes the table hold exactly these marks and clamps (`nft -f`,
+    /// one transaction). Empty when the edge needs no table.
+    pub fn nft_script(&self) -> String {
+        if self.marks.is_empty() && self.tunnels.is_empty() {
+            return String::new();
+        }
+        let mut s = format!(
+            "table ip {NFT_TABLE}\ndelete table ip {NFT_TABLE}\ntable ip {NFT_TABLE} {{\n  chain classify {{\n    type filter hook prerouting priority mangle; policy accept;\n"
+        );
+        for m in &self.marks {
+            s.push_str(&format!(
+                "    {} meta mark set {:#x} comment \"{}\"\n",
+                nft_match(&m.ingress, &m.rule),
+                m.mark,
+                m.class
+            ));
+        }
+        s.push_str("  }\n  chain clamp {\n    type filter hook forward priority mangle; policy accept;\n");
+        for t in self.tunnels.values() {
+            for dir in ["oifname", "iifname"] {
+                s.push_str(&format!(
+                    "    {dir} \"{}\" tcp flags syn / syn,rst tcp option maxseg size > {mss} tcp option maxseg size set {mss}\n",
+                    t.name,
+                    mss = t.mss()
+                ));
+            }
+        }
+        s.push_str("  }\n}\n");
+        s
+    }
+}
+
+/// One marking rule's match in nft syntax.
+fn nft_match(ingress: &[String], r: &MatchRule) -> String {
+    let mut m = Vec::new();
+    let names: Vec<String> = ingress.iter().map(|i| format!("\"{i}\"")).collect();
+    m.push(if names.len() == 1 {
+        format!("iifname {}", names[0])
+    } else {
+        format!("iifname {{ {} }}", names.join(", "))
+    });
+    if let Some(n) = &r.src {
+        m.push(format!("ip saddr {n}"));
+    }
+    if let Some(n) = &r.dst {
+        m.push(format!("ip daddr {n}"));
+    }
+    if let Some(d) = r.dscp {
+        m.push(format!("ip dscp {d}"));
+    }
+    match r.proto {
+        Some(Proto::Icmp) => m.push("ip protocol icmp".into()),
+        Some(p) => {
+            m.push(format!("meta l4proto {}", p.as_str()));
+            if let Some(ports) = &r.src_ports {
+                m.push(format!("{} sport {ports}", p.as_str()));
+            }
+            if let Some(ports) = &r.dst_ports {
+                m.push(format!("{} dport {ports}", p.as_str()));
+            }
+        }
+        None => {}
+    }
+    m.join(" ")
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{} via {} dev {} table {}",
+            self.dst.0, self.dst.1, self.via, self.dev, self.table
+        )
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.selector {
+            Selector::Fwmark(m) => write!(f, "priority {} fwmark {m:#x} lookup {}", self.priority, self.table),
+            Selector::Iif(i) => write!(f, "priority {} iif {i} lookup {}", self.priority, self.table),
+        }
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub fn mac_text(mac: &[u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}

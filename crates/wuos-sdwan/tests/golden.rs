@@ -1,0 +1,89 @@
+//! Golden layouts: `tests/golden/<case>/input.json` holds an inventory and steps of NBI actions;
+//! each step's outcome (ok, or the refusal) and, for every site, the ops from the configuration
+//! before the step to the one after it are written to a text compared with `expected.txt`.
+//! `UPDATE_GOLDEN=1 cargo test -p wuos-sdwan --test golden` rewrites the expected files.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use serde::Deserialize;
+use wuos_sdwan::{Action, Desired, EdgeConfig, Inventory, diff};
+
+#[derive(Deserialize)]
+struct Input {
+    inventory: Inventory,
+    steps: Vec<Vec<Action>>,
+}
+
+fn run(dir: &Path) -> String {
+    let input: Input = serde_json::from_str(&fs::read_to_string(dir.join("input.json")).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let mut desired = Desired::default();
+    let mut configs: BTreeMap<&String, EdgeConfig> = input
+        .inventory
+        .sites
+        .keys()
+        .map(|s| (s, EdgeConfig::default()))
+        .collect();
+    let mut out = String::new();
+    for (n, step) in input.steps.into_iter().enumerate() {
+        out.push_str(&format!("== step {n}\n"));
+        for action in step {
+            let text = serde_json::to_string(&action).unwrap();
+            let before = desired.clone();
+            match desired.apply(action, &input.inventory) {
+                Ok(()) => out.push_str(&format!("ok {text}\n")),
+                Err(e) => {
+                    assert_eq!(desired, before, "a refused action changed the state: {text}");
+                    out.push_str(&format!("refused {text}\n  {e}\n"));
+                }
+            }
+        }
+        for (site, old) in configs.iter_mut() {
+            let new = EdgeConfig::realise(&desired, &input.inventory, site);
+            let ops = diff(old, &new);
+            // Applying the diff to the old state must be all it takes: a second diff is empty.
+            assert!(diff(&new, &new).is_empty());
+            if !ops.is_empty() || !new.unreachable.is_empty() {
+                out.push_str(&format!("-- {site}\n"));
+            }
+            for op in ops {
+                for line in op.to_string().lines() {
+                    out.push_str(&format!("  {line}\n"));
+                }
+            }
+            for u in &new.unreachable {
+                out.push_str(&format!("  unreachable: {u}\n"));
+            }
+            *old = new;
+        }
+    }
+    out
+}
+
+#[test]
+fn golden_layouts() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut cases: Vec<_> = fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    cases.sort();
+    assert!(cases.len() >= 3, "golden cases missing under {}", root.display());
+    let mut failed = Vec::new();
+    for dir in cases {
+        let got = run(&dir);
+        let expected_path = dir.join("expected.txt");
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            fs::write(&expected_path, &got).unwrap();
+            continue;
+        }
+        let expected = fs::read_to_string(&expected_path).unwrap_or_default();
+        if got != expected {
+            eprintln!("--- {} differs; got:\n{got}", dir.display());
+            failed.push(dir);
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "golden cases differ (UPDATE_GOLDEN=1 rewrites them): {failed:?}"
+    );
+}
