@@ -218,7 +218,8 @@ pub enum Op {
         addr: Ipv4Addr,
         prefix_len: u8,
     },
-    /// Adds or replaces a route (protocol 201) with the router's loopback as preferred source.
+    /// Adds or replaces a route (protocol 201) with the router's loopback as preferred source (its
+    /// address on the link, for routes to link subnets).
     ReplaceRoute {
         netns: String,
         dst: Ipv4Addr,
@@ -585,6 +586,15 @@ pub fn lab(input: &Input<'_>) -> Plan {
         for r in routes.iter().filter(|r| input.links[r.link].up) {
             let e = &all_ends[r.link];
             let k = usize::from(e.node[0] != n);
+            // Routes to link subnets (a site's WAN addresses, a LAN host's remote LANs) take the
+            // node's own address on the link as source: a LAN host's traffic to another LAN must
+            // come from its LAN, or the replies would follow the loopback routes, not the overlay.
+            let la = &input.addresses.links[r.link];
+            let src = if t.pools.links.contains(r.dst) {
+                if k == 0 { la.a } else { la.b }
+            } else {
+                input.addresses.loopbacks[n]
+            };
             push(
                 StageName::Routes,
                 Op::ReplaceRoute {
@@ -593,7 +603,7 @@ pub fn lab(input: &Input<'_>) -> Plan {
                     prefix_len: r.prefix_len,
                     gateway: r.gateway,
                     oif: names::eth_index(e.num[k]),
-                    src: input.addresses.loopbacks[n],
+                    src,
                 },
             );
         }

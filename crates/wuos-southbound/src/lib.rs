@@ -20,6 +20,9 @@
 //!   by [`cgroups::HostCgroups`] over [`cgroup::CgroupFs`], faked by [`cgroups::RecordingCgroups`].
 //! - [`traffic`]: the [`traffic::TrafficControl`] trait (a `tc` batch in a namespace), implemented
 //!   by [`traffic::TcBinary`], faked by [`traffic::RecordingTc`].
+//! - [`overlays`]: the SD-WAN ops of `wuos-sdwan` (VXLAN tunnels, FDB and neighbour entries,
+//!   overlay tables, rules over rtnetlink; marks and clamps through [`nft`]), the
+//!   [`overlays::Overlays`] trait implemented by [`overlays::NetlinkOverlays`].
 //! - [`offloads`]: the [`offloads::Offloads`] trait (TX checksum offload), implemented by
 //!   [`offloads::Ethtool`] (the `ethtool` binary), faked by [`offloads::RecordingOffloads`].
 //! - [`recording`]: the [`recording::Journal`] the recording fakes share, so a test sees one
@@ -49,6 +52,7 @@ pub mod netlink;
 pub mod netns;
 pub mod nft;
 pub mod offloads;
+pub mod overlays;
 pub mod packet;
 pub mod privilege;
 pub mod process;

@@ -41,7 +41,7 @@ pub struct VethEnd<'a> {
 /// A netlink handle bound to one network namespace.
 #[derive(Clone, Debug)]
 pub struct Netlink {
-    handle: rtnetlink::Handle,
+    pub(crate) handle: rtnetlink::Handle,
 }
 
 impl Netlink {

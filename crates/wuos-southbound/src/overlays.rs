@@ -1,0 +1,249 @@
+//! SD-WAN overlays on one edge (docs/sdwan.md): the [`Op`]s of `wuos-sdwan` carried out in the
+//! namespace of a [`Netlink`] handle — VXLAN devices, their inner addresses, static FDB and
+//! neighbour entries, routes in the overlays' tables and `ip rule`s over rtnetlink, marks and
+//! MSS clamps through [`Nftables`] — by [`NetlinkOverlays`], behind the [`Overlays`] trait.
+//!
+//! Removing what is already gone (a device, an entry, a route, a rule) is not an error, so a
+//! reconcile that repeats a deletion converges; creating what exists is, so a reconcile that
+//! would duplicate a device is told.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage};
+use rtnetlink::packet_route::route::RouteProtocol;
+use rtnetlink::packet_route::rule::RuleAction;
+use rtnetlink::{LinkVxlan, RouteMessageBuilder};
+use wuos_sdwan::Op;
+use wuos_sdwan::edge::{NFT_TABLE, Peer, Route, Rule, Selector, Tunnel, VXLAN_PORT};
+
+use crate::netlink::{Netlink, NetlinkError, ROUTE_PROTOCOL};
+use crate::nft::{NftError, Nftables};
+
+/// Why an op failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OverlayError {
+    #[error("{op}: {source}")]
+    Netlink { op: String, source: NetlinkError },
+    #[error("{op}: {source}")]
+    Nft { op: String, source: NftError },
+}
+
+/// An edge's SD-WAN data plane.
+pub trait Overlays: Send + Sync {
+    /// Carries out one op.
+    fn apply(&self, op: &Op) -> impl Future<Output = Result<(), OverlayError>> + Send;
+}
+
+/// Carries out `ops` in order; the ones that failed, by position (the others still run: a
+/// failed peer does not stop the next tunnel).
+pub async fn apply_all<O: Overlays>(overlays: &O, ops: &[Op]) -> Vec<(usize, OverlayError)> {
+    let mut failed = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        if let Err(e) = overlays.apply(op).await {
+            failed.push((i, e));
+        }
+    }
+    failed
+}
+
+/// rtnetlink and nftables in one namespace.
+#[derive(Clone, Debug)]
+pub struct NetlinkOverlays<N> {
+    pub netlink: Netlink,
+    pub nft: N,
+}
+
+impl<N: Nftables> Overlays for NetlinkOverlays<N> {
+    async fn apply(&self, op: &Op) -> Result<(), OverlayError> {
+        let nl = |source| OverlayError::Netlink {
+            op: op.to_string(),
+            source,
+        };
+        match op {
+            Op::CreateTunnel(t) => self.netlink.create_vxlan(t).await.map_err(nl),
+            Op::DeleteTunnel { name } => match self.netlink.index_of(name).await {
+                Ok(index) => self.netlink.del_link(index).await.map_err(nl),
+                Err(NetlinkError::NoSuchLink(_)) => Ok(()),
+                Err(e) => Err(nl(e)),
+            },
+            Op::AddPeer { tunnel, peer } => self.netlink.add_peer(tunnel, peer).await.map_err(nl),
+            Op::RemovePeer { tunnel, peer } => self.netlink.remove_peer(tunnel, peer).await.map_err(nl),
+            Op::AddRoute(r) => self.netlink.table_route(r, true).await.map_err(nl),
+            Op::DeleteRoute(r) => self.netlink.table_route(r, false).await.map_err(nl),
+            Op::AddRule(r) => self.netlink.rule(r, true).await.map_err(nl),
+            Op::DeleteRule(r) => self.netlink.rule(r, false).await.map_err(nl),
+            Op::ReplaceNft(script) => self.nft.apply(script).map_err(|source| OverlayError::Nft {
+                op: "nft -f (the SD-WAN table)".into(),
+                source,
+            }),
+            Op::DeleteNft => match self
+                .nft
+                .apply(&format!("table ip {NFT_TABLE}\ndelete table ip {NFT_TABLE}\n"))
+            {
+                Ok(()) => Ok(()),
+                Err(source) => Err(OverlayError::Nft {
+                    op: op.to_string(),
+                    source,
+                }),
+            },
+        }
+    }
+}
+
+/// Whether a netlink request failed with `errno`.
+fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -errno)
+}
+
+impl Netlink {
+    /// A VXLAN device over `t.dev` with its MAC, MTU, VNI, local address, port 4789 and no
+    /// learning; its inner address; then up.
+    async fn create_vxlan(&self, t: &Tunnel) -> Result<(), NetlinkError> {
+        let dev = self.index_of(&t.dev).await?;
+        let msg = LinkVxlan::new(&t.name, t.vni)
+            .dev(dev)
+            .local(t.local)
+            .port(VXLAN_PORT)
+            .learning(false)
+            .mtu(t.mtu)
+            .address(t.mac.to_vec())
+            .build();
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(|source| NetlinkError::Request {
+                what: format!("cannot create VXLAN device {}", t.name),
+                source,
+            })?;
+        let index = self.index_of(&t.name).await?;
+        self.add_address(index, t.inner, 24).await?;
+        self.set_up(index, true).await
+    }
+
+    /// A peer's static FDB entry (its MAC to its WAN address) and permanent neighbour entry.
+    async fn add_peer(&self, tunnel: &str, p: &Peer) -> Result<(), NetlinkError> {
+        let index = self.index_of(tunnel).await?;
+        let request = |what: String| move |source| NetlinkError::Request { what, source };
+        self.handle
+            .neighbours()
+            .add_bridge(index, &p.mac)
+            .flags(NeighbourFlags::Own)
+            .destination(IpAddr::V4(p.remote))
+            .replace()
+            .execute()
+            .await
+            .map_err(request(format!("cannot add the FDB entry of {} on {tunnel}", p.site)))?;
+        self.handle
+            .neighbours()
+            .add(index, IpAddr::V4(p.inner))
+            .link_layer_address(&p.mac)
+            .replace()
+            .execute()
+            .await
+            .map_err(request(format!(
+                "cannot add the neighbour entry of {} on {tunnel}",
+                p.site
+            )))
+    }
+
+    async fn remove_peer(&self, tunnel: &str, p: &Peer) -> Result<(), NetlinkError> {
+        let index = match self.index_of(tunnel).await {
+            Ok(i) => i,
+            Err(NetlinkError::NoSuchLink(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut fdb = NeighbourMessage::default();
+        fdb.header.family = AddressFamily::Bridge;
+        fdb.header.ifindex = index;
+        fdb.header.flags = NeighbourFlags::Own;
+        fdb.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(p.mac.to_vec()));
+        fdb.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(p.remote)));
+        let mut neigh = NeighbourMessage::default();
+        neigh.header.family = AddressFamily::Inet;
+        neigh.header.ifindex = index;
+        neigh
+            .attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(p.inner)));
+        for (msg, what) in [(fdb, "FDB"), (neigh, "neighbour")] {
+            match self.handle.neighbours().del(msg).execute().await {
+                Ok(()) => {}
+                Err(e) if is_errno(&e, libc::ENOENT) => {}
+                Err(source) => {
+                    return Err(NetlinkError::Request {
+                        what: format!("cannot remove the {what} entry of {} on {tunnel}", p.site),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds (replaces) or deletes a route in an overlay's table.
+    async fn table_route(&self, r: &Route, add: bool) -> Result<(), NetlinkError> {
+        let dev = match self.index_of(&r.dev).await {
+            Ok(i) => i,
+            // Deleting a route via a device that is gone: the kernel took it with the device.
+            Err(NetlinkError::NoSuchLink(_)) if !add => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(r.dst.0, r.dst.1)
+            .gateway(r.via)
+            .output_interface(dev)
+            .table_id(r.table)
+            .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
+            .build();
+        let result = if add {
+            self.handle.route().add(msg).replace().execute().await
+        } else {
+            match self.handle.route().del(msg).execute().await {
+                Err(e) if is_errno(&e, libc::ESRCH) => Ok(()),
+                other => other,
+            }
+        };
+        result.map_err(|source| NetlinkError::Request {
+            what: format!("cannot {} route {r}", if add { "add" } else { "delete" }),
+            source,
+        })
+    }
+
+    /// Adds or deletes an `ip rule`; adding one that exists, or deleting one that does not, is
+    /// not an error.
+    async fn rule(&self, r: &Rule, add: bool) -> Result<(), NetlinkError> {
+        let mut req = self
+            .handle
+            .rule()
+            .add()
+            .v4()
+            .priority(r.priority)
+            .table_id(r.table)
+            .action(RuleAction::ToTable);
+        req = match &r.selector {
+            Selector::Fwmark(m) => req.fw_mark(*m),
+            Selector::Iif(i) => req.input_interface(i.clone()),
+        };
+        let result = if add {
+            match req.execute().await {
+                Err(e) if is_errno(&e, libc::EEXIST) => Ok(()),
+                other => other,
+            }
+        } else {
+            let msg = req.message_mut().clone();
+            match self.handle.rule().del(msg).execute().await {
+                Err(e) if is_errno(&e, libc::ENOENT) => Ok(()),
+                other => other,
+            }
+        };
+        result.map_err(|source| NetlinkError::Request {
+            what: format!("cannot {} rule {r}", if add { "add" } else { "delete" }),
+            source,
+        })
+    }
+}
