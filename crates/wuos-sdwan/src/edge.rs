@@ -45,8 +45,9 @@ pub const INNER_POOL: Ipv4Net = Ipv4Net {
 /// The nftables table that holds the marks and clamps (`ip wuos_sdwan`).
 pub const NFT_TABLE: &str = "wuos_sdwan";
 
-/// A remote edge on a tunnel.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+/// A remote edge on a tunnel. Two peers are the same when their addresses and MAC are: the site
+/// name is a label (a kernel read back does not know it).
+#[derive(Clone, Debug, Serialize)]
 pub struct Peer {
     pub site: String,
     /// Its WAN address on the tunnel's underlay (the FDB entry's `dst`).
@@ -54,6 +55,32 @@ pub struct Peer {
     /// Its address on the tunnel's inner segment.
     pub inner: Ipv4Addr,
     pub mac: [u8; 6],
+}
+
+impl Peer {
+    fn key(&self) -> (Ipv4Addr, Ipv4Addr, [u8; 6]) {
+        (self.remote, self.inner, self.mac)
+    }
+}
+
+impl PartialEq for Peer {
+    fn eq(&self, other: &Peer) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Peer {}
+
+impl PartialOrd for Peer {
+    fn partial_cmp(&self, other: &Peer) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Peer {
+    fn cmp(&self, other: &Peer) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
+    }
 }
 
 /// One VXLAN device.

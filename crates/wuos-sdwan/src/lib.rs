@@ -30,5 +30,5 @@ pub use desired::{Action, ClassSpec, Desired, OverlaySpec};
 pub use edge::EdgeConfig;
 pub use error::SdwanError;
 pub use inventory::{Inventory, Lan, Site, Wan};
-pub use ops::{Op, diff};
+pub use ops::{Op, diff, reconcile};
 pub use overlay::{Layout, Member, Overlay};

@@ -107,6 +107,24 @@ pub fn diff(old: &EdgeConfig, new: &EdgeConfig) -> Vec<Op> {
     ops
 }
 
+/// The ops from what a kernel holds, read back (`held`: tunnels with their peers, routes in the
+/// overlays' tables, rules in wuos's priorities; no marks, no site names), to `want` — after a
+/// restart, so nothing is created twice. The nftables table cannot be read back as marks, so it
+/// is replaced (one transaction) whatever it holds, or deleted when nothing wants it.
+pub fn reconcile(held: &EdgeConfig, want: &EdgeConfig) -> Vec<Op> {
+    let mut ops: Vec<Op> = diff(held, want)
+        .into_iter()
+        .filter(|op| !matches!(op, Op::ReplaceNft(_) | Op::DeleteNft))
+        .collect();
+    let script = want.nft_script();
+    ops.push(if script.is_empty() {
+        Op::DeleteNft
+    } else {
+        Op::ReplaceNft(script)
+    });
+    ops
+}
+
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -147,5 +165,95 @@ impl fmt::Display for Op {
             Op::ReplaceNft(script) => write!(f, "nft -f - <<EOF\n{script}EOF"),
             Op::DeleteNft => write!(f, "nft delete table ip {NFT_TABLE}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::desired::Desired;
+    use crate::edge::{Rule, Selector};
+    use crate::inventory::Inventory;
+
+    fn state() -> (Desired, Inventory) {
+        let inv: Inventory = serde_json::from_value(serde_json::json!({
+            "underlays": ["inet"],
+            "sites": {
+                "a": {"index": 1, "wan": {"inet": {"addr": "10.1.0.1", "ifname": "eth0", "mtu": 1500}},
+                      "lans": [{"ifname": "eth1", "prefix": "192.168.1.0/24"}]},
+                "b": {"index": 2, "wan": {"inet": {"addr": "10.2.0.1", "ifname": "eth0", "mtu": 1500}},
+                      "lans": [{"ifname": "eth1", "prefix": "192.168.2.0/24"}]}
+            }
+        }))
+        .unwrap();
+        let mut d = Desired::default();
+        for a in [
+            r#"{"action":"create_overlay","name":"o","sites":{"a":{},"b":{}}}"#,
+            r#"{"action":"create_class","name":"c","overlay":"o","rules":[{"proto":"udp","dst_ports":"53"}]}"#,
+        ] {
+            d.apply(serde_json::from_str(a).unwrap(), &inv).unwrap();
+        }
+        (d, inv)
+    }
+
+    /// What a kernel read back looks like: no site names, no marks, no overlay names.
+    fn read_back(c: &EdgeConfig) -> EdgeConfig {
+        let mut held = c.clone();
+        held.marks.clear();
+        for t in held.tunnels.values_mut() {
+            t.overlay.clear();
+            t.peers = t
+                .peers
+                .iter()
+                .map(|p| Peer {
+                    site: String::new(),
+                    ..p.clone()
+                })
+                .collect();
+        }
+        held
+    }
+
+    #[test]
+    fn a_kernel_that_holds_everything_gets_only_the_nft_table() {
+        let (d, inv) = state();
+        let want = EdgeConfig::realise(&d, &inv, "a");
+        let ops = reconcile(&read_back(&want), &want);
+        assert_eq!(ops, vec![Op::ReplaceNft(want.nft_script())]);
+        assert_eq!(
+            reconcile(&EdgeConfig::default(), &EdgeConfig::default()),
+            vec![Op::DeleteNft]
+        );
+    }
+
+    #[test]
+    fn reconcile_removes_what_is_stale_and_adds_what_is_missing_once() {
+        let (d, inv) = state();
+        let want = EdgeConfig::realise(&d, &inv, "a");
+        let mut held = read_back(&want);
+        let stale = Rule {
+            priority: 10_007,
+            selector: Selector::Fwmark(0x5700_0007),
+            table: 10_001,
+        };
+        held.rules.insert(stale.clone());
+        let missing = held.routes.pop_first().unwrap();
+        let ops = reconcile(&held, &want);
+        assert_eq!(
+            ops,
+            vec![
+                Op::DeleteRule(stale),
+                Op::AddRoute(missing),
+                Op::ReplaceNft(want.nft_script())
+            ]
+        );
+        // A tunnel whose device differs (another MTU) is recreated with its peers.
+        let mut held = read_back(&want);
+        held.tunnels.values_mut().next().unwrap().mtu = 1400;
+        let ops = reconcile(&held, &want);
+        assert!(matches!(ops[0], Op::DeleteTunnel { .. }), "{ops:?}");
+        assert!(matches!(ops[1], Op::CreateTunnel(_)), "{ops:?}");
+        assert!(matches!(ops[2], Op::AddPeer { .. }), "{ops:?}");
+        assert!(ops.iter().filter(|o| matches!(o, Op::AddRoute(_))).count() == want.routes.len());
     }
 }

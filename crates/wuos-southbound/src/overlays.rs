@@ -7,16 +7,22 @@
 //! reconcile that repeats a deletion converges; creating what exists is, so a reconcile that
 //! would duplicate a device is told.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr};
 
+use futures::TryStreamExt;
 use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkInfo};
 use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage};
-use rtnetlink::packet_route::route::RouteProtocol;
-use rtnetlink::packet_route::rule::RuleAction;
-use rtnetlink::{LinkVxlan, RouteMessageBuilder};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol};
+use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute};
+use rtnetlink::{IpVersion, LinkVxlan, RouteMessageBuilder};
 use wuos_sdwan::Op;
-use wuos_sdwan::edge::{NFT_TABLE, Peer, Route, Rule, Selector, Tunnel, VXLAN_PORT};
+use wuos_sdwan::edge::{
+    EdgeConfig, NFT_TABLE, Peer, RULE_PRIORITIES, Route, Rule, Selector, TABLE_BASE, Tunnel, VXLAN_PORT,
+};
 
 use crate::netlink::{Netlink, NetlinkError, ROUTE_PROTOCOL};
 use crate::nft::{NftError, Nftables};
@@ -34,6 +40,11 @@ pub enum OverlayError {
 pub trait Overlays: Send + Sync {
     /// Carries out one op.
     fn apply(&self, op: &Op) -> impl Future<Output = Result<(), OverlayError>> + Send;
+
+    /// What the kernel holds (tunnels `wo*` with their peers, routes in the overlays' tables,
+    /// rules in wuos's priorities), for `wuos_sdwan::reconcile`: no marks, no site or overlay
+    /// names.
+    fn read(&self) -> impl Future<Output = Result<EdgeConfig, NetlinkError>> + Send;
 }
 
 /// Carries out `ops` in order; the ones that failed, by position (the others still run: a
@@ -89,6 +100,10 @@ impl<N: Nftables> Overlays for NetlinkOverlays<N> {
                 }),
             },
         }
+    }
+
+    async fn read(&self) -> Result<EdgeConfig, NetlinkError> {
+        self.netlink.read_overlays().await
     }
 }
 
@@ -245,5 +260,202 @@ impl Netlink {
             what: format!("cannot {} rule {r}", if add { "add" } else { "delete" }),
             source,
         })
+    }
+}
+
+impl Netlink {
+    /// Reads the SD-WAN state of this namespace back (see [`Overlays::read`]).
+    async fn read_overlays(&self) -> Result<EdgeConfig, NetlinkError> {
+        let dump = |what: &str| {
+            let what = format!("cannot list {what}");
+            move |source| NetlinkError::Request { what, source }
+        };
+        let links: Vec<_> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(dump("links"))?;
+        let mut names = BTreeMap::new();
+        for l in &links {
+            for a in &l.attributes {
+                if let LinkAttribute::IfName(n) = a {
+                    names.insert(l.header.index, n.clone());
+                }
+            }
+        }
+        let mut out = EdgeConfig::default();
+        let mut tunnels: BTreeMap<u32, String> = BTreeMap::new();
+        for l in &links {
+            let Some(name) = names.get(&l.header.index).filter(|n| n.starts_with("wo")) else {
+                continue;
+            };
+            let mut t = Tunnel {
+                name: name.clone(),
+                overlay: String::new(),
+                underlay: name.split_once('-').map(|(_, u)| u.to_string()).unwrap_or_default(),
+                vni: 0,
+                local: Ipv4Addr::UNSPECIFIED,
+                dev: String::new(),
+                mtu: 0,
+                mac: [0; 6],
+                inner: Ipv4Addr::UNSPECIFIED,
+                peers: Default::default(),
+            };
+            let mut vxlan = false;
+            for a in &l.attributes {
+                match a {
+                    LinkAttribute::Mtu(m) => t.mtu = *m,
+                    LinkAttribute::Address(mac) if mac.len() == 6 => t.mac.copy_from_slice(mac),
+                    LinkAttribute::LinkInfo(infos) => {
+                        for info in infos {
+                            match info {
+                                LinkInfo::Kind(InfoKind::Vxlan) => vxlan = true,
+                                LinkInfo::Data(InfoData::Vxlan(data)) => {
+                                    for d in data {
+                                        match d {
+                                            InfoVxlan::Id(v) => t.vni = *v,
+                                            InfoVxlan::Local(ip) => t.local = *ip,
+                                            InfoVxlan::Link(dev) => t.dev = names.get(dev).cloned().unwrap_or_default(),
+                                            _ => {}
+                                        }
+                                    }
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if vxlan {
+                tunnels.insert(l.header.index, name.clone());
+                out.tunnels.insert(name.clone(), t);
+            }
+        }
+        let addrs: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(dump("addresses"))?;
+        for m in addrs {
+            let Some(t) = tunnels.get(&m.header.index).and_then(|n| out.tunnels.get_mut(n)) else {
+                continue;
+            };
+            for a in &m.attributes {
+                if let AddressAttribute::Address(IpAddr::V4(ip)) = a {
+                    t.inner = *ip;
+                }
+            }
+        }
+        // Peers: an FDB entry (MAC -> WAN address) and a neighbour entry (inner address -> MAC).
+        let mut fdb: BTreeMap<(u32, [u8; 6]), Ipv4Addr> = BTreeMap::new();
+        let mut neigh: BTreeMap<(u32, [u8; 6]), Ipv4Addr> = BTreeMap::new();
+        for (family, into) in [(AddressFamily::Bridge, &mut fdb), (AddressFamily::Inet, &mut neigh)] {
+            let entries: Vec<_> = self
+                .handle
+                .neighbours()
+                .get()
+                .set_address_family(family)
+                .execute()
+                .try_collect()
+                .await
+                .map_err(dump("neighbour entries"))?;
+            for e in entries {
+                if !tunnels.contains_key(&e.header.ifindex) {
+                    continue;
+                }
+                let (mut mac, mut ip) = (None, None);
+                for a in &e.attributes {
+                    match a {
+                        NeighbourAttribute::LinkLayerAddress(m) if m.len() == 6 => {
+                            mac = Some(<[u8; 6]>::try_from(m.as_slice()).unwrap_or_default())
+                        }
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet(i)) => ip = Some(*i),
+                        // An FDB entry's (AF_BRIDGE) destination is not parsed as an address.
+                        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
+                            ip = Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+                        }
+                        _ => {}
+                    }
+                }
+                if let (Some(mac), Some(ip)) = (mac, ip) {
+                    into.insert((e.header.ifindex, mac), ip);
+                }
+            }
+        }
+        for ((index, mac), remote) in fdb {
+            let (Some(inner), Some(t)) = (neigh.get(&(index, mac)), out.tunnels.get_mut(&tunnels[&index])) else {
+                continue;
+            };
+            t.peers.insert(Peer {
+                site: String::new(),
+                remote,
+                inner: *inner,
+                mac,
+            });
+        }
+        let tables = TABLE_BASE + 1..=TABLE_BASE + u32::from(u16::MAX);
+        let routes: Vec<_> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(dump("routes"))?;
+        for m in routes {
+            let (mut table, mut via, mut dev, mut dst) = (u32::from(m.header.table), None, None, Ipv4Addr::UNSPECIFIED);
+            for a in &m.attributes {
+                match a {
+                    RouteAttribute::Table(t) => table = *t,
+                    RouteAttribute::Gateway(RouteAddress::Inet(g)) => via = Some(*g),
+                    RouteAttribute::Oif(o) => dev = names.get(o).cloned(),
+                    RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = *d,
+                    _ => {}
+                }
+            }
+            if let (true, Some(via), Some(dev)) = (tables.contains(&table), via, dev) {
+                out.routes.insert(Route {
+                    table,
+                    dst: (dst, m.header.destination_prefix_length),
+                    via,
+                    dev,
+                });
+            }
+        }
+        let rules: Vec<_> = self
+            .handle
+            .rule()
+            .get(IpVersion::V4)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(dump("rules"))?;
+        for m in rules {
+            let (mut priority, mut table, mut selector) = (0, u32::from(m.header.table), None);
+            for a in &m.attributes {
+                match a {
+                    RuleAttribute::Priority(p) => priority = *p,
+                    RuleAttribute::Table(t) => table = *t,
+                    RuleAttribute::FwMark(f) => selector = Some(Selector::Fwmark(*f)),
+                    RuleAttribute::Iifname(i) => selector = Some(Selector::Iif(i.clone())),
+                    _ => {}
+                }
+            }
+            if let (true, Some(selector)) = (RULE_PRIORITIES.contains(&priority), selector) {
+                out.rules.insert(Rule {
+                    priority,
+                    selector,
+                    table,
+                });
+            }
+        }
+        Ok(out)
     }
 }

@@ -5,9 +5,10 @@
 //!
 //! Phase 1: three full-mesh overlays share every site's LAN interface (what VRF-lite cannot):
 //! `base` over mpls (the LAN's unmarked traffic), `voice` over mpls, `bulk` over inet; class `sip`
-//! (UDP 5060) rides `voice`, class `iperf` (TCP 5201) rides `bulk`. Phase 2: a refused request
-//! changes nothing and traffic keeps flowing. Phase 3: everything replaced by one hub-and-spoke
-//! overlay with hub e1; spoke-to-spoke traffic goes through the hub.
+//! (UDP 5060) rides `voice`, class `iperf` (TCP 5201) rides `bulk`. Phase 2: read back, every
+//! kernel holds what was asked, and a rule and a route removed by hand come back once on a
+//! reconcile; a refused request changes nothing and traffic keeps flowing. Phase 3: everything
+//! replaced by one hub-and-spoke overlay with hub e1; spoke-to-spoke traffic goes through the hub.
 
 mod common;
 
@@ -17,10 +18,10 @@ use std::process::{Command, Stdio};
 use common::{Down, in_router, ok, run};
 use wuos_model::generate::{Generator, generate};
 use wuos_model::plan::address_plan;
-use wuos_sdwan::{Action, Desired, EdgeConfig, Inventory, diff};
+use wuos_sdwan::{Action, Desired, EdgeConfig, Inventory, Op, diff, reconcile};
 use wuos_southbound::netlink::Netlink;
 use wuos_southbound::nft::NftCommand;
-use wuos_southbound::overlays::{NetlinkOverlays, apply_all};
+use wuos_southbound::overlays::{NetlinkOverlays, Overlays, apply_all};
 
 const LAB: &str = "sdwtest";
 const SPEC: &str = "sdwan:3:2";
@@ -76,6 +77,35 @@ impl Sdwan {
             assert!(failed.is_empty(), "{site}: ops failed:\n{}", failed.join("\n"));
             *held = want;
         }
+    }
+}
+
+impl Sdwan {
+    /// As a restarted daemon would: reads what `site`'s kernel holds, and carries out the ops
+    /// from there to the desired state; the ops.
+    fn reconcile(&mut self, site: &str) -> Vec<Op> {
+        let want = EdgeConfig::realise(&self.desired, &self.inv, site);
+        let (ops, failed) = in_router(LAB, site, || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let overlays = NetlinkOverlays {
+                netlink: Netlink::connect_here(rt.handle()).unwrap(),
+                nft: NftCommand,
+            };
+            let held = rt.block_on(overlays.read()).unwrap();
+            let ops = reconcile(&held, &want);
+            let failed: Vec<String> = rt
+                .block_on(apply_all(&overlays, &ops))
+                .into_iter()
+                .map(|(i, e)| format!("{}: {e}", ops[i]))
+                .collect();
+            (ops, failed)
+        });
+        assert!(failed.is_empty(), "{site}: ops failed:\n{}", failed.join("\n"));
+        self.held.insert(site.to_string(), want);
+        ops
     }
 }
 
@@ -191,6 +221,40 @@ fn overlays_carry_lan_traffic_by_class_and_through_a_hub() {
         sent[0] == 0 && sent[1] == 0 && sent[2] >= 20,
         "TCP 5201 left e1 on {tunnels:?}: {sent:?}"
     );
+
+    // Read back, each site's kernel holds what was asked: a reconcile (as after a restart) only
+    // rewrites the nft table, which cannot be read back as marks.
+    for site in ["e1", "e2", "e3"] {
+        let ops = sd.reconcile(site);
+        assert!(
+            ops.len() == 1 && matches!(ops[0], Op::ReplaceNft(_)),
+            "{site}: a reconcile of an untouched kernel did more: {:#?}",
+            ops.iter().map(ToString::to_string).collect::<Vec<_>>()
+        );
+    }
+    // A rule and a route removed behind wuos's back come back once; nothing is duplicated.
+    ok(&["lab", "exec", LAB, "e2", "--", "ip", "rule", "del", "priority", "20002"]);
+    let route = sd.held["e2"].routes.iter().find(|r| r.table == 10_003).unwrap().clone();
+    let dst = format!("{}/{}", route.dst.0, route.dst.1);
+    ok(&[
+        "lab", "exec", LAB, "e2", "--", "ip", "route", "del", &dst, "table", "10003",
+    ]);
+    let ops: Vec<String> = sd.reconcile("e2").iter().map(ToString::to_string).collect();
+    assert_eq!(ops.len(), 3, "{ops:#?}");
+    assert!(
+        ops[0].starts_with("ip route replace") && ops[0].contains(&dst),
+        "{ops:#?}"
+    );
+    assert!(ops[1] == "ip rule add priority 20002 iif eth2 lookup 10002", "{ops:#?}");
+    let rules = ok(&["lab", "exec", LAB, "e2", "--", "ip", "rule"]);
+    for overlay in ["10001", "10002", "10003"] {
+        let n = rules
+            .lines()
+            .filter(|l| l.contains("iif eth2") && l.ends_with(&format!("lookup {overlay}")))
+            .count();
+        assert_eq!(n, 1, "LAN rules for table {overlay} on e2:\n{rules}");
+    }
+    assert!(ping("h2", &lan_addr("h1")), "traffic after the reconcile");
 
     // A refused request (a class overlapping sip) changes nothing, and traffic keeps flowing.
     let before = sd.desired.clone();
