@@ -15,6 +15,8 @@
 //! - [`orchestration`]: `wuos bench orchestration` — placement time, and decision latency from
 //!   the crossing sample to the routes in every kernel ([`orchestration::fib`] watches the FIBs,
 //!   [`orchestration::latency`] keeps the books).
+//! - [`overlays`]: `wuos bench overlays` — creating 1 to 1,000 SD-WAN overlays on an edge (time,
+//!   CPU, memory), wuos's rtnetlink executor beside pyroute2 doing the same ops.
 //! - [`sim`]: `wuos bench sim` — the simulator's speed (router-seconds per wall-second) and
 //!   memory per simulated router, at 1,000 to 100,000 routers, each run in a process of its own.
 //! - [`voip`]: the VoIP scenario ([`voip::Scenario`], shared by `wuos demo voip` and the
@@ -55,6 +57,7 @@ pub mod isolation;
 pub mod lab;
 pub mod node;
 pub mod orchestration;
+pub mod overlays;
 pub mod plot;
 pub mod report;
 pub mod sim;

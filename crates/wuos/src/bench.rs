@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use wuos_bench::{BenchOptions, domains, isolation, lab, orchestration, sim, telemetry, xdp};
+use wuos_bench::{BenchOptions, domains, isolation, lab, orchestration, overlays, sim, telemetry, xdp};
 
 /// `TOPOLOGY@INTERVAL_MS,...`, or `none`.
 fn parse_scale(specs: &[String]) -> anyhow::Result<Vec<(String, u64)>> {
@@ -47,6 +47,10 @@ pub enum BenchCmd {
     /// Orchestration: placement time over 1,000 routers, and decision latency on the VoIP lab
     /// (the sample over the policy's threshold → the new VIP route in every router's kernel).
     Orchestration(OrchestrationArgs),
+    /// SD-WAN overlays (seed 001, Fig. 5, 7, 8): creating 1 to 1,000 overlays between two edges over
+    /// two underlays on one edge — time, CPU time, memory — with wuos's executor and pyroute2 side by
+    /// side.
+    Overlays(OverlaysArgs),
     /// The simulator: router-seconds simulated per wall-second and memory per router at 1,000,
     /// 10,000 and 100,000 routers, protocol only and with orchestrators (no root needed).
     Sim(SimArgs),
@@ -143,6 +147,18 @@ pub struct DomainsArgs {
     /// MicroVM starts (0: none).
     #[arg(long)]
     vm_runs: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct OverlaysArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Overlay counts, e.g. 1,10,100,1000.
+    #[arg(long, value_delimiter = ',')]
+    counts: Option<Vec<usize>>,
+    /// Without pyroute2 beside wuos.
+    #[arg(long)]
+    no_peer: bool,
 }
 
 #[derive(Args)]
@@ -246,6 +262,14 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             let mut o: domains::Options = a.common.options();
             o.vm_runs = a.vm_runs.unwrap_or(o.vm_runs);
             domains::run(&o)
+        }
+        BenchCmd::Overlays(a) => {
+            let mut o: overlays::Options = a.common.options();
+            if let Some(c) = a.counts {
+                o.counts = c;
+            }
+            o.peer = !a.no_peer;
+            overlays::run(&o)
         }
         BenchCmd::Isolation(a) => {
             let mut o: isolation::Options = a.common.options();

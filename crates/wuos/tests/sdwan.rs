@@ -60,53 +60,44 @@ impl Sdwan {
         for (site, held) in self.held.iter_mut() {
             let want = EdgeConfig::realise(&self.desired, &self.inv, site);
             let ops = diff(held, &want);
-            let failed = in_router(LAB, site, || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                let overlays = NetlinkOverlays {
-                    netlink: Netlink::connect_here(rt.handle()).unwrap(),
-                    nft: NftCommand,
-                };
-                rt.block_on(apply_all(&overlays, &ops))
-                    .into_iter()
-                    .map(|(i, e)| format!("{}: {e}", ops[i]))
-                    .collect::<Vec<_>>()
-            });
-            assert!(failed.is_empty(), "{site}: ops failed:\n{}", failed.join("\n"));
+            on_edge(site, |_| ops);
             *held = want;
         }
     }
-}
 
-impl Sdwan {
     /// As a restarted daemon would: reads what `site`'s kernel holds, and carries out the ops
     /// from there to the desired state; the ops.
     fn reconcile(&mut self, site: &str) -> Vec<Op> {
         let want = EdgeConfig::realise(&self.desired, &self.inv, site);
-        let (ops, failed) = in_router(LAB, site, || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let overlays = NetlinkOverlays {
-                netlink: Netlink::connect_here(rt.handle()).unwrap(),
-                nft: NftCommand,
-            };
-            let held = rt.block_on(overlays.read()).unwrap();
-            let ops = reconcile(&held, &want);
-            let failed: Vec<String> = rt
-                .block_on(apply_all(&overlays, &ops))
-                .into_iter()
-                .map(|(i, e)| format!("{}: {e}", ops[i]))
-                .collect();
-            (ops, failed)
-        });
-        assert!(failed.is_empty(), "{site}: ops failed:\n{}", failed.join("\n"));
+        let ops = on_edge(site, |held| reconcile(held, &want));
         self.held.insert(site.to_string(), want);
         ops
     }
+}
+
+/// In `site`'s namespace: reads what its kernel holds, makes ops of it with `plan` and carries
+/// them out, asserting that none failed; the ops.
+fn on_edge(site: &str, plan: impl FnOnce(&EdgeConfig) -> Vec<Op> + Send) -> Vec<Op> {
+    let (ops, failed) = in_router(LAB, site, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let overlays = NetlinkOverlays {
+            netlink: Netlink::connect_here(rt.handle()).unwrap(),
+            nft: NftCommand,
+        };
+        let held = rt.block_on(overlays.read()).unwrap();
+        let ops = plan(&held);
+        let failed: Vec<String> = rt
+            .block_on(apply_all(&overlays, &ops))
+            .into_iter()
+            .map(|(i, e)| format!("{}: {e}", ops[i]))
+            .collect();
+        (ops, failed)
+    });
+    assert!(failed.is_empty(), "{site}: ops failed:\n{}", failed.join("\n"));
+    ops
 }
 
 /// A tunnel's transmitted and received packets on `node`.

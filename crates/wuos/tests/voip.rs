@@ -66,7 +66,16 @@ impl Calls {
                 &n.to_string(),
             ])
             .args(["-d", &hold_ms.to_string(), "-nostdin"])
-            .args(["-trace_stat", "-stf", "stat.csv", "-fd", "1", "-timeout", "60s"])
+            .args([
+                "-trace_stat",
+                "-stf",
+                "stat.csv",
+                "-fd",
+                "1",
+                "-timeout",
+                "60s",
+                "-trace_err",
+            ])
             .current_dir(dir.path())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -96,7 +105,21 @@ impl Calls {
                     )
                 })
         };
-        (get("SuccessfulCall(C)"), get("FailedCall(C)"))
+        let (good, bad) = (get("SuccessfulCall(C)"), get("FailedCall(C)"));
+        if bad > 0 {
+            // What SIPp saw of the failed calls (uac_PID_errors.log), for the failure's message.
+            for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+                if e.file_name().to_string_lossy().ends_with("_errors.log") {
+                    let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                    eprintln!(
+                        "SIPp's error trace ({}):\n{}",
+                        e.path().display(),
+                        text.chars().take(6000).collect::<String>()
+                    );
+                }
+            }
+        }
+        (good, bad)
     }
 }
 
