@@ -157,7 +157,59 @@ pub fn run(o: &Options) -> Result<()> {
         clocks: clocks(),
     };
     print(&report);
-    write_json(&o.out, &report)
+    write_json(&o.out, &report)?;
+    plot(&o.out, &report.rows)
+}
+
+/// Creation time, CPU time and host memory against the number of overlays, one curve per
+/// executor: `OUT-create.{png,svg}` and `OUT-memory.{png,svg}` beside the JSON.
+fn plot(out: &Path, rows: &[Row]) -> Result<()> {
+    let series = |f: &dyn Fn(&Row) -> f64, what: &str| -> Vec<(String, Vec<(f64, f64)>)> {
+        let mut names: Vec<&str> = rows.iter().map(|r| r.executor.as_str()).collect();
+        names.dedup();
+        names.sort();
+        names.dedup();
+        names
+            .into_iter()
+            .map(|e| {
+                let pts = rows
+                    .iter()
+                    .filter(|r| r.executor == e)
+                    .map(|r| (r.overlays as f64, f(r)))
+                    .collect();
+                (format!("{e}, {what}"), pts)
+            })
+            .collect()
+    };
+    let mut create = series(&|r| r.create_ms.median, "wall");
+    create.extend(series(&|r| r.create_cpu_ms.median, "CPU"));
+    let stem = |suffix: &str| {
+        out.with_file_name(format!(
+            "{}-{suffix}",
+            out.file_stem().unwrap_or_default().to_string_lossy()
+        ))
+    };
+    let (png, _) = crate::plot::curves(
+        &stem("create"),
+        &crate::plot::Curves {
+            title: "wuos bench overlays: creating N overlays on one edge (medians)",
+            x_desc: "overlays (each: 2 VXLAN tunnels, 2 peers, 1 route, 3 rules)",
+            y_desc: "ms",
+            series: create,
+        },
+    )?;
+    println!("wrote {png} (and .svg)");
+    let (png, _) = crate::plot::curves(
+        &stem("memory"),
+        &crate::plot::Curves {
+            title: "wuos bench overlays: MemAvailable drop on the host (medians)",
+            x_desc: "overlays",
+            y_desc: "MiB",
+            series: series(&|r| r.host_mib.median, "host"),
+        },
+    )?;
+    println!("wrote {png} (and .svg)");
+    Ok(())
 }
 
 fn measure(env: &LabEnv, o: &Options, inv: &Inventory) -> Result<(Vec<Row>, Vec<String>)> {
