@@ -293,6 +293,24 @@ fn overlays_carry_lan_traffic_by_class_and_through_a_hub() {
         "a spoke tunnels to the hub only:\n{fdb}"
     );
 
+    // A spoke leaves: the hub drops its peer (FDB and neighbour entries) and its routes; e3's
+    // tunnel goes; h2 no longer reaches h3, h1 still reaches h2.
+    sd.act(r#"[{"action":"remove_site","overlay":"star","site":"e3"}]"#);
+    sd.converge();
+    let fdb = ok(&[
+        "lab", "exec", LAB, "e1", "--", "bridge", "fdb", "show", "dev", "wo1-inet",
+    ]);
+    assert_eq!(
+        fdb.lines().filter(|l| l.contains("dst")).count(),
+        1,
+        "the hub keeps e2 only:\n{fdb}"
+    );
+    let neigh = ok(&["lab", "exec", LAB, "e1", "--", "ip", "neigh", "show", "dev", "wo1-inet"]);
+    assert_eq!(neigh.lines().count(), 1, "the hub's neighbours:\n{neigh}");
+    assert!(!ok(&["lab", "exec", LAB, "e3", "--", "ip", "-br", "link"]).contains("wo1-inet"));
+    assert!(!ping("h2", &h3), "h2 still reaches h3 after e3 left");
+    assert!(ping("h1", &h2), "h1 -> h2 after e3 left");
+
     drop(down);
     let left =
         String::from_utf8_lossy(&Command::new("ip").args(["netns", "list"]).output().unwrap().stdout).into_owned();
