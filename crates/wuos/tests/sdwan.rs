@@ -272,7 +272,7 @@ fn overlays_carry_lan_traffic_by_class_and_through_a_hub() {
     sd.converge();
     let gone = ok(&["lab", "exec", LAB, "e2", "--", "ip", "-br", "link"]);
     assert!(
-        !gone.contains("wo2-") && !gone.contains("wo3-"),
+        !gone.contains("wo1-mpls") && !gone.contains("wo2-") && !gone.contains("wo3-"),
         "old tunnels left on e2:\n{gone}"
     );
     let rules = ok(&["lab", "exec", LAB, "e2", "--", "ip", "rule"]);
