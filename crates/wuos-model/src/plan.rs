@@ -31,6 +31,21 @@ pub struct LinkAddrs {
     pub b_ifname: String,
 }
 
+impl LinkAddrs {
+    /// The link's subnet (its addresses with the host bits cleared).
+    pub fn subnet(&self) -> Ipv4Net {
+        let mask = Ipv4Net {
+            addr: self.a,
+            prefix_len: self.prefix_len,
+        }
+        .mask();
+        Ipv4Net {
+            addr: Ipv4Addr::from(u32::from(self.a) & mask),
+            prefix_len: self.prefix_len,
+        }
+    }
+}
+
 /// All addresses of a topology.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AddressPlan {
@@ -319,9 +334,7 @@ fn underlay_routes(t: &Topology, plan: &AddressPlan, link_up: &dyn Fn(usize) -> 
             }
         }
         for (l, p) in attachments {
-            let addrs = &plan.links[l];
-            let mask = u32::MAX.checked_shl(32 - u32::from(addrs.prefix_len)).unwrap_or(0);
-            let dst = Ipv4Addr::from(u32::from(addrs.a) & mask);
+            let subnet = plan.links[l].subnet();
             let mut seen = vec![false; t.nodes.len()];
             let (a, b) = ends[l].unwrap_or_default();
             seen[a] = true;
@@ -338,8 +351,8 @@ fn underlay_routes(t: &Topology, plan: &AddressPlan, link_up: &dyn Fn(usize) -> 
                         _ => plan.links[m].b,
                     };
                     routes[y].push(Route {
-                        dst,
-                        prefix_len: addrs.prefix_len,
+                        dst: subnet.addr,
+                        prefix_len: subnet.prefix_len,
                         link: m,
                         gateway,
                     });
@@ -387,11 +400,7 @@ mod tests {
                 if (a == at && la.a == dst) || (b == at && la.b == dst) {
                     return path;
                 }
-                let subnet = Ipv4Net {
-                    addr: Ipv4Addr::from(u32::from(la.a) & (u32::MAX << (32 - la.prefix_len))),
-                    prefix_len: la.prefix_len,
-                };
-                if (a == at || b == at) && subnet.contains(dst) {
+                if (a == at || b == at) && la.subnet().contains(dst) {
                     next = Some(if a == at { b } else { a });
                 }
             }

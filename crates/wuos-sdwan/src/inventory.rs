@@ -16,8 +16,6 @@ use crate::net;
 pub const MAX_UNDERLAYS: usize = 8;
 /// Sites are numbered 1..=this (the host part of an inner /24).
 pub const MAX_SITES: usize = 250;
-/// Longest underlay name: it is part of a tunnel's interface name (`wo1000-inet`).
-pub const MAX_UNDERLAY_NAME: usize = 8;
 
 /// A site's attachment to one underlay.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,19 +111,9 @@ impl Inventory {
                         mtu,
                     });
                 } else if t.nodes[other].role == Role::Host {
-                    let prefix_len = plan.links[l].prefix_len;
-                    let prefix = Ipv4Net::new(
-                        Ipv4Addr::from(u32::from(addr) & (u32::MAX << (32 - u32::from(prefix_len)))),
-                        prefix_len,
-                    )
-                    .map_err(|e| SdwanError::BadValue {
-                        field: "LAN prefix",
-                        value: addr.to_string(),
-                        why: e.to_string(),
-                    })?;
                     site.lans.push(Lan {
                         ifname: ifname.clone(),
-                        prefix,
+                        prefix: plan.links[l].subnet(),
                     });
                 }
             }

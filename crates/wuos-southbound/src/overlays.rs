@@ -105,6 +105,17 @@ pub struct NetlinkOverlays<N> {
     pub nft: N,
 }
 
+impl NetlinkOverlays<crate::nft::NftCommand> {
+    /// rtnetlink and the `nft` program in the calling thread's namespace; the netlink
+    /// connection runs on `rt`.
+    pub fn connect_here(rt: &tokio::runtime::Handle) -> Result<Self, NetlinkError> {
+        Ok(NetlinkOverlays {
+            netlink: Netlink::connect_here(rt)?,
+            nft: crate::nft::NftCommand,
+        })
+    }
+}
+
 impl<N: Nftables> Overlays for NetlinkOverlays<N> {
     async fn apply(&self, op: &Op) -> Result<(), OverlayError> {
         let nl = |source| OverlayError::Netlink {

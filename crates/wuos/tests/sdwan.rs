@@ -19,8 +19,6 @@ use common::{Down, in_router, ok, run};
 use wuos_model::generate::{Generator, generate};
 use wuos_model::plan::address_plan;
 use wuos_sdwan::{Action, Desired, EdgeConfig, Inventory, Op, diff, reconcile};
-use wuos_southbound::netlink::Netlink;
-use wuos_southbound::nft::NftCommand;
 use wuos_southbound::overlays::{NetlinkOverlays, Overlays, apply_all};
 
 const LAB: &str = "sdwtest";
@@ -83,10 +81,7 @@ fn on_edge(site: &str, plan: impl FnOnce(&EdgeConfig) -> Vec<Op> + Send) -> Vec<
             .enable_all()
             .build()
             .unwrap();
-        let overlays = NetlinkOverlays {
-            netlink: Netlink::connect_here(rt.handle()).unwrap(),
-            nft: NftCommand,
-        };
+        let overlays = NetlinkOverlays::connect_here(rt.handle()).unwrap();
         let held = rt.block_on(overlays.read()).unwrap();
         let ops = plan(&held);
         let failed: Vec<String> = rt
