@@ -19,8 +19,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use wuos_model::Role;
 use wuos_model::daemon::{
-    DaemonConfig, DatapathConfig, DomainsConfig, METRICS_PORT, NeighborConfig, OrchestratorConfig, PROTOCOL_PORT,
-    ResourcesConfig, Source, TlsConfig,
+    DaemonConfig, DatapathConfig, DomainsConfig, METRICS_PORT, NBI_PORT, NeighborConfig, OrchestratorConfig,
+    PROTOCOL_PORT, ResourcesConfig, SdwanControllerConfig, Source, TlsConfig,
 };
 use wuos_model::ids::{RouterId, ServiceId};
 
@@ -197,7 +197,78 @@ pub fn config(env: &LabEnv, st: &LabState, opts: &DaemonOptions, i: usize) -> Re
             }
         }),
         orchestrator,
+        sdwan_controller: (sdwan_controller(t) == Some(i)).then(|| {
+            let dir = sdwan_dir(env, &st.name);
+            SdwanControllerConfig {
+                inventory: dir.join("inventory.json"),
+                nbi_listen: SocketAddr::from((lo, NBI_PORT)),
+                token_file: dir.join("token"),
+            }
+        }),
     })
+}
+
+/// The SD-WAN controller of a topology with underlays (a link or router labelled `underlay`):
+/// its first data-centre router, else its first fog router; none without underlays.
+pub fn sdwan_controller(t: &wuos_model::topology::Topology) -> Option<usize> {
+    let hybrid = t.nodes.iter().any(|n| n.underlay.is_some()) || t.links.iter().any(|l| l.underlay.is_some());
+    if !hybrid {
+        return None;
+    }
+    t.nodes
+        .iter()
+        .position(|n| n.role == Role::Dc)
+        .or_else(|| t.nodes.iter().position(|n| n.role == Role::Fog))
+}
+
+/// The lab's SD-WAN files: `inventory.json` (the sites, for the controller) and `token` (the
+/// NBI's bearer token, `wuos sdwan token`).
+pub fn sdwan_dir(env: &LabEnv, lab: &str) -> PathBuf {
+    env.lab_dir(lab).join("sdwan")
+}
+
+/// Writes the SD-WAN inventory (each site reached at its loopback) and a new NBI token, when
+/// the lab has an SD-WAN controller.
+pub fn write_sdwan(env: &LabEnv, st: &LabState) -> Result<(), LabError> {
+    if sdwan_controller(&st.topology).is_none() {
+        return Ok(());
+    }
+    let bad = |e: String| LabError::Daemons(format!("the SD-WAN inventory: {e}"));
+    let mut inv = wuos_sdwan::Inventory::from_topology(&st.topology, &st.plan).map_err(|e| bad(e.to_string()))?;
+    for (name, site) in inv.sites.iter_mut() {
+        let i = st
+            .topology
+            .node_index(name)
+            .ok_or_else(|| bad(format!("no router {name}")))?;
+        site.control = Some(SocketAddr::from((st.plan.loopbacks[i], PROTOCOL_PORT)));
+    }
+    let dir = sdwan_dir(env, &st.name);
+    let io = |what: String| move |source| LabError::Io { what, source };
+    fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
+    let text = serde_json::to_string_pretty(&inv).map_err(|e| bad(e.to_string()))?;
+    let path = dir.join("inventory.json");
+    fs::write(&path, text).map_err(io(format!("cannot write {}", path.display())))?;
+    let mut raw = [0u8; 32];
+    std::io::Read::read_exact(
+        &mut fs::File::open("/dev/urandom").map_err(io("cannot open /dev/urandom".into()))?,
+        &mut raw,
+    )
+    .map_err(io("cannot read /dev/urandom".into()))?;
+    let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let path = dir.join("token");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io(format!("cannot write {}", path.display())))?;
+        std::io::Write::write_all(&mut f, format!("{token}\n").as_bytes())
+            .map_err(io(format!("cannot write {}", path.display())))?;
+    }
+    Ok(())
 }
 
 /// The lab's PKI: its CA, one certificate per router, the CRL (`wuos pki … --dir` works on it).
@@ -206,7 +277,8 @@ pub fn pki_dir(env: &LabEnv, lab: &str) -> PathBuf {
 }
 
 /// Creates the lab's CA and issues every router its certificate: its id and role, and the
-/// `orchestrator` capability where it runs one (fog routers of a lab with a data centre).
+/// `orchestrator` capability where it runs one (fog routers of a lab with a data centre), and the
+/// `controller` capability on the SD-WAN controller.
 /// Returns how many certificates were issued.
 pub fn issue_pki(env: &LabEnv, st: &LabState) -> Result<usize, LabError> {
     let err = |e: wuos_pki::PkiError| LabError::Daemons(format!("cannot issue the lab's certificates: {e}"));
@@ -220,14 +292,19 @@ pub fn issue_pki(env: &LabEnv, st: &LabState) -> Result<usize, LabError> {
     )
     .map_err(err)?;
     let has_dc = st.topology.nodes.iter().any(|n| n.role == Role::Dc);
+    let controller = sdwan_controller(&st.topology);
     let requests = st
         .topology
         .nodes
         .iter()
-        .map(|n| {
+        .enumerate()
+        .map(|(i, n)| {
             let mut capabilities = std::collections::BTreeSet::new();
             if has_dc && n.role == Role::Fog {
                 capabilities.insert(wuos_pki::Capability::Orchestrator);
+            }
+            if controller == Some(i) {
+                capabilities.insert(wuos_pki::Capability::Controller);
             }
             Ok(wuos_pki::IssueRequest {
                 router: RouterId::new(n.name.as_str()).map_err(|e| LabError::Topology(e.to_string()))?,
@@ -241,8 +318,10 @@ pub fn issue_pki(env: &LabEnv, st: &LabState) -> Result<usize, LabError> {
     Ok(requests.len())
 }
 
-/// Writes one wuosd configuration per router (`LAB_DIR/daemons/NODE.toml`).
+/// Writes one wuosd configuration per router (`LAB_DIR/daemons/NODE.toml`), and the SD-WAN
+/// controller's files when the lab has one.
 pub fn write_configs(env: &LabEnv, st: &LabState, opts: &DaemonOptions) -> Result<(), LabError> {
+    write_sdwan(env, st)?;
     let dir = env.lab_dir(&st.name).join("daemons");
     fs::create_dir_all(&dir).map_err(|source| LabError::Io {
         what: format!("cannot create {}", dir.display()),
@@ -380,6 +459,36 @@ pub fn supervise(env: &LabEnv, lab: &str, stop: &AtomicBool) -> Result<(), LabEr
     Ok(())
 }
 
+/// A connection to the lab's SD-WAN NBI — opened inside the controller router's namespace, as
+/// the NBI listens on that router's loopback — with its address and the lab's token.
+pub fn nbi_stream(env: &LabEnv, st: &LabState) -> Result<(std::net::TcpStream, SocketAddr, String), LabError> {
+    let Some(i) = sdwan_controller(&st.topology) else {
+        return Err(LabError::Daemons(format!(
+            "lab {} has no SD-WAN controller: its topology labels no link or router with an underlay \
+             (try a generator such as sdwan:3:2)",
+            st.name
+        )));
+    };
+    let node = &st.topology.nodes[i].name;
+    let addr = SocketAddr::from((st.plan.loopbacks[i], NBI_PORT));
+    let token_path = sdwan_dir(env, &st.name).join("token");
+    let token = fs::read_to_string(&token_path).map_err(|source| LabError::Io {
+        what: format!("cannot read the NBI token {}", token_path.display()),
+        source,
+    })?;
+    let ns = wuos_southbound::netns::open(&env.netns_dir, &names::node_netns(&st.name, node))
+        .map_err(|e| LabError::Daemons(format!("router {node}'s namespace: {e}")))?;
+    let stream = wuos_southbound::netns::run_in(&ns, || {
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+    })
+    .map_err(|e| LabError::Daemons(format!("router {node}'s namespace: {e}")))?
+    .map_err(|source| LabError::Io {
+        what: format!("cannot reach the SD-WAN NBI of {node} at {addr} (is its wuosd running?)"),
+        source,
+    })?;
+    Ok((stream, addr, token.trim().to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,5 +568,32 @@ mod tests {
             "a quarter of 512 MiB is kept for routing"
         );
         assert_eq!(fog.orchestrator.unwrap().datacenter, "dc");
+    }
+
+    #[test]
+    fn a_lab_with_underlays_makes_its_dc_the_sdwan_controller() {
+        assert_eq!(sdwan_controller(&state().topology), None, "no underlays, no controller");
+        let topo = wuos_model::generate::generate(&"sdwan:2:2".parse().unwrap(), 1);
+        let plan = wuos_model::plan::address_plan(&topo).unwrap();
+        let st = LabState {
+            topology: topo,
+            plan,
+            ..state()
+        };
+        let dc = sdwan_controller(&st.topology).unwrap();
+        assert_eq!(st.topology.nodes[dc].name, "dc");
+        for i in 0..st.topology.nodes.len() {
+            let cfg = config(&env(), &st, &DaemonOptions::default(), i).unwrap();
+            match &cfg.sdwan_controller {
+                Some(sc) => {
+                    assert_eq!(i, dc);
+                    assert_eq!(sc.nbi_listen, SocketAddr::from((st.plan.loopbacks[dc], NBI_PORT)));
+                    assert_eq!(sc.token_file, sdwan_dir(&env(), "t").join("token"));
+                    let text = cfg.to_toml().unwrap();
+                    assert!(text.contains("[sdwan_controller]"), "{text}");
+                }
+                None => assert_ne!(i, dc),
+            }
+        }
     }
 }

@@ -40,6 +40,8 @@ use crate::units;
 pub const PROTOCOL_PORT: u16 = 7470;
 /// The Prometheus port, on every lab router's loopback address.
 pub const METRICS_PORT: u16 = 9470;
+/// The SD-WAN controller's NBI (REST) port, on the controller router's loopback.
+pub const NBI_PORT: u16 = 7480;
 
 /// A configuration that cannot be used; the message names the file, the key and the fix.
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +141,22 @@ pub struct DaemonConfig {
     /// Mutual TLS between routers (`Neighbor` and `Control`); absent: plain TCP, and a warning.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// The SD-WAN controller role (a designated fog or dc router); absent: this router only
+    /// takes the pieces of its SD-WAN configuration from the controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdwan_controller: Option<SdwanControllerConfig>,
+}
+
+/// `[sdwan_controller]`: the SD-WAN's sites and the northbound interface (docs/sdwan.md).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SdwanControllerConfig {
+    /// The sites, their WAN attachments and LANs (the JSON form of `wuos_sdwan::Inventory`).
+    pub inventory: PathBuf,
+    /// Where the NBI (REST and gRPC) listens: the router's loopback.
+    pub nbi_listen: SocketAddr,
+    /// A file holding the bearer token NBI requests must carry.
+    pub token_file: PathBuf,
 }
 
 /// `[tls]`: this router's certificate and what it trusts (files as `wuos pki` writes them). The

@@ -15,6 +15,8 @@
 //! - [`session`]: the controller ↔ orchestrator session envelope ([`session::Session`]).
 //! - [`admin`]: the client of wuosd's administration API ([`admin::AdminClient`]), by Unix socket
 //!   or address, with classified errors.
+//! - [`nbi`]: the client of the SD-WAN controller's REST northbound interface
+//!   ([`nbi::NbiClient`]).
 //! - [`status`]: error classes ([`wuos_model::ErrorClass`]) to gRPC status codes and back.
 //! - `convert`: the model's types to their protocol forms and back (roles).
 //! - `json`: serde helpers of the generated messages (enum fields by name).
@@ -25,7 +27,7 @@
 //!
 //! The augmented SD-WAN protocol of wuos, specified in `docs/protocol.md`: routers exchange
 //! hellos with their neighbors and flood telemetry adverts (CPU, memory, IO) a few hops far.
-//! Everything here but the admin client is pure: no I/O, no clocks (time comes in as monotonic
+//! Everything here but the admin and NBI clients is pure: no I/O, no clocks (time comes in as monotonic
 //! `now_ms`), no async. The daemon `wuosd` owns the sockets and timers and executes the returned
 //! actions.
 
@@ -43,6 +45,7 @@ pub mod delta;
 pub mod flood;
 pub mod instance;
 mod json;
+pub mod nbi;
 pub mod neighbor;
 pub mod neighborhood;
 pub mod session;
@@ -60,5 +63,5 @@ pub use view::View;
 /// before it counts as not answering (the one source of this timeout).
 pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Protocol version 2.0: major in the high 16 bits, minor in the low (docs/protocol.md).
-pub const PROTOCOL_VERSION: u32 = 2 << 16;
+/// Protocol version 2.1: major in the high 16 bits, minor in the low (docs/protocol.md).
+pub const PROTOCOL_VERSION: u32 = (2 << 16) | 1;

@@ -580,6 +580,17 @@ pub fn check_envelope(m: &pb::SessionEnvelope) -> Result<(), ValidateError> {
                         name(ictx, "next_hop", &r.next_hop, true)?;
                     }
                     Some(Kind::Policy(p)) => text(ictx, "text", &p.text, MAX_POLICY_LEN)?,
+                    Some(Kind::SdwanPiece(p)) => {
+                        name(ictx, "key", &p.key, false)?;
+                        if p.config_json.len() > MAX_MESSAGE_BYTES {
+                            return Err(ValidateError::TooLong {
+                                context: ictx(),
+                                field: "config_json",
+                                len: p.config_json.len(),
+                                max: MAX_MESSAGE_BYTES,
+                            });
+                        }
+                    }
                 }
             }
             Ok(())
@@ -843,7 +854,7 @@ mod tests {
 
     #[test]
     fn versions_are_printed_major_dot_minor() {
-        assert_eq!(version_string(PROTOCOL_VERSION), "2.0");
+        assert_eq!(version_string(PROTOCOL_VERSION), "2.1");
         assert_eq!(version_string((2 << 16) | 3), "2.3");
     }
 

@@ -12,7 +12,7 @@ use crate::error::SdwanError;
 use crate::net;
 
 /// An IP protocol a rule can match.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Proto {
     Tcp,
@@ -106,18 +106,23 @@ impl<'de> Deserialize<'de> for PortRange {
 }
 
 /// One match rule; a field left out matches everything.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatchRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proto: Option<Proto>,
+    /// `5060` or `5060-5070`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "5060-5070")]
     pub src_ports: Option<PortRange>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "5060")]
     pub dst_ports: Option<PortRange>,
     #[serde(default, with = "net::opt", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "10.0.0.0/24")]
     pub src: Option<Ipv4Net>,
     #[serde(default, with = "net::opt", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub dst: Option<Ipv4Net>,
     /// 0..=63.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -203,7 +208,7 @@ impl fmt::Display for MatchRule {
 
 /// A traffic class: its rules mark packets with its mark, and the mark's `ip rule` sends them to
 /// the overlay's table.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TrafficClass {
     pub name: String,
     /// Stable for the class's life: its mark and rule priority come from it.

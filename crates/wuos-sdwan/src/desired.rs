@@ -19,7 +19,7 @@ pub const MAX_CLASSES: usize = 4095;
 pub const MAX_NAME: usize = 32;
 
 /// A request to create an overlay.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OverlaySpec {
     pub name: String,
@@ -34,7 +34,7 @@ pub struct OverlaySpec {
 }
 
 /// A request to create a traffic class.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClassSpec {
     pub name: String,
@@ -44,7 +44,7 @@ pub struct ClassSpec {
 }
 
 /// Every change the NBI can ask for.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Action {
     CreateOverlay(OverlaySpec),
@@ -83,7 +83,7 @@ pub enum Action {
 }
 
 /// The overlays and classes in force.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Desired {
     pub overlays: BTreeMap<String, Overlay>,
     pub classes: BTreeMap<String, TrafficClass>,

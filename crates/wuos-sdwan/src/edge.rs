@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use wuos_model::topology::Ipv4Net;
 
 use crate::class::{MatchRule, Proto};
@@ -47,7 +47,7 @@ pub const NFT_TABLE: &str = "wuos_sdwan";
 
 /// A remote edge on a tunnel. Two peers are the same when their addresses and MAC are: the site
 /// name is a label (a kernel read back does not know it).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Peer {
     pub site: String,
     /// Its WAN address on the tunnel's underlay (the FDB entry's `dst`).
@@ -84,7 +84,7 @@ impl Ord for Peer {
 }
 
 /// One VXLAN device.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tunnel {
     pub name: String,
     pub overlay: String,
@@ -123,7 +123,7 @@ impl Tunnel {
 }
 
 /// A route in an overlay's table.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Route {
     pub table: u32,
     pub dst: (Ipv4Addr, u8),
@@ -132,14 +132,14 @@ pub struct Route {
 }
 
 /// What an `ip rule` matches.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Selector {
     Fwmark(u32),
     Iif(String),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Rule {
     pub priority: u32,
     pub selector: Selector,
@@ -147,7 +147,7 @@ pub struct Rule {
 }
 
 /// One nftables marking rule: packets in on `ingress` matching `rule` get `mark`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mark {
     pub class: String,
     pub mark: u32,
@@ -156,13 +156,18 @@ pub struct Mark {
 }
 
 /// Everything one edge holds for the SD-WAN.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EdgeConfig {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tunnels: BTreeMap<String, Tunnel>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub routes: BTreeSet<Route>,
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub rules: BTreeSet<Rule>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub marks: Vec<Mark>,
     /// Remote LAN prefixes that no tunnel reaches, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreachable: Vec<String>,
 }
 

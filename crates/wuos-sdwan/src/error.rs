@@ -94,3 +94,36 @@ pub(crate) fn list<'a>(names: impl IntoIterator<Item = &'a String>) -> String {
         v.join(", ")
     }
 }
+
+/// What kind of refusal an error is, for the NBI's status codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// It names something that does not exist (an overlay, class, site, underlay, service).
+    NotFound,
+    /// It clashes with the state (exists already, still in use, overlaps).
+    Conflict,
+    /// The request itself is bad (a name, a value, a rule, a limit).
+    Invalid,
+}
+
+impl SdwanError {
+    pub fn kind(&self) -> ErrorKind {
+        use SdwanError::*;
+        match self {
+            UnknownOverlay { .. }
+            | UnknownClass { .. }
+            | UnknownSite { .. }
+            | UnknownUnderlay { .. }
+            | UnknownService { .. } => ErrorKind::NotFound,
+            OverlayExists(_)
+            | ClassExists(_)
+            | SiteInOverlay { .. }
+            | ServiceExists { .. }
+            | OverlayInUse { .. }
+            | ClassOverlap { .. }
+            | LanOverlap { .. }
+            | RemoveHub { .. } => ErrorKind::Conflict,
+            _ => ErrorKind::Invalid,
+        }
+    }
+}

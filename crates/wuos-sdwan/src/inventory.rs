@@ -3,7 +3,7 @@
 //! `underlay` labels ([`Inventory::from_topology`]); a real deployment learns it from its edges.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 use wuos_model::plan::AddressPlan;
@@ -18,9 +18,10 @@ pub const MAX_UNDERLAYS: usize = 8;
 pub const MAX_SITES: usize = 250;
 
 /// A site's attachment to one underlay.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Wan {
     /// The tunnels' local address on this underlay.
+    #[schema(value_type = String)]
     pub addr: Ipv4Addr,
     /// The interface it is on.
     pub ifname: String,
@@ -29,25 +30,31 @@ pub struct Wan {
 }
 
 /// A LAN behind a site's edge.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Lan {
     pub ifname: String,
     #[serde(with = "net")]
+    #[schema(value_type = String)]
     pub prefix: Ipv4Net,
 }
 
 /// One site: an edge router with its WAN attachments and LANs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Site {
     /// 1..=[`MAX_SITES`], stable for the site's life: its host number on every inner segment.
     pub index: u16,
     /// Underlay name → attachment.
     pub wan: BTreeMap<String, Wan>,
     pub lans: Vec<Lan>,
+    /// Where the SD-WAN controller reaches the edge's wuosd (its `Control` service); absent:
+    /// the control address the edge advertises.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub control: Option<SocketAddr>,
 }
 
 /// Every site and underlay of one SD-WAN.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Inventory {
     /// The underlays, in a fixed order: a tunnel's VNI and inner segment use the position.
     pub underlays: Vec<String>,
@@ -89,6 +96,7 @@ impl Inventory {
                 index: 0,
                 wan: BTreeMap::new(),
                 lans: Vec::new(),
+                control: None,
             };
             for (l, link) in t.links.iter().enumerate() {
                 let Some((a, b)) = ends[l] else { continue };

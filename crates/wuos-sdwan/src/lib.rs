@@ -14,6 +14,8 @@
 //! - [`desired`]: the desired state and the actions that change it (what the NBI calls).
 //! - [`edge`]: what one edge's kernel holds for a desired state, every number derived from ids.
 //! - [`ops`]: the ops from one edge configuration to another.
+//! - [`slice`]: an edge's configuration in pieces (one per overlay and class), as the
+//!   controller sends it.
 //! - [`error`]: why a request is refused.
 
 pub mod class;
@@ -24,11 +26,12 @@ pub mod inventory;
 mod net;
 pub mod ops;
 pub mod overlay;
+pub mod slice;
 
 pub use class::{MatchRule, PortRange, Proto, TrafficClass};
 pub use desired::{Action, ClassSpec, Desired, OverlaySpec};
 pub use edge::EdgeConfig;
-pub use error::SdwanError;
+pub use error::{ErrorKind, SdwanError};
 pub use inventory::{Inventory, Lan, Site, Wan};
 pub use ops::{Op, diff, reconcile};
 pub use overlay::{Layout, Member, Overlay};

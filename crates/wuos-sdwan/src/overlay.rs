@@ -9,7 +9,7 @@ use wuos_model::topology::Ipv4Net;
 use crate::net;
 
 /// Which member sites have tunnels to which.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Layout {
     /// Every pair of members.
@@ -18,21 +18,25 @@ pub enum Layout {
     /// Every spoke to the hub only; spoke-to-spoke traffic goes through the hub.
     HubAndSpoke { hub: String },
     /// Only the listed pairs; no transit.
-    Partial { pairs: Vec<(String, String)> },
+    Partial {
+        #[schema(value_type = Vec<Vec<String>>)]
+        pairs: Vec<(String, String)>,
+    },
 }
 
 /// A member site of an overlay.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Member {
     /// The LAN prefixes the site brings into the overlay; each on one of its LANs. Empty: all of
     /// the site's LANs.
     #[serde(default, with = "net::vec", skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<String>)]
     pub lans: Vec<Ipv4Net>,
 }
 
 /// An overlay network.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Overlay {
     pub name: String,
     /// Stable for the overlay's life: its VNIs, table, inner segments and interface names come

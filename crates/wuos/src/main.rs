@@ -12,6 +12,7 @@
 //! - `service.rs`: `wuos service …` (domains on a router).
 //! - `pki.rs`: `wuos pki init|issue|revoke|list` (the deployment's CA and router certificates;
 //!   the library is `wuos_pki`).
+//! - `sdwan.rs`: `wuos sdwan …` (overlays, classes, status) through the SD-WAN controller's NBI.
 //! - `sim.rs`: `wuos sim run` (a simulated network, `wuos_sim`), its options, progress and report.
 //! - `topo.rs`: a topology argument (file or generator) and helpers shared by the above.
 
@@ -21,6 +22,7 @@ mod lab;
 mod pki;
 mod policy;
 mod router;
+mod sdwan;
 mod service;
 mod sim;
 mod target;
@@ -72,6 +74,8 @@ enum Cmd {
     /// Simulated networks: the daemon's protocol and orchestrators at scale, no kernel needed.
     #[command(subcommand)]
     Sim(sim::SimCmd),
+    /// SD-WAN overlays and traffic classes, through the SD-WAN controller's NBI (docs/sdwan.md).
+    Sdwan(sdwan::SdwanArgs),
 }
 
 /// Exit codes, so scripts can tell failures apart: the class of the error
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
         Cmd::Decisions(a) => policy::decisions(a),
         Cmd::Pki(a) => pki::run(a),
         Cmd::Sim(c) => sim::run(c),
+        Cmd::Sdwan(a) => sdwan::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -140,6 +145,7 @@ fn class_of(e: &anyhow::Error) -> wuos_model::ErrorClass {
                 .or_else(|| cause.downcast_ref::<wuos_pki::PkiError>().map(Classify::class))
                 .or_else(|| cause.downcast_ref::<wuos_sim::SimError>().map(Classify::class))
                 .or_else(|| cause.downcast_ref::<wuos_sim::EventsError>().map(Classify::class))
+                .or_else(|| cause.downcast_ref::<wuos_proto::nbi::NbiError>().map(Classify::class))
         })
         .unwrap_or(wuos_model::ErrorClass::Internal)
 }

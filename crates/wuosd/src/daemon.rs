@@ -244,6 +244,13 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()> + Send + 
     let datapath = start_datapath(&cfg, domains.as_ref());
     let netlink = Netlink::connect_here(&tokio::runtime::Handle::current())
         .context("cannot open a netlink socket (the controller installs routes with it)")?;
+    let edge = crate::sdwan::edge::spawn(
+        wuos_southbound::overlays::NetlinkOverlays {
+            netlink: netlink.clone(),
+            nft: wuos_southbound::nft::NftCommand,
+        },
+        store.clone(),
+    );
     let controller = crate::controller::spawn(crate::controller::Parts {
         me: cfg.router_id.clone(),
         routes: netlink,
@@ -287,6 +294,38 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()> + Send + 
         None => None,
     };
 
+    let _sdwan = match &cfg.sdwan_controller {
+        Some(sc) => {
+            let text = std::fs::read_to_string(&sc.inventory)
+                .with_context(|| format!("sdwan_controller.inventory {}", sc.inventory.display()))?;
+            let inventory: wuos_sdwan::Inventory = serde_json::from_str(&text)
+                .with_context(|| format!("sdwan_controller.inventory {}", sc.inventory.display()))?;
+            let token = std::fs::read_to_string(&sc.token_file)
+                .with_context(|| format!("sdwan_controller.token_file {}", sc.token_file.display()))?;
+            let handle = crate::sdwan::controller::spawn(crate::sdwan::controller::Parts {
+                me: cfg.router_id.clone(),
+                inventory,
+                store: store.clone(),
+                connector: connector.clone(),
+                metrics: metrics.clone(),
+                session_id: boot_id,
+                local_edge: edge.clone(),
+                neighborhood: protocol.watch(),
+            });
+            let listener = tokio::net::TcpListener::bind(sc.nbi_listen)
+                .await
+                .with_context(|| format!("sdwan_controller.nbi_listen {}", sc.nbi_listen))?;
+            tokio::spawn(crate::sdwan::nbi::serve(
+                listener,
+                handle.clone(),
+                token.trim().to_string(),
+            ));
+            info!(nbi = %sc.nbi_listen, "SD-WAN controller and its NBI running");
+            Some(handle)
+        }
+        None => None,
+    };
+
     // Servers: the protocol (Neighbor, Control), the admin socket, metrics.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut stop_a = stop_rx.clone();
@@ -308,6 +347,7 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()> + Send + 
         .add_service(crate::server::control_service(
             cfg.router_id.to_string(),
             controller.clone(),
+            edge.clone(),
             metrics.clone(),
             tls.is_some(),
         ));

@@ -27,6 +27,26 @@ use crate::metrics::Metrics;
 use crate::orchestration::{Delivery, Reply};
 use crate::protocol::{AnyConnector, Connector};
 
+/// Turns the answers of this router's own in-process session into [`Reply`]s from `me`.
+pub fn forward_answers(
+    me: RouterId,
+    mut answers: mpsc::Receiver<crate::controller::Answer>,
+    replies: mpsc::Sender<Reply>,
+) {
+    tokio::spawn(async move {
+        while let Some(a) = answers.recv().await {
+            let r = Reply {
+                router: me.clone(),
+                intent_id: a.intent_id,
+                outcome: a.outcome,
+            };
+            if replies.send(r).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
 /// A session to a remote controller: its outgoing half.
 struct Link {
     session: Session,
@@ -36,8 +56,9 @@ struct Link {
 /// The daemon's delivery.
 pub struct Links {
     me: RouterId,
-    local: ControllerHandle,
-    local_session: u64,
+    /// This router's controller and the in-process session to it (none for the SD-WAN
+    /// controller's links, which reach every edge over `Control`).
+    local: Option<(ControllerHandle, u64)>,
     remote: HashMap<RouterId, Link>,
     replies: mpsc::Sender<Reply>,
     session_id: u64,
@@ -57,30 +78,57 @@ impl Links {
         metrics: Arc<Metrics>,
         connector: AnyConnector,
     ) -> Self {
-        let (local_session, mut answers) = local.open().await;
-        let (fwd, router) = (replies.clone(), me.clone());
-        tokio::spawn(async move {
-            while let Some(a) = answers.recv().await {
-                let r = Reply {
-                    router: router.clone(),
-                    intent_id: a.intent_id,
-                    outcome: a.outcome,
-                };
-                if fwd.send(r).await.is_err() {
-                    return;
-                }
-            }
-        });
+        let (local_session, answers) = local.open().await;
+        forward_answers(me.clone(), answers, replies.clone());
+        let mut links = Links::remote_only(me, replies, session_id, metrics, connector);
+        links.local = Some((local, local_session));
+        links
+    }
+
+    /// Links to other routers' controllers only: every router, this one included, is reached
+    /// over a `Control` session.
+    pub fn remote_only(
+        me: RouterId,
+        replies: mpsc::Sender<Reply>,
+        session_id: u64,
+        metrics: Arc<Metrics>,
+        connector: AnyConnector,
+    ) -> Self {
         Links {
             me,
-            local,
-            local_session,
+            local: None,
             remote: HashMap::new(),
             replies,
             session_id: session_id.max(1),
             metrics,
             connector,
         }
+    }
+
+    /// Sends `intents` in one batch to `router`'s controller at `address` (a session opened
+    /// on first use, and again after its stream ended).
+    pub async fn send(
+        &mut self,
+        router: &RouterId,
+        address: Option<SocketAddr>,
+        intents: Vec<pb::Intent>,
+    ) -> Result<(), String> {
+        // A session whose stream ended (the controller restarted) is opened again.
+        if self.remote.get(router).is_some_and(|l| l.tx.is_closed()) {
+            self.remote.remove(router);
+        }
+        if !self.remote.contains_key(router) {
+            let link = self.connect(router, address).await?;
+            self.remote.insert(router.clone(), link);
+        }
+        let link = self.remote.get_mut(router).expect("inserted above");
+        let env = link.session.envelope(Body::Intents(pb::IntentBatch { intents }));
+        self.metrics.bytes("sent", env.encoded_len());
+        if link.tx.send(env).await.is_err() {
+            self.remote.remove(router);
+            return Err(format!("the session to {router} closed"));
+        }
+        Ok(())
     }
 
     async fn connect(&self, router: &RouterId, address: Option<SocketAddr>) -> Result<Link, String> {
@@ -141,29 +189,13 @@ impl Delivery for Links {
         id: u64,
         intent: Intent,
     ) -> Result<(), String> {
-        if *router == self.me {
-            self.local
-                .submit(self.local_session, self.me.clone(), vec![(id, intent)])
-                .await;
+        if *router == self.me
+            && let Some((local, session)) = &self.local
+        {
+            local.submit(*session, self.me.clone(), vec![(id, intent)]).await;
             return Ok(());
         }
-        // A session whose stream ended (the controller restarted) is opened again.
-        if self.remote.get(router).is_some_and(|l| l.tx.is_closed()) {
-            self.remote.remove(router);
-        }
-        if !self.remote.contains_key(router) {
-            let link = self.connect(router, address).await?;
-            self.remote.insert(router.clone(), link);
-        }
-        let link = self.remote.get_mut(router).expect("inserted above");
-        let env = link.session.envelope(Body::Intents(pb::IntentBatch {
-            intents: vec![crate::wire::to_pb(id, &intent, router)],
-        }));
-        self.metrics.bytes("sent", env.encoded_len());
-        if link.tx.send(env).await.is_err() {
-            self.remote.remove(router);
-            return Err(format!("the session to {router} closed"));
-        }
-        Ok(())
+        let intents = vec![crate::wire::to_pb(id, &intent, router)];
+        self.send(router, address, intents).await
     }
 }

@@ -16,6 +16,8 @@
 //! - [`orchestration`]: the orchestrator task of fog routers — policy, decisions, placements kept
 //!   across restarts; [`delivery`] carries its intents to controllers (this router's in-process,
 //!   others' over Control sessions).
+//! - [`sdwan`]: SD-WAN overlays — the edge component (every router), the controller and its
+//!   NBI (the designated router).
 //! - [`datapath`]: the XDP classifier's task (service counters, demand, redirects) and the
 //!   nftables marks.
 //! - [`server`]: the Neighbor and Control gRPC services (thin); [`wire`]: intents between their
@@ -39,6 +41,7 @@ pub mod monitor;
 pub mod orchestration;
 pub mod protocol;
 pub mod sampler;
+pub mod sdwan;
 pub mod server;
 pub mod store;
 #[cfg(test)]

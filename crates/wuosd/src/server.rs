@@ -20,9 +20,10 @@ use wuos_proto::session::Session;
 
 use wuos_model::RouterId;
 
-use crate::controller::ControllerHandle;
+use crate::controller::{Answer, ControllerHandle};
 use crate::metrics::Metrics;
 use crate::protocol::ProtocolHandle;
+use crate::sdwan::edge::EdgeHandle;
 
 /// Counts every reply that carries a non-OK gRPC status, by code — including what tonic refuses
 /// before a handler runs (undecodable protobuf, a message over the transport limit) — and logs it.
@@ -218,19 +219,26 @@ impl Neighbor for NeighborSvc {
     }
 }
 
-/// Whether the holder of certificate `id`, claiming to be `sender`, may send service intents: it
-/// must be who it claims, and its certificate must carry the `orchestrator` capability. The
-/// refusal's counter label and message otherwise.
-fn may_send_intents(id: &wuos_pki::Identity, sender: &str) -> Result<(), (String, String)> {
+/// Whether the holder of certificate `id`, claiming to be `sender`, may send intents that need
+/// capability `cap` (service intents: `orchestrator`; SD-WAN pieces: `controller`): it must be
+/// who it claims, and its certificate must carry the capability. The refusal's counter label and
+/// message otherwise.
+fn may_send_intents(id: &wuos_pki::Identity, sender: &str, cap: wuos_pki::Capability) -> Result<(), (String, String)> {
     if let Err(r) = id.check_claim(sender) {
         return Err((format!("tls_{}", r.reason.label()), r.detail));
     }
-    if !id.may(wuos_pki::Capability::Orchestrator) {
+    if !id.may(cap) {
+        let what = match cap {
+            wuos_pki::Capability::Orchestrator => "service intents",
+            wuos_pki::Capability::Controller => "SD-WAN intents",
+        };
         return Err((
             "capability".into(),
             format!(
-                "{}'s certificate (role {}) does not carry the orchestrator capability: it may not send service intents",
-                id.router, id.role
+                "{}'s certificate (role {}) does not carry the {} capability: it may not send {what}",
+                id.router,
+                id.role,
+                cap.as_str()
             ),
         ));
     }
@@ -241,6 +249,7 @@ fn may_send_intents(id: &wuos_pki::Identity, sender: &str) -> Result<(), (String
 pub struct ControlSvc {
     me: String,
     controller: ControllerHandle,
+    edge: EdgeHandle,
     metrics: Arc<Metrics>,
     /// Mutual TLS: a session's intents are taken only from a certificate that may send them.
     tls: bool,
@@ -249,12 +258,14 @@ pub struct ControlSvc {
 pub fn control_service(
     me: String,
     controller: ControllerHandle,
+    edge: EdgeHandle,
     metrics: Arc<Metrics>,
     tls: bool,
 ) -> pb::control_server::ControlServer<ControlSvc> {
     pb::control_server::ControlServer::new(ControlSvc {
         me,
         controller,
+        edge,
         metrics,
         tls,
     })
@@ -279,16 +290,19 @@ impl pb::control_server::Control for ControlSvc {
         let inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(64);
         let (controller, metrics, me) = (self.controller.clone(), self.metrics.clone(), self.me.clone());
-        tokio::spawn(session(me, controller, metrics, identity, inbound, tx));
+        let edge = self.edge.clone();
+        tokio::spawn(session(me, controller, edge, metrics, identity, inbound, tx));
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 }
 
-/// One session: envelopes in are checked, their intents handed to the controller (a bad intent
-/// is answered at once, saying why); the controller's answers go out as `Ack` / `IntentError`.
+/// One session: envelopes in are checked, their intents handed to the controller and their
+/// SD-WAN pieces to the edge component (a bad intent is answered at once, saying why); the
+/// answers go out as `Ack` / `IntentError`.
 async fn session(
     me: String,
     controller: ControllerHandle,
+    edge: EdgeHandle,
     metrics: Arc<Metrics>,
     identity: Option<wuos_pki::Identity>,
     mut inbound: tonic::Streaming<pb::SessionEnvelope>,
@@ -296,12 +310,19 @@ async fn session(
 ) {
     let mut s = Session::new(me);
     let (id, mut answers) = controller.open().await;
+    let (edge_answers, mut piece_answers) = mpsc::channel(256);
     let error = |intent_id: u64, code: &str, message: String| {
         Body::Error(pb::IntentError {
             intent_id,
             code: code.into(),
             message,
         })
+    };
+    let answer = |a: Answer| match a.outcome {
+        Ok(()) => Body::Ack(pb::Ack {
+            intent_ids: vec![a.intent_id],
+        }),
+        Err(e) => error(a.intent_id, "failed", e),
     };
     loop {
         let out: Vec<Body> = tokio::select! {
@@ -311,10 +332,25 @@ async fn session(
                     match s.receive(&env).cloned() {
                         Ok(Body::Intents(batch)) => {
                             let mut ok = Vec::new();
+                            let mut pieces = Vec::new();
                             let mut refused = Vec::new();
                             let sender = env.header.as_ref().map(|h| h.sender.as_str()).unwrap_or_default();
-                            let forbidden = identity.as_ref().and_then(|id| may_send_intents(id, sender).err());
+                            let may = |cap| identity.as_ref().and_then(|id| may_send_intents(id, sender, cap).err());
+                            let forbidden = may(wuos_pki::Capability::Orchestrator);
+                            let no_pieces = may(wuos_pki::Capability::Controller);
                             for i in &batch.intents {
+                                if let Some(pb::intent::Kind::SdwanPiece(p)) = &i.kind {
+                                    if let Some((label, why)) = &no_pieces {
+                                        metrics.reject(label);
+                                        refused.push(error(i.id, "forbidden", why.clone()));
+                                        continue;
+                                    }
+                                    match crate::wire::piece_from_pb(i.id, p) {
+                                        Ok(piece) => pieces.push(piece),
+                                        Err(e) => refused.push(error(i.id, "failed", e.to_string())),
+                                    }
+                                    continue;
+                                }
                                 if let Some((label, why)) = &forbidden {
                                     metrics.reject(label);
                                     refused.push(error(i.id, "forbidden", why.clone()));
@@ -325,13 +361,19 @@ async fn session(
                                     Err(e) => refused.push(error(i.id, "failed", e.to_string())),
                                 }
                             }
-                            if let Some((_, why)) = &forbidden {
+                            if let Some((_, why)) = forbidden.iter().chain(&no_pieces).next()
+                                && !refused.is_empty()
+                            {
                                 warn!(%why, "refused a session's intents");
+                            }
+                            if !pieces.is_empty() {
+                                edge.submit(pieces, edge_answers.clone()).await;
                             }
                             // Under mutual TLS the certificate says who sent it; otherwise the
                             // header does (unauthenticated).
                             let from = identity.as_ref().map(|i| i.router.clone()).or_else(|| RouterId::new(sender).ok());
                             match from {
+                                Some(_) if ok.is_empty() => {}
                                 Some(from) => controller.submit(id, from, ok).await,
                                 None => refused.extend(ok.iter().map(|(i, _)| {
                                     error(*i, "failed", format!("the session's sender {sender:?} is not a router id"))
@@ -357,10 +399,27 @@ async fn session(
                 }
                 Ok(None) | Err(_) => break,
             },
-            Some(a) = answers.recv() => vec![match a.outcome {
-                Ok(()) => Body::Ack(pb::Ack { intent_ids: vec![a.intent_id] }),
-                Err(e) => error(a.intent_id, "failed", e),
-            }],
+            Some(a) = answers.recv() => vec![answer(a)],
+            Some(a) = piece_answers.recv() => {
+                // The pieces of a batch are answered together: one Ack for all that succeeded.
+                let mut acked = Vec::new();
+                let mut out = Vec::new();
+                let mut next = Some(a);
+                while let Some(a) = next {
+                    match a.outcome {
+                        Ok(()) => acked.push(a.intent_id),
+                        Err(_) => out.push(answer(a)),
+                    }
+                    next = piece_answers.try_recv().ok();
+                    if acked.len() >= 256 {
+                        out.push(Body::Ack(pb::Ack { intent_ids: std::mem::take(&mut acked) }));
+                    }
+                }
+                if !acked.is_empty() {
+                    out.push(Body::Ack(pb::Ack { intent_ids: acked }));
+                }
+                out
+            }
         };
         for body in out {
             let env = s.envelope(body);

@@ -1,0 +1,9 @@
+//! SD-WAN overlays and traffic classes in the daemon (docs/sdwan.md): the edge component on
+//! every router ([`edge`]: the pieces of its configuration from the controller, carried out on
+//! the kernel), the controller component on the designated router ([`controller`]: the desired
+//! state, changed by NBI actions, sent to the edges as pieces) and its northbound interface
+//! ([`nbi`]: REST with OpenAPI, bearer token).
+
+pub mod controller;
+pub mod edge;
+pub mod nbi;
