@@ -58,6 +58,7 @@ pub mod lab;
 pub mod node;
 pub mod orchestration;
 pub mod overlays;
+pub mod overlays_e2e;
 pub mod plot;
 pub mod report;
 pub mod sim;

@@ -6,9 +6,9 @@
 //! sites over both underlays: per edge two VXLAN devices with their inner addresses, two peers
 //! (FDB + neighbour entries), two routes in the overlay's table and three rules.
 //!
-//! Not measured yet: the seed's Fig. 6 (end to end from the NBI request to every tunnel passing
-//! traffic) — the NBI does not exist yet; the bench checks that the first and the last overlay
-//! carry a ping both ways instead.
+//! Then the seed's Fig. 6 ([`crate::overlays_e2e`], unless `--no-e2e`): on a lab with its
+//! daemons, from one NBI request creating the N overlays to every tunnel carrying traffic both
+//! ways, and the edge daemon's memory for them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,6 +42,8 @@ pub struct Options {
     pub counts: Vec<usize>,
     /// Also run pyroute2 (installed from PyPI if missing).
     pub peer: bool,
+    /// Also measure end to end through the NBI and the daemons.
+    pub e2e: bool,
 }
 
 impl BenchOptions for Options {
@@ -53,6 +55,7 @@ impl BenchOptions for Options {
             runs: 3,
             counts: vec![1, 10, 100, 250, 500, 1000],
             peer: true,
+            e2e: true,
         }
     }
 
@@ -62,6 +65,7 @@ impl BenchOptions for Options {
             runs: 1,
             counts: vec![1, 10],
             peer: true,
+            e2e: true,
         }
     }
 
@@ -99,6 +103,8 @@ pub struct Report {
     pub machine: Machine,
     pub rows: Vec<Row>,
     pub traffic_checked: Vec<String>,
+    /// End to end through the NBI (absent with `--no-e2e`).
+    pub e2e: Option<crate::overlays_e2e::E2e>,
     pub clocks: Vec<Clock>,
 }
 
@@ -156,21 +162,32 @@ pub fn run(o: &Options) -> Result<()> {
     let result = measure(&env, o, &inv);
     down::down(&env, LAB, &Silent)?;
     let (rows, traffic_checked) = result?;
+    let e2e = if o.e2e {
+        Some(crate::overlays_e2e::run(&env, &o.counts, o.runs)?)
+    } else {
+        None
+    };
     machine.finish();
+    let mut clocks = clocks();
+    if e2e.is_some() {
+        clocks.extend(crate::overlays_e2e::clocks());
+    }
     let report = Report {
         machine,
         rows,
         traffic_checked,
-        clocks: clocks(),
+        e2e,
+        clocks,
     };
     print(&report);
     write_json(&o.out, &report)?;
-    plot(&o.out, &report.rows)
+    plot(&o.out, &report)
 }
 
 /// Creation time, CPU time and host memory against the number of overlays, one curve per
 /// executor: `OUT-create.{png,svg}` and `OUT-memory.{png,svg}` beside the JSON.
-fn plot(out: &Path, rows: &[Row]) -> Result<()> {
+fn plot(out: &Path, report: &Report) -> Result<()> {
+    let rows = &report.rows;
     let series = |f: &dyn Fn(&Row) -> f64, what: &str| -> Vec<(String, Vec<(f64, f64)>)> {
         let mut names: Vec<&str> = rows.iter().map(|r| r.executor.as_str()).collect();
         names.dedup();
@@ -190,6 +207,12 @@ fn plot(out: &Path, rows: &[Row]) -> Result<()> {
     };
     let mut create = series(&|r| r.create_ms.median, "wall");
     create.extend(series(&|r| r.create_cpu_ms.median, "CPU"));
+    if let Some(e) = &report.e2e {
+        create.push((
+            "wuos, end to end (NBI request to traffic on every tunnel)".into(),
+            e.rows.iter().map(|r| (r.overlays as f64, r.e2e_ms.median)).collect(),
+        ));
+    }
     let stem = |suffix: &str| {
         out.with_file_name(format!(
             "{}-{suffix}",
@@ -209,10 +232,22 @@ fn plot(out: &Path, rows: &[Row]) -> Result<()> {
     let (png, _) = crate::plot::curves(
         &stem("memory"),
         &crate::plot::Curves {
-            title: "wuos bench overlays: MemAvailable drop on the host (medians)",
+            title: "wuos bench overlays: host MemAvailable drop; edge daemon RSS growth (medians)",
             x_desc: "overlays",
             y_desc: "MiB",
-            series: series(&|r| r.host_mib.median, "host"),
+            series: {
+                let mut m = series(&|r| r.host_mib.median, "host");
+                if let Some(e) = &report.e2e {
+                    m.push((
+                        "wuos edge daemon (e1), RSS growth".into(),
+                        e.rows
+                            .iter()
+                            .map(|r| (r.overlays as f64, r.edge_rss_growth_mib.median))
+                            .collect(),
+                    ));
+                }
+                m
+            },
         },
     )?;
     println!("wrote {png} (and .svg)");
@@ -477,5 +512,35 @@ fn print(r: &Report) {
     }
     print!("{t}");
     println!("traffic checked: {}", r.traffic_checked.join("; "));
+    if let Some(e) = &r.e2e {
+        println!(
+            "end to end through the NBI (sdwan:2:2 with daemons, mutual TLS): daemon RSS before the first overlay: e1 {:.1} MiB, dc {:.1} MiB",
+            e.edge_rss_base_mib, e.controller_rss_base_mib
+        );
+        let mut t = Table::new([
+            "overlays",
+            "tunnels",
+            "e2e ms (median)",
+            "e2e max",
+            "edges synced ms",
+            "delete synced ms",
+            "e1 RSS growth MiB",
+            "dc RSS growth MiB",
+        ]);
+        for row in &e.rows {
+            t.row([
+                row.overlays.to_string(),
+                row.tunnels.to_string(),
+                at_resolution(row.e2e_ms.median, 1.0),
+                at_resolution(row.e2e_ms.max, 1.0),
+                at_resolution(row.synced_ms.median, 1.0),
+                at_resolution(row.delete_ms.median, 1.0),
+                at_resolution(row.edge_rss_growth_mib.median, 0.1),
+                at_resolution(row.controller_rss_growth_mib.median, 0.1),
+            ]);
+        }
+        print!("{t}");
+        println!("targets: 1,000 overlays end to end ≤ 2,000 ms; edge daemon RSS growth ≤ 10 MB per 1,000 overlays");
+    }
     print_clocks(&r.clocks);
 }

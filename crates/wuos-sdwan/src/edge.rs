@@ -36,8 +36,6 @@ pub const RULE_PRIORITIES: std::ops::RangeInclusive<u32> = 10_001..=25_047;
 pub const VXLAN_PORT: u16 = 4789;
 /// Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
 pub const VXLAN_OVERHEAD: u32 = 50;
-/// Inner IPv4 (20) + TCP (20).
-pub const TCP_IP_HEADERS: u32 = 40;
 pub const INNER_POOL: Ipv4Net = Ipv4Net {
     addr: Ipv4Addr::new(100, 64, 0, 0),
     prefix_len: 10,
@@ -114,11 +112,6 @@ impl Tunnel {
             other.mac,
             other.inner,
         )
-    }
-
-    /// The largest TCP segment that fits (the clamp for SYNs through it).
-    pub fn mss(&self) -> u32 {
-        self.mtu - TCP_IP_HEADERS
     }
 }
 
@@ -348,32 +341,7 @@ impl EdgeConfig {
     /// The nftables script that makes the table hold exactly these marks and clamps (`nft -f`,
     /// one transaction). Empty when the edge needs no table.
     pub fn nft_script(&self) -> String {
-        if self.marks.is_empty() && self.tunnels.is_empty() {
-            return String::new();
-        }
-        let mut s = format!(
-            "table ip {NFT_TABLE}\ndelete table ip {NFT_TABLE}\ntable ip {NFT_TABLE} {{\n  chain classify {{\n    type filter hook prerouting priority mangle; policy accept;\n"
-        );
-        for m in &self.marks {
-            s.push_str(&format!(
-                "    {} meta mark set {:#x} comment \"{}\"\n",
-                nft_match(&m.ingress, &m.rule),
-                m.mark,
-                m.class
-            ));
-        }
-        s.push_str("  }\n  chain clamp {\n    type filter hook forward priority mangle; policy accept;\n");
-        for t in self.tunnels.values() {
-            for dir in ["oifname", "iifname"] {
-                s.push_str(&format!(
-                    "    {dir} \"{}\" tcp flags syn / syn,rst tcp option maxseg size > {mss} tcp option maxseg size set {mss}\n",
-                    t.name,
-                    mss = t.mss()
-                ));
-            }
-        }
-        s.push_str("  }\n}\n");
-        s
+        nft_script(&self.marks, !self.tunnels.is_empty())
     }
 }
 
@@ -431,6 +399,31 @@ impl fmt::Display for Rule {
 }
 
 /// `aa:bb:cc:dd:ee:ff`.
+/// The nftables script for `marks`, with the MSS clamp when the edge has a tunnel; empty when it
+/// needs neither.
+pub fn nft_script(marks: &[Mark], any_tunnel: bool) -> String {
+    if marks.is_empty() && !any_tunnel {
+        return String::new();
+    }
+    let mut s = format!(
+        "table ip {NFT_TABLE}\ndelete table ip {NFT_TABLE}\ntable ip {NFT_TABLE} {{\n  chain classify {{\n    type filter hook prerouting priority mangle; policy accept;\n"
+    );
+    for m in marks {
+        s.push_str(&format!(
+            "    {} meta mark set {:#x} comment \"{}\"\n",
+            nft_match(&m.ingress, &m.rule),
+            m.mark,
+            m.class
+        ));
+    }
+    // One clamp for every tunnel: SYNs leaving into a tunnel get at most the MSS its route's
+    // MTU allows (the kernel only ever lowers it). The SYN-ACK back is clamped by the far edge.
+    s.push_str("  }\n  chain clamp {\n    type filter hook forward priority mangle; policy accept;\n");
+    s.push_str("    oifname \"wo*\" tcp flags syn / syn,rst tcp option maxseg size set rt mtu\n");
+    s.push_str("  }\n}\n");
+    s
+}
+
 pub fn mac_text(mac: &[u8; 6]) -> String {
     mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use crate::desired::Desired;
-use crate::edge::{EdgeConfig, Selector, table};
+use crate::edge::{EdgeConfig, Mark, Selector, table};
 
 /// Piece key → piece.
 pub type Slices = BTreeMap<String, EdgeConfig>;
@@ -81,6 +81,12 @@ pub fn merge<'a>(pieces: impl IntoIterator<Item = &'a EdgeConfig>) -> EdgeConfig
     out
 }
 
+/// The nftables script of the pieces' union: `merge(pieces).nft_script()` without the merge.
+pub fn nft_script(pieces: &Slices) -> String {
+    let marks: Vec<Mark> = pieces.values().flat_map(|p| p.marks.iter().cloned()).collect();
+    crate::edge::nft_script(&marks, pieces.values().any(|p| !p.tunnels.is_empty()))
+}
+
 /// The pieces that differ between `old` and `new`: the changed or new ones (`Some`), the
 /// removed ones (`None`).
 pub fn changed(old: &Slices, new: &Slices) -> BTreeMap<String, Option<EdgeConfig>> {
@@ -133,6 +139,7 @@ mod tests {
             assert_eq!(back, pieces, "{edge}: a piece survives its JSON form");
             whole.unreachable.clear();
             assert_eq!(merge(back.values()), whole, "{edge}");
+            assert_eq!(nft_script(&back), whole.nft_script(), "{edge}");
         }
         let e3 = split(&EdgeConfig::realise(&d, &inv, "e3"), &d);
         assert_eq!(

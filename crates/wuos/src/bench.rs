@@ -47,9 +47,10 @@ pub enum BenchCmd {
     /// Orchestration: placement time over 1,000 routers, and decision latency on the VoIP lab
     /// (the sample over the policy's threshold → the new VIP route in every router's kernel).
     Orchestration(OrchestrationArgs),
-    /// SD-WAN overlays (seed 001, Fig. 5, 7, 8): creating 1 to 1,000 overlays between two edges over
+    /// SD-WAN overlays (seed 001, Fig. 5-8): creating 1 to 1,000 overlays between two edges over
     /// two underlays on one edge — time, CPU time, memory — with wuos's executor and pyroute2 side by
-    /// side.
+    /// side; then end to end through the NBI (request to traffic on every tunnel) and the edge
+    /// daemon's memory.
     Overlays(OverlaysArgs),
     /// The simulator: router-seconds simulated per wall-second and memory per router at 1,000,
     /// 10,000 and 100,000 routers, protocol only and with orchestrators (no root needed).
@@ -159,6 +160,9 @@ pub struct OverlaysArgs {
     /// Without pyroute2 beside wuos.
     #[arg(long)]
     no_peer: bool,
+    /// Without the end-to-end half (NBI request to traffic on every tunnel, daemon memory).
+    #[arg(long)]
+    no_e2e: bool,
 }
 
 #[derive(Args)]
@@ -269,6 +273,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
                 o.counts = c;
             }
             o.peer = !a.no_peer;
+            o.e2e = !a.no_e2e;
             overlays::run(&o)
         }
         BenchCmd::Isolation(a) => {

@@ -92,6 +92,40 @@ fn refused(args: &[&str], code: i32, needle: &str) {
     assert!(err.contains(needle), "wuos {a:?} should name {needle:?}: {err}");
 }
 
+/// Opens a TCP connection from h1 to a listener on h2 and returns the MSS h2's socket uses.
+fn tcp_mss_seen_by_h2(h2: &str) -> u32 {
+    let listen = "import socket,time\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+                  s.bind(('0.0.0.0',5201))\ns.listen()\nc,_=s.accept()\ntime.sleep(5)";
+    let mut server = common::wuos()
+        .args(["lab", "exec", LAB, "h2", "--", "python3", "-c", listen])
+        .spawn()
+        .unwrap();
+    wait_until_or("h2 listens on 5201", Duration::from_secs(10), String::new, || {
+        exec("h2", &["ss", "-tlnH"]).contains(":5201").then_some(())
+    });
+    let connect = format!("exec 3<>/dev/tcp/{h2}/5201; sleep 3");
+    let mut client = common::wuos()
+        .args(["lab", "exec", LAB, "h1", "--", "bash", "-c", &connect])
+        .spawn()
+        .unwrap();
+    let mss = wait_until_or(
+        "the connection is established on h2",
+        Duration::from_secs(10),
+        String::new,
+        || {
+            let ss = exec("h2", &["ss", "-tinH", "state", "established", "( sport = :5201 )"]);
+            ss.split_whitespace()
+                .find_map(|w| w.strip_prefix("mss:"))
+                .and_then(|m| m.parse::<u32>().ok())
+        },
+    );
+    let _ = client.kill();
+    let _ = server.kill();
+    let _ = client.wait();
+    let _ = server.wait();
+    mss
+}
+
 /// Restarts `node`'s daemon by SIGKILL and waits for the supervisor's new one and its socket.
 fn kill_daemon(node: &str) {
     let old = daemon_pids(LAB, node);
@@ -167,6 +201,15 @@ rules = [{ proto = "udp", dst_ports = 5060 }]
     assert!(
         sent[1] >= 20 && sent[0] == 0,
         "UDP 5060 left e1 on {tunnels:?}: {sent:?}"
+    );
+
+    // TCP across the overlay: e1 clamps the SYN's MSS to what the tunnel's MTU (1450) allows,
+    // 1410, where the LAN alone (MTU 1500) would give 1460; `ss` shows the segment size less the
+    // 12 bytes of TCP timestamps: 1398 (unclamped: 1448).
+    let mss = tcp_mss_seen_by_h2(&h2);
+    assert!(
+        (1398..=1410).contains(&mss),
+        "h2's MSS over the overlay: {mss} (not clamped to the tunnel's MTU?)"
     );
 
     // Re-pointed through the NBI: sip now rides bulk.

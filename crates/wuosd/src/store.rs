@@ -29,6 +29,9 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// The store's page cache.
+const CACHE_BYTES: usize = 4 << 20;
+
 impl Store {
     /// Opens (or creates) `data_dir/wuosd.redb`.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
@@ -37,10 +40,15 @@ impl Store {
             source,
         })?;
         let path = data_dir.join("wuosd.redb");
-        let db = Database::create(&path).map_err(|e| StoreError::Db {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        // A small cache: the store holds little that is read twice (intents, pieces, decisions),
+        // and redb's default (1 GiB) lets the daemon's RSS grow with everything ever written.
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|e| StoreError::Db {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
         Ok(Self { db, path })
     }
 

@@ -166,6 +166,8 @@ pub struct Parts {
 struct Track {
     /// The pieces the edge was last told to hold.
     sent: Slices,
+    /// Remote LAN prefixes no tunnel of the edge reaches, and why (from the last realisation).
+    unreachable: Vec<String>,
     /// Intent id → (piece key, when sent).
     pending: BTreeMap<u64, (String, Instant)>,
     target: u64,
@@ -197,8 +199,10 @@ fn unknown_piece() -> EdgeConfig {
 }
 
 impl Ctl {
-    fn pieces_of(&self, site: &str) -> Slices {
-        split(&EdgeConfig::realise(&self.desired, &self.inv, site), &self.desired)
+    /// The edge's pieces, and the prefixes it cannot reach.
+    fn pieces_of(&self, site: &str) -> (Slices, Vec<String>) {
+        let config = EdgeConfig::realise(&self.desired, &self.inv, site);
+        (split(&config, &self.desired), config.unreachable)
     }
 
     fn address_of(&self, site: &str) -> Option<SocketAddr> {
@@ -231,8 +235,9 @@ impl Ctl {
     async fn push(&mut self, all: bool) {
         let sites: Vec<String> = self.inv.sites.keys().cloned().collect();
         for site in sites {
-            let new = self.pieces_of(&site);
+            let (new, unreachable) = self.pieces_of(&site);
             let track = self.edges.entry(site.clone()).or_default();
+            track.unreachable = unreachable;
             let old = if all {
                 Slices::new()
             } else {
@@ -259,52 +264,76 @@ impl Ctl {
 
     async fn send(&mut self, site: &str, pieces: BTreeMap<String, Option<EdgeConfig>>) {
         let generation = self.generation;
-        let mut batch: Vec<Piece> = Vec::new();
+        let router = RouterId::new(site).ok();
+        let local = router.as_ref() == Some(&self.me);
+        // Batches of at most BATCH_PIECES pieces and about BATCH_BYTES of JSON; each piece is
+        // serialized once (the local edge takes them as they are).
+        let mut batches: Vec<(Vec<Piece>, Vec<pb::Intent>)> = Vec::new();
         let mut bytes = 0;
-        let mut batches = Vec::new();
         for (key, config) in pieces {
             self.next_id += 1;
-            let size = config
-                .as_ref()
-                .map_or(0, |c| serde_json::to_vec(c).map_or(0, |v| v.len()));
-            if !batch.is_empty() && (batch.len() >= BATCH_PIECES || bytes + size > BATCH_BYTES) {
-                batches.push(std::mem::take(&mut batch));
+            let json = match (&config, local) {
+                (Some(c), false) => serde_json::to_vec(c).expect("an EdgeConfig always serializes"),
+                _ => Vec::new(),
+            };
+            let full = batches
+                .last()
+                .is_none_or(|(p, i)| p.len() + i.len() >= BATCH_PIECES || bytes + json.len() > BATCH_BYTES);
+            if full {
+                batches.push((Vec::new(), Vec::new()));
                 bytes = 0;
             }
-            bytes += size;
-            batch.push(Piece {
-                intent_id: self.next_id,
-                key,
-                config,
-                generation,
-            });
-        }
-        if !batch.is_empty() {
-            batches.push(batch);
+            bytes += json.len();
+            let (ps, is) = batches.last_mut().expect("pushed above");
+            if local {
+                ps.push(Piece {
+                    intent_id: self.next_id,
+                    key,
+                    config,
+                    generation,
+                });
+            } else {
+                is.push(pb::Intent {
+                    id: self.next_id,
+                    kind: Some(pb::intent::Kind::SdwanPiece(pb::SdwanPieceIntent {
+                        key,
+                        present: config.is_some(),
+                        config_json: json,
+                        generation,
+                    })),
+                });
+            }
         }
         let now = Instant::now();
-        let router = RouterId::new(site).ok();
         let address = self.address_of(site);
-        for b in batches {
+        for (ps, is) in batches {
+            let ids: Vec<(u64, String)> = ps
+                .iter()
+                .map(|p| (p.intent_id, p.key.clone()))
+                .chain(is.iter().map(|i| {
+                    let key = match &i.kind {
+                        Some(pb::intent::Kind::SdwanPiece(p)) => p.key.clone(),
+                        _ => String::new(),
+                    };
+                    (i.id, key)
+                }))
+                .collect();
             let track = self.edges.entry(site.to_string()).or_default();
-            for p in &b {
-                track.pending.insert(p.intent_id, (p.key.clone(), now));
+            for (id, key) in &ids {
+                track.pending.insert(*id, (key.clone(), now));
             }
             let outcome = match &router {
-                Some(r) if *r == self.me => {
-                    self.local_edge.submit(b.clone(), self.local_answers.clone()).await;
+                Some(_) if local => {
+                    self.local_edge.submit(ps, self.local_answers.clone()).await;
                     Ok(())
                 }
-                Some(r) => {
-                    let intents: Vec<pb::Intent> = b.iter().map(crate::wire::piece_to_pb).collect();
-                    self.links.send(r, address, intents).await
-                }
+                Some(r) => self.links.send(r, address, is).await,
                 None => Err(format!("site {site:?} is not a router id")),
             };
             if let Err(e) = outcome {
                 let track = self.edges.entry(site.to_string()).or_default();
-                for p in &b {
-                    track.pending.remove(&p.intent_id);
+                for (id, _) in &ids {
+                    track.pending.remove(id);
                 }
                 warn!(%site, error = %e, "cannot send SD-WAN pieces; retrying");
                 track.error = Some(format!("cannot reach the edge: {e}"));
@@ -372,14 +401,23 @@ impl Ctl {
     fn status(&self) -> Status {
         let mut edges = BTreeMap::new();
         for site in self.inv.sites.keys() {
-            let config = EdgeConfig::realise(&self.desired, &self.inv, site);
             let t = self.edges.get(site);
-            let mut classes = BTreeMap::new();
-            for m in &config.marks {
-                if let Some(c) = self.desired.classes.get(&m.class) {
-                    classes.insert(c.name.clone(), c.overlay.clone());
+            let (mut tunnels, mut classes) = (Vec::new(), BTreeMap::new());
+            for piece in t.into_iter().flat_map(|t| t.sent.values()) {
+                tunnels.extend(piece.tunnels.values().map(|tn| TunnelStatus {
+                    name: tn.name.clone(),
+                    overlay: tn.overlay.clone(),
+                    underlay: tn.underlay.clone(),
+                    vni: tn.vni,
+                    peers: tn.peers.iter().map(|p| p.site.clone()).collect(),
+                }));
+                for m in &piece.marks {
+                    if let Some(c) = self.desired.classes.get(&m.class) {
+                        classes.insert(c.name.clone(), c.overlay.clone());
+                    }
                 }
             }
+            tunnels.sort_by(|a, b| a.name.cmp(&b.name));
             edges.insert(
                 site.clone(),
                 EdgeStatus {
@@ -388,19 +426,9 @@ impl Ctl {
                     synced_generation: t.map_or(0, |t| t.synced),
                     pending: t.map_or(0, |t| t.pending.len()),
                     error: t.and_then(|t| t.error.clone()),
-                    tunnels: config
-                        .tunnels
-                        .values()
-                        .map(|tn| TunnelStatus {
-                            name: tn.name.clone(),
-                            overlay: tn.overlay.clone(),
-                            underlay: tn.underlay.clone(),
-                            vni: tn.vni,
-                            peers: tn.peers.iter().map(|p| p.site.clone()).collect(),
-                        })
-                        .collect(),
+                    tunnels,
                     classes,
-                    unreachable: config.unreachable,
+                    unreachable: t.map(|t| t.unreachable.clone()).unwrap_or_default(),
                 },
             );
         }

@@ -13,7 +13,9 @@
 //! A restarted daemon reads what the kernel holds and carries out only the difference to its
 //! stored pieces ([`wuos_sdwan::reconcile`]): nothing is created twice. When an op fails, the
 //! whole batch is answered with the failure, the pieces stay (they are what is wanted) and the
-//! next batch — or the retry every [`RETRY_EVERY`] — starts from a fresh kernel read.
+//! next batch — or the retry every [`RETRY_EVERY`] — starts from a fresh kernel read. Otherwise
+//! a batch costs what it changes: the ops between its pieces' old and new contents (pieces own
+//! disjoint devices, routes and rules), and the nftables table only when the marks change.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +23,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
-use wuos_sdwan::slice::{Slices, merge};
+use wuos_sdwan::slice::{Slices, merge, nft_script};
 use wuos_sdwan::{EdgeConfig, Op, diff, reconcile};
 use wuos_southbound::overlays::{Overlays, apply_all};
 
@@ -86,21 +88,18 @@ impl EdgeHandle {
 struct Edge<O> {
     overlays: O,
     store: Arc<Store>,
+    /// The pieces: what the kernel holds while `failed` is empty.
     pieces: Slices,
+    /// The nftables script last applied.
+    nft: String,
     generation: u64,
-    /// What the kernel was last made to hold (valid while `failed` is empty).
-    held: EdgeConfig,
     failed: Vec<String>,
 }
 
 impl<O: Overlays> Edge<O> {
-    fn want(&self) -> EdgeConfig {
-        merge(self.pieces.values())
-    }
-
     /// From a kernel read to the pieces' union; the ops carried out.
     async fn reconcile(&mut self) -> Vec<Op> {
-        let want = self.want();
+        let want = merge(self.pieces.values());
         let kernel = match self.overlays.read().await {
             Ok(k) => k,
             Err(e) => {
@@ -113,35 +112,30 @@ impl<O: Overlays> Edge<O> {
         } else {
             reconcile(&kernel, &want)
         };
-        self.carry_out(&ops, want).await;
+        self.carry_out(&ops).await;
+        self.nft = want.nft_script();
         ops
     }
 
-    async fn carry_out(&mut self, ops: &[Op], want: EdgeConfig) {
+    async fn carry_out(&mut self, ops: &[Op]) {
         self.failed = apply_all(&self.overlays, ops)
             .await
             .into_iter()
             .map(|(_, e)| e.to_string())
             .collect();
-        self.held = want;
     }
 
-    /// Takes a batch: persisted, carried out; the batch's outcome.
+    /// Takes a batch: persisted, carried out; the batch's outcome. Pieces own disjoint devices,
+    /// routes and rules, so the ops are those between the batch's old and new pieces, plus the
+    /// nftables table (the marks of every class) when it changes.
     async fn take(&mut self, batch: &[Piece]) -> Result<(), String> {
-        let mut pieces = self.pieces.clone();
         let mut puts: Vec<(String, Vec<u8>)> = Vec::new();
         let mut deletes: Vec<String> = Vec::new();
         for p in batch {
             let key = format!("{KEY_PREFIX}{}", p.key);
             match &p.config {
-                Some(c) => {
-                    puts.push((key, serde_json::to_vec(c).map_err(|e| e.to_string())?));
-                    pieces.insert(p.key.clone(), c.clone());
-                }
-                None => {
-                    deletes.push(key);
-                    pieces.remove(&p.key);
-                }
+                Some(c) => puts.push((key, serde_json::to_vec(c).map_err(|e| e.to_string())?)),
+                None => deletes.push(key),
             }
         }
         let puts_ref: Vec<(&str, &[u8])> = puts.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
@@ -149,14 +143,35 @@ impl<O: Overlays> Edge<O> {
         self.store
             .update(&puts_ref, &deletes_ref)
             .map_err(|e| format!("cannot persist the pieces: {e}"))?;
-        self.pieces = pieces;
+        drop(puts);
         self.generation = self
             .generation
             .max(batch.iter().map(|p| p.generation).max().unwrap_or(0));
+        let old = merge(batch.iter().filter_map(|p| self.pieces.get(&p.key)));
+        let new = merge(batch.iter().filter_map(|p| p.config.as_ref()));
+        for p in batch {
+            match &p.config {
+                Some(c) => self.pieces.insert(p.key.clone(), c.clone()),
+                None => self.pieces.remove(&p.key),
+            };
+        }
         if self.failed.is_empty() {
-            let want = self.want();
-            let ops = diff(&self.held, &want);
-            self.carry_out(&ops, want).await;
+            let mut ops: Vec<Op> = diff(&old, &new)
+                .into_iter()
+                .filter(|op| !matches!(op, Op::ReplaceNft(_) | Op::DeleteNft))
+                .collect();
+            let nft = nft_script(&self.pieces);
+            if nft != self.nft {
+                ops.push(if nft.is_empty() {
+                    Op::DeleteNft
+                } else {
+                    Op::ReplaceNft(nft.clone())
+                });
+            }
+            self.carry_out(&ops).await;
+            if self.failed.is_empty() {
+                self.nft = nft;
+            }
         } else {
             self.reconcile().await;
         }
@@ -175,7 +190,13 @@ impl<O: Overlays> Edge<O> {
         EdgeState {
             generation: self.generation,
             pieces: self.pieces.len(),
-            tunnels: self.held.tunnels.keys().cloned().collect(),
+            tunnels: self
+                .pieces
+                .values()
+                .flat_map(|p| p.tunnels.keys().cloned())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
             failed: self.failed.clone(),
         }
     }
@@ -198,8 +219,8 @@ pub fn spawn<O: Overlays + 'static>(overlays: O, store: Arc<Store>) -> EdgeHandl
         overlays,
         store,
         pieces,
+        nft: String::new(),
         generation: 0,
-        held: EdgeConfig::default(),
         failed: Vec::new(),
     };
     tokio::spawn(async move {
