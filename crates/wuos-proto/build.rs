@@ -3,7 +3,11 @@
 //! of the coming REST API: field names as in the .proto, enums by name, numbers as numbers).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/wuos/v1/sdwan.proto", "proto/wuos/v1/admin.proto"];
+    let files = [
+        "proto/wuos/v1/sdwan.proto",
+        "proto/wuos/v1/admin.proto",
+        "proto/wuos/v1/nbi.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

@@ -2,8 +2,9 @@
 //! every router ([`edge`]: the pieces of its configuration from the controller, carried out on
 //! the kernel), the controller component on the designated router ([`controller`]: the desired
 //! state, changed by NBI actions, sent to the edges as pieces) and its northbound interface
-//! ([`nbi`]: REST with OpenAPI, bearer token).
+//! ([`nbi`]: REST with OpenAPI, and [`grpc`]: its gRPC twin; bearer token).
 
 pub mod controller;
 pub mod edge;
+pub mod grpc;
 pub mod nbi;

@@ -1,5 +1,6 @@
 //! The SD-WAN controller's northbound interface: REST over HTTP/1.1 on the controller router's
-//! loopback, every request but the OpenAPI document carrying `Authorization: Bearer TOKEN`. A
+//! loopback, every request but the OpenAPI document carrying `Authorization: Bearer TOKEN`; the
+//! gRPC twin (`wuos.v1.SdwanNbi`, [`super::grpc`]) on the same port over HTTP/2. A
 //! thin layer: each change is an [`Action`] (or a list of them, all or none) handed to the
 //! controller task; the OpenAPI 3.1 document is generated from the same types (utoipa) and
 //! served at `/openapi.json`.
@@ -330,7 +331,12 @@ pub fn authorized(headers: &HeaderMap, token: &str) -> bool {
     else {
         return false;
     };
-    let (a, b) = (given.trim().as_bytes(), token.as_bytes());
+    same_token(given.trim(), token)
+}
+
+/// Whether `given` is `token`, compared in constant time (for tokens of the same length).
+pub fn same_token(given: &str, token: &str) -> bool {
+    let (a, b) = (given.as_bytes(), token.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -349,6 +355,7 @@ async fn check_token(State(token): State<Arc<str>>, req: Request, next: Next) ->
 /// The NBI's routes over `handle`, requests checked against `token`.
 pub fn router(handle: SdwanHandle, token: String) -> Router {
     let token: Arc<str> = token.into();
+    let rest_token = token.clone();
     let v1 = Router::new()
         .route("/v1/sites", get(sites))
         .route("/v1/overlays", get(list_overlays).post(create_overlay))
@@ -362,12 +369,13 @@ pub fn router(handle: SdwanHandle, token: String) -> Router {
         .route("/v1/classes/{name}/services/{service}", delete(remove_service))
         .route("/v1/actions", post(actions))
         .route("/v1/status", get(status))
-        .layer(middleware::from_fn_with_state(token, check_token))
-        .with_state(handle);
+        .layer(middleware::from_fn_with_state(rest_token, check_token))
+        .with_state(handle.clone());
     let spec = openapi();
     Router::new()
         .route("/openapi.json", get(move || async move { Json(spec) }))
         .merge(v1)
+        .merge(super::grpc::routes(handle, token))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,

@@ -235,3 +235,122 @@ async fn the_rest_nbi_changes_reads_and_refuses() {
         "the refusals changed nothing"
     );
 }
+
+/// The same port serves REST (HTTP/1.1, the `wuos` client) and gRPC (HTTP/2, a tonic client).
+#[tokio::test]
+async fn rest_and_grpc_share_the_port_and_the_token() {
+    use wuos_proto::pb;
+    use wuos_proto::pb::sdwan_nbi_client::SdwanNbiClient;
+
+    let s = Setup::new();
+    let h = s.start().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(listener, h.clone(), TOKEN.into()));
+
+    let mut grpc = SdwanNbiClient::connect(format!("http://{addr}")).await.unwrap();
+    fn with_token<T>(msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+        r
+    }
+    let e = grpc.get_state(pb::ReadRequest {}).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+
+    let create = |name: &str, layout: &str| pb::NbiAction {
+        kind: Some(pb::nbi_action::Kind::CreateOverlay(pb::CreateOverlay {
+            name: name.into(),
+            sites: ["e1", "e2"]
+                .iter()
+                .map(|s| pb::Member {
+                    site: s.to_string(),
+                    lans: vec![],
+                })
+                .collect(),
+            layout: layout.into(),
+            hub: "e1".into(),
+            underlays: vec!["mpls".into()],
+            ..Default::default()
+        })),
+    };
+    let class = pb::NbiAction {
+        kind: Some(pb::nbi_action::Kind::CreateClass(pb::CreateClass {
+            name: "sip".into(),
+            overlay: "voice".into(),
+            rules: vec![pb::MatchRule {
+                proto: "udp".into(),
+                dst_ports: "5060".into(),
+                dscp: Some(46),
+                ..Default::default()
+            }],
+        })),
+    };
+    let r = grpc
+        .apply(with_token(pb::ApplyRequest {
+            actions: vec![create("voice", "hub_and_spoke"), class],
+        }))
+        .await
+        .unwrap();
+    assert_eq!(r.get_ref().generation, 1);
+
+    // Refusals keep their class; a bad field is named; nothing changes.
+    for (a, code, needle) in [
+        (create("voice", ""), tonic::Code::FailedPrecondition, "voice"),
+        (create("x", "ring"), tonic::Code::InvalidArgument, "ring"),
+        (
+            pb::NbiAction {
+                kind: Some(pb::nbi_action::Kind::DeleteOverlay(pb::NameRef { name: "nope".into() })),
+            },
+            tonic::Code::NotFound,
+            "nope",
+        ),
+        (pb::NbiAction { kind: None }, tonic::Code::InvalidArgument, "kind"),
+    ] {
+        let e = grpc
+            .apply(with_token(pb::ApplyRequest { actions: vec![a] }))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), code, "{}", e.message());
+        assert!(e.message().contains(needle), "{:?} should name {needle:?}", e.message());
+    }
+
+    let d = grpc
+        .get_desired(with_token(pb::ReadRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(d.generation, 1);
+    assert_eq!(
+        (d.overlays[0].layout.as_str(), d.overlays[0].hub.as_str()),
+        ("hub_and_spoke", "e1")
+    );
+    assert_eq!(d.classes[0].rules[0].dst_ports, "5060");
+    assert_eq!(d.classes[0].rules[0].dscp, Some(46));
+    e1_synced(&h, 1).await;
+    let st = grpc
+        .get_state(with_token(pb::ReadRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let e1 = st.edges.iter().find(|e| e.site == "e1").unwrap();
+    assert!(e1.in_sync);
+    assert_eq!(e1.tunnels[0].name, "wo1-mpls");
+    assert_eq!(e1.classes["sip"], "voice");
+
+    // REST on the same port, with the wuos client.
+    let mut rest = wuos_proto::nbi::NbiClient::connect(&addr.to_string(), TOKEN)
+        .await
+        .unwrap();
+    let v = rest.get("/v1/overlays").await.unwrap();
+    assert_eq!(v[0]["name"], "voice");
+    let mut wrong = wuos_proto::nbi::NbiClient::connect(&addr.to_string(), "nope")
+        .await
+        .unwrap();
+    match wrong.get("/v1/status").await.unwrap_err() {
+        wuos_proto::nbi::NbiError::Refused { status, code, .. } => {
+            assert_eq!((status, code.as_str()), (401, "unauthorized"))
+        }
+        e => panic!("{e}"),
+    }
+}
