@@ -181,6 +181,7 @@ mod tests {
             sampled_unix_ns: 0,
             region: region.map(id),
             placements: Vec::new(),
+            sdwan: None,
         }
     }
 

@@ -189,6 +189,7 @@ impl Net {
                     sampled_unix_ns: 0,
                     region: self.regions[&name].clone(),
                     placements,
+                    sdwan: None,
                 }
             })
             .collect();

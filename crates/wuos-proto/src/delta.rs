@@ -82,6 +82,8 @@ pub fn diff(base: &pb::TelemetryAdvert, new: &pb::TelemetryAdvert) -> Option<pb:
         placements: (base.placements != new.placements).then(|| pb::PlacementList {
             items: new.placements.clone(),
         }),
+        // An empty state stands for "none any more".
+        sdwan: (base.sdwan != new.sdwan).then(|| new.sdwan.clone().unwrap_or_default()),
     };
     // Link order or duplicate interfaces can defeat the merge: then the whole advert goes.
     (apply(base, &d).as_ref() == Ok(new)).then_some(d)
@@ -141,6 +143,11 @@ pub fn apply(base: &pb::TelemetryAdvert, d: &pb::AdvertDelta) -> Result<pb::Tele
             .placements
             .as_ref()
             .map_or_else(|| base.placements.clone(), |s| s.items.clone()),
+        sdwan: match &d.sdwan {
+            None => base.sdwan.clone(),
+            Some(s) if *s == pb::SdwanEdgeState::default() => None,
+            Some(s) => Some(s.clone()),
+        },
         links,
     })
 }
@@ -205,6 +212,46 @@ mod tests {
         let d = diff(&new, &new_cpu).expect("a delta");
         assert!(d.resources.is_some() && d.links.is_empty());
         assert_eq!(apply(&new, &d), Ok(new_cpu));
+    }
+
+    #[test]
+    fn sdwan_state_travels_in_deltas_and_its_end_too() {
+        let state = |up| pb::SdwanEdgeState {
+            generation: 3,
+            tunnels: 1,
+            tunnels_up: u32::from(up),
+            failed_ops: 0,
+            items: vec![pb::TunnelState {
+                name: "wo1-mpls".into(),
+                up,
+            }],
+        };
+        let base = advert(1, 5.0, vec![]);
+        let with = pb::TelemetryAdvert {
+            sdwan: Some(state(true)),
+            ..advert(2, 5.0, vec![])
+        };
+        let d = diff(&base, &with).expect("a delta");
+        assert_eq!(d.sdwan, Some(state(true)));
+        assert_eq!(apply(&base, &d), Ok(with.clone()));
+        let same = pb::TelemetryAdvert {
+            sequence: 3,
+            ..with.clone()
+        };
+        assert_eq!(diff(&with, &same).unwrap().sdwan, None, "unchanged: left out");
+        let down = pb::TelemetryAdvert {
+            sdwan: Some(state(false)),
+            ..advert(4, 5.0, vec![])
+        };
+        assert_eq!(apply(&same, &diff(&same, &down).unwrap()), Ok(down.clone()));
+        let gone = advert(5, 5.0, vec![]);
+        let d = diff(&down, &gone).unwrap();
+        assert_eq!(
+            d.sdwan,
+            Some(pb::SdwanEdgeState::default()),
+            "the end of the state is said"
+        );
+        assert_eq!(apply(&down, &d), Ok(gone));
     }
 
     #[test]

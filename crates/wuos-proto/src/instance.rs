@@ -237,6 +237,8 @@ pub enum Input {
         region: String,
         /// This router's orchestrator's placements (empty unless it runs one).
         placements: Vec<pb::Placement>,
+        /// Its SD-WAN tunnels, when it is an SD-WAN edge holding any.
+        sdwan: Option<pb::SdwanEdgeState>,
     },
     /// A link to `neighbor` opened (we dialled it, or it dialled us and its first frame named
     /// it): our hello goes out on it.
@@ -317,6 +319,7 @@ struct Own {
     demand: Vec<pb::ServiceDemand>,
     region: String,
     placements: Vec<pb::Placement>,
+    sdwan: Option<pb::SdwanEdgeState>,
 }
 
 /// One router's protocol state.
@@ -445,6 +448,7 @@ impl Instance {
                 demand,
                 region,
                 placements,
+                sdwan,
             } => {
                 let own = Own {
                     timestamp_unix_ns,
@@ -454,6 +458,7 @@ impl Instance {
                     demand,
                     region,
                     placements,
+                    sdwan,
                 };
                 self.sample(now_ms, own);
                 flush_all = true;
@@ -615,6 +620,9 @@ impl Instance {
         own.links.truncate(MAX_ITEMS_PER_ADVERT);
         own.services.truncate(MAX_ITEMS_PER_ADVERT);
         own.demand.truncate(MAX_ITEMS_PER_ADVERT);
+        if let Some(s) = &mut own.sdwan {
+            s.items.truncate(MAX_ITEMS_PER_ADVERT);
+        }
         let advert = pb::TelemetryAdvert {
             origin: self.cfg.router_id.clone(),
             boot_id: self.cfg.boot_id,
@@ -630,6 +638,7 @@ impl Instance {
             demand: own.demand,
             region: own.region,
             placements: own.placements,
+            sdwan: own.sdwan,
         };
         if validate::check_advert(&advert).is_err() {
             self.counters.samples_rejected += 1;
@@ -1204,6 +1213,7 @@ mod tests {
             demand: vec![],
             region: String::new(),
             placements: vec![],
+            sdwan: None,
         }
     }
 

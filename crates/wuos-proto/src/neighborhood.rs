@@ -51,6 +51,8 @@ pub struct RouterView {
     pub region: Option<RouterId>,
     /// Its orchestrator's placements, if it runs one.
     pub placements: Vec<AdvertisedPlacement>,
+    /// Its SD-WAN tunnels, when it is an SD-WAN edge holding any.
+    pub sdwan: Option<pb::SdwanEdgeState>,
 }
 
 impl RouterView {
@@ -114,6 +116,7 @@ fn router(a: &pb::TelemetryAdvert, hops: u32, latency_ms: f64, stale: bool) -> O
                 vip: p.vip.parse().ok(),
             })
             .collect(),
+        sdwan: a.sdwan.clone(),
     })
 }
 
@@ -168,6 +171,7 @@ mod tests {
             }],
             region: "r1".into(),
             placements: Vec::new(),
+            sdwan: None,
         });
         let n = i.neighborhood(10, 2);
         let me = n.get("r1").expect("this router");

@@ -367,7 +367,28 @@ pub fn check_advert(a: &pb::TelemetryAdvert) -> Result<(), ValidateError> {
     if !a.region.is_empty() {
         check_router_id("advert region", &a.region)?;
     }
-    check_placements(ctx, &a.placements)
+    check_placements(ctx, &a.placements)?;
+    if let Some(s) = &a.sdwan {
+        check_sdwan(ctx, s)?;
+    }
+    Ok(())
+}
+
+fn check_sdwan(ctx: impl Fn() -> String + Copy, s: &pb::SdwanEdgeState) -> Result<(), ValidateError> {
+    too_many(ctx, "sdwan tunnels", s.items.len(), MAX_ITEMS_PER_ADVERT)?;
+    for t in &s.items {
+        name(ctx, "sdwan tunnel name", &t.name, false)?;
+    }
+    if s.tunnels_up > s.tunnels {
+        return Err(ValidateError::Range {
+            context: ctx(),
+            field: "sdwan tunnels_up",
+            value: u64::from(s.tunnels_up),
+            min: 0,
+            max: u64::from(s.tunnels),
+        });
+    }
+    Ok(())
 }
 
 fn check_placements(ctx: impl Fn() -> String + Copy, placements: &[pb::Placement]) -> Result<(), ValidateError> {
@@ -470,6 +491,9 @@ pub fn check_delta(d: &pb::AdvertDelta) -> Result<(), ValidateError> {
     }
     if let Some(p) = &d.placements {
         check_placements(ctx, &p.items)?;
+    }
+    if let Some(s) = &d.sdwan {
+        check_sdwan(ctx, s)?;
     }
     Ok(())
 }
@@ -816,6 +840,22 @@ mod tests {
                 serving_router: "r3".into(),
                 vip: "10.255.0.1".into(),
             }],
+            sdwan: Some(pb::SdwanEdgeState {
+                generation: 4,
+                tunnels: 2,
+                tunnels_up: 1,
+                failed_ops: 0,
+                items: vec![
+                    pb::TunnelState {
+                        name: "wo1-inet".into(),
+                        up: false,
+                    },
+                    pb::TunnelState {
+                        name: "wo1-mpls".into(),
+                        up: true,
+                    },
+                ],
+            }),
         }
     }
 

@@ -248,6 +248,7 @@ fn delta() -> impl Strategy<Value = pb::AdvertDelta> {
                     services: services.map(|items| pb::ServiceList { items }),
                     demand: None,
                     placements: None,
+                    sdwan: None,
                 }
             },
         )

@@ -628,6 +628,7 @@ impl Sim {
             demand,
             region,
             placements,
+            sdwan: None,
         });
         self.execute(r, actions);
         if let Some(s) = site {

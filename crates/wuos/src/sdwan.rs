@@ -415,6 +415,32 @@ fn print_status(s: &Value, json_out: bool) -> Result<()> {
             )
         };
         println!("{name}: {state}");
+        let a = &e["advertised"];
+        if a.is_object() {
+            let down: Vec<&str> = a["down"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            println!(
+                "  adverts ({} hop(s) away): generation {}, {}/{} tunnels up{}{}",
+                a["hops"],
+                a["generation"],
+                a["tunnels_up"],
+                a["tunnels"],
+                if a["failed_ops"].as_u64().unwrap_or(0) > 0 {
+                    format!(", {} op(s) failed", a["failed_ops"])
+                } else {
+                    String::new()
+                },
+                if down.is_empty() {
+                    String::new()
+                } else {
+                    format!(", down: {}", down.join(","))
+                }
+            );
+        }
         for t in e["tunnels"].as_array().into_iter().flatten() {
             let peers: Vec<&str> = t["peers"]
                 .as_array()

@@ -194,6 +194,19 @@ rules = [{ proto = "udp", dst_ports = 5060 }]
         assert_eq!(edge["classes"]["sip"], "voice");
     }
 
+    // e1's adverts (protocol 2.1) carry its tunnels' state to the controller, 2 hops away.
+    let g = status["generation"].as_u64().unwrap();
+    wait_until_or(
+        "e1's adverts report its tunnels up at the new generation",
+        Duration::from_secs(20),
+        || sdwan(&["status", "--json"]),
+        || {
+            let s: serde_json::Value = serde_json::from_str(&sdwan(&["status", "--json"])).unwrap();
+            let a = &s["edges"]["e1"]["advertised"];
+            (a["generation"].as_u64() == Some(g) && a["tunnels"] == 2 && a["tunnels_up"] == 2).then_some(())
+        },
+    );
+
     let tunnels = ["wo1-inet", "wo2-mpls"];
     let sent = sent_during(&tunnels, || assert!(ping("h1", &h2), "h1 cannot reach h2 over bulk"));
     assert!(sent[0] >= 3 && sent[1] == 0, "ICMP left e1 on {tunnels:?}: {sent:?}");

@@ -404,6 +404,7 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()> + Send + 
             protocol: protocol.clone(),
             controller: controller.clone(),
             placements: orchestration.as_ref().map(|o| o.placements()),
+            sdwan: Some(edge.advert()),
             domains: domains.clone(),
             datapath,
             metrics: metrics.clone(),

@@ -50,6 +50,8 @@ pub struct Sample {
     pub demand: Vec<pb::ServiceDemand>,
     pub region: String,
     pub placements: Vec<pb::Placement>,
+    /// Its SD-WAN tunnels, when it is an SD-WAN edge holding any.
+    pub sdwan: Option<pb::SdwanEdgeState>,
 }
 
 /// One link's outbound side, as the transport hands it over.
@@ -384,6 +386,7 @@ impl Task {
                         demand: s.demand,
                         region: s.region,
                         placements: s.placements,
+                        sdwan: s.sdwan,
                     });
                     // Prometheus's copy of the counters, once per sample (a scrape sees them at
                     // most one interval old).

@@ -32,6 +32,8 @@ pub struct Parts {
     pub controller: crate::controller::ControllerHandle,
     /// This router's orchestrator's placements (fog routers that run one).
     pub placements: Option<tokio::sync::watch::Receiver<Vec<pb::Placement>>>,
+    /// This router's SD-WAN tunnels (the edge component's state).
+    pub sdwan: Option<tokio::sync::watch::Receiver<Option<pb::SdwanEdgeState>>>,
     pub domains: Option<DomainsHandle>,
     pub datapath: Option<DatapathHandle>,
     pub metrics: Arc<Metrics>,
@@ -138,6 +140,7 @@ pub async fn run(monitor: Monitor, p: Parts) {
                 demand,
                 region: region.map(|r| r.to_string()).unwrap_or_default(),
                 placements,
+                sdwan: p.sdwan.as_ref().and_then(|w| w.borrow().clone()),
             })
             .await;
     }

@@ -345,9 +345,9 @@ async fn session(
                                         refused.push(error(i.id, "forbidden", why.clone()));
                                         continue;
                                     }
-                                    match crate::wire::piece_from_pb(i.id, p) {
+                                    match crate::sdwan::edge::Piece::from_pb(i.id, p) {
                                         Ok(piece) => pieces.push(piece),
-                                        Err(e) => refused.push(error(i.id, "failed", e.to_string())),
+                                        Err(e) => refused.push(error(i.id, "failed", e)),
                                     }
                                     continue;
                                 }

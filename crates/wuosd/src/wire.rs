@@ -5,9 +5,6 @@ use wuos_controller::Intent;
 use wuos_model::{RouterId, ServiceId};
 use wuos_proto::pb;
 use wuos_proto::pb::intent::Kind;
-use wuos_sdwan::EdgeConfig;
-
-use crate::sdwan::edge::Piece;
 
 /// A protocol intent this router does not take, and why.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -22,10 +19,8 @@ pub enum IntentError {
     Id(#[from] wuos_model::IdError),
     #[error("vip {0:?} is not an IPv4 address")]
     Vip(String),
-    #[error("an SD-WAN piece is not a controller intent")]
+    #[error("an SD-WAN piece is not a controller intent (the edge component takes it)")]
     SdwanPiece,
-    #[error("SD-WAN piece {key:?}: {why}")]
-    BadPiece { key: String, why: String },
 }
 
 /// The typed form of a protocol intent.
@@ -47,45 +42,6 @@ pub fn from_pb(i: &pb::Intent) -> Result<Intent, IntentError> {
         Kind::Route(_) => Err(IntentError::Route),
         Kind::Policy(_) => Err(IntentError::Policy),
         Kind::SdwanPiece(_) => Err(IntentError::SdwanPiece),
-    }
-}
-
-/// The typed form of an SD-WAN piece (intent `id`).
-pub fn piece_from_pb(id: u64, p: &pb::SdwanPieceIntent) -> Result<Piece, IntentError> {
-    let bad = |why: String| IntentError::BadPiece {
-        key: p.key.clone(),
-        why,
-    };
-    if !wuos_sdwan::slice::key_ok(&p.key) {
-        return Err(bad("the key is not overlay/NAME or class/NAME".into()));
-    }
-    let config = if p.present {
-        Some(serde_json::from_slice::<EdgeConfig>(&p.config_json).map_err(|e| bad(e.to_string()))?)
-    } else {
-        None
-    };
-    Ok(Piece {
-        intent_id: id,
-        key: p.key.clone(),
-        config,
-        generation: p.generation,
-    })
-}
-
-/// The protocol form of an SD-WAN piece.
-pub fn piece_to_pb(p: &Piece) -> pb::Intent {
-    pb::Intent {
-        id: p.intent_id,
-        kind: Some(Kind::SdwanPiece(pb::SdwanPieceIntent {
-            key: p.key.clone(),
-            present: p.config.is_some(),
-            config_json: p
-                .config
-                .as_ref()
-                .map(|c| serde_json::to_vec(c).expect("an EdgeConfig always serializes"))
-                .unwrap_or_default(),
-            generation: p.generation,
-        })),
     }
 }
 

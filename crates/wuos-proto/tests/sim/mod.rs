@@ -326,6 +326,7 @@ impl Sim {
             services: vec![],
             region: String::new(),
             placements: vec![],
+            sdwan: None,
         };
         self.input(router, input);
     }

@@ -36,6 +36,7 @@ fn router(id: &str, addr: [u8; 4]) -> RouterView {
         sampled_unix_ns: 0,
         region: None,
         placements: Vec::new(),
+        sdwan: None,
     }
 }
 

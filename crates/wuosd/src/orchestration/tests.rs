@@ -71,6 +71,7 @@ fn view(id: &str, hops: u32, mem: f64, pabx: Option<bool>) -> RouterView {
         // Every router but the data centre is in the fog's region (the fog advertises itself).
         region: (id != "dc").then(|| RouterId::new("fog").unwrap()),
         placements: Vec::new(),
+        sdwan: None,
     }
 }
 

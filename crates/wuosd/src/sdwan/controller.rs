@@ -77,6 +77,24 @@ pub struct EdgeStatus {
     /// Remote LAN prefixes no tunnel of this edge reaches, and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreachable: Vec<String>,
+    /// What the edge's own adverts say of its tunnels, when they reach the controller (within
+    /// the flooding radius).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertised: Option<Advertised>,
+}
+
+/// An edge's SD-WAN state as its adverts carry it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Advertised {
+    /// Hops from the controller.
+    pub hops: u32,
+    pub generation: u64,
+    pub tunnels: u32,
+    pub tunnels_up: u32,
+    pub failed_ops: u32,
+    /// Tunnels it reports down (at most 64 listed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub down: Vec<String>,
 }
 
 /// The SD-WAN as the controller sees it.
@@ -399,6 +417,7 @@ impl Ctl {
     }
 
     fn status(&self) -> Status {
+        let view = self.neighborhood.borrow().clone();
         let mut edges = BTreeMap::new();
         for site in self.inv.sites.keys() {
             let t = self.edges.get(site);
@@ -429,6 +448,16 @@ impl Ctl {
                     tunnels,
                     classes,
                     unreachable: t.map(|t| t.unreachable.clone()).unwrap_or_default(),
+                    advertised: view.get(site).and_then(|r| {
+                        r.sdwan.as_ref().map(|s| Advertised {
+                            hops: r.hops,
+                            generation: s.generation,
+                            tunnels: s.tunnels,
+                            tunnels_up: s.tunnels_up,
+                            failed_ops: s.failed_ops,
+                            down: s.items.iter().filter(|t| !t.up).map(|t| t.name.clone()).collect(),
+                        })
+                    }),
                 },
             );
         }

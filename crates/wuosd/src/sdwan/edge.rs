@@ -13,16 +13,20 @@
 //! A restarted daemon reads what the kernel holds and carries out only the difference to its
 //! stored pieces ([`wuos_sdwan::reconcile`]): nothing is created twice. When an op fails, the
 //! whole batch is answered with the failure, the pieces stay (they are what is wanted) and the
-//! next batch — or the retry every [`RETRY_EVERY`] — starts from a fresh kernel read. Otherwise
+//! next batch — or the retry every [`RETRY_EVERY`] — starts from a fresh kernel read. Every
+//! [`RETRY_EVERY`] the edge also reads the kernel and puts back what was changed behind its back,
+//! and its tunnels' state goes into the router's adverts (protocol 2.1, `SdwanEdgeState`). Otherwise
 //! a batch costs what it changes: the ops between its pieces' old and new contents (pieces own
 //! disjoint devices, routes and rules), and the nftables table only when the marks change.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
+use wuos_proto::pb;
 use wuos_sdwan::slice::{Slices, merge, nft_script};
 use wuos_sdwan::{EdgeConfig, Op, diff, reconcile};
 use wuos_southbound::overlays::{Overlays, apply_all};
@@ -31,8 +35,11 @@ use crate::controller::Answer;
 use crate::store::Store;
 
 const KEY_PREFIX: &str = "sdwan/piece/";
+/// At most this many tunnels are listed in an advert (the protocol's limit per list).
+const ADVERTISED_TUNNELS: usize = 64;
 
-/// How often an edge whose last change partly failed tries again from a kernel read.
+/// How often an edge whose last change partly failed tries again from a kernel read, and an edge
+/// holding pieces checks that the kernel still holds them.
 pub const RETRY_EVERY: Duration = Duration::from_secs(5);
 
 /// One piece from the controller.
@@ -43,6 +50,27 @@ pub struct Piece {
     /// `None`: remove the piece.
     pub config: Option<EdgeConfig>,
     pub generation: u64,
+}
+
+impl Piece {
+    /// The typed form of the SD-WAN piece of intent `id`, or why it is not one.
+    pub fn from_pb(id: u64, p: &pb::SdwanPieceIntent) -> Result<Piece, String> {
+        let bad = |why: String| format!("SD-WAN piece {:?}: {why}", p.key);
+        if !wuos_sdwan::slice::key_ok(&p.key) {
+            return Err(bad("the key is not overlay/NAME or class/NAME".into()));
+        }
+        let config = if p.present {
+            Some(serde_json::from_slice::<EdgeConfig>(&p.config_json).map_err(|e| bad(e.to_string()))?)
+        } else {
+            None
+        };
+        Ok(Piece {
+            intent_id: id,
+            key: p.key.clone(),
+            config,
+            generation: p.generation,
+        })
+    }
 }
 
 /// What the edge holds, for status.
@@ -68,12 +96,18 @@ enum Msg {
 #[derive(Clone, Debug)]
 pub struct EdgeHandle {
     tx: mpsc::Sender<Msg>,
+    advert: watch::Receiver<Option<pb::SdwanEdgeState>>,
 }
 
 impl EdgeHandle {
     /// Pieces of one batch; each is answered on `answers` once the batch is carried out.
     pub async fn submit(&self, pieces: Vec<Piece>, answers: mpsc::Sender<Answer>) {
         let _ = self.tx.send(Msg::Pieces { pieces, answers }).await;
+    }
+
+    /// The SD-WAN state for this router's adverts (none unless it holds pieces).
+    pub fn advert(&self) -> watch::Receiver<Option<pb::SdwanEdgeState>> {
+        self.advert.clone()
     }
 
     pub async fn state(&self) -> EdgeState {
@@ -88,6 +122,10 @@ impl EdgeHandle {
 struct Edge<O> {
     overlays: O,
     store: Arc<Store>,
+    /// What goes into this router's adverts.
+    advert: watch::Sender<Option<pb::SdwanEdgeState>>,
+    /// Tunnels found missing or incomplete in the kernel and not put back yet.
+    down: BTreeSet<String>,
     /// The pieces: what the kernel holds while `failed` is empty.
     pieces: Slices,
     /// The nftables script last applied.
@@ -186,6 +224,75 @@ impl<O: Overlays> Edge<O> {
         }
     }
 
+    /// Every [`RETRY_EVERY`]: after a failure, reconcile; otherwise, when the edge holds pieces,
+    /// read the kernel and put back what changed behind wuos's back (a device, a peer, a route
+    /// or a rule deleted by hand). Then the advert's state.
+    async fn check(&mut self) {
+        if !self.failed.is_empty() {
+            self.reconcile().await;
+        } else if !self.pieces.is_empty() {
+            match self.overlays.read().await {
+                Ok(kernel) => {
+                    let want = merge(self.pieces.values());
+                    let drift: Vec<Op> = reconcile(&kernel, &want)
+                        .into_iter()
+                        .filter(|op| !matches!(op, Op::ReplaceNft(_) | Op::DeleteNft))
+                        .collect();
+                    if !drift.is_empty() {
+                        warn!(
+                            ops = drift.len(),
+                            first = %drift[0],
+                            "the kernel's SD-WAN state changed behind wuos's back; putting it back"
+                        );
+                        self.carry_out(&drift).await;
+                    }
+                }
+                Err(e) => self.failed = vec![format!("cannot read what the kernel holds: {e}")],
+            }
+        }
+        self.down = self
+            .pieces
+            .values()
+            .flat_map(|p| p.tunnels.keys())
+            .filter(|t| self.failed.iter().any(|f| f.contains(t.as_str())))
+            .cloned()
+            .collect();
+        self.publish();
+    }
+
+    /// The advert's SD-WAN state: none without pieces; otherwise the tunnels, those down first.
+    fn publish(&self) {
+        let state = (!self.pieces.is_empty()).then(|| {
+            let mut items: Vec<pb::TunnelState> = self
+                .pieces
+                .values()
+                .flat_map(|p| p.tunnels.keys())
+                .map(|t| pb::TunnelState {
+                    name: t.clone(),
+                    up: !self.down.contains(t) && self.failed.is_empty(),
+                })
+                .collect();
+            items.sort_by(|a, b| (a.up, &a.name).cmp(&(b.up, &b.name)));
+            let tunnels = items.len() as u32;
+            let tunnels_up = items.iter().filter(|t| t.up).count() as u32;
+            items.truncate(ADVERTISED_TUNNELS);
+            pb::SdwanEdgeState {
+                generation: self.generation,
+                tunnels,
+                tunnels_up,
+                failed_ops: self.failed.len() as u32,
+                items,
+            }
+        });
+        self.advert.send_if_modified(|a| {
+            let changed = *a != state;
+            if changed {
+                *a = state;
+            }
+            changed
+        });
+    }
+
     fn state(&self) -> EdgeState {
         EdgeState {
             generation: self.generation,
@@ -215,9 +322,12 @@ pub fn spawn<O: Overlays + 'static>(overlays: O, store: Arc<Store>) -> EdgeHandl
             Err(e) => warn!(key = %k, error = %e, "dropping an unreadable stored SD-WAN piece"),
         }
     }
+    let (advert, advert_rx) = watch::channel(None);
     let mut edge = Edge {
         overlays,
         store,
+        advert,
+        down: BTreeSet::new(),
         pieces,
         nft: String::new(),
         generation: 0,
@@ -233,6 +343,7 @@ pub fn spawn<O: Overlays + 'static>(overlays: O, store: Arc<Store>) -> EdgeHandl
                 "SD-WAN pieces reconciled with the kernel"
             );
         }
+        edge.publish();
         let mut retry = tokio::time::interval(RETRY_EVERY);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -243,6 +354,7 @@ pub fn spawn<O: Overlays + 'static>(overlays: O, store: Arc<Store>) -> EdgeHandl
                         if let Err(e) = &outcome {
                             warn!(error = %e, "SD-WAN pieces not fully applied");
                         }
+                        edge.publish();
                         for p in &pieces {
                             let _ = answers.send(Answer { intent_id: p.intent_id, outcome: outcome.clone() }).await;
                         }
@@ -252,15 +364,11 @@ pub fn spawn<O: Overlays + 'static>(overlays: O, store: Arc<Store>) -> EdgeHandl
                     }
                     None => return,
                 },
-                _ = retry.tick() => {
-                    if !edge.failed.is_empty() {
-                        edge.reconcile().await;
-                    }
-                }
+                _ = retry.tick() => edge.check().await,
             }
         }
     });
-    EdgeHandle { tx }
+    EdgeHandle { tx, advert: advert_rx }
 }
 
 #[cfg(test)]

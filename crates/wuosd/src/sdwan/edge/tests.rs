@@ -221,6 +221,41 @@ async fn pieces_are_applied_persisted_and_reconciled_after_a_restart_without_dup
 }
 
 #[tokio::test]
+async fn a_tunnel_deleted_behind_its_back_comes_back_and_the_advert_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory();
+    let d = desired(&inv, VOICE_BULK);
+    let kernel = FakeKernel::default();
+    let edge = spawn(kernel.clone(), Arc::new(Store::open(dir.path()).unwrap()));
+    let mut advert = edge.advert();
+    assert_eq!(*advert.borrow(), None, "no pieces, nothing to advertise");
+    assert!(
+        send(&edge, pieces(&inv, &d, 1, 7))
+            .await
+            .iter()
+            .all(|a| a.outcome.is_ok())
+    );
+    let a = advert.borrow_and_update().clone().unwrap();
+    assert_eq!((a.generation, a.tunnels, a.tunnels_up, a.failed_ops), (7, 3, 3, 0));
+    assert!(a.items.iter().all(|t| t.up));
+    // Deleted by hand: within a check interval the edge puts it back.
+    kernel.held.lock().unwrap().tunnels.remove("wo2-inet");
+    let deadline = tokio::time::Instant::now() + RETRY_EVERY * 3;
+    while !kernel.held.lock().unwrap().tunnels.contains_key("wo2-inet") {
+        assert!(tokio::time::Instant::now() < deadline, "the tunnel did not come back");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        *kernel.created.lock().unwrap(),
+        4,
+        "only the deleted one was created again"
+    );
+    let mut w = want(&inv, &d);
+    w.marks.clear();
+    assert_eq!(*kernel.held.lock().unwrap(), w);
+}
+
+#[tokio::test]
 async fn a_failed_op_is_answered_and_retried_from_a_kernel_read() {
     let dir = tempfile::tempdir().unwrap();
     let inv = inventory();
@@ -237,6 +272,8 @@ async fn a_failed_op_is_answered_and_retried_from_a_kernel_read() {
         );
     }
     assert!(!edge.state().await.failed.is_empty());
+    let a = edge.advert().borrow().clone().unwrap();
+    assert!(a.failed_ops > 0 && a.tunnels_up < a.tunnels, "{a:?}");
     // The fault clears; the retry (every RETRY_EVERY) puts the kernel in line by itself.
     *kernel.fail_creates.lock().unwrap() = false;
     let deadline = tokio::time::Instant::now() + RETRY_EVERY * 3;
@@ -248,4 +285,41 @@ async fn a_failed_op_is_answered_and_retried_from_a_kernel_read() {
     let mut w = want(&inv, &d);
     w.marks.clear();
     assert_eq!(*kernel.held.lock().unwrap(), w);
+}
+
+#[test]
+fn a_malformed_piece_is_refused_naming_why() {
+    let ok = pb::SdwanPieceIntent {
+        key: "overlay/voice".into(),
+        present: true,
+        config_json: br#"{"rules":[{"priority":20001,"selector":{"iif":"eth2"},"table":10001}]}"#.to_vec(),
+        generation: 2,
+    };
+    let p = Piece::from_pb(9, &ok).unwrap();
+    assert_eq!((p.intent_id, p.generation, p.config.unwrap().rules.len()), (9, 2, 1));
+    let removal = pb::SdwanPieceIntent {
+        present: false,
+        config_json: Vec::new(),
+        ..ok.clone()
+    };
+    assert_eq!(Piece::from_pb(1, &removal).unwrap().config, None);
+    for (bad, needle) in [
+        (
+            pb::SdwanPieceIntent {
+                key: "table/x".into(),
+                ..ok.clone()
+            },
+            "overlay/NAME",
+        ),
+        (
+            pb::SdwanPieceIntent {
+                config_json: b"{\"tunnels\": 3}".to_vec(),
+                ..ok.clone()
+            },
+            "invalid type",
+        ),
+    ] {
+        let e = Piece::from_pb(1, &bad).unwrap_err();
+        assert!(e.contains(needle) && e.contains(&format!("{:?}", bad.key)), "{e}");
+    }
 }
