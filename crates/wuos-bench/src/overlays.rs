@@ -540,6 +540,12 @@ fn print(r: &Report) {
             ]);
         }
         print!("{t}");
+        if let (Some(g), Some(last)) = (e.edge_rss_growth_after_check_mib, e.rows.last()) {
+            println!(
+                "e1 RSS growth with {} overlays after its first kernel check (30 s): {g:.1} MiB",
+                last.overlays
+            );
+        }
         println!("targets: 1,000 overlays end to end ≤ 2,000 ms; edge daemon RSS growth ≤ 10 MB per 1,000 overlays");
     }
     print_clocks(&r.clocks);

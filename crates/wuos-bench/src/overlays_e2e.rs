@@ -35,6 +35,8 @@ const LAB: &str = "benchsdwe";
 const ECHO_PORT: u16 = 7499;
 /// How often the prober sends to the tunnels that have not answered.
 const ROUND: Duration = Duration::from_millis(20);
+/// Longer than the edge's kernel check interval (wuosd's `CHECK_EVERY`, 30 s).
+const CHECK_WAIT: Duration = Duration::from_secs(36);
 /// How long one creation may take before the bench gives up.
 const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -51,6 +53,9 @@ pub struct E2eRun {
     pub controller_rss_bytes: u64,
     /// Delete request sent → every edge holds the empty state again.
     pub delete_synced_seconds: f64,
+    /// e1's daemon RSS once it has also checked its kernel (after the edge's check interval);
+    /// measured on the first run of the largest count only.
+    pub edge_rss_after_check_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -69,6 +74,8 @@ pub struct E2eRow {
 #[derive(Clone, Debug, Serialize)]
 pub struct E2e {
     pub rows: Vec<E2eRow>,
+    /// e1's daemon RSS growth with the most overlays once it has also checked its kernel.
+    pub edge_rss_growth_after_check_mib: Option<f64>,
     /// e1's and dc's daemon RSS before the first overlay.
     pub edge_rss_base_mib: f64,
     pub controller_rss_base_mib: f64,
@@ -93,7 +100,7 @@ pub fn clocks() -> Vec<Clock> {
         Clock::new(
             "daemon RSS growth",
             "VmRSS of the daemon before the first overlay",
-            "VmRSS with the N overlays, after e2e",
+            "VmRSS with the N overlays, right after e2e (and, for the largest N's first run, again 36 s later: after the edge's first 30-s kernel check)",
             "memory the allocator keeps after deletions (the counts run upwards, so each N grows from the previous)",
             "/proc/PID/status, 1 kB",
         ),
@@ -279,6 +286,16 @@ async fn measure(env: &LabEnv, inv: &Inventory, counts: &[usize], runs: usize) -
                 bail!("the overlays got ids {ids:?}, not 1..={n}: the probes went to the wrong addresses");
             }
             let (edge_rss, controller_rss) = (rss_of("e1")?, rss_of("dc")?);
+            let after_check = if n == *counts.iter().max().unwrap_or(&0) && done.is_empty() {
+                eprintln!(
+                    "  waiting for e1's kernel check ({} s) before its RSS",
+                    CHECK_WAIT.as_secs()
+                );
+                tokio::time::sleep(CHECK_WAIT).await;
+                Some(rss_of("e1")?)
+            } else {
+                None
+            };
             let d0 = Instant::now();
             let v = c.post("/v1/actions", &json!(delete)).await?;
             let g = v["generation"].as_u64().context("no generation")?;
@@ -289,6 +306,7 @@ async fn measure(env: &LabEnv, inv: &Inventory, counts: &[usize], runs: usize) -
                 edge_rss_bytes: edge_rss,
                 controller_rss_bytes: controller_rss,
                 delete_synced_seconds: (deleted - d0).as_secs_f64(),
+                edge_rss_after_check_bytes: after_check,
             });
         }
         let s = |f: &dyn Fn(&E2eRun) -> f64| Summary::of(&done.iter().map(f).collect::<Vec<_>>()).context("no run");
@@ -303,8 +321,14 @@ async fn measure(env: &LabEnv, inv: &Inventory, counts: &[usize], runs: usize) -
             runs: done,
         });
     }
+    let after_check = rows
+        .last()
+        .and_then(|r: &E2eRow| r.runs.first())
+        .and_then(|r| r.edge_rss_after_check_bytes)
+        .map(|b| mib(b, edge_base));
     Ok(E2e {
         rows,
+        edge_rss_growth_after_check_mib: after_check,
         edge_rss_base_mib: edge_base as f64 / (1 << 20) as f64,
         controller_rss_base_mib: controller_base as f64 / (1 << 20) as f64,
     })

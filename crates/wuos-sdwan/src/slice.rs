@@ -66,18 +66,20 @@ pub fn split(config: &EdgeConfig, desired: &Desired) -> Slices {
 
 /// The configuration the pieces make together.
 pub fn merge<'a>(pieces: impl IntoIterator<Item = &'a EdgeConfig>) -> EdgeConfig {
+    merge_owned(pieces.into_iter().cloned())
+}
+
+/// [`merge`] of pieces given by value, one at a time (each dropped once merged).
+pub fn merge_owned(pieces: impl IntoIterator<Item = EdgeConfig>) -> EdgeConfig {
     let mut out = EdgeConfig::default();
-    let mut marks = Vec::new();
     for p in pieces {
-        out.tunnels
-            .extend(p.tunnels.iter().map(|(k, v)| (k.clone(), v.clone())));
-        out.routes.extend(p.routes.iter().cloned());
-        out.rules.extend(p.rules.iter().cloned());
-        marks.extend(p.marks.iter().cloned());
+        out.tunnels.extend(p.tunnels);
+        out.routes.extend(p.routes);
+        out.rules.extend(p.rules);
+        out.marks.extend(p.marks);
     }
     // The marks in realise's order: by class name, then as listed in the class.
-    marks.sort_by(|a, b| a.class.cmp(&b.class));
-    out.marks = marks;
+    out.marks.sort_by(|a, b| a.class.cmp(&b.class));
     out
 }
 

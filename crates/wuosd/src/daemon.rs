@@ -250,6 +250,7 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()> + Send + 
             nft: wuos_southbound::nft::NftCommand,
         },
         store.clone(),
+        crate::sdwan::edge::CHECK_EVERY,
     );
     let controller = crate::controller::spawn(crate::controller::Parts {
         me: cfg.router_id.clone(),

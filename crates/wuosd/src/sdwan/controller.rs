@@ -285,15 +285,15 @@ impl Ctl {
         let router = RouterId::new(site).ok();
         let local = router.as_ref() == Some(&self.me);
         // Batches of at most BATCH_PIECES pieces and about BATCH_BYTES of JSON; each piece is
-        // serialized once (the local edge takes them as they are).
+        // serialized once.
         let mut batches: Vec<(Vec<Piece>, Vec<pb::Intent>)> = Vec::new();
         let mut bytes = 0;
         for (key, config) in pieces {
             self.next_id += 1;
-            let json = match (&config, local) {
-                (Some(c), false) => serde_json::to_vec(c).expect("an EdgeConfig always serializes"),
-                _ => Vec::new(),
-            };
+            let json = config
+                .as_ref()
+                .map(|c| serde_json::to_vec(c).expect("an EdgeConfig always serializes"))
+                .unwrap_or_default();
             let full = batches
                 .last()
                 .is_none_or(|(p, i)| p.len() + i.len() >= BATCH_PIECES || bytes + json.len() > BATCH_BYTES);
@@ -307,7 +307,7 @@ impl Ctl {
                 ps.push(Piece {
                     intent_id: self.next_id,
                     key,
-                    config,
+                    json: config.is_some().then_some(json),
                     generation,
                 });
             } else {

@@ -14,12 +14,12 @@
 //! stored pieces ([`wuos_sdwan::reconcile`]): nothing is created twice. When an op fails, the
 //! whole batch is answered with the failure, the pieces stay (they are what is wanted) and the
 //! next batch — or the retry every [`RETRY_EVERY`] — starts from a fresh kernel read. Every
-//! [`RETRY_EVERY`] the edge also reads the kernel and puts back what was changed behind its back,
+//! [`CHECK_EVERY`] the edge also reads the kernel and puts back what was changed behind its back,
 //! and its tunnels' state goes into the router's adverts (protocol 2.1, `SdwanEdgeState`). Otherwise
 //! a batch costs what it changes: the ops between its pieces' old and new contents (pieces own
 //! disjoint devices, routes and rules), and the nftables table only when the marks change.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 use wuos_proto::pb;
-use wuos_sdwan::slice::{Slices, merge, nft_script};
+use wuos_sdwan::slice::{merge, merge_owned};
 use wuos_sdwan::{EdgeConfig, Op, diff, reconcile};
 use wuos_southbound::overlays::{Overlays, apply_all};
 
@@ -38,17 +38,20 @@ const KEY_PREFIX: &str = "sdwan/piece/";
 /// At most this many tunnels are listed in an advert (the protocol's limit per list).
 const ADVERTISED_TUNNELS: usize = 64;
 
-/// How often an edge whose last change partly failed tries again from a kernel read, and an edge
-/// holding pieces checks that the kernel still holds them.
+/// How often an edge whose last change partly failed tries again from a kernel read.
 pub const RETRY_EVERY: Duration = Duration::from_secs(5);
+/// How often an edge holding pieces checks that the kernel still holds them (a read of 1,000
+/// overlays' state costs ~55 ms of CPU here).
+pub const CHECK_EVERY: Duration = Duration::from_secs(30);
 
-/// One piece from the controller.
+/// One piece from the controller, as it came: its JSON is parsed by the edge task, a batch at a
+/// time (parsed pieces waiting in the queue would cost several times their JSON).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Piece {
     pub intent_id: u64,
     pub key: String,
-    /// `None`: remove the piece.
-    pub config: Option<EdgeConfig>,
+    /// The JSON form of the piece's `EdgeConfig`; `None`: remove the piece.
+    pub json: Option<Vec<u8>>,
     pub generation: u64,
 }
 
@@ -59,15 +62,10 @@ impl Piece {
         if !wuos_sdwan::slice::key_ok(&p.key) {
             return Err(bad("the key is not overlay/NAME or class/NAME".into()));
         }
-        let config = if p.present {
-            Some(serde_json::from_slice::<EdgeConfig>(&p.config_json).map_err(|e| bad(e.to_string()))?)
-        } else {
-            None
-        };
         Ok(Piece {
             intent_id: id,
             key: p.key.clone(),
-            config,
+            json: p.present.then(|| p.config_json.clone()),
             generation: p.generation,
         })
     }
@@ -126,18 +124,80 @@ struct Edge<O> {
     advert: watch::Sender<Option<pb::SdwanEdgeState>>,
     /// Tunnels found missing or incomplete in the kernel and not put back yet.
     down: BTreeSet<String>,
+    check_every: Duration,
+    last_check: std::time::Instant,
     /// The pieces: what the kernel holds while `failed` is empty.
-    pieces: Slices,
+    pieces: Kept,
     /// The nftables script last applied.
     nft: String,
     generation: u64,
     failed: Vec<String>,
 }
 
+/// The pieces as kept in memory: their JSON (as stored) and their tunnels' names, parsed when
+/// needed. A parsed piece is mostly B-tree nodes sized for eleven entries holding one or two —
+/// several KB where its JSON is about one — so 1,000 overlays kept parsed cost the daemon
+/// several MiB more.
+#[derive(Default)]
+struct Kept {
+    json: BTreeMap<String, Box<[u8]>>,
+    tunnels: BTreeMap<String, Vec<String>>,
+}
+
+impl Kept {
+    fn insert(&mut self, key: String, json: Vec<u8>, config: &EdgeConfig) {
+        self.tunnels
+            .insert(key.clone(), config.tunnels.keys().cloned().collect());
+        self.json.insert(key, json.into_boxed_slice());
+    }
+
+    fn remove(&mut self, key: &str) {
+        self.json.remove(key);
+        self.tunnels.remove(key);
+    }
+
+    fn parse(json: &[u8]) -> EdgeConfig {
+        // Only what this component serialized (or read back from its own store) is kept.
+        serde_json::from_slice(json).unwrap_or_default()
+    }
+
+    fn get(&self, key: &str) -> Option<EdgeConfig> {
+        self.json.get(key).map(|j| Self::parse(j))
+    }
+
+    /// The pieces' union, parsed one piece at a time.
+    fn merged(&self) -> EdgeConfig {
+        merge_owned(self.json.values().map(|j| Self::parse(j)))
+    }
+
+    /// The nftables script of the union: the classes' marks, and the clamp if any tunnel.
+    fn nft_script(&self) -> String {
+        let marks: Vec<_> = self
+            .json
+            .iter()
+            .filter(|(k, _)| k.starts_with("class/"))
+            .flat_map(|(_, j)| Self::parse(j).marks)
+            .collect();
+        wuos_sdwan::edge::nft_script(&marks, self.tunnels.values().any(|t| !t.is_empty()))
+    }
+
+    fn tunnel_names(&self) -> impl Iterator<Item = &String> {
+        self.tunnels.values().flatten()
+    }
+
+    fn len(&self) -> usize {
+        self.json.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.json.is_empty()
+    }
+}
+
 impl<O: Overlays> Edge<O> {
     /// From a kernel read to the pieces' union; the ops carried out.
     async fn reconcile(&mut self) -> Vec<Op> {
-        let want = merge(self.pieces.values());
+        let want = self.pieces.merged();
         let kernel = match self.overlays.read().await {
             Ok(k) => k,
             Err(e) => {
@@ -166,39 +226,40 @@ impl<O: Overlays> Edge<O> {
     /// Takes a batch: persisted, carried out; the batch's outcome. Pieces own disjoint devices,
     /// routes and rules, so the ops are those between the batch's old and new pieces, plus the
     /// nftables table (the marks of every class) when it changes.
-    async fn take(&mut self, batch: &[Piece]) -> Result<(), String> {
-        let mut puts: Vec<(String, Vec<u8>)> = Vec::new();
+    async fn take(&mut self, batch: Vec<(Piece, Option<EdgeConfig>)>) -> Result<(), String> {
+        let mut puts: Vec<(String, &[u8])> = Vec::new();
         let mut deletes: Vec<String> = Vec::new();
-        for p in batch {
+        for (p, _) in &batch {
             let key = format!("{KEY_PREFIX}{}", p.key);
-            match &p.config {
-                Some(c) => puts.push((key, serde_json::to_vec(c).map_err(|e| e.to_string())?)),
+            match &p.json {
+                Some(j) => puts.push((key, j)),
                 None => deletes.push(key),
             }
         }
-        let puts_ref: Vec<(&str, &[u8])> = puts.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+        let puts_ref: Vec<(&str, &[u8])> = puts.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         let deletes_ref: Vec<&str> = deletes.iter().map(String::as_str).collect();
         self.store
             .update(&puts_ref, &deletes_ref)
             .map_err(|e| format!("cannot persist the pieces: {e}"))?;
+        drop(puts_ref);
         drop(puts);
         self.generation = self
             .generation
-            .max(batch.iter().map(|p| p.generation).max().unwrap_or(0));
-        let old = merge(batch.iter().filter_map(|p| self.pieces.get(&p.key)));
-        let new = merge(batch.iter().filter_map(|p| p.config.as_ref()));
-        for p in batch {
-            match &p.config {
-                Some(c) => self.pieces.insert(p.key.clone(), c.clone()),
-                None => self.pieces.remove(&p.key),
-            };
+            .max(batch.iter().map(|(p, _)| p.generation).max().unwrap_or(0));
+        let old = merge_owned(batch.iter().filter_map(|(p, _)| self.pieces.get(&p.key)));
+        let new = merge(batch.iter().filter_map(|(_, c)| c.as_ref()));
+        for (p, c) in batch {
+            match (p.json, c) {
+                (Some(json), Some(c)) => self.pieces.insert(p.key, json, &c),
+                _ => self.pieces.remove(&p.key),
+            }
         }
         if self.failed.is_empty() {
             let mut ops: Vec<Op> = diff(&old, &new)
                 .into_iter()
                 .filter(|op| !matches!(op, Op::ReplaceNft(_) | Op::DeleteNft))
                 .collect();
-            let nft = nft_script(&self.pieces);
+            let nft = self.pieces.nft_script();
             if nft != self.nft {
                 ops.push(if nft.is_empty() {
                     Op::DeleteNft
@@ -224,16 +285,19 @@ impl<O: Overlays> Edge<O> {
         }
     }
 
-    /// Every [`RETRY_EVERY`]: after a failure, reconcile; otherwise, when the edge holds pieces,
-    /// read the kernel and put back what changed behind wuos's back (a device, a peer, a route
-    /// or a rule deleted by hand). Then the advert's state.
+    /// Every [`RETRY_EVERY`]: after a failure, reconcile; otherwise, every `check_every`, when the
+    /// edge holds pieces, read the kernel and put back what changed behind wuos's back (a
+    /// device, a peer, a route or a rule deleted by hand). Then the advert's state.
     async fn check(&mut self) {
+        let due = self.last_check.elapsed() >= self.check_every;
         if !self.failed.is_empty() {
             self.reconcile().await;
-        } else if !self.pieces.is_empty() {
+            self.last_check = std::time::Instant::now();
+        } else if due && !self.pieces.is_empty() {
+            self.last_check = std::time::Instant::now();
             match self.overlays.read().await {
                 Ok(kernel) => {
-                    let want = merge(self.pieces.values());
+                    let want = self.pieces.merged();
                     let drift: Vec<Op> = reconcile(&kernel, &want)
                         .into_iter()
                         .filter(|op| !matches!(op, Op::ReplaceNft(_) | Op::DeleteNft))
@@ -252,8 +316,7 @@ impl<O: Overlays> Edge<O> {
         }
         self.down = self
             .pieces
-            .values()
-            .flat_map(|p| p.tunnels.keys())
+            .tunnel_names()
             .filter(|t| self.failed.iter().any(|f| f.contains(t.as_str())))
             .cloned()
             .collect();
@@ -265,8 +328,7 @@ impl<O: Overlays> Edge<O> {
         let state = (!self.pieces.is_empty()).then(|| {
             let mut items: Vec<pb::TunnelState> = self
                 .pieces
-                .values()
-                .flat_map(|p| p.tunnels.keys())
+                .tunnel_names()
                 .map(|t| pb::TunnelState {
                     name: t.clone(),
                     up: !self.down.contains(t) && self.failed.is_empty(),
@@ -299,8 +361,8 @@ impl<O: Overlays> Edge<O> {
             pieces: self.pieces.len(),
             tunnels: self
                 .pieces
-                .values()
-                .flat_map(|p| p.tunnels.keys().cloned())
+                .tunnel_names()
+                .cloned()
                 .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
                 .collect(),
@@ -310,14 +372,15 @@ impl<O: Overlays> Edge<O> {
 }
 
 /// Starts the edge task: the stored pieces back on the kernel (reconciled from a kernel read),
-/// then pieces as they come.
-pub fn spawn<O: Overlays + 'static>(overlays: O, store: Arc<Store>) -> EdgeHandle {
+/// then pieces as they come, the kernel checked every `check_every` ([`CHECK_EVERY`] in the
+/// daemon).
+pub fn spawn<O: Overlays + 'static>(overlays: O, store: Arc<Store>, check_every: Duration) -> EdgeHandle {
     let (tx, mut rx) = mpsc::channel(64);
-    let mut pieces = Slices::new();
+    let mut pieces = Kept::default();
     for (k, v) in store.blobs_with_prefix(KEY_PREFIX).unwrap_or_default() {
         match serde_json::from_slice::<EdgeConfig>(&v) {
             Ok(c) => {
-                pieces.insert(k.trim_start_matches(KEY_PREFIX).to_string(), c);
+                pieces.insert(k.trim_start_matches(KEY_PREFIX).to_string(), v, &c);
             }
             Err(e) => warn!(key = %k, error = %e, "dropping an unreadable stored SD-WAN piece"),
         }
@@ -328,6 +391,8 @@ pub fn spawn<O: Overlays + 'static>(overlays: O, store: Arc<Store>) -> EdgeHandl
         store,
         advert,
         down: BTreeSet::new(),
+        check_every,
+        last_check: std::time::Instant::now(),
         pieces,
         nft: String::new(),
         generation: 0,
@@ -344,19 +409,36 @@ pub fn spawn<O: Overlays + 'static>(overlays: O, store: Arc<Store>) -> EdgeHandl
             );
         }
         edge.publish();
-        let mut retry = tokio::time::interval(RETRY_EVERY);
+        let mut retry = tokio::time::interval(RETRY_EVERY.min(check_every));
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 m = rx.recv() => match m {
                     Some(Msg::Pieces { pieces, answers }) => {
-                        let outcome = edge.take(&pieces).await;
+                        // Parsed here, one batch at a time; a piece that does not parse is
+                        // answered alone and left out.
+                        let mut batch = Vec::with_capacity(pieces.len());
+                        for p in pieces {
+                            let parsed = match &p.json {
+                                None => Ok(None),
+                                Some(j) => serde_json::from_slice::<EdgeConfig>(j).map(Some),
+                            };
+                            match parsed {
+                                Ok(c) => batch.push((p, c)),
+                                Err(e) => {
+                                    let why = format!("SD-WAN piece {:?}: {e}", p.key);
+                                    let _ = answers.send(Answer { intent_id: p.intent_id, outcome: Err(why) }).await;
+                                }
+                            }
+                        }
+                        let ids: Vec<u64> = batch.iter().map(|(p, _)| p.intent_id).collect();
+                        let outcome = if batch.is_empty() { Ok(()) } else { edge.take(batch).await };
                         if let Err(e) = &outcome {
                             warn!(error = %e, "SD-WAN pieces not fully applied");
                         }
                         edge.publish();
-                        for p in &pieces {
-                            let _ = answers.send(Answer { intent_id: p.intent_id, outcome: outcome.clone() }).await;
+                        for intent_id in ids {
+                            let _ = answers.send(Answer { intent_id, outcome: outcome.clone() }).await;
                         }
                     }
                     Some(Msg::State(reply)) => {

@@ -38,7 +38,7 @@ impl Setup {
             connector: AnyConnector::Plain(crate::protocol::Plain),
             metrics: Metrics::new("e1"),
             session_id: 1,
-            local_edge: crate::sdwan::edge::spawn(self.kernel.clone(), store),
+            local_edge: crate::sdwan::edge::spawn(self.kernel.clone(), store, crate::sdwan::edge::RETRY_EVERY),
             neighborhood,
         })
     }

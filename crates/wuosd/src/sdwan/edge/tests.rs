@@ -134,7 +134,7 @@ fn pieces(inv: &Inventory, d: &Desired, first_id: u64, generation: u64) -> Vec<P
         .map(|(i, (key, c))| Piece {
             intent_id: first_id + i as u64,
             key,
-            config: Some(c),
+            json: Some(serde_json::to_vec(&c).unwrap()),
             generation,
         })
         .collect()
@@ -165,7 +165,7 @@ async fn pieces_are_applied_persisted_and_reconciled_after_a_restart_without_dup
     let kernel = FakeKernel::default();
     {
         let store = Arc::new(Store::open(dir.path()).unwrap());
-        let edge = spawn(kernel.clone(), store);
+        let edge = spawn(kernel.clone(), store, RETRY_EVERY);
         let answers = send(&edge, pieces(&inv, &d, 1, 3)).await;
         assert_eq!(answers.len(), 3, "overlay/bulk, overlay/voice, class/sip");
         assert!(answers.iter().all(|a| a.outcome.is_ok()), "{answers:?}");
@@ -191,7 +191,7 @@ async fn pieces_are_applied_persisted_and_reconciled_after_a_restart_without_dup
             Err(_) => tokio::task::yield_now().await,
         }
     };
-    let edge = spawn(kernel.clone(), store);
+    let edge = spawn(kernel.clone(), store, RETRY_EVERY);
     let st = edge.state().await;
     assert_eq!(st.pieces, 3, "the pieces came back from the store");
     assert!(st.failed.is_empty(), "{:?}", st.failed);
@@ -210,7 +210,7 @@ async fn pieces_are_applied_persisted_and_reconciled_after_a_restart_without_dup
     let gone = vec![Piece {
         intent_id: 20,
         key: "overlay/bulk".into(),
-        config: None,
+        json: None,
         generation: 4,
     }];
     assert!(send(&edge, gone).await[0].outcome.is_ok());
@@ -226,7 +226,7 @@ async fn a_tunnel_deleted_behind_its_back_comes_back_and_the_advert_says_so() {
     let inv = inventory();
     let d = desired(&inv, VOICE_BULK);
     let kernel = FakeKernel::default();
-    let edge = spawn(kernel.clone(), Arc::new(Store::open(dir.path()).unwrap()));
+    let edge = spawn(kernel.clone(), Arc::new(Store::open(dir.path()).unwrap()), RETRY_EVERY);
     let mut advert = edge.advert();
     assert_eq!(*advert.borrow(), None, "no pieces, nothing to advertise");
     assert!(
@@ -262,7 +262,7 @@ async fn a_failed_op_is_answered_and_retried_from_a_kernel_read() {
     let d = desired(&inv, VOICE_BULK);
     let kernel = FakeKernel::default();
     *kernel.fail_creates.lock().unwrap() = true;
-    let edge = spawn(kernel.clone(), Arc::new(Store::open(dir.path()).unwrap()));
+    let edge = spawn(kernel.clone(), Arc::new(Store::open(dir.path()).unwrap()), RETRY_EVERY);
     let answers = send(&edge, pieces(&inv, &d, 1, 1)).await;
     for a in &answers {
         let e = a.outcome.as_ref().unwrap_err();
@@ -296,30 +296,45 @@ fn a_malformed_piece_is_refused_naming_why() {
         generation: 2,
     };
     let p = Piece::from_pb(9, &ok).unwrap();
-    assert_eq!((p.intent_id, p.generation, p.config.unwrap().rules.len()), (9, 2, 1));
+    assert_eq!(
+        (p.intent_id, p.generation, p.json.as_deref()),
+        (9, 2, Some(ok.config_json.as_slice()))
+    );
     let removal = pb::SdwanPieceIntent {
         present: false,
         config_json: Vec::new(),
         ..ok.clone()
     };
-    assert_eq!(Piece::from_pb(1, &removal).unwrap().config, None);
-    for (bad, needle) in [
-        (
-            pb::SdwanPieceIntent {
-                key: "table/x".into(),
-                ..ok.clone()
-            },
-            "overlay/NAME",
-        ),
-        (
-            pb::SdwanPieceIntent {
-                config_json: b"{\"tunnels\": 3}".to_vec(),
-                ..ok.clone()
-            },
-            "invalid type",
-        ),
-    ] {
-        let e = Piece::from_pb(1, &bad).unwrap_err();
-        assert!(e.contains(needle) && e.contains(&format!("{:?}", bad.key)), "{e}");
-    }
+    assert_eq!(Piece::from_pb(1, &removal).unwrap().json, None);
+    let bad = pb::SdwanPieceIntent {
+        key: "table/x".into(),
+        ..ok.clone()
+    };
+    let e = Piece::from_pb(1, &bad).unwrap_err();
+    assert!(e.contains("overlay/NAME") && e.contains("\"table/x\""), "{e}");
+}
+
+#[tokio::test]
+async fn a_piece_that_does_not_parse_is_answered_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = inventory();
+    let d = desired(&inv, VOICE_BULK);
+    let kernel = FakeKernel::default();
+    let edge = spawn(kernel.clone(), Arc::new(Store::open(dir.path()).unwrap()), RETRY_EVERY);
+    let mut batch = pieces(&inv, &d, 1, 1);
+    batch.push(Piece {
+        intent_id: 99,
+        key: "overlay/broken".into(),
+        json: Some(b"{\"tunnels\": 3}".to_vec()),
+        generation: 1,
+    });
+    let answers = send(&edge, batch).await;
+    let broken = answers.iter().find(|a| a.intent_id == 99).unwrap();
+    let e = broken.outcome.as_ref().unwrap_err();
+    assert!(e.contains("overlay/broken") && e.contains("invalid type"), "{e}");
+    assert!(
+        answers.iter().filter(|a| a.intent_id != 99).all(|a| a.outcome.is_ok()),
+        "{answers:?}"
+    );
+    assert_eq!(edge.state().await.pieces, 3, "the others are applied");
 }
