@@ -181,6 +181,31 @@ impl Kept {
         wuos_sdwan::edge::nft_script(&marks, self.tunnels.values().any(|t| !t.is_empty()))
     }
 
+    /// Whether `kernel` (read back) holds exactly the pieces' tunnels with their peers, routes
+    /// and rules, and nothing more of them; parsed one piece at a time.
+    fn held_by(&self, kernel: &EdgeConfig) -> bool {
+        let (mut tunnels, mut routes, mut rules) = (0, 0, 0);
+        for j in self.json.values() {
+            let p = Self::parse(j);
+            let same = p.tunnels.values().all(|t| {
+                kernel
+                    .tunnels
+                    .get(&t.name)
+                    .is_some_and(|k| k.same_device(t) && k.peers == t.peers)
+            }) && p.routes.iter().all(|r| kernel.routes.contains(r))
+                && p.rules.iter().all(|r| kernel.rules.contains(r));
+            if !same {
+                return false;
+            }
+            (tunnels, routes, rules) = (
+                tunnels + p.tunnels.len(),
+                routes + p.routes.len(),
+                rules + p.rules.len(),
+            );
+        }
+        (kernel.tunnels.len(), kernel.routes.len(), kernel.rules.len()) == (tunnels, routes, rules)
+    }
+
     fn tunnel_names(&self) -> impl Iterator<Item = &String> {
         self.tunnels.values().flatten()
     }
@@ -297,18 +322,20 @@ impl<O: Overlays> Edge<O> {
             self.last_check = std::time::Instant::now();
             match self.overlays.read().await {
                 Ok(kernel) => {
-                    let want = self.pieces.merged();
-                    let drift: Vec<Op> = reconcile(&kernel, &want)
-                        .into_iter()
-                        .filter(|op| !matches!(op, Op::ReplaceNft(_) | Op::DeleteNft))
-                        .collect();
-                    if !drift.is_empty() {
+                    // Compared piece by piece (no second whole configuration in memory); only
+                    // when something differs is the whole difference worked out.
+                    if !self.pieces.held_by(&kernel) {
+                        drop(kernel);
+                        let ops = self.reconcile().await;
+                        let drift: Vec<&Op> = ops
+                            .iter()
+                            .filter(|op| !matches!(op, Op::ReplaceNft(_) | Op::DeleteNft))
+                            .collect();
                         warn!(
                             ops = drift.len(),
-                            first = %drift[0],
-                            "the kernel's SD-WAN state changed behind wuos's back; putting it back"
+                            first = %drift.first().map(|o| o.to_string()).unwrap_or_default(),
+                            "the kernel's SD-WAN state changed behind wuos's back; put it back"
                         );
-                        self.carry_out(&drift).await;
                     }
                 }
                 Err(e) => self.failed = vec![format!("cannot read what the kernel holds: {e}")],
