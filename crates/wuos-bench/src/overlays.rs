@@ -370,9 +370,13 @@ fn wuos_apply(env: &LabEnv, node: &str, ops: &[Op]) -> Result<()> {
 }
 
 fn in_node<R: Send>(env: &LabEnv, node: &str, f: impl FnOnce() -> Result<R> + Send) -> Result<R> {
-    let name = wuos_lab::names::node_netns(LAB, node);
-    let ns = wuos_southbound::netns::open(&env.netns_dir, &name)?;
-    wuos_southbound::netns::run_in(&ns, f)?
+    in_lab_node(env, LAB, node, f)?
+}
+
+/// Runs `f` on a thread inside router `node` of lab `lab`.
+pub(crate) fn in_lab_node<R: Send>(env: &LabEnv, lab: &str, node: &str, f: impl FnOnce() -> R + Send) -> Result<R> {
+    let ns = wuos_southbound::netns::open(&env.netns_dir, &wuos_lab::names::node_netns(lab, node))?;
+    Ok(wuos_southbound::netns::run_in(&ns, f)?)
 }
 
 /// This thread's user + system CPU seconds.

@@ -125,8 +125,7 @@ fn rss_of(node: &str) -> Result<u64> {
 }
 
 fn in_node<R: Send>(env: &LabEnv, node: &str, f: impl FnOnce() -> R + Send) -> Result<R> {
-    let ns = wuos_southbound::netns::open(&env.netns_dir, &wuos_lab::names::node_netns(LAB, node))?;
-    Ok(wuos_southbound::netns::run_in(&ns, f)?)
+    crate::overlays::in_lab_node(env, LAB, node, f)
 }
 
 /// A UDP echo in e2's namespace until `stop`.

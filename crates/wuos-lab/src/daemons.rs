@@ -459,23 +459,28 @@ pub fn supervise(env: &LabEnv, lab: &str, stop: &AtomicBool) -> Result<(), LabEr
     Ok(())
 }
 
+/// The lab's NBI bearer token (written at `lab up` for labs with an SD-WAN controller).
+pub fn sdwan_token(env: &LabEnv, lab: &str) -> Result<String, LabError> {
+    let path = sdwan_dir(env, lab).join("token");
+    match fs::read_to_string(&path) {
+        Ok(t) => Ok(t.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(LabError::NoSdwanController { lab: lab.into() }),
+        Err(source) => Err(LabError::Io {
+            what: format!("cannot read the NBI token {}", path.display()),
+            source,
+        }),
+    }
+}
+
 /// A connection to the lab's SD-WAN NBI — opened inside the controller router's namespace, as
 /// the NBI listens on that router's loopback — with its address and the lab's token.
 pub fn nbi_stream(env: &LabEnv, st: &LabState) -> Result<(std::net::TcpStream, SocketAddr, String), LabError> {
     let Some(i) = sdwan_controller(&st.topology) else {
-        return Err(LabError::Daemons(format!(
-            "lab {} has no SD-WAN controller: its topology labels no link or router with an underlay \
-             (try a generator such as sdwan:3:2)",
-            st.name
-        )));
+        return Err(LabError::NoSdwanController { lab: st.name.clone() });
     };
     let node = &st.topology.nodes[i].name;
     let addr = SocketAddr::from((st.plan.loopbacks[i], NBI_PORT));
-    let token_path = sdwan_dir(env, &st.name).join("token");
-    let token = fs::read_to_string(&token_path).map_err(|source| LabError::Io {
-        what: format!("cannot read the NBI token {}", token_path.display()),
-        source,
-    })?;
+    let token = sdwan_token(env, &st.name)?;
     let ns = wuos_southbound::netns::open(&env.netns_dir, &names::node_netns(&st.name, node))
         .map_err(|e| LabError::Daemons(format!("router {node}'s namespace: {e}")))?;
     let stream = wuos_southbound::netns::run_in(&ns, || {
@@ -486,7 +491,7 @@ pub fn nbi_stream(env: &LabEnv, st: &LabState) -> Result<(std::net::TcpStream, S
         what: format!("cannot reach the SD-WAN NBI of {node} at {addr} (is its wuosd running?)"),
         source,
     })?;
-    Ok((stream, addr, token.trim().to_string()))
+    Ok((stream, addr, token))
 }
 
 #[cfg(test)]

@@ -59,6 +59,12 @@ pub enum LabError {
     Execute(#[from] ExecError),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
+    /// The lab has no SD-WAN controller (no underlays in its topology), so no NBI or token.
+    #[error(
+        "lab {lab} has no SD-WAN controller: its topology labels no link or router with an underlay \
+         (try a generator such as sdwan:3:2)"
+    )]
+    NoSdwanController { lab: String },
     #[error("router daemons: {0}")]
     Daemons(String),
     #[error("cannot start the async runtime: {0}")]
@@ -97,7 +103,8 @@ impl wuos_model::Classify for LabError {
             | LabError::NoLabs
             | LabError::NoSuchNode { .. }
             | LabError::NoSuchLink { .. }
-            | LabError::NoSuchUnderlay { .. } => C::NotFound,
+            | LabError::NoSuchUnderlay { .. }
+            | LabError::NoSdwanController { .. } => C::NotFound,
             LabError::NotRoot => C::Unavailable,
             LabError::Netns(NetnsError::Exists { .. })
             | LabError::Namespace(NamespaceError::Netns(NetnsError::Exists { .. })) => C::Conflict,

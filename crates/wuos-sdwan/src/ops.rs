@@ -37,6 +37,13 @@ pub enum Op {
     DeleteNft,
 }
 
+impl Op {
+    /// Whether the op is on the nftables table (replaced or deleted as a whole).
+    pub fn is_nft(&self) -> bool {
+        matches!(self, Op::ReplaceNft(_) | Op::DeleteNft)
+    }
+}
+
 /// The ops from `old` to `new`, in the order they must run.
 pub fn diff(old: &EdgeConfig, new: &EdgeConfig) -> Vec<Op> {
     let mut ops = Vec::new();
@@ -112,10 +119,7 @@ pub fn diff(old: &EdgeConfig, new: &EdgeConfig) -> Vec<Op> {
 /// restart, so nothing is created twice. The nftables table cannot be read back as marks, so it
 /// is replaced (one transaction) whatever it holds, or deleted when nothing wants it.
 pub fn reconcile(held: &EdgeConfig, want: &EdgeConfig) -> Vec<Op> {
-    let mut ops: Vec<Op> = diff(held, want)
-        .into_iter()
-        .filter(|op| !matches!(op, Op::ReplaceNft(_) | Op::DeleteNft))
-        .collect();
+    let mut ops: Vec<Op> = diff(held, want).into_iter().filter(|op| !op.is_nft()).collect();
     let script = want.nft_script();
     ops.push(if script.is_empty() {
         Op::DeleteNft

@@ -183,14 +183,7 @@ pub fn run(a: SdwanArgs) -> Result<()> {
     if let SdwanCmd::Token = a.cmd {
         let env = LabEnv::system();
         let lab = status::resolve(&env, a.lab.as_deref())?;
-        let path = daemons::sdwan_dir(&env, &lab).join("token");
-        let token = std::fs::read_to_string(&path).map_err(|e| {
-            crate::topo::NotFound(format!(
-                "lab {lab} has no NBI token ({}: {e}); only labs with underlays run an SD-WAN controller",
-                path.display()
-            ))
-        })?;
-        println!("{}", token.trim());
+        println!("{}", daemons::sdwan_token(&env, &lab)?);
         return Ok(());
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -119,6 +119,16 @@ pub enum Refused {
     Store(String),
 }
 
+impl Refused {
+    /// What to tell the caller: a single action's error alone, otherwise which action and why.
+    pub fn message(&self) -> String {
+        match self {
+            Refused::Action { index: 0, error } => error.to_string(),
+            r => r.to_string(),
+        }
+    }
+}
+
 enum Msg {
     Act(Vec<Action>, oneshot::Sender<Result<u64, Refused>>),
     Desired(oneshot::Sender<(u64, Desired)>),
@@ -186,9 +196,9 @@ struct Track {
     sent: Slices,
     /// Remote LAN prefixes no tunnel of the edge reaches, and why (from the last realisation).
     unreachable: Vec<String>,
-    /// Intent id → (piece key, when sent).
-    pending: BTreeMap<u64, (String, Instant)>,
-    target: u64,
+    /// Intent id → when it was sent.
+    pending: BTreeMap<u64, Instant>,
+    /// The newest generation the edge is known to hold entirely.
     synced: u64,
     error: Option<String>,
 }
@@ -207,15 +217,6 @@ struct Ctl {
     next_id: u64,
 }
 
-/// A piece the controller no longer knows the contents of (after a restart): never equal to a
-/// real piece, so it is sent again.
-fn unknown_piece() -> EdgeConfig {
-    EdgeConfig {
-        unreachable: vec!["unknown: the controller restarted".into()],
-        ..EdgeConfig::default()
-    }
-}
-
 impl Ctl {
     /// The edge's pieces, and the prefixes it cannot reach.
     fn pieces_of(&self, site: &str) -> (Slices, Vec<String>) {
@@ -230,28 +231,38 @@ impl Ctl {
         })
     }
 
-    /// Persists the desired state and the keys sent to each edge.
+    /// Persists the desired state (before it is sent: what an edge is told is never lost).
     fn persist(&self) -> Result<(), String> {
         let desired = serde_json::to_vec(&(self.generation, &self.desired)).map_err(|e| e.to_string())?;
-        let sent: Vec<(String, Vec<u8>)> = self
-            .edges
-            .iter()
-            .map(|(site, t)| {
-                let keys: Vec<&String> = t.sent.keys().collect();
-                (
-                    format!("{SENT_PREFIX}{site}"),
-                    serde_json::to_vec(&keys).expect("keys serialize"),
-                )
-            })
-            .collect();
-        let mut puts: Vec<(&str, &[u8])> = vec![(DESIRED_KEY, &desired)];
-        puts.extend(sent.iter().map(|(k, v)| (k.as_str(), v.as_slice())));
-        self.store.update(&puts, &[]).map_err(|e| e.to_string())
+        self.store
+            .update(&[(DESIRED_KEY, &desired)], &[])
+            .map_err(|e| e.to_string())
     }
 
-    /// Sends every edge the pieces that changed (all of them when `all`).
+    /// Persists the keys of the pieces sent to `sites` (after a restart, the keys that went away
+    /// are removed from those edges).
+    fn persist_sent(&self, sites: &[String]) {
+        let sent: Vec<(String, Vec<u8>)> = sites
+            .iter()
+            .filter_map(|site| {
+                let keys: Vec<&String> = self.edges.get(site)?.sent.keys().collect();
+                Some((
+                    format!("{SENT_PREFIX}{site}"),
+                    serde_json::to_vec(&keys).expect("keys serialize"),
+                ))
+            })
+            .collect();
+        let puts: Vec<(&str, &[u8])> = sent.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+        if let Err(e) = self.store.update(&puts, &[]) {
+            warn!(error = %e, "cannot persist the keys of the SD-WAN pieces sent");
+        }
+    }
+
+    /// Sends every edge the pieces that changed (all of them when `all`), then persists the keys
+    /// of the edges whose set of pieces changed.
     async fn push(&mut self, all: bool) {
         let sites: Vec<String> = self.inv.sites.keys().cloned().collect();
+        let mut rekeyed = Vec::new();
         for site in sites {
             let (new, unreachable) = self.pieces_of(&site);
             let track = self.edges.entry(site.clone()).or_default();
@@ -268,8 +279,10 @@ impl Ctl {
                     ch.insert(k.clone(), None);
                 }
             }
+            if !track.sent.keys().eq(new.keys()) {
+                rekeyed.push(site.clone());
+            }
             track.sent = new;
-            track.target = self.generation;
             if ch.is_empty() {
                 if track.pending.is_empty() && track.error.is_none() {
                     track.synced = self.generation;
@@ -278,15 +291,15 @@ impl Ctl {
             }
             self.send(&site, ch).await;
         }
+        if !rekeyed.is_empty() {
+            self.persist_sent(&rekeyed);
+        }
     }
 
     async fn send(&mut self, site: &str, pieces: BTreeMap<String, Option<EdgeConfig>>) {
         let generation = self.generation;
-        let router = RouterId::new(site).ok();
-        let local = router.as_ref() == Some(&self.me);
-        // Batches of at most BATCH_PIECES pieces and about BATCH_BYTES of JSON; each piece is
-        // serialized once.
-        let mut batches: Vec<(Vec<Piece>, Vec<pb::Intent>)> = Vec::new();
+        // Batches of at most BATCH_PIECES pieces and about BATCH_BYTES of JSON.
+        let mut batches: Vec<Vec<pb::Intent>> = Vec::new();
         let mut bytes = 0;
         for (key, config) in pieces {
             self.next_id += 1;
@@ -294,63 +307,50 @@ impl Ctl {
                 .as_ref()
                 .map(|c| serde_json::to_vec(c).expect("an EdgeConfig always serializes"))
                 .unwrap_or_default();
-            let full = batches
+            if batches
                 .last()
-                .is_none_or(|(p, i)| p.len() + i.len() >= BATCH_PIECES || bytes + json.len() > BATCH_BYTES);
-            if full {
-                batches.push((Vec::new(), Vec::new()));
+                .is_none_or(|b| b.len() >= BATCH_PIECES || bytes + json.len() > BATCH_BYTES)
+            {
+                batches.push(Vec::new());
                 bytes = 0;
             }
             bytes += json.len();
-            let (ps, is) = batches.last_mut().expect("pushed above");
-            if local {
-                ps.push(Piece {
-                    intent_id: self.next_id,
+            batches.last_mut().expect("pushed above").push(pb::Intent {
+                id: self.next_id,
+                kind: Some(pb::intent::Kind::SdwanPiece(pb::SdwanPieceIntent {
                     key,
-                    json: config.is_some().then_some(json),
+                    present: config.is_some(),
+                    config_json: json,
                     generation,
-                });
-            } else {
-                is.push(pb::Intent {
-                    id: self.next_id,
-                    kind: Some(pb::intent::Kind::SdwanPiece(pb::SdwanPieceIntent {
-                        key,
-                        present: config.is_some(),
-                        config_json: json,
-                        generation,
-                    })),
-                });
-            }
+                })),
+            });
         }
         let now = Instant::now();
+        let router = RouterId::new(site).ok();
         let address = self.address_of(site);
-        for (ps, is) in batches {
-            let ids: Vec<(u64, String)> = ps
-                .iter()
-                .map(|p| (p.intent_id, p.key.clone()))
-                .chain(is.iter().map(|i| {
-                    let key = match &i.kind {
-                        Some(pb::intent::Kind::SdwanPiece(p)) => p.key.clone(),
-                        _ => String::new(),
-                    };
-                    (i.id, key)
-                }))
-                .collect();
+        for batch in batches {
             let track = self.edges.entry(site.to_string()).or_default();
-            for (id, key) in &ids {
-                track.pending.insert(*id, (key.clone(), now));
-            }
+            track.pending.extend(batch.iter().map(|i| (i.id, now)));
+            let ids: Vec<u64> = batch.iter().map(|i| i.id).collect();
             let outcome = match &router {
-                Some(_) if local => {
-                    self.local_edge.submit(ps, self.local_answers.clone()).await;
+                // This router's own edge, in-process: the same pieces.
+                Some(r) if *r == self.me => {
+                    let pieces = batch
+                        .iter()
+                        .filter_map(|i| match &i.kind {
+                            Some(pb::intent::Kind::SdwanPiece(p)) => Piece::from_pb(i.id, p).ok(),
+                            _ => None,
+                        })
+                        .collect();
+                    self.local_edge.submit(pieces, self.local_answers.clone()).await;
                     Ok(())
                 }
-                Some(r) => self.links.send(r, address, is).await,
+                Some(r) => self.links.send(r, address, batch).await,
                 None => Err(format!("site {site:?} is not a router id")),
             };
             if let Err(e) = outcome {
                 let track = self.edges.entry(site.to_string()).or_default();
-                for (id, _) in &ids {
+                for id in &ids {
                     track.pending.remove(id);
                 }
                 warn!(%site, error = %e, "cannot send SD-WAN pieces; retrying");
@@ -361,6 +361,7 @@ impl Ctl {
     }
 
     fn reply(&mut self, r: Reply) {
+        let generation = self.generation;
         let Some(track) = self.edges.get_mut(r.router.as_str()) else {
             return;
         };
@@ -370,7 +371,7 @@ impl Ctl {
         match r.outcome {
             Ok(()) => {
                 if track.pending.is_empty() && track.error.is_none() {
-                    track.synced = track.target;
+                    track.synced = generation;
                 }
             }
             Err(e) => {
@@ -386,7 +387,7 @@ impl Ctl {
         let due: Vec<String> = self
             .edges
             .iter()
-            .filter(|(_, t)| t.error.is_some() || t.pending.values().any(|(_, at)| now - *at >= RETRY_EVERY))
+            .filter(|(_, t)| t.error.is_some() || t.pending.values().any(|at| now - *at >= RETRY_EVERY))
             .map(|(s, _)| s.clone())
             .collect();
         for site in due {
@@ -486,7 +487,8 @@ pub fn spawn(parts: Parts) -> SdwanHandle {
     for (k, v) in parts.store.blobs_with_prefix(SENT_PREFIX).unwrap_or_default() {
         let keys: Vec<String> = serde_json::from_slice(&v).unwrap_or_default();
         let t = edges.entry(k.trim_start_matches(SENT_PREFIX).to_string()).or_default();
-        t.sent = keys.into_iter().map(|k| (k, unknown_piece())).collect();
+        // Only the keys matter until the first push, which sends every piece again.
+        t.sent = keys.into_iter().map(|k| (k, EdgeConfig::default())).collect();
     }
     let (local_answers, answers) = mpsc::channel::<crate::controller::Answer>(256);
     let (replies_tx, mut replies) = mpsc::channel::<Reply>(1024);

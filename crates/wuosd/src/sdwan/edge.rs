@@ -4,10 +4,9 @@
 //!
 //! ```text
 //!  Control session (server.rs) ──Pieces{batch, answers}──▶ edge task ──▶ store: sdwan/piece/KEY
-//!                                                          │ holds the pieces and what the
-//!                                                          │ kernel was last made to hold
-//!                               ◀── Answer per piece ───────┤──▶ Overlays: diff(held, union)
-//!  start:  stored pieces ─▶ kernel read back ─▶ reconcile ──┘     (rtnetlink + nft)
+//!                                                          │ holds the pieces (as JSON)
+//!                               ◀── Answer per piece ───────┤──▶ Overlays: diff(batch's old
+//!  start:  stored pieces ─▶ kernel read back ─▶ reconcile ──┘     pieces, new ones) (rtnetlink + nft)
 //! ```
 //!
 //! A restarted daemon reads what the kernel holds and carries out only the difference to its
@@ -19,7 +18,7 @@
 //! a batch costs what it changes: the ops between its pieces' old and new contents (pieces own
 //! disjoint devices, routes and rules), and the nftables table only when the marks change.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,8 +39,8 @@ const ADVERTISED_TUNNELS: usize = 64;
 
 /// How often an edge whose last change partly failed tries again from a kernel read.
 pub const RETRY_EVERY: Duration = Duration::from_secs(5);
-/// How often an edge holding pieces checks that the kernel still holds them (a read of 1,000
-/// overlays' state costs ~55 ms of CPU here).
+/// How often an edge holding pieces checks that the kernel still holds them (reading 1,000
+/// overlays' state back takes ~55 ms here).
 pub const CHECK_EVERY: Duration = Duration::from_secs(30);
 
 /// One piece from the controller, as it came: its JSON is parsed by the edge task, a batch at a
@@ -122,8 +121,6 @@ struct Edge<O> {
     store: Arc<Store>,
     /// What goes into this router's adverts.
     advert: watch::Sender<Option<pb::SdwanEdgeState>>,
-    /// Tunnels found missing or incomplete in the kernel and not put back yet.
-    down: BTreeSet<String>,
     check_every: Duration,
     last_check: std::time::Instant,
     /// The pieces: what the kernel holds while `failed` is empty.
@@ -222,14 +219,18 @@ impl Kept {
 impl<O: Overlays> Edge<O> {
     /// From a kernel read to the pieces' union; the ops carried out.
     async fn reconcile(&mut self) -> Vec<Op> {
-        let want = self.pieces.merged();
-        let kernel = match self.overlays.read().await {
-            Ok(k) => k,
+        match self.overlays.read().await {
+            Ok(kernel) => self.reconcile_from(kernel).await,
             Err(e) => {
                 self.failed = vec![format!("cannot read what the kernel holds: {e}")];
-                return Vec::new();
+                Vec::new()
             }
-        };
+        }
+    }
+
+    /// From what the kernel holds (`kernel`, read back) to the pieces' union.
+    async fn reconcile_from(&mut self, kernel: EdgeConfig) -> Vec<Op> {
+        let want = self.pieces.merged();
         let ops = if kernel == EdgeConfig::default() && want == EdgeConfig::default() {
             Vec::new()
         } else {
@@ -266,8 +267,6 @@ impl<O: Overlays> Edge<O> {
         self.store
             .update(&puts_ref, &deletes_ref)
             .map_err(|e| format!("cannot persist the pieces: {e}"))?;
-        drop(puts_ref);
-        drop(puts);
         self.generation = self
             .generation
             .max(batch.iter().map(|(p, _)| p.generation).max().unwrap_or(0));
@@ -280,10 +279,7 @@ impl<O: Overlays> Edge<O> {
             }
         }
         if self.failed.is_empty() {
-            let mut ops: Vec<Op> = diff(&old, &new)
-                .into_iter()
-                .filter(|op| !matches!(op, Op::ReplaceNft(_) | Op::DeleteNft))
-                .collect();
+            let mut ops: Vec<Op> = diff(&old, &new).into_iter().filter(|op| !op.is_nft()).collect();
             let nft = self.pieces.nft_script();
             if nft != self.nft {
                 ops.push(if nft.is_empty() {
@@ -325,12 +321,8 @@ impl<O: Overlays> Edge<O> {
                     // Compared piece by piece (no second whole configuration in memory); only
                     // when something differs is the whole difference worked out.
                     if !self.pieces.held_by(&kernel) {
-                        drop(kernel);
-                        let ops = self.reconcile().await;
-                        let drift: Vec<&Op> = ops
-                            .iter()
-                            .filter(|op| !matches!(op, Op::ReplaceNft(_) | Op::DeleteNft))
-                            .collect();
+                        let ops = self.reconcile_from(kernel).await;
+                        let drift: Vec<&Op> = ops.iter().filter(|op| !op.is_nft()).collect();
                         warn!(
                             ops = drift.len(),
                             first = %drift.first().map(|o| o.to_string()).unwrap_or_default(),
@@ -341,16 +333,11 @@ impl<O: Overlays> Edge<O> {
                 Err(e) => self.failed = vec![format!("cannot read what the kernel holds: {e}")],
             }
         }
-        self.down = self
-            .pieces
-            .tunnel_names()
-            .filter(|t| self.failed.iter().any(|f| f.contains(t.as_str())))
-            .cloned()
-            .collect();
         self.publish();
     }
 
-    /// The advert's SD-WAN state: none without pieces; otherwise the tunnels, those down first.
+    /// The advert's SD-WAN state: none without pieces; otherwise the tunnels, those down first
+    /// (while an op has failed, every tunnel counts as down: the failure is not tied to one).
     fn publish(&self) {
         let state = (!self.pieces.is_empty()).then(|| {
             let mut items: Vec<pb::TunnelState> = self
@@ -358,7 +345,7 @@ impl<O: Overlays> Edge<O> {
                 .tunnel_names()
                 .map(|t| pb::TunnelState {
                     name: t.clone(),
-                    up: !self.down.contains(t) && self.failed.is_empty(),
+                    up: self.failed.is_empty(),
                 })
                 .collect();
             items.sort_by(|a, b| (a.up, &a.name).cmp(&(b.up, &b.name)));
@@ -417,7 +404,6 @@ pub fn spawn<O: Overlays + 'static>(overlays: O, store: Arc<Store>, check_every:
         overlays,
         store,
         advert,
-        down: BTreeSet::new(),
         check_every,
         last_check: std::time::Instant::now(),
         pieces,

@@ -124,16 +124,14 @@ fn rule_pb(r: &MatchRule) -> pb::MatchRule {
 }
 
 fn refused(r: Refused) -> Status {
+    let msg = r.message();
     match &r {
-        Refused::Action { index, error } => {
-            let msg = if *index == 0 { error.to_string() } else { r.to_string() };
-            match error.kind() {
-                ErrorKind::NotFound => Status::not_found(msg),
-                ErrorKind::Conflict => Status::failed_precondition(msg),
-                ErrorKind::Invalid => Status::invalid_argument(msg),
-            }
-        }
-        Refused::Store(_) => Status::unavailable(r.to_string()),
+        Refused::Action { error, .. } => match error.kind() {
+            ErrorKind::NotFound => Status::not_found(msg),
+            ErrorKind::Conflict => Status::failed_precondition(msg),
+            ErrorKind::Invalid => Status::invalid_argument(msg),
+        },
+        Refused::Store(_) => Status::unavailable(msg),
     }
 }
 

@@ -141,18 +141,25 @@ fn refused(r: Refused) -> Response {
         },
         Refused::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
     };
-    let message = match &r {
-        // One action: its error alone.
-        Refused::Action { index: 0, error } => error.to_string(),
-        r => r.to_string(),
-    };
-    error(status, code, message)
+    error(status, code, r.message())
 }
 
-/// A request body, or the 400 answer saying what is wrong with it.
-fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, Box<Response>> {
-    b.map(|Json(t)| t)
-        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, "invalid", e.body_text())))
+/// A JSON request body; one that does not parse is answered 400 `invalid`, saying why, in the
+/// NBI's error form.
+struct Body<T>(T);
+
+impl<S: Send + Sync, T> axum::extract::FromRequest<S> for Body<T>
+where
+    Json<T>: axum::extract::FromRequest<S, Rejection = JsonRejection>,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        Json::<T>::from_request(req, state)
+            .await
+            .map(|Json(t)| Body(t))
+            .map_err(|e| error(StatusCode::BAD_REQUEST, "invalid", e.body_text()))
+    }
 }
 
 async fn act(h: &SdwanHandle, actions: Vec<Action>) -> Response {
@@ -180,11 +187,8 @@ async fn list_overlays(State(h): S) -> Response {
 
 #[utoipa::path(post, path = "/v1/overlays", request_body = OverlaySpec,
     responses((status = 200, body = Changed), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
-async fn create_overlay(State(h): S, b: Result<Json<OverlaySpec>, JsonRejection>) -> Response {
-    match body(b) {
-        Ok(spec) => act(&h, vec![Action::CreateOverlay(spec)]).await,
-        Err(r) => *r,
-    }
+async fn create_overlay(State(h): S, Body(spec): Body<OverlaySpec>) -> Response {
+    act(&h, vec![Action::CreateOverlay(spec)]).await
 }
 
 #[utoipa::path(get, path = "/v1/overlays/{name}", params(("name" = String, Path)),
@@ -207,21 +211,9 @@ async fn delete_overlay(State(h): S, Path(name): Path<String>) -> Response {
 
 #[utoipa::path(post, path = "/v1/overlays/{name}/sites", params(("name" = String, Path)), request_body = SiteRequest,
     responses((status = 200, body = Changed), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
-async fn add_site(State(h): S, Path(overlay): Path<String>, b: Result<Json<SiteRequest>, JsonRejection>) -> Response {
-    match body(b) {
-        Ok(r) => {
-            act(
-                &h,
-                vec![Action::AddSite {
-                    overlay,
-                    site: r.site,
-                    member: r.member,
-                }],
-            )
-            .await
-        }
-        Err(r) => *r,
-    }
+async fn add_site(State(h): S, Path(overlay): Path<String>, Body(r): Body<SiteRequest>) -> Response {
+    let (site, member) = (r.site, r.member);
+    act(&h, vec![Action::AddSite { overlay, site, member }]).await
 }
 
 #[utoipa::path(delete, path = "/v1/overlays/{name}/sites/{site}", params(("name" = String, Path), ("site" = String, Path)),
@@ -240,11 +232,8 @@ async fn list_classes(State(h): S) -> Response {
 
 #[utoipa::path(post, path = "/v1/classes", request_body = ClassSpec,
     responses((status = 200, body = Changed), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
-async fn create_class(State(h): S, b: Result<Json<ClassSpec>, JsonRejection>) -> Response {
-    match body(b) {
-        Ok(spec) => act(&h, vec![Action::CreateClass(spec)]).await,
-        Err(r) => *r,
-    }
+async fn create_class(State(h): S, Body(spec): Body<ClassSpec>) -> Response {
+    act(&h, vec![Action::CreateClass(spec)]).await
 }
 
 #[utoipa::path(delete, path = "/v1/classes/{name}", params(("name" = String, Path)),
@@ -255,47 +244,16 @@ async fn delete_class(State(h): S, Path(name): Path<String>) -> Response {
 
 #[utoipa::path(put, path = "/v1/classes/{name}/overlay", params(("name" = String, Path)), request_body = AssignRequest,
     responses((status = 200, body = Changed), (status = 404, body = ApiError)))]
-async fn assign_class(
-    State(h): S,
-    Path(class): Path<String>,
-    b: Result<Json<AssignRequest>, JsonRejection>,
-) -> Response {
-    match body(b) {
-        Ok(r) => {
-            act(
-                &h,
-                vec![Action::AssignClass {
-                    class,
-                    overlay: r.overlay,
-                }],
-            )
-            .await
-        }
-        Err(r) => *r,
-    }
+async fn assign_class(State(h): S, Path(class): Path<String>, Body(r): Body<AssignRequest>) -> Response {
+    let overlay = r.overlay;
+    act(&h, vec![Action::AssignClass { class, overlay }]).await
 }
 
 #[utoipa::path(post, path = "/v1/classes/{name}/services", params(("name" = String, Path)), request_body = ServiceRequest,
     responses((status = 200, body = Changed), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
-async fn add_service(
-    State(h): S,
-    Path(class): Path<String>,
-    b: Result<Json<ServiceRequest>, JsonRejection>,
-) -> Response {
-    match body(b) {
-        Ok(r) => {
-            act(
-                &h,
-                vec![Action::AddService {
-                    class,
-                    service: r.service,
-                    rules: r.rules,
-                }],
-            )
-            .await
-        }
-        Err(r) => *r,
-    }
+async fn add_service(State(h): S, Path(class): Path<String>, Body(r): Body<ServiceRequest>) -> Response {
+    let (service, rules) = (r.service, r.rules);
+    act(&h, vec![Action::AddService { class, service, rules }]).await
 }
 
 #[utoipa::path(delete, path = "/v1/classes/{name}/services/{service}", params(("name" = String, Path), ("service" = String, Path)),
@@ -307,11 +265,8 @@ async fn remove_service(State(h): S, Path((class, service)): Path<(String, Strin
 /// Several changes, carried out in order, all or none.
 #[utoipa::path(post, path = "/v1/actions", request_body = Vec<Action>,
     responses((status = 200, body = Changed), (status = 400, body = ApiError), (status = 404, body = ApiError), (status = 409, body = ApiError)))]
-async fn actions(State(h): S, b: Result<Json<Vec<Action>>, JsonRejection>) -> Response {
-    match body(b) {
-        Ok(list) => act(&h, list).await,
-        Err(r) => *r,
-    }
+async fn actions(State(h): S, Body(list): Body<Vec<Action>>) -> Response {
+    act(&h, list).await
 }
 
 #[utoipa::path(get, path = "/v1/status", responses((status = 200, body = Status)))]
