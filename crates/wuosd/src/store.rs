@@ -30,7 +30,7 @@ impl std::fmt::Debug for Store {
 }
 
 /// The store's page cache.
-const CACHE_BYTES: usize = 4 << 20;
+const CACHE_BYTES: usize = 1 << 20;
 
 impl Store {
     /// Opens (or creates) `data_dir/wuosd.redb`.
