@@ -380,7 +380,7 @@ pub(crate) fn in_lab_node<R: Send>(env: &LabEnv, lab: &str, node: &str, f: impl 
 }
 
 /// This thread's user + system CPU seconds.
-fn thread_cpu() -> f64 {
+pub(crate) fn thread_cpu() -> f64 {
     let r = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_THREAD);
     r.map(|u| {
         let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
@@ -530,6 +530,7 @@ fn print(r: &Report) {
             "delete synced ms",
             "e1 RSS growth MiB",
             "dc RSS growth MiB",
+            "prober CPU ms",
         ]);
         for row in &e.rows {
             t.row([
@@ -541,6 +542,7 @@ fn print(r: &Report) {
                 at_resolution(row.delete_ms.median, 1.0),
                 at_resolution(row.edge_rss_growth_mib.median, 0.1),
                 at_resolution(row.controller_rss_growth_mib.median, 0.1),
+                at_resolution(row.prober_cpu_ms.median, 1.0),
             ]);
         }
         print!("{t}");
