@@ -16,6 +16,9 @@
 //! - [`ops`]: the ops from one edge configuration to another.
 //! - [`slice`]: an edge's configuration in pieces (one per overlay and class), as the
 //!   controller sends it.
+//! - [`stamp`]: STAMP test packets (RFC 8762), the probes of each path.
+//! - [`path`]: a path's figures (latency, loss, jitter, up) from its probes.
+//! - [`sla`]: which paths carry a class with an SLA, from the paths' figures.
 //! - [`error`]: why a request is refused.
 
 pub mod class;
@@ -26,7 +29,10 @@ pub mod inventory;
 mod net;
 pub mod ops;
 pub mod overlay;
+pub mod path;
+pub mod sla;
 pub mod slice;
+pub mod stamp;
 
 pub use class::{MatchRule, PortRange, Proto, TrafficClass};
 pub use desired::{Action, ClassSpec, Desired, OverlaySpec};
