@@ -216,12 +216,24 @@ pub struct TrafficClass {
     /// The overlay its packets ride.
     pub overlay: String,
     pub rules: Vec<MatchRule>,
+    /// Steered by an SLA over candidate paths (`crate::steer`); none: always its overlay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steering: Option<crate::steer::Steering>,
 }
 
 impl TrafficClass {
     /// The packet mark (`meta mark`, `ip rule fwmark`).
     pub fn mark(&self) -> u32 {
         MARK_BASE | u32::from(self.id)
+    }
+
+    /// The overlays the class may use: its own and those its steering prefers.
+    pub fn overlays(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.overlay.as_str()).chain(self.steering.iter().flat_map(|s| {
+            s.prefer
+                .iter()
+                .map(|p| p.split_once('/').map_or(p.as_str(), |(o, _)| o))
+        }))
     }
 }
 
@@ -321,12 +333,14 @@ mod tests {
             id: 1,
             overlay: "o1".into(),
             rules: vec![iperf.clone(), sip.clone()],
+            steering: None,
         };
         let b = TrafficClass {
             name: "media".into(),
             id: 2,
             overlay: "o2".into(),
             rules: vec![udp_range],
+            steering: None,
         };
         let e = overlap(&a, [&b]).unwrap_err().to_string();
         assert!(

@@ -10,6 +10,7 @@ use crate::class::{self, MatchRule, TrafficClass};
 use crate::error::{SdwanError, list};
 use crate::inventory::Inventory;
 use crate::overlay::{Layout, Member, Overlay};
+use crate::steer::{self, Steering};
 
 /// Overlay ids run 1..=this (each takes a table, a VNI per underlay and an inner /24 per underlay).
 pub const MAX_OVERLAYS: usize = 2047;
@@ -41,6 +42,9 @@ pub struct ClassSpec {
     pub overlay: String,
     #[serde(default)]
     pub rules: Vec<MatchRule>,
+    /// An SLA and candidate paths (application-aware routing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steering: Option<Steering>,
 }
 
 /// Every change the NBI can ask for.
@@ -69,6 +73,12 @@ pub enum Action {
     AssignClass {
         class: String,
         overlay: String,
+    },
+    /// Gives a class an SLA and candidate paths, or (none) takes them away.
+    SetSteering {
+        class: String,
+        #[serde(default)]
+        steering: Option<Steering>,
     },
     /// Adds a microservice's match rules to a class (the seed's Fig. 4).
     AddService {
@@ -114,7 +124,7 @@ impl Desired {
                 let users: Vec<String> = self
                     .classes
                     .values()
-                    .filter(|c| c.overlay == name)
+                    .filter(|c| c.overlays().any(|o| o == name))
                     .map(|c| c.name.clone())
                     .collect();
                 if !users.is_empty() {
@@ -158,6 +168,7 @@ impl Desired {
                     id,
                     overlay: spec.overlay,
                     rules: spec.rules,
+                    steering: spec.steering,
                 };
                 self.check_class(&class, inv)?;
                 self.classes.insert(class.name.clone(), class);
@@ -169,6 +180,12 @@ impl Desired {
             Action::AssignClass { class, overlay } => {
                 let mut c = self.class(&class)?.clone();
                 c.overlay = overlay;
+                self.check_class(&c, inv)?;
+                self.classes.insert(class, c);
+            }
+            Action::SetSteering { class, steering } => {
+                let mut c = self.class(&class)?.clone();
+                c.steering = steering;
                 self.check_class(&c, inv)?;
                 self.classes.insert(class, c);
             }
@@ -247,7 +264,27 @@ impl Desired {
                 )));
             }
         }
+        if let Some(st) = &class.steering {
+            self.candidates(class, st, inv)?;
+        }
         class::overlap(class, self.classes.values())
+    }
+
+    /// A steered class's candidate paths, checked against the overlays.
+    pub fn candidates(
+        &self,
+        class: &TrafficClass,
+        steering: &Steering,
+        inv: &Inventory,
+    ) -> Result<Vec<crate::sla::PathId>, SdwanError> {
+        steer::candidates(class, steering, |name| {
+            let o = self.overlay(name)?;
+            Ok(if o.underlays.is_empty() {
+                inv.underlays.clone()
+            } else {
+                o.underlays.clone()
+            })
+        })
     }
 }
 

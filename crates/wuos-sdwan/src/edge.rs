@@ -22,10 +22,11 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 use wuos_model::topology::Ipv4Net;
 
-use crate::class::{MatchRule, Proto};
+use crate::class::{MatchRule, Proto, TrafficClass};
 use crate::desired::Desired;
 use crate::inventory::{Inventory, Site};
 use crate::overlay::Overlay;
+use crate::steer::{self, Candidate, ClassPlan, Steering};
 
 pub const TABLE_BASE: u32 = 10_000;
 pub const CLASS_RULE_BASE: u32 = 10_000;
@@ -162,6 +163,10 @@ pub struct EdgeConfig {
     /// Remote LAN prefixes that no tunnel reaches, and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreachable: Vec<String>,
+    /// The classes steered by an SLA: what the edge's monitor probes and its decisions choose
+    /// between (not kernel state: their tables and rules are above).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steer: Vec<ClassPlan>,
 }
 
 /// `overlay id × 8 + underlay position`.
@@ -210,6 +215,70 @@ fn member_ifnames(o: &Overlay, name: &str, site: &Site) -> Vec<String> {
         .filter(|l| prefixes.iter().any(|p| l.prefix.contains(p.addr)))
         .map(|l| l.ifname.clone())
         .collect()
+}
+
+/// A steered class's candidate tables, their routes and `fwmark` rules, and its plan, on `edge`
+/// (after the overlays' tunnels are in `out`).
+fn steer_class(out: &mut EdgeConfig, c: &TrafficClass, st: &Steering, desired: &Desired, inv: &Inventory, edge: &str) {
+    let Ok(paths) = desired.candidates(c, st, inv) else {
+        return;
+    };
+    let mut plan = ClassPlan {
+        class: c.name.clone(),
+        mark: c.mark(),
+        steering: st.clone(),
+        candidates: Vec::new(),
+        sites: BTreeMap::new(),
+    };
+    for (i, path) in paths.into_iter().enumerate() {
+        let Some(o) = desired.overlays.get(&path.overlay) else {
+            continue;
+        };
+        let tunnel = tunnel_name(o.id, &path.underlay);
+        let mut cand = Candidate {
+            path,
+            tunnel: tunnel.clone(),
+            mark: steer::mark(c, i),
+            table: steer::table(c, i),
+            via: BTreeMap::new(),
+        };
+        if let Some(t) = out.tunnels.get(&tunnel) {
+            for (r, _) in o.sites.iter().filter(|(r, _)| *r != edge) {
+                let (Some(site), Some(next)) = (inv.sites.get(r), o.next_site(edge, r)) else {
+                    continue;
+                };
+                let Some(peer) = t.peers.iter().find(|p| p.site == next) else {
+                    continue;
+                };
+                cand.via.insert(r.clone(), peer.inner);
+                let lans = plan
+                    .sites
+                    .entry(r.clone())
+                    .or_insert_with(|| match desired.overlays.get(&c.overlay) {
+                        Some(main) if main.sites.contains_key(r) => member_lans(main, r, site),
+                        _ => member_lans(o, r, site),
+                    })
+                    .clone();
+                for p in lans {
+                    out.routes.insert(Route {
+                        table: cand.table,
+                        dst: (p.addr, p.prefix_len),
+                        via: peer.inner,
+                        dev: tunnel.clone(),
+                    });
+                }
+            }
+        }
+        if !cand.via.is_empty() {
+            out.rules.insert(Rule {
+                priority: CLASS_RULE_BASE + u32::from(c.id),
+                selector: Selector::Fwmark(cand.mark),
+                table: cand.table,
+            });
+        }
+        plan.candidates.push(cand);
+    }
+    out.steer.push(plan);
 }
 
 impl EdgeConfig {
@@ -318,6 +387,9 @@ impl EdgeConfig {
                 selector: Selector::Fwmark(c.mark()),
                 table: table(o),
             });
+            if let Some(st) = &c.steering {
+                steer_class(&mut out, c, st, desired, inv, edge);
+            }
             let lans = member_ifnames(o, edge, me);
             for rule in &c.rules {
                 let ingress: Vec<String> = if rule.ingress.is_empty() {

@@ -19,6 +19,8 @@
 //! - [`stamp`]: STAMP test packets (RFC 8762), the probes of each path.
 //! - [`path`]: a path's figures (latency, loss, jitter, up) from its probes.
 //! - [`sla`]: which paths carry a class with an SLA, from the paths' figures.
+//! - [`steer`]: a steered class's candidate paths, their tables and marks, and the nftables
+//!   table that carries out the decisions.
 //! - [`error`]: why a request is refused.
 
 pub mod class;
@@ -33,6 +35,7 @@ pub mod path;
 pub mod sla;
 pub mod slice;
 pub mod stamp;
+pub mod steer;
 
 pub use class::{MatchRule, PortRange, Proto, TrafficClass};
 pub use desired::{Action, ClassSpec, Desired, OverlaySpec};

@@ -36,6 +36,10 @@ pub struct Sla {
     pub max_jitter_ms: Option<f64>,
 }
 
+/// Limits are finite numbers ([`Sla::check`] refuses others), so equality is an equivalence and
+/// classes that carry an SLA stay `Eq`.
+impl Eq for Sla {}
+
 impl Sla {
     /// Refuses limits that are negative or not numbers, and an SLA that limits nothing.
     pub fn check(&self) -> Result<(), String> {

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use crate::desired::Desired;
 use crate::edge::{EdgeConfig, Mark, Selector, table};
+use crate::steer;
 
 /// Piece key → piece.
 pub type Slices = BTreeMap<String, EdgeConfig>;
@@ -42,12 +43,22 @@ pub fn split(config: &EdgeConfig, desired: &Desired) -> Slices {
             .tunnels
             .insert(t.name.clone(), t.clone());
     }
+    // A steered class's candidates: their tables and rules are the class's.
+    let mut steered_tables: BTreeMap<u32, &str> = BTreeMap::new();
+    let mut by_mark: BTreeMap<u32, &str> = desired.classes.values().map(|c| (c.mark(), c.name.as_str())).collect();
+    for c in desired.classes.values().filter(|c| c.steering.is_some()) {
+        for i in 0..steer::MAX_CANDIDATES {
+            steered_tables.insert(steer::table(c, i), c.name.as_str());
+            by_mark.insert(steer::mark(c, i), c.name.as_str());
+        }
+    }
     for r in &config.routes {
         if let Some(name) = by_table.get(&r.table) {
             out.entry(overlay_key(name)).or_default().routes.insert(r.clone());
+        } else if let Some(class) = steered_tables.get(&r.table) {
+            out.entry(class_key(class)).or_default().routes.insert(r.clone());
         }
     }
-    let by_mark: BTreeMap<u32, &str> = desired.classes.values().map(|c| (c.mark(), c.name.as_str())).collect();
     for r in &config.rules {
         // A class's fwmark rule is the class's: re-pointing a class does not touch the overlays.
         let key = match &r.selector {
@@ -60,6 +71,9 @@ pub fn split(config: &EdgeConfig, desired: &Desired) -> Slices {
     }
     for m in &config.marks {
         out.entry(class_key(&m.class)).or_default().marks.push(m.clone());
+    }
+    for p in &config.steer {
+        out.entry(class_key(&p.class)).or_default().steer.push(p.clone());
     }
     out
 }
@@ -77,9 +91,11 @@ pub fn merge_owned(pieces: impl IntoIterator<Item = EdgeConfig>) -> EdgeConfig {
         out.routes.extend(p.routes);
         out.rules.extend(p.rules);
         out.marks.extend(p.marks);
+        out.steer.extend(p.steer);
     }
     // The marks in realise's order: by class name, then as listed in the class.
     out.marks.sort_by(|a, b| a.class.cmp(&b.class));
+    out.steer.sort_by(|a, b| a.class.cmp(&b.class));
     out
 }
 

@@ -4,6 +4,8 @@
 //! `UPDATE_GOLDEN=1 cargo test -p wuos-sdwan --test golden` rewrites the expected files.
 
 use std::collections::BTreeMap;
+mod common;
+
 use std::fs;
 use std::path::Path;
 
@@ -62,26 +64,5 @@ fn run(dir: &Path) -> String {
 
 #[test]
 fn golden_layouts() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let mut cases: Vec<_> = fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
-    cases.sort();
-    assert!(cases.len() >= 3, "golden cases missing under {}", root.display());
-    let mut failed = Vec::new();
-    for dir in cases {
-        let got = run(&dir);
-        let expected_path = dir.join("expected.txt");
-        if std::env::var_os("UPDATE_GOLDEN").is_some() {
-            fs::write(&expected_path, &got).unwrap();
-            continue;
-        }
-        let expected = fs::read_to_string(&expected_path).unwrap_or_default();
-        if got != expected {
-            eprintln!("--- {} differs; got:\n{got}", dir.display());
-            failed.push(dir);
-        }
-    }
-    assert!(
-        failed.is_empty(),
-        "golden cases differ (UPDATE_GOLDEN=1 rewrites them): {failed:?}"
-    );
+    common::check_cases("golden", 3, run);
 }

@@ -6,6 +6,8 @@
 //! `UPDATE_GOLDEN=1 cargo test -p wuos-sdwan --test sla_golden` rewrites the expected files.
 
 use std::collections::BTreeMap;
+mod common;
+
 use std::fs;
 use std::path::Path;
 use std::time::Duration;
@@ -113,26 +115,5 @@ fn run(dir: &Path) -> String {
 
 #[test]
 fn golden_sla_scenarios() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden_sla");
-    let mut cases: Vec<_> = fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
-    cases.sort();
-    assert!(cases.len() >= 4, "golden cases missing under {}", root.display());
-    let mut failed = Vec::new();
-    for dir in cases {
-        let got = run(&dir);
-        let expected_path = dir.join("expected.txt");
-        if std::env::var_os("UPDATE_GOLDEN").is_some() {
-            fs::write(&expected_path, &got).unwrap();
-            continue;
-        }
-        let expected = fs::read_to_string(&expected_path).unwrap_or_default();
-        if got != expected {
-            eprintln!("--- {} differs; got:\n{got}", dir.display());
-            failed.push(dir);
-        }
-    }
-    assert!(
-        failed.is_empty(),
-        "golden SLA scenarios differ (UPDATE_GOLDEN=1 rewrites them): {failed:?}"
-    );
+    common::check_cases("golden_sla", 4, run);
 }

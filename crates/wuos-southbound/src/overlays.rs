@@ -523,7 +523,9 @@ impl Netlink {
                 mac,
             });
         }
-        let tables = TABLE_BASE + 1..=TABLE_BASE + u32::from(u16::MAX);
+        let ours = |t: u32| {
+            (TABLE_BASE + 1..=TABLE_BASE + u32::from(u16::MAX)).contains(&t) || wuos_sdwan::steer::TABLES.contains(&t)
+        };
         let mut routes = self
             .handle
             .route()
@@ -540,7 +542,7 @@ impl Netlink {
                     _ => {}
                 }
             }
-            if let (true, Some(via), Some(dev)) = (tables.contains(&table), via, dev) {
+            if let (true, Some(via), Some(dev)) = (ours(table), via, dev) {
                 out.routes.insert(Route {
                     table,
                     dst: (dst, m.header.destination_prefix_length),

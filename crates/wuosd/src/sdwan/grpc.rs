@@ -91,6 +91,8 @@ pub fn action(a: &pb::NbiAction) -> Result<Action, Status> {
             name: c.name.clone(),
             overlay: c.overlay.clone(),
             rules: rules(&c.rules)?,
+            // SLA steering is REST-only for now (issue 12 in progress).
+            steering: None,
         }),
         Kind::DeleteClass(n) => Action::DeleteClass { name: n.name.clone() },
         Kind::AssignClass(a) => Action::AssignClass {
