@@ -205,6 +205,7 @@ pub fn config(env: &LabEnv, st: &LabState, opts: &DaemonOptions, i: usize) -> Re
                 token_file: dir.join("token"),
             }
         }),
+        sdwan_paths: Default::default(),
     })
 }
 

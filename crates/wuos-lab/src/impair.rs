@@ -94,6 +94,36 @@ impl Impairment {
     }
 }
 
+/// A running relay's impairment, changed while it runs ([`Tuning::set`], e.g. on SIGHUP): both
+/// directions take the new values from their next frame, without a gap (a relay restarted for
+/// a new delay would drop the link's frames while it starts).
+#[derive(Debug, Default)]
+pub struct Tuning {
+    generation: AtomicU64,
+    current: Mutex<Option<Impairment>>,
+}
+
+impl Tuning {
+    /// The relay's impairment from now on (its seed is ignored: the random streams go on).
+    pub fn set(&self, imp: Impairment) -> Result<(), ImpairError> {
+        imp.validate()?;
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(imp);
+        self.generation.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// When the impairment changed since generation `seen`: the new one (`reverse`: with the
+    /// reverse direction's seed, unused by retune) and the generation now.
+    fn changed(&self, seen: u64) -> Option<(Impairment, u64)> {
+        let g = self.generation.load(Ordering::Acquire);
+        if g == seen {
+            return None;
+        }
+        let imp = self.current.lock().unwrap_or_else(|e| e.into_inner()).clone()?;
+        Some((imp, g))
+    }
+}
+
 /// The pure, deterministic delay line of one direction: decides for each frame whether it is
 /// dropped and when it leaves.
 #[derive(Clone, Debug)]
@@ -122,6 +152,15 @@ impl DelayLine {
             rng: SplitMix64::new(imp.seed),
             last: None,
         }
+    }
+
+    /// Takes `imp`'s delay, jitter and loss from the next frame on, keeping its random stream
+    /// and the last departure (frames stay in order across the change).
+    pub fn retune(&mut self, imp: &Impairment) {
+        let fresh = DelayLine::new(imp);
+        self.delay_ns = fresh.delay_ns;
+        self.jitter_ns = fresh.jitter_ns;
+        self.loss = fresh.loss;
     }
 
     /// True if frames leave as soon as they arrive (no delay, no jitter).
@@ -220,6 +259,13 @@ pub struct RelaySpec {
 /// vanish once the relay has returned. Frames still queued when the relay stops are
 /// discarded. Errors are returned for setup failures and unexpected socket errors.
 pub fn run_relay(spec: &RelaySpec, stop: &AtomicBool) -> Result<RelayStats, ImpairError> {
+    run_tunable_relay(spec, stop, &Tuning::default())
+}
+
+/// [`run_relay`] whose impairment `tuning` changes while it runs. A direction that started
+/// without delay or jitter forwards at once and keeps doing so (a new loss applies; a new delay
+/// needs a relay started with one).
+pub fn run_tunable_relay(spec: &RelaySpec, stop: &AtomicBool, tuning: &Tuning) -> Result<RelayStats, ImpairError> {
     spec.impairment.validate()?;
     if spec.if_a == spec.if_b {
         return Err(ImpairError::SameInterface(spec.if_a.clone()));
@@ -257,16 +303,17 @@ pub fn run_relay(spec: &RelaySpec, stop: &AtomicBool) -> Result<RelayStats, Impa
         for (i, line) in lines.into_iter().enumerate() {
             let (rx, tx, tag) = dirs[i];
             let (ctl, c, q) = (&ctl, &counters[i], &queues[i]);
+            let tune = Retune { tuning, seen: 0 };
             let mut bodies: Vec<(String, ThreadBody<'_>)> = Vec::new();
             if line.is_immediate() {
                 bodies.push((
                     format!("relay-{tag}"),
-                    Box::new(move || forward_loop(rx, tx, line, c, ctl)),
+                    Box::new(move || forward_loop(rx, tx, line, tune, c, ctl)),
                 ));
             } else {
                 bodies.push((
                     format!("relay-rx-{tag}"),
-                    Box::new(move || receive_loop(rx, line, q, c, ctl)),
+                    Box::new(move || receive_loop(rx, line, tune, q, c, ctl)),
                 ));
                 bodies.push((format!("relay-tx-{tag}"), Box::new(move || send_loop(tx, q, c, ctl))));
             }
@@ -463,11 +510,28 @@ fn send_counted(tx: &PacketSocket, data: &[u8], c: &Counters, ctl: &Control<'_>)
     true
 }
 
+/// A direction's view of its relay's [`Tuning`].
+struct Retune<'a> {
+    tuning: &'a Tuning,
+    seen: u64,
+}
+
+impl Retune<'_> {
+    /// Applies a change of the relay's impairment to `line`, if there was one.
+    fn apply(&mut self, line: &mut DelayLine) {
+        if let Some((imp, g)) = self.tuning.changed(self.seen) {
+            line.retune(&imp);
+            self.seen = g;
+        }
+    }
+}
+
 /// Receive-and-send loop of a direction without delay.
 fn forward_loop(
     rx: &PacketSocket,
     tx: &PacketSocket,
     mut line: DelayLine,
+    mut tune: Retune<'_>,
     c: &Counters,
     ctl: &Control<'_>,
 ) -> Result<(), ImpairError> {
@@ -480,6 +544,7 @@ fn forward_loop(
                 continue;
             }
         };
+        tune.apply(&mut line);
         if line.admit(Instant::now()).is_none() {
             bump(&c.dropped_loss);
             continue;
@@ -495,6 +560,7 @@ fn forward_loop(
 fn receive_loop(
     rx: &PacketSocket,
     mut line: DelayLine,
+    mut tune: Retune<'_>,
     q: &Queue,
     c: &Counters,
     ctl: &Control<'_>,
@@ -508,6 +574,7 @@ fn receive_loop(
                 continue;
             }
         };
+        tune.apply(&mut line);
         match line.admit(Instant::now()) {
             None => bump(&c.dropped_loss),
             Some(depart) => {
@@ -606,6 +673,33 @@ mod tests {
             let now = t + Duration::from_millis(i);
             assert_eq!(l.admit(now), Some(now + Duration::from_millis(20)));
         }
+    }
+
+    #[test]
+    fn a_retuned_line_takes_the_new_delay_and_never_reorders() {
+        let mut l = DelayLine::new(&imp(50, 0, 0.0, 1));
+        let t = Instant::now();
+        assert_eq!(l.admit(t), Some(t + Duration::from_millis(50)));
+        let tuning = Tuning::default();
+        let mut tune = Retune {
+            tuning: &tuning,
+            seen: 0,
+        };
+        tune.apply(&mut l);
+        assert_eq!(l.admit(t), Some(t + Duration::from_millis(50)), "nothing set yet");
+        tuning.set(imp(5, 0, 0.0, 9)).unwrap();
+        tune.apply(&mut l);
+        // Shorter now, but not before the frame admitted with the old delay.
+        assert_eq!(
+            l.admit(t + Duration::from_millis(1)),
+            Some(t + Duration::from_millis(50))
+        );
+        let later = t + Duration::from_millis(100);
+        assert_eq!(l.admit(later), Some(later + Duration::from_millis(5)));
+        tuning.set(imp(5, 0, 100.0, 9)).unwrap();
+        tune.apply(&mut l);
+        assert_eq!(l.admit(later), None, "100 % loss");
+        assert!(tuning.set(imp(5, 0, 101.0, 9)).is_err(), "a bad value is refused");
     }
 
     #[test]

@@ -175,6 +175,10 @@ fn apply(
     change: &LinkChange,
 ) -> Result<LinkRuntime, LabError> {
     let (diff, after) = change_plan(state, i, change)?;
+    if let Some(rt) = retune(env, lab, i, &state.links[i], &after) {
+        state.links[i] = rt.clone();
+        return Ok(rt);
+    }
     let mut relay_pid = state.links[i].relay_pid;
     if !diff.is_empty() {
         let session = Session::new(env, lab)?;
@@ -196,4 +200,58 @@ fn apply(
     };
     state.links[i] = rt.clone();
     Ok(rt)
+}
+
+/// A change of only the delay, jitter or loss of a link whose relay runs (and keeps its kind:
+/// delaying or not) goes to the running relay (its params file, then SIGHUP) instead of a new
+/// relay: a restarted relay drops the link's frames while it starts, which probes see as a
+/// blackout. None when the change needs the plan.
+fn retune(env: &crate::LabEnv, lab: &str, i: usize, before: &LinkRuntime, after: &LinkConfig) -> Option<LinkRuntime> {
+    let (old, new) = (&before.params, &after.params);
+    let delaying = |p: &wuos_model::topology::LinkParams| p.delay.is_some() || p.jitter.is_some();
+    let pid = before.relay_pid?;
+    let same_rest = old.rate_bps == new.rate_bps && old.mtu == new.mtu && before.up == after.up;
+    if !(before.spliced && new.needs_impairment() && same_rest && delaying(old) == delaying(new)) {
+        return None;
+    }
+    if !wuos_southbound::process::cmdline_has(&env.proc_root, pid as i32, &["relay", lab]) || !hup_blocked(env, pid) {
+        return None;
+    }
+    let imp = crate::impair::Impairment {
+        delay: new.delay.unwrap_or_default(),
+        jitter: new.jitter.unwrap_or_default(),
+        loss_pct: new.loss_pct.unwrap_or(0.0),
+        // Not used by a retune: the relay's random streams go on.
+        seed: 0,
+    };
+    imp.validate().ok()?;
+    let path = crate::relays::params_path(env, lab, i);
+    let json = serde_json::to_vec(&imp).ok()?;
+    std::fs::write(&path, json).ok()?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGHUP).ok()?;
+    Some(LinkRuntime {
+        up: after.up,
+        spliced: true,
+        params: new.clone(),
+        relay_pid: Some(pid),
+    })
+}
+
+/// Whether relay `pid` blocks SIGHUP (it has set up its handling: before that, SIGHUP would end
+/// it); waits up to a second for a relay that is just starting.
+fn hup_blocked(env: &crate::LabEnv, pid: u32) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        let blocked = std::fs::read_to_string(env.proc_root.join(pid.to_string()).join("status"))
+            .ok()
+            .and_then(|s| {
+                let hex = s.lines().find_map(|l| l.strip_prefix("SigBlk:"))?.trim().to_string();
+                u64::from_str_radix(&hex, 16).ok()
+            })
+            .is_some_and(|mask| mask & 1 != 0);
+        if blocked || std::time::Instant::now() > deadline {
+            return blocked;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }

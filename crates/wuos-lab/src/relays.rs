@@ -13,6 +13,12 @@ use crate::env::LabEnv;
 use crate::error::LabError;
 use crate::plan::Relay;
 
+/// Where the relay of link `link` reads a new impairment when it gets SIGHUP (the JSON form of
+/// [`crate::impair::Impairment`]).
+pub fn params_path(env: &LabEnv, lab: &str, link: usize) -> std::path::PathBuf {
+    crate::state::LabState::log_dir(env, lab).join(format!("relay-{link}.params.json"))
+}
+
 /// The relays of one lab.
 pub trait Relays: Sync {
     /// Starts `relay`; returns its pid.
@@ -50,7 +56,9 @@ impl Relays for RelayProcesses<'_> {
             .args(["--delay", &format_duration(r.delay)])
             .args(["--jitter", &format_duration(r.jitter)])
             .args(["--loss", &format!("{}", r.loss_pct)])
-            .args(["--seed", &r.seed.to_string()]);
+            .args(["--seed", &r.seed.to_string()])
+            .arg("--params")
+            .arg(params_path(self.env, &self.lab, r.link));
         Ok(crate::spawn::spawn_logged(cmd, log, true, &format!("the relay of link {}", r.link))?.id())
     }
 

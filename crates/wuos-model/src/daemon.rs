@@ -145,6 +145,96 @@ pub struct DaemonConfig {
     /// takes the pieces of its SD-WAN configuration from the controller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sdwan_controller: Option<SdwanControllerConfig>,
+    /// Path monitoring (STAMP) and SLA steering on this edge.
+    #[serde(default, skip_serializing_if = "SdwanPathsConfig::is_default")]
+    pub sdwan_paths: SdwanPathsConfig,
+}
+
+/// `[sdwan_paths]`: the STAMP probes of a steered class's paths and how decisions are damped
+/// (docs/sdwan.md, "Path monitoring and SLA steering").
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SdwanPathsConfig {
+    /// How often each path is probed: 10 ms to 60 s.
+    #[serde(default = "default_probe_interval", with = "units::duration")]
+    pub probe_interval: Duration,
+    /// Probes kept per path (loss is counted over them): 10 to 10,000.
+    #[serde(default = "default_probe_window")]
+    pub window: u32,
+    /// The STAMP reflector's UDP port, and the port probes go to (0: no reflector here).
+    #[serde(default = "default_stamp_port")]
+    pub stamp_port: u16,
+    /// A path a class is not on is taken only after complying this long without a break.
+    #[serde(default = "default_hold", with = "units::duration")]
+    pub hold: Duration,
+    /// … with every SLA limit scaled by 1 − hysteresis (0 to 0.9).
+    #[serde(default = "default_hysteresis")]
+    pub hysteresis: f64,
+}
+
+fn default_probe_interval() -> Duration {
+    Duration::from_millis(100)
+}
+
+fn default_probe_window() -> u32 {
+    100
+}
+
+/// The STAMP well-known port (RFC 8762).
+fn default_stamp_port() -> u16 {
+    862
+}
+
+fn default_hold() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_hysteresis() -> f64 {
+    0.1
+}
+
+impl Default for SdwanPathsConfig {
+    fn default() -> Self {
+        SdwanPathsConfig {
+            probe_interval: default_probe_interval(),
+            window: default_probe_window(),
+            stamp_port: default_stamp_port(),
+            hold: default_hold(),
+            hysteresis: default_hysteresis(),
+        }
+    }
+}
+
+impl SdwanPathsConfig {
+    pub fn is_default(&self) -> bool {
+        *self == SdwanPathsConfig::default()
+    }
+
+    /// Refuses figures out of range: the key, the problem and the fix.
+    pub fn check(&self) -> Result<(), (&'static str, String, &'static str)> {
+        if !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&self.probe_interval) {
+            return Err((
+                "sdwan_paths.probe_interval",
+                format!("{:?} is out of range", self.probe_interval),
+                "use 10ms to 60s (100ms is the default)",
+            ));
+        }
+        if !(10..=10_000).contains(&self.window) {
+            return Err((
+                "sdwan_paths.window",
+                format!("{} is out of range", self.window),
+                "use 10 to 10000 probes (100 is the default)",
+            ));
+        }
+        if !(0.0..=0.9).contains(&self.hysteresis) {
+            return Err((
+                "sdwan_paths.hysteresis",
+                format!("{} is out of range", self.hysteresis),
+                "use 0 to 0.9 (0.1 is the default)",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[sdwan_controller]`: the SD-WAN's sites and the northbound interface (docs/sdwan.md).
@@ -598,6 +688,9 @@ impl DaemonConfig {
                     "use 0 or more new flows per second",
                 ));
             }
+        }
+        if let Err((key, problem, fix)) = self.sdwan_paths.check() {
+            return Err(bad(key, problem, fix));
         }
         if !(1..=8).contains(&self.hop_limit) {
             return Err(bad(

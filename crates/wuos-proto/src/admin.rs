@@ -187,6 +187,17 @@ impl AdminClient {
     }
 
     /// The orchestrator's decision log, oldest first, and where each service is served.
+    /// The edge's SD-WAN paths report (JSON: paths with figures, steering, decisions).
+    pub async fn sdwan_paths(&mut self) -> Result<String, AdminError> {
+        Ok(self
+            .raw
+            .sdwan_paths(pb::SdwanPathsRequest {})
+            .await
+            .map_err(remote)?
+            .into_inner()
+            .report_json)
+    }
+
     pub async fn decisions(&mut self) -> Result<pb::DecisionList, AdminError> {
         Ok(self
             .raw

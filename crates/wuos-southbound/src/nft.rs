@@ -22,6 +22,17 @@ pub trait Nftables: Send + Sync {
     fn list_table(&self, family: &str, name: &str) -> Result<String, NftError>;
 }
 
+/// A shared nftables (a test keeps one end of a fake).
+impl<T: Nftables + ?Sized> Nftables for std::sync::Arc<T> {
+    fn apply(&self, script: &str) -> Result<(), NftError> {
+        (**self).apply(script)
+    }
+
+    fn list_table(&self, family: &str, name: &str) -> Result<String, NftError> {
+        (**self).list_table(family, name)
+    }
+}
+
 /// The `nft` program, in the caller's network namespace.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NftCommand;

@@ -233,6 +233,9 @@ pub struct RelayArgs {
     loss: f64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// On SIGHUP, the relay takes its impairment from this file (JSON) without a restart.
+    #[arg(long)]
+    params: Option<PathBuf>,
 }
 
 /// An indicatif bar on a terminal, nothing otherwise.
@@ -460,6 +463,23 @@ pub fn run(cmd: LabCmd) -> Result<()> {
             wuos_lab::daemons::supervise(&env, &lab, stop)?;
         }
         LabCmd::Relay(r) => {
+            // Signals first: a SIGHUP (a new impairment) must never find the relay unprepared.
+            let tuning: &'static impair::Tuning = Box::leak(Box::default());
+            let params = r.params.clone();
+            let stop = stop_on_signals_or_hup(move || {
+                let Some(path) = &params else { return };
+                let read = std::fs::read(path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| serde_json::from_slice::<impair::Impairment>(&b).map_err(|e| e.to_string()))
+                    .and_then(|imp| {
+                        let text = format!("delay {:?} jitter {:?} loss {}%", imp.delay, imp.jitter, imp.loss_pct);
+                        tuning.set(imp).map(|()| text).map_err(|e| e.to_string())
+                    });
+                match read {
+                    Ok(text) => eprintln!("relay retuned: {text}"),
+                    Err(e) => eprintln!("relay: cannot take {}: {e}", path.display()),
+                }
+            })?;
             let imp = impair::Impairment {
                 delay: parse_duration(&r.delay).map_err(bad)?,
                 jitter: parse_duration(&r.jitter).map_err(bad)?,
@@ -476,12 +496,32 @@ pub fn run(cmd: LabCmd) -> Result<()> {
                 if_b: r.b,
                 impairment: imp,
             };
-            let stop = stop_on_signals()?;
-            let stats = impair::run_relay(&spec, stop)?;
+            let stats = impair::run_tunable_relay(&spec, stop, tuning)?;
             eprintln!("relay stopped: {}", serde_json::to_string(&stats)?);
         }
     }
     Ok(())
+}
+
+/// [`stop_on_signals`], and SIGHUP calls `on_hup` (a relay re-reading its impairment).
+fn stop_on_signals_or_hup(on_hup: impl Fn() + Send + 'static) -> Result<&'static AtomicBool> {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGHUP);
+    signals.thread_block()?;
+    std::thread::spawn(move || {
+        while let Ok(sig) = signals.wait() {
+            if sig == Signal::SIGHUP {
+                on_hup();
+            } else {
+                STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+        }
+    });
+    Ok(&STOP)
 }
 
 /// SIGTERM/SIGINT set the returned flag instead of killing the process, so long-running internal

@@ -51,6 +51,18 @@ enum SdwanCmd {
     /// Apply a file: TOML with `[[overlay]]` and `[[class]]` tables (created in that order), or
     /// JSON, a list of NBI actions. All or none.
     Apply { file: PathBuf },
+    /// One edge's monitored paths (latency, loss, jitter), where its steered classes go and its
+    /// steering decisions, from its daemon (a lab router, or --socket/--address).
+    Paths {
+        /// The edge router.
+        router: Option<String>,
+        /// A daemon's admin socket, instead of a lab router.
+        #[arg(long, conflicts_with = "address")]
+        socket: Option<PathBuf>,
+        /// A daemon's admin address (its `admin_listen`), instead of a lab router.
+        #[arg(long)]
+        address: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -186,14 +198,102 @@ pub fn run(a: SdwanArgs) -> Result<()> {
         println!("{}", daemons::sdwan_token(&env, &lab)?);
         return Ok(());
     }
+    if let SdwanCmd::Paths {
+        router,
+        socket,
+        address,
+    } = &a.cmd
+    {
+        let daemon = crate::target::DaemonArgs {
+            lab: a.lab.clone(),
+            socket: socket.clone(),
+            address: address.clone(),
+        }
+        .resolve(router.as_deref())?;
+        let text = crate::target::runtime()?
+            .block_on(async { Ok::<_, anyhow::Error>(daemon.client().await?.sdwan_paths().await?) })?;
+        let report: Value = serde_json::from_str(&text).context("the daemon's paths report is not JSON")?;
+        return print_paths(&daemon.name, &report, a.json);
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(run_nbi(a))
+}
+
+/// A paths report as tables: paths, steering, the last decisions.
+fn print_paths(router: &str, r: &Value, json: bool) -> Result<()> {
+    if json {
+        let mut v = r.clone();
+        v["router"] = router.into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let list = |k: &str| r[k].as_array().cloned().unwrap_or_default();
+    let num = |v: &Value, d: usize| v.as_f64().map_or("-".to_string(), |x| format!("{x:.d$}"));
+    println!(
+        "paths monitored by {router} (STAMP; probes sent {}, answers {})",
+        r["probes_sent"], r["answers"]
+    );
+    println!(
+        "{:<8} {:<16} {:<12} {:<4} {:>8} {:>8} {:>9}",
+        "site", "path", "tunnel", "up", "rtt ms", "loss %", "jitter ms"
+    );
+    for p in list("paths") {
+        println!(
+            "{:<8} {:<16} {:<12} {:<4} {:>8} {:>8} {:>9}",
+            p["site"].as_str().unwrap_or("?"),
+            format!(
+                "{}/{}",
+                p["overlay"].as_str().unwrap_or("?"),
+                p["underlay"].as_str().unwrap_or("?")
+            ),
+            p["tunnel"].as_str().unwrap_or("?"),
+            if p["up"].as_bool() == Some(true) { "yes" } else { "NO" },
+            num(&p["rtt_ms"], 1),
+            num(&p["loss_pct"], 1),
+            num(&p["jitter_ms"], 1)
+        );
+    }
+    println!("steering:");
+    for s in list("steering") {
+        let met = match s["met"].as_bool() {
+            Some(true) => "SLA met",
+            Some(false) => "SLA NOT met",
+            None => "SLA not known yet",
+        };
+        let paths: Vec<&str> = strs(&s["paths"]);
+        println!(
+            "  {} to {}: {} ({met})",
+            s["class"].as_str().unwrap_or("?"),
+            s["site"].as_str().unwrap_or("?"),
+            paths.join(" + ")
+        );
+    }
+    if let Some(e) = r["nft_error"].as_str() {
+        println!("the steering table could not be written: {e}");
+    }
+    println!("decisions (oldest first):");
+    for d in list("decisions") {
+        let t = d["at_unix_ms"].as_u64().unwrap_or(0) % 86_400_000;
+        let to: Vec<&str> = strs(&d["to"]);
+        println!(
+            "  {:02}:{:02}:{:02}.{:03} {} to {} -> {}: {}",
+            t / 3_600_000,
+            t / 60_000 % 60,
+            t / 1000 % 60,
+            t % 1000,
+            d["class"].as_str().unwrap_or("?"),
+            d["site"].as_str().unwrap_or("?"),
+            to.join(" + "),
+            d["reason"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
 }
 
 async fn run_nbi(a: SdwanArgs) -> Result<()> {
     let mut c = client(&a).await?;
     let changed = match &a.cmd {
-        SdwanCmd::Token => unreachable!("handled above"),
+        SdwanCmd::Token | SdwanCmd::Paths { .. } => unreachable!("handled above"),
         SdwanCmd::Status => {
             let s = c.get("/v1/status").await?;
             print_status(&s, a.json)?;
@@ -280,12 +380,7 @@ async fn run_nbi(a: SdwanArgs) -> Result<()> {
                         Some(k) => k.replace('_', "-"),
                         None => "?".into(),
                     };
-                    let unders: Vec<&str> = o["underlays"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .collect();
+                    let unders: Vec<&str> = strs(&o["underlays"]);
                     let sites: Vec<&String> = o["sites"].as_object().into_iter().flat_map(|m| m.keys()).collect();
                     println!(
                         "{:<16} {:>4}  {:<14} {:<14} {}",
@@ -410,12 +505,7 @@ fn print_status(s: &Value, json_out: bool) -> Result<()> {
         println!("{name}: {state}");
         let a = &e["advertised"];
         if a.is_object() {
-            let down: Vec<&str> = a["down"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
+            let down: Vec<&str> = strs(&a["down"]);
             println!(
                 "  adverts ({} hop(s) away): generation {}, {}/{} tunnels up{}{}",
                 a["hops"],
@@ -435,12 +525,7 @@ fn print_status(s: &Value, json_out: bool) -> Result<()> {
             );
         }
         for t in e["tunnels"].as_array().into_iter().flatten() {
-            let peers: Vec<&str> = t["peers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
+            let peers: Vec<&str> = strs(&t["peers"]);
             println!(
                 "  tunnel {:<14} overlay {:<12} underlay {:<6} vni {:<6} to {}",
                 t["name"].as_str().unwrap_or("?"),
@@ -458,6 +543,11 @@ fn print_status(s: &Value, json_out: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A JSON array of strings (anything else: none).
+fn strs(v: &Value) -> Vec<&str> {
+    v.as_array().into_iter().flatten().filter_map(Value::as_str).collect()
 }
 
 #[cfg(test)]

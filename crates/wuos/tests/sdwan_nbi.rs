@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{Down, daemon_pids, ok, run, wait_until_or};
+use common::{Down, ok, run, wait_until_or};
 
 const LAB: &str = "sdwnbi";
 
@@ -128,18 +128,7 @@ fn tcp_mss_seen_by_h2(h2: &str) -> u32 {
 
 /// Restarts `node`'s daemon by SIGKILL and waits for the supervisor's new one and its socket.
 fn kill_daemon(node: &str) {
-    let old = daemon_pids(LAB, node);
-    assert_eq!(old.len(), 1, "{node}'s daemons: {old:?}");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(old[0]), nix::sys::signal::Signal::SIGKILL).unwrap();
-    wait_until_or(
-        &format!("{node}'s daemon restarted"),
-        Duration::from_secs(20),
-        || ok(&["lab", "status", LAB]),
-        || {
-            let now = daemon_pids(LAB, node);
-            (now.len() == 1 && now != old && run(&["status", node, "--lab", LAB]).status.success()).then_some(())
-        },
-    );
+    common::kill_daemon(LAB, node, || run(&["status", node, "--lab", LAB]).status.success());
 }
 
 #[test]

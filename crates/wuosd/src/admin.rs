@@ -31,6 +31,7 @@ pub struct AdminSvc {
     pub orchestration: Option<OrchestrationHandle>,
     pub datapath: Option<DatapathHandle>,
     pub metrics: Arc<Metrics>,
+    pub paths: Option<crate::sdwan::paths::PathsHandle>,
 }
 
 /// A domain's state as the API spells it: `running`, `failed: REASON`, ….
@@ -215,6 +216,18 @@ impl Admin for AdminSvc {
     async fn get_policy(&self, _: Request<pb::GetPolicyRequest>) -> Result<Response<pb::PolicyReply>, Status> {
         let p = self.orchestration()?.policy().await.map_err(|e| to_status(&e))?;
         Ok(Response::new(p.into()))
+    }
+
+    async fn sdwan_paths(&self, _: Request<pb::SdwanPathsRequest>) -> Result<Response<pb::SdwanPathsReply>, Status> {
+        let paths = self.paths.as_ref().ok_or_else(|| {
+            Status::unavailable(format!(
+                "{} does not monitor SD-WAN paths (its STAMP sender has no socket)",
+                self.router_id
+            ))
+        })?;
+        let report = paths.report().borrow().clone();
+        let report_json = serde_json::to_string(&*report).map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::SdwanPathsReply { report_json }))
     }
 
     async fn decisions(&self, _: Request<pb::DecisionsRequest>) -> Result<Response<pb::DecisionList>, Status> {

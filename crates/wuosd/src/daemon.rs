@@ -252,6 +252,30 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()> + Send + 
         store.clone(),
         crate::sdwan::edge::CHECK_EVERY,
     );
+    let stamp_answers = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    if cfg.sdwan_paths.stamp_port != 0 {
+        let at = std::net::SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, cfg.sdwan_paths.stamp_port));
+        match crate::sdwan::paths::spawn_reflector(at, stamp_answers.clone()) {
+            Ok((at, _)) => info!(%at, "STAMP reflector listening"),
+            Err(e) => warn!(
+                port = cfg.sdwan_paths.stamp_port,
+                error = %e,
+                "cannot start the STAMP reflector: other edges' probes of paths to this one go unanswered"
+            ),
+        }
+    }
+    let paths = match crate::sdwan::paths::spawn(
+        edge.plans(),
+        store.clone(),
+        wuos_southbound::nft::NftCommand,
+        cfg.sdwan_paths.clone(),
+    ) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            warn!(error = %e, "cannot open the STAMP sender's socket: SD-WAN paths are not monitored");
+            None
+        }
+    };
     let controller = crate::controller::spawn(crate::controller::Parts {
         me: cfg.router_id.clone(),
         routes: netlink,
@@ -382,6 +406,7 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()> + Send + 
         orchestration: orchestration.clone(),
         datapath: datapath.clone(),
         metrics: metrics.clone(),
+        paths,
     };
     if let Some(addr) = cfg.admin_listen {
         crate::admin::serve_tcp(admin_svc.clone(), addr, stop_rx.clone()).await?;

@@ -86,3 +86,20 @@ pub fn wait_until_or<T>(
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
 }
+
+/// SIGKILLs `node`'s daemon and waits until the supervisor's new one is `ready`.
+#[allow(dead_code)]
+pub fn kill_daemon(lab: &str, node: &str, ready: impl Fn() -> bool) {
+    let old = daemon_pids(lab, node);
+    assert_eq!(old.len(), 1, "{node}'s daemons: {old:?}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(old[0]), nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_until_or(
+        &format!("{node}'s daemon restarted"),
+        std::time::Duration::from_secs(20),
+        || ok(&["lab", "status", lab]),
+        || {
+            let now = daemon_pids(lab, node);
+            (now.len() == 1 && now != old && ready()).then_some(())
+        },
+    );
+}

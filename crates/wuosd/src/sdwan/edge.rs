@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 use wuos_proto::pb;
 use wuos_sdwan::slice::{merge, merge_owned};
+use wuos_sdwan::steer::ClassPlan;
 use wuos_sdwan::{EdgeConfig, Op, diff, reconcile};
 use wuos_southbound::overlays::{Overlays, apply_all};
 
@@ -94,6 +95,7 @@ enum Msg {
 pub struct EdgeHandle {
     tx: mpsc::Sender<Msg>,
     advert: watch::Receiver<Option<pb::SdwanEdgeState>>,
+    plans: watch::Receiver<Option<Arc<Vec<ClassPlan>>>>,
 }
 
 impl EdgeHandle {
@@ -105,6 +107,11 @@ impl EdgeHandle {
     /// The SD-WAN state for this router's adverts (none unless it holds pieces).
     pub fn advert(&self) -> watch::Receiver<Option<pb::SdwanEdgeState>> {
         self.advert.clone()
+    }
+
+    /// The steered classes' plans (none until the stored pieces are back on the kernel).
+    pub fn plans(&self) -> watch::Receiver<Option<Arc<Vec<ClassPlan>>>> {
+        self.plans.clone()
     }
 
     pub async fn state(&self) -> EdgeState {
@@ -121,6 +128,8 @@ struct Edge<O> {
     store: Arc<Store>,
     /// What goes into this router's adverts.
     advert: watch::Sender<Option<pb::SdwanEdgeState>>,
+    /// The steered classes, for the paths task.
+    plans: watch::Sender<Option<Arc<Vec<ClassPlan>>>>,
     check_every: Duration,
     last_check: std::time::Instant,
     /// The pieces: what the kernel holds while `failed` is empty.
@@ -367,6 +376,20 @@ impl<O: Overlays> Edge<O> {
             }
             changed
         });
+        let plans: Vec<ClassPlan> = self
+            .pieces
+            .json
+            .iter()
+            .filter(|(k, _)| k.starts_with("class/"))
+            .flat_map(|(_, j)| Kept::parse(j).steer)
+            .collect();
+        self.plans.send_if_modified(|p| {
+            let changed = p.as_deref() != Some(&plans);
+            if changed {
+                *p = Some(Arc::new(plans));
+            }
+            changed
+        });
     }
 
     fn state(&self) -> EdgeState {
@@ -400,10 +423,12 @@ pub fn spawn<O: Overlays + 'static>(overlays: O, store: Arc<Store>, check_every:
         }
     }
     let (advert, advert_rx) = watch::channel(None);
+    let (plans, plans_rx) = watch::channel(None);
     let mut edge = Edge {
         overlays,
         store,
         advert,
+        plans,
         check_every,
         last_check: std::time::Instant::now(),
         pieces,
@@ -463,7 +488,11 @@ pub fn spawn<O: Overlays + 'static>(overlays: O, store: Arc<Store>, check_every:
             }
         }
     });
-    EdgeHandle { tx, advert: advert_rx }
+    EdgeHandle {
+        tx,
+        advert: advert_rx,
+        plans: plans_rx,
+    }
 }
 
 #[cfg(test)]

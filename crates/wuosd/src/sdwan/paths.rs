@@ -1,0 +1,623 @@
+//! Path monitoring and SLA steering on an edge (issue 12, docs/sdwan.md): a STAMP reflector
+//! (RFC 8762, stateless, unauthenticated) on every edge, and for the classes steered by an SLA
+//! a STAMP session-sender probing each candidate path, the figures kept per path
+//! ([`wuos_sdwan::path`]), the decision per class and remote site ([`wuos_sdwan::sla::decide`])
+//! and the steering table written from the decisions ([`wuos_sdwan::steer::nft_script`]).
+//!
+//! ```text
+//!  edge task ── plans (steered classes: candidates, probe targets) ──▶ paths task
+//!  paths task ── STAMP test every probe_interval ──▶ peer's inner address on the tunnel ──▶
+//!      reflector (the far edge's wuosd) ── answer ──▶ figures ──▶ decide ──▶ nft table wuos_steer
+//!                                                                    └──▶ store sdwan/steer/CLASS/SITE
+//! ```
+//!
+//! Probes go from this edge's inner address on a tunnel to the far edge's inner address on the
+//! same tunnel (the connected route of the tunnel's /24), so each measures that tunnel over its
+//! underlay. Several classes (or sites behind one hub) sharing a tunnel and peer share its
+//! probes. A decision is persisted before it is written to the kernel; a restarted daemon starts
+//! from the stored decisions and, with no figures yet, keeps them (nothing moves).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket as StdUdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tracing::{info, warn};
+use wuos_model::daemon::SdwanPathsConfig;
+use wuos_sdwan::path::{Figures, PathStats};
+use wuos_sdwan::sla::{Damping, PathId, SteerState, decide};
+use wuos_sdwan::stamp::{self, ErrorEstimate, NtpTime, Reflected, Test};
+use wuos_sdwan::steer::{self, Choice, ClassPlan};
+use wuos_southbound::nft::Nftables;
+
+use crate::store::Store;
+
+const KEY_PREFIX: &str = "sdwan/steer/";
+/// Decisions kept for reports.
+const DECISIONS_KEPT: usize = 200;
+/// How often the report is refreshed when nothing was decided.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// How long after a failed nft transaction the table is tried again.
+const NFT_RETRY: Duration = Duration::from_secs(1);
+
+fn now_ntp() -> NtpTime {
+    NtpTime::from_unix(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default())
+}
+
+// ---- reflector -------------------------------------------------------------------------------
+
+/// Binds the STAMP reflector on `at` (the daemon: all addresses of its router's namespace, port
+/// 862) and answers every test packet in a task of its own; the number answered is counted in
+/// `answered`. Its address, and the task (aborting it stops the reflector).
+pub fn spawn_reflector(
+    at: SocketAddr,
+    answered: Arc<std::sync::atomic::AtomicU64>,
+) -> io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let sock = StdUdpSocket::bind(at)?;
+    sock.set_nonblocking(true)?;
+    nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::Ipv4RecvTtl, &true).map_err(io::Error::from)?;
+    let local = sock.local_addr()?;
+    let sock = UdpSocket::from_std(sock)?;
+    let task = tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        loop {
+            if let Err(e) = sock.readable().await {
+                warn!(error = %e, "the STAMP reflector stopped");
+                return;
+            }
+            let got = match sock.try_io(tokio::io::Interest::READABLE, || recv_with_ttl(&sock, &mut buf)) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                got => got,
+            };
+            let received = now_ntp();
+            match got {
+                Ok((n, from, ttl)) => {
+                    // Not a test packet (too short): not answered (RFC 8762 §4.3).
+                    let Ok(test) = Test::decode(&buf[..n]) else { continue };
+                    let answer = Reflected::answer(&test, received, ttl, now_ntp());
+                    if sock.try_send_to(&answer.encode(), from).is_ok() {
+                        answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                Err(e) => warn!(error = %e, "the STAMP reflector could not read a datagram"),
+            }
+        }
+    });
+    Ok((local, task))
+}
+
+/// One datagram with the sender's address and the packet's IP TTL (`IP_RECVTTL`).
+fn recv_with_ttl(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, u8)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrIn, recvmsg};
+    let mut iov = [io::IoSliceMut::new(buf)];
+    let mut cmsg = nix::cmsg_space!(nix::libc::c_int);
+    let msg = recvmsg::<SockaddrIn>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
+        .map_err(io::Error::from)?;
+    let mut ttl = 0u8;
+    for c in msg.cmsgs().map_err(io::Error::from)? {
+        if let ControlMessageOwned::Ipv4Ttl(t) = c {
+            ttl = t.clamp(0, 255) as u8;
+        }
+    }
+    let from = msg
+        .address
+        .map(|a| SocketAddr::V4(SocketAddrV4::new(a.ip(), a.port())))
+        .ok_or_else(|| io::Error::other("a datagram without a sender"))?;
+    Ok((msg.bytes, from, ttl))
+}
+
+// ---- reports ---------------------------------------------------------------------------------
+
+/// A path's figures: a candidate of some class towards one remote site.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PathReport {
+    pub overlay: String,
+    pub underlay: String,
+    pub site: String,
+    pub tunnel: String,
+    /// Where its probes go (the far edge's inner address on the tunnel).
+    pub target: Ipv4Addr,
+    #[serde(flatten)]
+    pub figures: Figures,
+}
+
+/// Where a class goes towards one site now.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SteerReport {
+    pub class: String,
+    pub site: String,
+    pub paths: Vec<String>,
+    /// Whether the SLA is met (none: not known yet).
+    pub met: Option<bool>,
+}
+
+/// One decision, as logged.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DecisionReport {
+    pub at_unix_ms: u64,
+    pub class: String,
+    pub site: String,
+    pub from: Vec<String>,
+    pub to: Vec<String>,
+    pub met: Option<bool>,
+    pub reason: String,
+}
+
+/// What the paths task publishes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Report {
+    pub paths: Vec<PathReport>,
+    pub steering: Vec<SteerReport>,
+    /// The newest last.
+    pub decisions: Vec<DecisionReport>,
+    pub probes_sent: u64,
+    pub answers: u64,
+    /// The last nft failure, if the steering table could not be written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nft_error: Option<String>,
+}
+
+fn names(p: &[PathId]) -> Vec<String> {
+    p.iter().map(|p| p.to_string()).collect()
+}
+
+// ---- the paths task --------------------------------------------------------------------------
+
+/// A path towards one site.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct PathKey {
+    path: PathId,
+    site: String,
+}
+
+struct Target {
+    stats: PathStats,
+}
+
+struct Paths<N> {
+    cfg: SdwanPathsConfig,
+    damping: Damping,
+    store: Arc<Store>,
+    nft: Arc<N>,
+    plans: Arc<Vec<ClassPlan>>,
+    /// By the far edge's inner address.
+    targets: BTreeMap<Ipv4Addr, Target>,
+    /// Sequence numbers are the sender's, across all targets, so an answer is matched by its
+    /// number whatever address it comes from: the probes not answered yet, oldest first.
+    next_seq: u32,
+    outstanding: BTreeMap<u32, Ipv4Addr>,
+    order: VecDeque<u32>,
+    keys: BTreeMap<PathKey, (Ipv4Addr, String)>,
+    /// (class, site) → what the decision remembers.
+    states: BTreeMap<(String, String), SteerState>,
+    decisions: VecDeque<DecisionReport>,
+    /// The steering script last written (None: nothing written since the start).
+    script: Option<String>,
+    nft_error: Option<(Instant, String)>,
+    start: Instant,
+    probes_sent: u64,
+    answers: u64,
+    report: watch::Sender<Arc<Report>>,
+}
+
+/// The door to the paths task.
+#[derive(Clone, Debug)]
+pub struct PathsHandle {
+    report: watch::Receiver<Arc<Report>>,
+}
+
+impl PathsHandle {
+    pub fn report(&self) -> watch::Receiver<Arc<Report>> {
+        self.report.clone()
+    }
+}
+
+impl<N: Nftables + 'static> Paths<N> {
+    fn figures(&self, key: &PathKey) -> Figures {
+        self.keys
+            .get(key)
+            .and_then(|(a, _)| self.targets.get(a))
+            .map(|t| t.stats.figures())
+            .unwrap_or(Figures {
+                up: true,
+                ..Figures::default()
+            })
+    }
+
+    fn set_plans(&mut self, plans: Arc<Vec<ClassPlan>>) {
+        let mut keys = BTreeMap::new();
+        for plan in plans.iter() {
+            for c in &plan.candidates {
+                for (site, addr) in &c.via {
+                    keys.insert(
+                        PathKey {
+                            path: c.path.clone(),
+                            site: site.clone(),
+                        },
+                        (*addr, c.tunnel.clone()),
+                    );
+                }
+            }
+        }
+        let addrs: BTreeSet<Ipv4Addr> = keys.values().map(|(a, _)| *a).collect();
+        self.targets.retain(|a, _| addrs.contains(a));
+        for a in addrs {
+            self.targets.entry(a).or_insert_with(|| Target {
+                stats: PathStats::new(self.cfg.window as usize),
+            });
+        }
+        self.keys = keys;
+        let wanted: BTreeSet<(String, String)> = plans
+            .iter()
+            .flat_map(|p| p.sites.keys().map(|s| (p.class.clone(), s.clone())))
+            .collect();
+        let gone: Vec<(String, String)> = self.states.keys().filter(|k| !wanted.contains(*k)).cloned().collect();
+        for (class, site) in gone {
+            self.states.remove(&(class.clone(), site.clone()));
+            if let Err(e) = self.store.delete_blob(&format!("{KEY_PREFIX}{class}/{site}")) {
+                warn!(error = %e, %class, %site, "cannot forget a steering decision");
+            }
+        }
+        self.plans = plans;
+    }
+
+    /// Every class towards every site: a decision step; whether anything changed.
+    fn evaluate(&mut self) -> bool {
+        let now = self.start.elapsed();
+        let mut changed = false;
+        let plans = self.plans.clone();
+        for plan in plans.iter() {
+            for site in plan.sites.keys() {
+                let candidates: Vec<(PathId, Figures)> = plan
+                    .towards(site)
+                    .map(|(_, c)| {
+                        let key = PathKey {
+                            path: c.path.clone(),
+                            site: site.clone(),
+                        };
+                        (c.path.clone(), self.figures(&key))
+                    })
+                    .collect();
+                let state = self.states.entry((plan.class.clone(), site.clone())).or_default();
+                let Some(change) = decide(
+                    &plan.steering.sla,
+                    plan.steering.balance,
+                    &candidates,
+                    state,
+                    now,
+                    &self.damping,
+                ) else {
+                    continue;
+                };
+                changed = true;
+                let (from, to) = (names(&change.from), names(&change.to));
+                info!(
+                    class = %plan.class,
+                    %site,
+                    from = %from.join("+"),
+                    to = %to.join("+"),
+                    met = ?change.met,
+                    reason = %change.reason,
+                    "SD-WAN steering decision"
+                );
+                let key = format!("{KEY_PREFIX}{}/{site}", plan.class);
+                match serde_json::to_vec(&*state) {
+                    Ok(json) => {
+                        if let Err(e) = self.store.put_blob(&key, &json) {
+                            warn!(error = %e, "cannot persist a steering decision");
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "cannot encode a steering decision"),
+                }
+                if self.decisions.len() == DECISIONS_KEPT {
+                    self.decisions.pop_front();
+                }
+                self.decisions.push_back(DecisionReport {
+                    at_unix_ms: SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0),
+                    class: plan.class.clone(),
+                    site: site.clone(),
+                    from,
+                    to,
+                    met: change.met,
+                    reason: change.reason,
+                });
+            }
+        }
+        changed
+    }
+
+    /// The choices the decisions make, for the steering table.
+    fn choices(&self) -> BTreeMap<String, BTreeMap<String, Choice>> {
+        let mut out: BTreeMap<String, BTreeMap<String, Choice>> = BTreeMap::new();
+        for plan in self.plans.iter() {
+            for site in plan.sites.keys() {
+                let Some(state) = self.states.get(&(plan.class.clone(), site.clone())) else {
+                    continue;
+                };
+                let index = |p: &PathId| plan.candidates.iter().position(|c| &c.path == p);
+                let chosen: Vec<usize> = state.chosen.iter().filter_map(index).collect();
+                let keep = if plan.steering.balance {
+                    chosen.clone()
+                } else if plan.steering.sticky {
+                    plan.towards(site)
+                        .filter(|(_, c)| {
+                            self.figures(&PathKey {
+                                path: c.path.clone(),
+                                site: site.clone(),
+                            })
+                            .up
+                        })
+                        .map(|(i, _)| i)
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                out.entry(plan.class.clone())
+                    .or_default()
+                    .insert(site.clone(), Choice { chosen, keep });
+            }
+        }
+        out
+    }
+
+    /// Writes the steering table when it differs from the last one written.
+    async fn write_table(&mut self) {
+        let script = steer::nft_script(&self.plans, &self.choices());
+        if self.script.as_deref() == Some(script.as_str()) {
+            return;
+        }
+        if let Some((at, _)) = &self.nft_error
+            && at.elapsed() < NFT_RETRY
+        {
+            return;
+        }
+        let text = if script.is_empty() {
+            steer::nft_remove()
+        } else {
+            script.clone()
+        };
+        let nft = self.nft.clone();
+        let outcome = tokio::task::spawn_blocking(move || nft.apply(&text))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        match outcome {
+            Ok(()) => {
+                self.script = Some(script);
+                self.nft_error = None;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot write the SD-WAN steering table");
+                self.nft_error = Some((Instant::now(), e));
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let mut paths: Vec<PathReport> = self
+            .keys
+            .iter()
+            .map(|(k, (addr, tunnel))| PathReport {
+                overlay: k.path.overlay.clone(),
+                underlay: k.path.underlay.clone(),
+                site: k.site.clone(),
+                tunnel: tunnel.clone(),
+                target: *addr,
+                figures: self.figures(k),
+            })
+            .collect();
+        paths.sort_by(|a, b| (&a.site, &a.overlay, &a.underlay).cmp(&(&b.site, &b.overlay, &b.underlay)));
+        let steering = self
+            .states
+            .iter()
+            .map(|((class, site), s)| SteerReport {
+                class: class.clone(),
+                site: site.clone(),
+                paths: names(&s.chosen),
+                met: s.met,
+            })
+            .collect();
+        self.report.send_replace(Arc::new(Report {
+            paths,
+            steering,
+            decisions: self.decisions.iter().cloned().collect(),
+            probes_sent: self.probes_sent,
+            answers: self.answers,
+            nft_error: self.nft_error.as_ref().map(|(_, e)| e.clone()),
+        }));
+    }
+
+    /// One round: a test packet to every target; then the probes past their timeout are lost.
+    async fn probe(&mut self, sock: &UdpSocket, send: bool) {
+        let now = self.start.elapsed();
+        let port = stamp_port(&self.cfg);
+        if send {
+            for (addr, t) in self.targets.iter_mut() {
+                let seq = self.next_seq;
+                self.next_seq = self.next_seq.wrapping_add(1);
+                let test = Test {
+                    seq,
+                    timestamp: now_ntp(),
+                    error: ErrorEstimate::WUOS,
+                };
+                // A send that fails (no route while a tunnel is re-made) is a lost probe.
+                let _ = sock.try_send_to(&test.encode(), SocketAddr::from((*addr, port)));
+                t.stats.sent(seq, now);
+                self.probes_sent += 1;
+                self.outstanding.insert(seq, *addr);
+                self.order.push_back(seq);
+            }
+            // Past the window an answer no longer counts: forget those probes.
+            let keep = self.targets.len() * self.cfg.window as usize;
+            while self.order.len() > keep {
+                if let Some(old) = self.order.pop_front() {
+                    self.outstanding.remove(&old);
+                }
+            }
+        }
+        for t in self.targets.values_mut() {
+            t.stats.expire(now);
+        }
+    }
+
+    /// An answer: its path's figures.
+    fn answered(&mut self, from: SocketAddr, datagram: &[u8]) -> bool {
+        let arrived = now_ntp();
+        let (SocketAddr::V4(_), Ok(r)) = (from, Reflected::decode(datagram)) else {
+            return false;
+        };
+        let Some(t) = self
+            .outstanding
+            .remove(&r.sender_seq)
+            .and_then(|addr| self.targets.get_mut(&addr))
+        else {
+            return false;
+        };
+        if t.stats.answered(r.sender_seq, r.round_trip(arrived)) {
+            self.answers += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Starts the paths task: it waits for the edge's first plans (`None` until the edge has
+/// reconciled its pieces), then probes, decides and writes the steering table.
+pub fn spawn<N: Nftables + 'static>(
+    mut plans: watch::Receiver<Option<Arc<Vec<ClassPlan>>>>,
+    store: Arc<Store>,
+    nft: N,
+    cfg: SdwanPathsConfig,
+) -> io::Result<PathsHandle> {
+    let std_sock = StdUdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+    std_sock.set_nonblocking(true)?;
+    let (report, report_rx) = watch::channel(Arc::new(Report::default()));
+    let mut states = BTreeMap::new();
+    for (k, v) in store.blobs_with_prefix(KEY_PREFIX).unwrap_or_default() {
+        let Some((class, site)) = k.trim_start_matches(KEY_PREFIX).split_once('/') else {
+            continue;
+        };
+        match serde_json::from_slice::<SteerState>(&v) {
+            Ok(s) => {
+                states.insert((class.to_string(), site.to_string()), s);
+            }
+            Err(e) => warn!(key = %k, error = %e, "dropping an unreadable steering decision"),
+        }
+    }
+    let damping = Damping {
+        hysteresis: cfg.hysteresis,
+        hold: cfg.hold,
+    };
+    let mut paths = Paths {
+        damping,
+        cfg,
+        store,
+        nft: Arc::new(nft),
+        plans: Arc::new(Vec::new()),
+        targets: BTreeMap::new(),
+        next_seq: 0,
+        outstanding: BTreeMap::new(),
+        order: VecDeque::new(),
+        keys: BTreeMap::new(),
+        states,
+        decisions: VecDeque::new(),
+        script: None,
+        nft_error: None,
+        start: Instant::now(),
+        probes_sent: 0,
+        answers: 0,
+        report,
+    };
+    tokio::spawn(async move {
+        let sock = match UdpSocket::from_std(std_sock) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "the STAMP sender has no socket; paths are not monitored");
+                return;
+            }
+        };
+        // The edge's first plans, once its pieces are back on the kernel.
+        loop {
+            if let Some(p) = plans.borrow_and_update().clone() {
+                paths.set_plans(p);
+                break;
+            }
+            if plans.changed().await.is_err() {
+                return;
+            }
+        }
+        if !paths.states.is_empty() {
+            info!(decisions = paths.states.len(), "SD-WAN steering decisions restored");
+        }
+        paths.evaluate();
+        paths.write_table().await;
+        paths.publish();
+        // Half rounds: probes leave every other tick; expiry runs on every one, so a lost probe
+        // counts half a round after its timeout at most.
+        let mut tick = tokio::time::interval(paths.cfg.probe_interval / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut half = false;
+        let mut last_report = Instant::now();
+        let mut buf = [0u8; 1500];
+        loop {
+            let mut decided = false;
+            tokio::select! {
+                _ = tick.tick() => {
+                    half = !half;
+                    if !paths.targets.is_empty() {
+                        paths.probe(&sock, half).await;
+                    }
+                    decided = paths.evaluate();
+                }
+                r = sock.recv_from(&mut buf) => {
+                    if let Ok((n, from)) = r
+                        && paths.answered(from, &buf[..n])
+                    {
+                        decided = paths.evaluate();
+                    }
+                }
+                c = plans.changed() => {
+                    if c.is_err() {
+                        return;
+                    }
+                    if let Some(p) = plans.borrow_and_update().clone() {
+                        paths.set_plans(p);
+                    }
+                    paths.evaluate();
+                    // The table follows the plans even without a new decision.
+                    decided = true;
+                }
+            }
+            if decided || paths.nft_error.is_some() {
+                paths.write_table().await;
+            }
+            if decided || last_report.elapsed() >= REPORT_EVERY {
+                paths.publish();
+                last_report = Instant::now();
+            }
+        }
+    });
+    Ok(PathsHandle { report: report_rx })
+}
+
+/// The STAMP port probes go to: the configured one, the well-known one when this edge runs no
+/// reflector (0).
+pub fn stamp_port(cfg: &SdwanPathsConfig) -> u16 {
+    if cfg.stamp_port == 0 {
+        stamp::PORT
+    } else {
+        cfg.stamp_port
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,159 @@
+//! The paths task against real STAMP reflectors on loopback addresses (no root): probes are
+//! answered, figures come, the class goes to its preferred path; a reflector stopped is a
+//! blackout and the class moves; a restarted task keeps the stored decision and writes the same
+//! table.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use wuos_model::daemon::SdwanPathsConfig;
+use wuos_sdwan::sla::{PathId, Sla};
+use wuos_sdwan::steer::{Candidate, ClassPlan, Steering};
+use wuos_southbound::nft::RecordingNft;
+
+use super::*;
+
+const MPLS: Ipv4Addr = Ipv4Addr::new(127, 0, 57, 2);
+const INET: Ipv4Addr = Ipv4Addr::new(127, 0, 57, 3);
+
+fn plan() -> ClassPlan {
+    let cand = |i: u32, underlay: &str, via: Ipv4Addr| Candidate {
+        path: PathId {
+            overlay: "wan".into(),
+            underlay: underlay.into(),
+        },
+        tunnel: format!("wo1-{underlay}"),
+        mark: 0x5700_0001 | ((i + 1) << 16),
+        table: 100_016 + i,
+        via: BTreeMap::from([("e2".to_string(), via)]),
+    };
+    ClassPlan {
+        class: "voip".into(),
+        mark: 0x5700_0001,
+        steering: Steering {
+            sla: Sla {
+                max_latency_ms: Some(40.0),
+                max_loss_pct: Some(50.0),
+                max_jitter_ms: None,
+            },
+            prefer: vec![],
+            balance: false,
+            sticky: false,
+        },
+        candidates: vec![cand(0, "mpls", MPLS), cand(1, "inet", INET)],
+        sites: BTreeMap::from([("e2".to_string(), vec!["10.2.0.0/24".parse().unwrap()])]),
+    }
+}
+
+fn config(port: u16) -> SdwanPathsConfig {
+    SdwanPathsConfig {
+        probe_interval: Duration::from_millis(20),
+        window: 20,
+        stamp_port: port,
+        hold: Duration::from_millis(300),
+        hysteresis: 0.1,
+    }
+}
+
+async fn until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn on(report: &Report) -> Option<(Vec<String>, Option<bool>)> {
+    report
+        .steering
+        .iter()
+        .find(|s| s.class == "voip" && s.site == "e2")
+        .map(|s| (s.paths.clone(), s.met))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_are_answered_and_a_blackout_moves_the_class_and_a_restart_moves_nothing() {
+    let answered = Arc::new(AtomicU64::new(0));
+    // Both reflectors on one port, each on its own loopback address.
+    let (mpls_at, mpls_reflector) = spawn_reflector(SocketAddr::from((MPLS, 0)), answered.clone()).unwrap();
+    let (_, _inet_reflector) = spawn_reflector(SocketAddr::from((INET, mpls_at.port())), answered.clone()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let nft = Arc::new(RecordingNft::default());
+    let (plans_tx, plans) = watch::channel(None);
+    let handle = spawn(plans, store.clone(), nft.clone(), config(mpls_at.port())).unwrap();
+    let report = handle.report();
+    // Nothing happens before the edge's first plans.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(report.borrow().probes_sent, 0);
+    assert!(nft.scripts().is_empty());
+    plans_tx.send_replace(Some(Arc::new(vec![plan()])));
+
+    let r = until("both paths measured, voip on mpls with its SLA met", || {
+        let r = report.borrow().clone();
+        (r.paths.len() == 2
+            && r.paths.iter().all(|p| p.figures.rtt_ms.is_some())
+            && on(&r) == Some((vec!["wan/mpls".into()], Some(true))))
+        .then_some(r)
+    })
+    .await;
+    assert!(r.answers > 0 && answered.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    let p = r.paths.iter().find(|p| p.underlay == "mpls").unwrap();
+    assert_eq!((p.target, p.tunnel.as_str(), p.site.as_str()), (MPLS, "wo1-mpls", "e2"));
+    assert!(p.figures.rtt_ms.unwrap() < 40.0, "{p:?}");
+    let script = nft.scripts().last().cloned().unwrap();
+    assert!(
+        script.contains("meta mark 0x57000001 ip daddr { 10.2.0.0/24 } meta mark set 0x57010001"),
+        "{script}"
+    );
+
+    // mpls's reflector stops: down after 2 probes, voip moves to inet.
+    mpls_reflector.abort();
+    let r = until("voip on inet after the blackout", || {
+        let r = report.borrow().clone();
+        (on(&r) == Some((vec!["wan/inet".into()], Some(true)))).then_some(r)
+    })
+    .await;
+    let d = r.decisions.last().unwrap();
+    assert_eq!(
+        (d.from.clone(), d.to.clone()),
+        (vec!["wan/mpls".to_string()], vec!["wan/inet".to_string()])
+    );
+    assert!(d.reason.contains("down"), "{}", d.reason);
+    until("the table sends voip to inet", || {
+        nft.scripts()
+            .last()
+            .is_some_and(|s| s.contains("meta mark set 0x57020001"))
+            .then_some(())
+    })
+    .await;
+    let last = nft.scripts().last().cloned().unwrap();
+    assert!(!r.paths.iter().find(|p| p.underlay == "mpls").unwrap().figures.up);
+
+    // The task ends with the edge; a new one starts from the stored decision: with mpls still
+    // dark and no figures yet, nothing moves and the same table is written.
+    drop(plans_tx);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let nft2 = Arc::new(RecordingNft::default());
+    let (plans_tx, plans) = watch::channel(Some(Arc::new(vec![plan()])));
+    let handle = spawn(plans, store, nft2.clone(), config(mpls_at.port())).unwrap();
+    let report = handle.report();
+    until("the restarted task has figures for both paths", || {
+        let r = report.borrow().clone();
+        (r.paths.iter().all(|p| p.figures.known())).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = report.borrow().clone();
+    assert_eq!(on(&r), Some((vec!["wan/inet".into()], Some(true))));
+    assert!(r.decisions.is_empty(), "decisions after the restart: {:?}", r.decisions);
+    assert_eq!(nft2.scripts(), vec![last]);
+    drop(plans_tx);
+}
