@@ -52,6 +52,7 @@ pub trait BenchOptions: Sized {
 
 pub mod demo;
 pub mod domains;
+pub mod failover;
 pub mod host;
 pub mod isolation;
 pub mod lab;

@@ -117,9 +117,9 @@ pub fn clocks() -> Vec<Clock> {
     ]
 }
 
-/// The pid of `node`'s wuosd in the lab.
-fn daemon_pid(node: &str) -> Option<u32> {
-    let config = format!("/{LAB}/daemons/{node}.toml");
+/// The pid of `node`'s wuosd in lab `lab`.
+pub(crate) fn daemon_pid(lab: &str, node: &str) -> Option<u32> {
+    let config = format!("/{lab}/daemons/{node}.toml");
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
@@ -129,7 +129,7 @@ fn daemon_pid(node: &str) -> Option<u32> {
 }
 
 fn rss_of(node: &str) -> Result<u64> {
-    let pid = daemon_pid(node).with_context(|| format!("{node}'s wuosd is not running"))?;
+    let pid = daemon_pid(LAB, node).with_context(|| format!("{node}'s wuosd is not running"))?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     meminfo_bytes(&status, "VmRSS").context("no VmRSS")
 }

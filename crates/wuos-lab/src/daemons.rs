@@ -53,6 +53,8 @@ pub struct DaemonOptions {
     /// Mutual TLS between the routers: a CA and one certificate per router, issued at `lab up`
     /// into `LAB_DIR/pki`.
     pub tls: bool,
+    /// Every router's path monitoring and steering (`[sdwan_paths]`).
+    pub sdwan_paths: wuos_model::daemon::SdwanPathsConfig,
 }
 
 impl Default for DaemonOptions {
@@ -67,6 +69,7 @@ impl Default for DaemonOptions {
             service_params: Default::default(),
             xdp: false,
             tls: true,
+            sdwan_paths: Default::default(),
         }
     }
 }
@@ -205,7 +208,7 @@ pub fn config(env: &LabEnv, st: &LabState, opts: &DaemonOptions, i: usize) -> Re
                 token_file: dir.join("token"),
             }
         }),
-        sdwan_paths: Default::default(),
+        sdwan_paths: opts.sdwan_paths.clone(),
     })
 }
 

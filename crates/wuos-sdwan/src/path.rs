@@ -4,11 +4,11 @@
 //!
 //! | figure | how |
 //! |---|---|
-//! | `rtt_ms` | the median of the last 3 answered probes: one late probe does not move it, two do |
+//! | `rtt_ms` | the median of the newest 3 probes that say something: an answered one gives its round trip, one still unanswered at twice the median round trip gives its age so far (a lower bound). One late probe does not move it, two do — before they are answered |
 //! | `srtt_ms` | exponentially smoothed round trip, gain 1/8 (as TCP's SRTT) |
 //! | `jitter_ms` | J += (\|D\| − J) / 16, D the difference of consecutive round trips (RFC 3550 §6.4.1) |
-//! | `loss_pct` | probes unanswered after the timeout ÷ probes whose fate is known, over the window |
-//! | `up` | false after [`DOWN_AFTER`] probes in a row went unanswered; true at the next answer |
+//! | `loss_pct` | probes unanswered after [`LOSS_AFTER`] (or the timeout, if longer) ÷ probes whose fate is known, over the window; a late answer clears its probe |
+//! | `up` | false once [`DOWN_AFTER`] probes in a row are overdue (unanswered past the timeout: 3 median round trips, 50 ms to 1 s); true at the next answer |
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -16,13 +16,17 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Probes in a row without an answer that make a path down.
+/// Overdue probes in a row that make a path down.
 pub const DOWN_AFTER: u32 = 2;
-/// A probe counts as lost when it is unanswered this long, or [`TIMEOUT_RTTS`] median round trips
-/// if that is longer.
+/// A probe is overdue when it is unanswered [`TIMEOUT_RTTS`] median round trips, at least this
+/// long …
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(50);
 pub const TIMEOUT_RTTS: u32 = 3;
+/// … and at most this long.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(1);
+/// A probe counts as lost when it is unanswered this long (or the timeout, if longer): a probe
+/// that is merely late is not loss.
+pub const LOSS_AFTER: Duration = Duration::from_secs(1);
 
 /// One probe's fate.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -34,7 +38,7 @@ pub struct Probe {
     /// Its round trip, once answered.
     #[serde(default, with = "opt_millis", skip_serializing_if = "Option::is_none")]
     pub rtt: Option<Duration>,
-    /// Unanswered after the timeout (an answer after that still records `rtt` and clears it).
+    /// Unanswered after [`LOSS_AFTER`] (an answer after that still records `rtt` and clears it).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub lost: bool,
 }
@@ -43,7 +47,7 @@ pub struct Probe {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Figures {
     pub up: bool,
-    /// Median of the last 3 round trips (ms); none before the first answer.
+    /// Median of the newest 3 probes that say something (ms); none before the first answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtt_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -53,6 +57,7 @@ pub struct Figures {
     pub loss_pct: f64,
     /// Probes in the window whose fate is known.
     pub samples: u32,
+    /// Overdue probes in a row, the newest ones.
     pub lost_in_row: u32,
 }
 
@@ -66,7 +71,7 @@ impl Figures {
 impl fmt::Display for Figures {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if !self.up {
-            return write!(f, "down ({} probes unanswered in a row)", self.lost_in_row);
+            return write!(f, "down ({} probes overdue in a row)", self.lost_in_row);
         }
         match self.rtt_ms {
             Some(r) => write!(
@@ -84,12 +89,13 @@ impl fmt::Display for Figures {
 pub struct PathStats {
     window: VecDeque<Probe>,
     capacity: usize,
-    recent: VecDeque<Duration>,
     srtt: Option<f64>,
     jitter: f64,
     last_rtt: Option<f64>,
-    lost_in_row: u32,
+    overdue_in_row: u32,
     answered_once: bool,
+    /// The latest time the stats were told (ages are counted to it).
+    now: Duration,
 }
 
 impl PathStats {
@@ -98,17 +104,18 @@ impl PathStats {
         PathStats {
             window: VecDeque::with_capacity(window.max(1)),
             capacity: window.max(1),
-            recent: VecDeque::with_capacity(3),
             srtt: None,
             jitter: 0.0,
             last_rtt: None,
-            lost_in_row: 0,
+            overdue_in_row: 0,
             answered_once: false,
+            now: Duration::ZERO,
         }
     }
 
     /// A probe left at `now`.
     pub fn sent(&mut self, seq: u32, now: Duration) {
+        self.now = self.now.max(now);
         if self.window.len() == self.capacity {
             self.window.pop_front();
         }
@@ -120,9 +127,10 @@ impl PathStats {
         });
     }
 
-    /// Probe `seq` came back with round trip `rtt`; false when it is not in the window (too old,
-    /// never sent, or answered twice).
-    pub fn answered(&mut self, seq: u32, rtt: Duration) -> bool {
+    /// Probe `seq` came back at `now` with round trip `rtt`; false when it is not in the window
+    /// (too old, never sent, or answered twice).
+    pub fn answered(&mut self, seq: u32, rtt: Duration, now: Duration) -> bool {
+        self.now = self.now.max(now);
         let Some(p) = self.window.iter_mut().rev().find(|p| p.seq == seq) else {
             return false;
         };
@@ -131,12 +139,8 @@ impl PathStats {
         }
         p.rtt = Some(rtt);
         p.lost = false;
-        self.lost_in_row = 0;
         self.answered_once = true;
-        if self.recent.len() == 3 {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(rtt);
+        self.count_overdue();
         let ms = rtt.as_secs_f64() * 1e3;
         self.srtt = Some(match self.srtt {
             Some(s) => s + (ms - s) / 8.0,
@@ -149,47 +153,77 @@ impl PathStats {
         true
     }
 
-    /// How long an unanswered probe is waited for.
+    /// How long an unanswered probe is waited for before it is overdue.
     pub fn timeout(&self) -> Duration {
-        match self.median() {
+        match self.median_answered() {
             Some(m) => (m * TIMEOUT_RTTS).clamp(MIN_TIMEOUT, MAX_TIMEOUT),
             None => MIN_TIMEOUT.max(Duration::from_millis(200)),
         }
     }
 
-    /// Marks the probes unanswered for longer than the timeout as lost; how many were newly lost.
+    /// How long before an unanswered probe counts as lost.
+    pub fn loss_timeout(&self) -> Duration {
+        LOSS_AFTER.max(self.timeout())
+    }
+
+    /// At `now`: the probes unanswered for longer than the loss timeout are lost; how many were
+    /// newly lost.
     pub fn expire(&mut self, now: Duration) -> u32 {
-        let timeout = self.timeout();
+        self.now = self.now.max(now);
+        let after = self.loss_timeout();
         let mut newly = 0;
         for p in self.window.iter_mut() {
-            if p.rtt.is_none() && !p.lost && now.saturating_sub(p.sent) >= timeout {
+            if p.rtt.is_none() && !p.lost && self.now.saturating_sub(p.sent) >= after {
                 p.lost = true;
                 newly += 1;
             }
         }
-        // In a row: the lost probes after the last answered one.
-        self.lost_in_row = self
-            .window
-            .iter()
-            .rev()
-            .skip_while(|p| p.rtt.is_none() && !p.lost)
-            .take_while(|p| p.lost)
-            .count() as u32;
+        self.count_overdue();
         newly
     }
 
-    fn median(&self) -> Option<Duration> {
-        let mut v: Vec<Duration> = self.recent.iter().copied().collect();
-        v.sort();
-        v.get(v.len() / 2).copied().filter(|_| !v.is_empty())
+    /// The newest probes overdue in a row (those too young to be overdue skipped).
+    fn count_overdue(&mut self) {
+        let timeout = self.timeout();
+        let overdue = |p: &Probe| p.rtt.is_none() && self.now.saturating_sub(p.sent) >= timeout;
+        self.overdue_in_row = self
+            .window
+            .iter()
+            .rev()
+            .skip_while(|p| p.rtt.is_none() && !overdue(p))
+            .take_while(|p| overdue(p))
+            .count() as u32;
+    }
+
+    /// The median round trip of the newest 3 answered probes.
+    fn median_answered(&self) -> Option<Duration> {
+        let v: Vec<Duration> = self.window.iter().rev().filter_map(|p| p.rtt).take(3).collect();
+        median(v)
+    }
+
+    /// The median of the newest 3 probes that say something: an answered one its round trip, an
+    /// unanswered one older than twice the median round trip its age (at least that).
+    fn latency(&self) -> Option<Duration> {
+        let m = self.median_answered()?;
+        let v: Vec<Duration> = self
+            .window
+            .iter()
+            .rev()
+            .filter_map(|p| match p.rtt {
+                Some(r) => Some(r),
+                None => Some(self.now.saturating_sub(p.sent)).filter(|age| *age >= m * 2),
+            })
+            .take(3)
+            .collect();
+        median(v)
     }
 
     pub fn figures(&self) -> Figures {
         let known = self.window.iter().filter(|p| p.rtt.is_some() || p.lost).count();
         let lost = self.window.iter().filter(|p| p.lost).count();
         Figures {
-            up: self.lost_in_row < DOWN_AFTER,
-            rtt_ms: self.median().map(|d| d.as_secs_f64() * 1e3),
+            up: self.overdue_in_row < DOWN_AFTER,
+            rtt_ms: self.latency().map(|d| d.as_secs_f64() * 1e3),
             srtt_ms: self.srtt,
             jitter_ms: self.jitter,
             loss_pct: if known == 0 {
@@ -198,7 +232,7 @@ impl PathStats {
                 lost as f64 * 100.0 / known as f64
             },
             samples: known as u32,
-            lost_in_row: self.lost_in_row,
+            lost_in_row: self.overdue_in_row,
         }
     }
 
@@ -211,6 +245,11 @@ impl PathStats {
     pub fn answered_once(&self) -> bool {
         self.answered_once
     }
+}
+
+fn median(mut v: Vec<Duration>) -> Option<Duration> {
+    v.sort();
+    v.get(v.len() / 2).copied()
 }
 
 mod millis {
@@ -254,13 +293,14 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    /// Probes every 100 ms; `rtt(i)` is the i-th probe's round trip or none when lost.
+    /// Probes every 100 ms; `rtt(i)` is the i-th probe's round trip or none when lost; each
+    /// answer comes back within the round; the stats are told the time at the round's end.
     fn run(stats: &mut PathStats, from: u32, n: u32, rtt: impl Fn(u32) -> Option<u64>) {
         for i in from..from + n {
             let t = ms(u64::from(i) * 100);
             stats.sent(i, t);
             if let Some(r) = rtt(i) {
-                stats.answered(i, ms(r));
+                stats.answered(i, ms(r), t + ms(r));
             }
             stats.expire(t + ms(99));
         }
@@ -291,17 +331,46 @@ mod tests {
     }
 
     #[test]
-    fn a_blackout_is_down_after_two_probes_and_up_at_the_next_answer() {
+    fn overdue_probes_count_with_their_age_before_they_are_answered() {
+        let mut s = PathStats::new(100);
+        run(&mut s, 0, 10, |_| Some(10));
+        // A brownout: probe 10 leaves at 1000 ms and is not back 45 ms later.
+        s.sent(10, ms(1000));
+        s.expire(ms(1045));
+        assert_eq!(
+            s.figures().rtt_ms,
+            Some(10.0),
+            "one late probe does not move the median"
+        );
+        s.sent(11, ms(1100));
+        s.expire(ms(1145));
+        // Ages 145 and 45 ms, and 10: the median is 45 — the path is seen slow before any answer.
+        assert_eq!(s.figures().rtt_ms, Some(45.0));
+        assert!(
+            s.figures().up,
+            "one probe overdue (the 50-ms timeout), the newer one not yet"
+        );
+        assert_eq!(s.figures().loss_pct, 0.0, "late is not lost");
+        // Both answered at 150 ms: the round trips replace the ages.
+        s.answered(10, ms(150), ms(1150));
+        s.answered(11, ms(150), ms(1250));
+        assert_eq!(s.figures().rtt_ms, Some(150.0));
+    }
+
+    #[test]
+    fn a_blackout_is_down_after_two_overdue_probes_and_up_at_the_next_answer() {
         let mut s = PathStats::new(100);
         run(&mut s, 0, 10, |_| Some(10));
         run(&mut s, 10, 1, |_| None);
-        assert!(s.figures().up, "one lost probe is not a blackout");
+        assert!(s.figures().up, "one overdue probe is not a blackout");
         run(&mut s, 11, 1, |_| None);
         let f = s.figures();
         assert!(!f.up && f.known());
         assert_eq!(f.lost_in_row, 2);
-        assert!((f.loss_pct - 100.0 * 2.0 / 12.0).abs() < 1e-9);
-        run(&mut s, 12, 1, |_| Some(10));
+        assert_eq!(f.loss_pct, 0.0, "overdue, not lost yet");
+        s.expire(ms(2200));
+        assert!((s.figures().loss_pct - 100.0 * 2.0 / 12.0).abs() < 1e-9);
+        run(&mut s, 22, 1, |_| Some(10));
         assert!(s.figures().up);
     }
 
@@ -310,8 +379,9 @@ mod tests {
         let mut s = PathStats::new(20);
         // Every 10th probe lost, then 20 clean ones push the losses out.
         run(&mut s, 0, 40, |i| (i % 10 != 0).then_some(10));
+        s.expire(ms(5000));
         assert!((s.figures().loss_pct - 10.0).abs() < 1e-9);
-        run(&mut s, 40, 20, |_| Some(10));
+        run(&mut s, 50, 20, |_| Some(10));
         assert_eq!(s.figures().loss_pct, 0.0);
     }
 
@@ -320,13 +390,13 @@ mod tests {
         let mut s = PathStats::new(100);
         run(&mut s, 0, 5, |_| Some(10));
         s.sent(5, ms(500));
-        s.expire(ms(700));
+        s.expire(ms(1600));
         assert_eq!(s.figures().samples, 6);
         assert!(s.figures().loss_pct > 0.0);
-        assert!(s.answered(5, ms(250)));
+        assert!(s.answered(5, ms(1150), ms(1650)));
         assert_eq!(s.figures().loss_pct, 0.0);
-        assert!(!s.answered(5, ms(250)), "answered twice");
-        assert!(!s.answered(99, ms(1)), "never sent");
+        assert!(!s.answered(5, ms(1150), ms(1650)), "answered twice");
+        assert!(!s.answered(99, ms(1), ms(1650)), "never sent");
     }
 
     #[test]
@@ -348,5 +418,6 @@ mod tests {
         assert_eq!(s.timeout(), ms(300));
         run(&mut s, 6, 3, |_| Some(900));
         assert_eq!(s.timeout(), MAX_TIMEOUT);
+        assert_eq!(s.loss_timeout(), LOSS_AFTER);
     }
 }

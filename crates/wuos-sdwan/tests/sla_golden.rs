@@ -85,7 +85,8 @@ fn run(dir: &Path) -> String {
                 s.sent(seq, t);
                 let lost = b.down || (b.lose_every > 0 && seq % b.lose_every == b.lose_every - 1);
                 if !lost {
-                    s.answered(seq, Duration::from_secs_f64(b.rtt_ms / 1e3));
+                    let rtt = Duration::from_secs_f64(b.rtt_ms / 1e3);
+                    s.answered(seq, rtt, t + rtt);
                 }
             }
             t += cadence;

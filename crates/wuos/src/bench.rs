@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use wuos_bench::{BenchOptions, domains, isolation, lab, orchestration, overlays, sim, telemetry, xdp};
+use wuos_bench::{BenchOptions, domains, failover, isolation, lab, orchestration, overlays, sim, telemetry, xdp};
 
 /// `TOPOLOGY@INTERVAL_MS,...`, or `none`.
 fn parse_scale(specs: &[String]) -> anyhow::Result<Vec<(String, u64)>> {
@@ -52,6 +52,10 @@ pub enum BenchCmd {
     /// side; then end to end through the NBI (request to traffic on every tunnel) and the edge
     /// daemon's memory.
     Overlays(OverlaysArgs),
+    /// SD-WAN failover (issue 12): time from a degradation of a steered class's path (delay over
+    /// its SLA, 100 % loss, 5 % loss) to its packets leaving on another path, seen on the wire,
+    /// at 100-ms and 1-s probes; the probes' cost for 10, 100 and 1,000 tunnels.
+    Failover(FailoverArgs),
     /// The simulator: router-seconds simulated per wall-second and memory per router at 1,000,
     /// 10,000 and 100,000 routers, protocol only and with orchestrators (no root needed).
     Sim(SimArgs),
@@ -166,6 +170,18 @@ pub struct OverlaysArgs {
 }
 
 #[derive(Args)]
+pub struct FailoverArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Probe intervals, e.g. 100ms,1s.
+    #[arg(long, value_delimiter = ',')]
+    probe_intervals: Option<Vec<String>>,
+    /// Tunnel counts for the probes' cost, e.g. 10,100,1000 (0: skip it).
+    #[arg(long, value_delimiter = ',')]
+    tunnels: Option<Vec<usize>>,
+}
+
+#[derive(Args)]
 pub struct IsolationArgs {
     #[command(flatten)]
     common: Common,
@@ -275,6 +291,20 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             o.peer = !a.no_peer;
             o.e2e = !a.no_e2e;
             overlays::run(&o)
+        }
+        BenchCmd::Failover(a) => {
+            let mut o: failover::Options = a.common.options();
+            if let Some(p) = a.probe_intervals {
+                o.cadences = p
+                    .iter()
+                    .map(|t| wuos_model::units::parse_duration(t))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| crate::topo::BadInput(format!("--probe-intervals: {e}")))?;
+            }
+            if let Some(t) = a.tunnels {
+                o.tunnels = t.into_iter().filter(|&n| n > 0).collect();
+            }
+            failover::run(&o)
         }
         BenchCmd::Isolation(a) => {
             let mut o: isolation::Options = a.common.options();

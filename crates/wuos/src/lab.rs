@@ -79,6 +79,9 @@ pub enum LabCmd {
         /// Daemons talk over plain TCP: no CA, no certificates (mutual TLS is the default).
         #[arg(long)]
         no_tls: bool,
+        /// How often the edges probe each SD-WAN path of a steered class (STAMP).
+        #[arg(long, default_value = "100ms")]
+        probe_interval: String,
         /// A site value of a catalog parameter for every router, SERVICE.KEY=VALUE (repeatable),
         /// e.g. --param 'pabx.static_users=2000=10.254.0.5:5060'.
         #[arg(long = "param", value_name = "SERVICE.KEY=VALUE")]
@@ -298,6 +301,7 @@ pub fn run(cmd: LabCmd) -> Result<()> {
             no_routing_reservation,
             xdp,
             no_tls,
+            probe_interval,
             params,
             json,
         } => {
@@ -305,6 +309,13 @@ pub fn run(cmd: LabCmd) -> Result<()> {
             let t = topo::load(&topology, seed)?;
             let name = topo::lab_name(name.as_deref(), &t);
             let interval = parse_duration(&telemetry_interval).map_err(bad)?;
+            let sdwan_paths = wuos_model::daemon::SdwanPathsConfig {
+                probe_interval: parse_duration(&probe_interval).map_err(bad)?,
+                ..Default::default()
+            };
+            if let Err((_, problem, fix)) = sdwan_paths.check() {
+                return Err(bad(format!("--probe-interval {problem}: {fix}")));
+            }
             if !(1..=8).contains(&hop_limit) {
                 return Err(bad(format!("--hop-limit {hop_limit}: use 1 to 8")));
             }
@@ -325,6 +336,7 @@ pub fn run(cmd: LabCmd) -> Result<()> {
                     xdp,
                     tls: !no_tls,
                     service_params,
+                    sdwan_paths,
                 }),
             };
             let bar = Bar::new();

@@ -193,6 +193,8 @@ struct Paths<N> {
     outstanding: BTreeMap<u32, Ipv4Addr>,
     order: VecDeque<u32>,
     keys: BTreeMap<PathKey, (Ipv4Addr, String)>,
+    /// Target → the (plan index, site) pairs whose decision its figures feed.
+    users: BTreeMap<Ipv4Addr, BTreeSet<(usize, String)>>,
     /// (class, site) → what the decision remembers.
     states: BTreeMap<(String, String), SteerState>,
     decisions: VecDeque<DecisionReport>,
@@ -231,9 +233,11 @@ impl<N: Nftables + 'static> Paths<N> {
 
     fn set_plans(&mut self, plans: Arc<Vec<ClassPlan>>) {
         let mut keys = BTreeMap::new();
-        for plan in plans.iter() {
+        let mut users: BTreeMap<Ipv4Addr, BTreeSet<(usize, String)>> = BTreeMap::new();
+        for (pi, plan) in plans.iter().enumerate() {
             for c in &plan.candidates {
                 for (site, addr) in &c.via {
+                    users.entry(*addr).or_default().insert((pi, site.clone()));
                     keys.insert(
                         PathKey {
                             path: c.path.clone(),
@@ -252,6 +256,7 @@ impl<N: Nftables + 'static> Paths<N> {
             });
         }
         self.keys = keys;
+        self.users = users;
         let wanted: BTreeSet<(String, String)> = plans
             .iter()
             .flat_map(|p| p.sites.keys().map(|s| (p.class.clone(), s.clone())))
@@ -266,70 +271,80 @@ impl<N: Nftables + 'static> Paths<N> {
         self.plans = plans;
     }
 
-    /// Every class towards every site: a decision step; whether anything changed.
-    fn evaluate(&mut self) -> bool {
+    /// A decision step for every class towards every site (`only`: those whose candidates
+    /// include that target); whether anything changed. Each path's figures are worked out once.
+    fn evaluate(&mut self, only: Option<Ipv4Addr>) -> bool {
         let now = self.start.elapsed();
         let mut changed = false;
         let plans = self.plans.clone();
-        for plan in plans.iter() {
-            for site in plan.sites.keys() {
-                let candidates: Vec<(PathId, Figures)> = plan
-                    .towards(site)
-                    .map(|(_, c)| {
-                        let key = PathKey {
-                            path: c.path.clone(),
-                            site: site.clone(),
-                        };
-                        (c.path.clone(), self.figures(&key))
-                    })
-                    .collect();
-                let state = self.states.entry((plan.class.clone(), site.clone())).or_default();
-                let Some(change) = decide(
-                    &plan.steering.sla,
-                    plan.steering.balance,
-                    &candidates,
-                    state,
-                    now,
-                    &self.damping,
-                ) else {
-                    continue;
-                };
-                changed = true;
-                let (from, to) = (names(&change.from), names(&change.to));
-                info!(
-                    class = %plan.class,
-                    %site,
-                    from = %from.join("+"),
-                    to = %to.join("+"),
-                    met = ?change.met,
-                    reason = %change.reason,
-                    "SD-WAN steering decision"
-                );
-                let key = format!("{KEY_PREFIX}{}/{site}", plan.class);
-                match serde_json::to_vec(&*state) {
-                    Ok(json) => {
-                        if let Err(e) = self.store.put_blob(&key, &json) {
-                            warn!(error = %e, "cannot persist a steering decision");
-                        }
+        let pairs: Vec<(usize, String)> = match only {
+            Some(a) => self.users.get(&a).into_iter().flatten().cloned().collect(),
+            None => plans
+                .iter()
+                .enumerate()
+                .flat_map(|(i, p)| p.sites.keys().map(move |s| (i, s.clone())))
+                .collect(),
+        };
+        let mut figures: BTreeMap<PathKey, Figures> = BTreeMap::new();
+        for (pi, site) in pairs {
+            let plan = &plans[pi];
+            let candidates: Vec<(PathId, Figures)> = plan
+                .towards(&site)
+                .map(|(_, c)| {
+                    let key = PathKey {
+                        path: c.path.clone(),
+                        site: site.clone(),
+                    };
+                    let f = *figures.entry(key.clone()).or_insert_with(|| self.figures(&key));
+                    (c.path.clone(), f)
+                })
+                .collect();
+            let state = self.states.entry((plan.class.clone(), site.clone())).or_default();
+            let Some(change) = decide(
+                &plan.steering.sla,
+                plan.steering.balance,
+                &candidates,
+                state,
+                now,
+                &self.damping,
+            ) else {
+                continue;
+            };
+            changed = true;
+            let (from, to) = (names(&change.from), names(&change.to));
+            info!(
+                class = %plan.class,
+                %site,
+                from = %from.join("+"),
+                to = %to.join("+"),
+                met = ?change.met,
+                reason = %change.reason,
+                "SD-WAN steering decision"
+            );
+            let key = format!("{KEY_PREFIX}{}/{site}", plan.class);
+            match serde_json::to_vec(&*state) {
+                Ok(json) => {
+                    if let Err(e) = self.store.put_blob(&key, &json) {
+                        warn!(error = %e, "cannot persist a steering decision");
                     }
-                    Err(e) => warn!(error = %e, "cannot encode a steering decision"),
                 }
-                if self.decisions.len() == DECISIONS_KEPT {
-                    self.decisions.pop_front();
-                }
-                self.decisions.push_back(DecisionReport {
-                    at_unix_ms: SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map(|d| d.as_millis() as u64)
-                        .unwrap_or(0),
-                    class: plan.class.clone(),
-                    site: site.clone(),
-                    from,
-                    to,
-                    met: change.met,
-                    reason: change.reason,
-                });
+                Err(e) => warn!(error = %e, "cannot encode a steering decision"),
             }
+            if self.decisions.len() == DECISIONS_KEPT {
+                self.decisions.pop_front();
+            }
+            self.decisions.push_back(DecisionReport {
+                at_unix_ms: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+                class: plan.class.clone(),
+                site: site.clone(),
+                from,
+                to,
+                met: change.met,
+                reason: change.reason,
+            });
         }
         changed
     }
@@ -468,24 +483,21 @@ impl<N: Nftables + 'static> Paths<N> {
         }
     }
 
-    /// An answer: its path's figures.
-    fn answered(&mut self, from: SocketAddr, datagram: &[u8]) -> bool {
+    /// An answer: its path's figures; the target it answers for, if it counted.
+    fn answered(&mut self, from: SocketAddr, datagram: &[u8]) -> Option<Ipv4Addr> {
         let arrived = now_ntp();
         let (SocketAddr::V4(_), Ok(r)) = (from, Reflected::decode(datagram)) else {
-            return false;
+            return None;
         };
-        let Some(t) = self
-            .outstanding
-            .remove(&r.sender_seq)
-            .and_then(|addr| self.targets.get_mut(&addr))
-        else {
-            return false;
-        };
-        if t.stats.answered(r.sender_seq, r.round_trip(arrived)) {
+        let addr = self.outstanding.remove(&r.sender_seq)?;
+        let t = self.targets.get_mut(&addr)?;
+        if t.stats
+            .answered(r.sender_seq, r.round_trip(arrived), self.start.elapsed())
+        {
             self.answers += 1;
-            true
+            Some(addr)
         } else {
-            false
+            None
         }
     }
 }
@@ -524,6 +536,7 @@ pub fn spawn<N: Nftables + 'static>(
         nft: Arc::new(nft),
         plans: Arc::new(Vec::new()),
         targets: BTreeMap::new(),
+        users: BTreeMap::new(),
         next_seq: 0,
         outstanding: BTreeMap::new(),
         order: VecDeque::new(),
@@ -558,7 +571,7 @@ pub fn spawn<N: Nftables + 'static>(
         if !paths.states.is_empty() {
             info!(decisions = paths.states.len(), "SD-WAN steering decisions restored");
         }
-        paths.evaluate();
+        paths.evaluate(None);
         paths.write_table().await;
         paths.publish();
         // Half rounds: probes leave every other tick; expiry runs on every one, so a lost probe
@@ -576,13 +589,14 @@ pub fn spawn<N: Nftables + 'static>(
                     if !paths.targets.is_empty() {
                         paths.probe(&sock, half).await;
                     }
-                    decided = paths.evaluate();
+                    // Every path's figures move with time (probes age and go overdue).
+                    decided = paths.evaluate(None);
                 }
                 r = sock.recv_from(&mut buf) => {
                     if let Ok((n, from)) = r
-                        && paths.answered(from, &buf[..n])
+                        && let Some(target) = paths.answered(from, &buf[..n])
                     {
-                        decided = paths.evaluate();
+                        decided = paths.evaluate(Some(target));
                     }
                 }
                 c = plans.changed() => {
@@ -592,7 +606,7 @@ pub fn spawn<N: Nftables + 'static>(
                     if let Some(p) = plans.borrow_and_update().clone() {
                         paths.set_plans(p);
                     }
-                    paths.evaluate();
+                    paths.evaluate(None);
                     // The table follows the plans even without a new decision.
                     decided = true;
                 }

@@ -126,7 +126,7 @@ async fn probes_are_answered_and_a_blackout_moves_the_class_and_a_restart_moves_
         (d.from.clone(), d.to.clone()),
         (vec!["wan/mpls".to_string()], vec!["wan/inet".to_string()])
     );
-    assert!(d.reason.contains("down"), "{}", d.reason);
+    assert!(d.reason.contains("wan/mpls fails the SLA"), "{}", d.reason);
     until("the table sends voip to inet", || {
         nft.scripts()
             .last()
@@ -135,7 +135,11 @@ async fn probes_are_answered_and_a_blackout_moves_the_class_and_a_restart_moves_
     })
     .await;
     let last = nft.scripts().last().cloned().unwrap();
-    assert!(!r.paths.iter().find(|p| p.underlay == "mpls").unwrap().figures.up);
+    until("mpls down", || {
+        let r = report.borrow().clone();
+        (!r.paths.iter().find(|p| p.underlay == "mpls").unwrap().figures.up).then_some(())
+    })
+    .await;
 
     // The task ends with the edge; a new one starts from the stored decision: with mpls still
     // dark and no figures yet, nothing moves and the same table is written.
