@@ -71,6 +71,9 @@ pub struct Options {
     pub cadences: Vec<Duration>,
     /// Tunnel counts for the probes' cost (empty: not measured).
     pub tunnels: Vec<usize>,
+    /// Probe every tunnel on its own (`[sdwan_paths] probe_each_tunnel`), not once per underlay
+    /// path.
+    pub probe_each_tunnel: bool,
 }
 
 impl BenchOptions for Options {
@@ -82,6 +85,7 @@ impl BenchOptions for Options {
             runs: 20,
             cadences: vec![Duration::from_millis(100), Duration::from_secs(1)],
             tunnels: vec![10, 100, 1000],
+            probe_each_tunnel: false,
         }
     }
 
@@ -91,6 +95,7 @@ impl BenchOptions for Options {
             runs: 3,
             cadences: vec![Duration::from_millis(100)],
             tunnels: vec![10],
+            probe_each_tunnel: false,
         }
     }
 
@@ -157,6 +162,8 @@ pub struct FailoverRow {
 pub struct CostRow {
     pub probe_interval_ms: f64,
     pub tunnels: usize,
+    /// Each tunnel probed on its own (else once per underlay path).
+    pub each_tunnel: bool,
     pub probes_per_s: f64,
     /// Both directions (probe and answer), on the wire of the underlay.
     pub wire_bytes_per_s: f64,
@@ -217,6 +224,7 @@ pub fn run(o: &Options) -> Result<()> {
                         probe_interval: cadence,
                         window: 20,
                         hold: Duration::from_secs(1),
+                        probe_each_tunnel: o.probe_each_tunnel,
                         ..Default::default()
                     },
                     ..Default::default()
@@ -473,7 +481,7 @@ async fn measure(env: &LabEnv, o: &Options, cadence: Duration) -> Result<(Vec<Fa
     .await?;
     let mut costs = Vec::new();
     for &n in &o.tunnels {
-        costs.push(cost(env, &mut c, cadence, n, &baseline).await?);
+        costs.push(cost(env, &mut c, cadence, n, &baseline, o.probe_each_tunnel).await?);
     }
     Ok((rows, costs))
 }
@@ -533,7 +541,14 @@ async fn cpu_window(env: &LabEnv) -> Result<Window> {
 }
 
 /// The probes' cost with `n` tunnels probed by e1.
-async fn cost(env: &LabEnv, c: &mut NbiClient, cadence: Duration, n: usize, base: &Window) -> Result<CostRow> {
+async fn cost(
+    env: &LabEnv,
+    c: &mut NbiClient,
+    cadence: Duration,
+    n: usize,
+    base: &Window,
+    o_each: bool,
+) -> Result<CostRow> {
     eprintln!("  probes every {} ms: cost with {n} tunnels", cadence.as_millis());
     let overlays = n.div_ceil(2);
     let mut create = Vec::new();
@@ -571,6 +586,7 @@ async fn cost(env: &LabEnv, c: &mut NbiClient, cadence: Duration, n: usize, base
     Ok(CostRow {
         probe_interval_ms: cadence.as_secs_f64() * 1e3,
         tunnels: overlays * 2,
+        each_tunnel: o_each,
         probes_per_s: per_s,
         wire_bytes_per_s: per_s * 2.0 * PROBE_WIRE_BYTES as f64,
         sender_cpu_pct: (w.sender_cpu_s / w.seconds - base.sender_cpu_s / base.seconds) * 100.0,
@@ -617,6 +633,7 @@ pub fn print(r: &Report) {
         let mut t = Table::new([
             "probe every",
             "tunnels",
+            "probed",
             "probes/s",
             "wire bytes/s (both ways)",
             "sender CPU % of a core",
@@ -626,6 +643,12 @@ pub fn print(r: &Report) {
             t.row([
                 format!("{} ms", c.probe_interval_ms),
                 c.tunnels.to_string(),
+                if c.each_tunnel {
+                    "each tunnel"
+                } else {
+                    "per underlay path"
+                }
+                .to_string(),
                 at_resolution(c.probes_per_s, 1.0),
                 at_resolution(c.wire_bytes_per_s, 1.0),
                 at_resolution(c.sender_cpu_pct, 0.1),

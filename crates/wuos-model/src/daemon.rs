@@ -170,6 +170,11 @@ pub struct SdwanPathsConfig {
     /// … with every SLA limit scaled by 1 − hysteresis (0 to 0.9).
     #[serde(default = "default_hysteresis")]
     pub hysteresis: f64,
+    /// Probe every tunnel on its own. By default the tunnels that cross the same underlay path
+    /// (the same underlay and outer destination: one per overlay between two edges) share one
+    /// probe stream, so the probes cost per pair of edges and underlay, not per overlay.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub probe_each_tunnel: bool,
 }
 
 fn default_probe_interval() -> Duration {
@@ -201,6 +206,7 @@ impl Default for SdwanPathsConfig {
             stamp_port: default_stamp_port(),
             hold: default_hold(),
             hysteresis: default_hysteresis(),
+            probe_each_tunnel: false,
         }
     }
 }

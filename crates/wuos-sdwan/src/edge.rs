@@ -241,6 +241,7 @@ fn steer_class(out: &mut EdgeConfig, c: &TrafficClass, st: &Steering, desired: &
             mark: steer::mark(c, i),
             table: steer::table(c, i),
             via: BTreeMap::new(),
+            outer: BTreeMap::new(),
         };
         if let Some(t) = out.tunnels.get(&tunnel) {
             for (r, _) in o.sites.iter().filter(|(r, _)| *r != edge) {
@@ -251,6 +252,7 @@ fn steer_class(out: &mut EdgeConfig, c: &TrafficClass, st: &Steering, desired: &
                     continue;
                 };
                 cand.via.insert(r.clone(), peer.inner);
+                cand.outer.insert(r.clone(), peer.remote);
                 let lans = plan
                     .sites
                     .entry(r.clone())

@@ -77,6 +77,11 @@ pub struct Candidate {
     pub table: u32,
     /// Remote site → the peer's inner address on this tunnel (what the probes go to).
     pub via: BTreeMap<String, Ipv4Addr>,
+    /// Remote site → the peer's WAN address on the underlay (the tunnel's outer destination):
+    /// tunnels of several overlays with the same underlay and outer destination cross the same
+    /// underlay path.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outer: BTreeMap<String, Ipv4Addr>,
 }
 
 /// What one edge needs to steer one class: its SLA, its candidates and the remote sites' LANs.
@@ -341,6 +346,17 @@ mod tests {
                 ..e1
             }
         );
+    }
+
+    #[test]
+    fn the_example_file_applies_on_sdwan_3_2() {
+        let (d, inv, last) = setup(include_str!("../../../examples/sdwan-steered.json"));
+        last.unwrap();
+        assert_eq!(d.classes.len(), 2);
+        let e1 = EdgeConfig::realise(&d, &inv, "e1");
+        let bulk = e1.steer.iter().find(|p| p.class == "bulk").unwrap();
+        assert!(bulk.steering.balance);
+        assert_eq!(bulk.candidates[0].path.to_string(), "wan/inet");
     }
 
     #[test]

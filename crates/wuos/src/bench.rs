@@ -179,6 +179,9 @@ pub struct FailoverArgs {
     /// Tunnel counts for the probes' cost, e.g. 10,100,1000 (0: skip it).
     #[arg(long, value_delimiter = ',')]
     tunnels: Option<Vec<usize>>,
+    /// Probe every tunnel on its own (by default tunnels over the same underlay path share probes).
+    #[arg(long)]
+    probe_each_tunnel: bool,
 }
 
 #[derive(Args)]
@@ -304,6 +307,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             if let Some(t) = a.tunnels {
                 o.tunnels = t.into_iter().filter(|&n| n > 0).collect();
             }
+            o.probe_each_tunnel = a.probe_each_tunnel;
             failover::run(&o)
         }
         BenchCmd::Isolation(a) => {

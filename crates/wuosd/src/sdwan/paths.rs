@@ -44,6 +44,23 @@ const DECISIONS_KEPT: usize = 200;
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// How long after a failed nft transaction the table is tried again.
 const NFT_RETRY: Duration = Duration::from_secs(1);
+/// Socket buffers of the sender and the reflector: a round to 1,000 paths is 1,000 datagrams at
+/// once each way, more than the default buffers hold.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Larger buffers (past `net.core.*mem_max`: the daemon runs as root); kept default if refused.
+fn big_buffers(sock: &StdUdpSocket) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    for r in [
+        setsockopt(sock, sockopt::RcvBufForce, &SOCKET_BUFFER),
+        setsockopt(sock, sockopt::SndBufForce, &SOCKET_BUFFER),
+    ] {
+        if let Err(e) = r {
+            warn!(error = %e, "cannot enlarge a STAMP socket's buffers; large rounds may drop probes");
+            return;
+        }
+    }
+}
 
 fn now_ntp() -> NtpTime {
     NtpTime::from_unix(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default())
@@ -60,6 +77,7 @@ pub fn spawn_reflector(
 ) -> io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let sock = StdUdpSocket::bind(at)?;
     sock.set_nonblocking(true)?;
+    big_buffers(&sock);
     nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::Ipv4RecvTtl, &true).map_err(io::Error::from)?;
     let local = sock.local_addr()?;
     let sock = UdpSocket::from_std(sock)?;
@@ -232,18 +250,37 @@ impl<N: Nftables + 'static> Paths<N> {
     }
 
     fn set_plans(&mut self, plans: Arc<Vec<ClassPlan>>) {
+        // Each path is probed at its peer's inner address on its tunnel; unless every tunnel is
+        // probed on its own, the paths crossing the same underlay path (underlay, outer
+        // destination) share the probes of one of them (the lowest inner address).
         let mut keys = BTreeMap::new();
         let mut users: BTreeMap<Ipv4Addr, BTreeSet<(usize, String)>> = BTreeMap::new();
+        let mut shared: BTreeMap<(String, Ipv4Addr), Ipv4Addr> = BTreeMap::new();
+        let each = self.cfg.probe_each_tunnel;
+        for plan in plans.iter() {
+            for c in &plan.candidates {
+                for (site, addr) in &c.via {
+                    if let (false, Some(outer)) = (each, c.outer.get(site)) {
+                        let rep = shared.entry((c.path.underlay.clone(), *outer)).or_insert(*addr);
+                        *rep = (*rep).min(*addr);
+                    }
+                }
+            }
+        }
         for (pi, plan) in plans.iter().enumerate() {
             for c in &plan.candidates {
                 for (site, addr) in &c.via {
-                    users.entry(*addr).or_default().insert((pi, site.clone()));
+                    let probed = match (each, c.outer.get(site)) {
+                        (false, Some(outer)) => shared[&(c.path.underlay.clone(), *outer)],
+                        _ => *addr,
+                    };
+                    users.entry(probed).or_default().insert((pi, site.clone()));
                     keys.insert(
                         PathKey {
                             path: c.path.clone(),
                             site: site.clone(),
                         },
-                        (*addr, c.tunnel.clone()),
+                        (probed, c.tunnel.clone()),
                     );
                 }
             }
@@ -512,6 +549,7 @@ pub fn spawn<N: Nftables + 'static>(
 ) -> io::Result<PathsHandle> {
     let std_sock = StdUdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
     std_sock.set_nonblocking(true)?;
+    big_buffers(&std_sock);
     let (report, report_rx) = watch::channel(Arc::new(Report::default()));
     let mut states = BTreeMap::new();
     for (k, v) in store.blobs_with_prefix(KEY_PREFIX).unwrap_or_default() {

@@ -30,6 +30,7 @@ fn plan() -> ClassPlan {
         mark: 0x5700_0001 | ((i + 1) << 16),
         table: 100_016 + i,
         via: BTreeMap::from([("e2".to_string(), via)]),
+        outer: BTreeMap::new(),
     };
     ClassPlan {
         class: "voip".into(),
@@ -56,6 +57,7 @@ fn config(port: u16) -> SdwanPathsConfig {
         stamp_port: port,
         hold: Duration::from_millis(300),
         hysteresis: 0.1,
+        probe_each_tunnel: false,
     }
 }
 
@@ -160,4 +162,45 @@ async fn probes_are_answered_and_a_blackout_moves_the_class_and_a_restart_moves_
     assert!(r.decisions.is_empty(), "decisions after the restart: {:?}", r.decisions);
     assert_eq!(nft2.scripts(), vec![last]);
     drop(plans_tx);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnels_over_the_same_underlay_path_share_their_probes_unless_asked_not_to() {
+    let answered = Arc::new(AtomicU64::new(0));
+    let (at, _r1) = spawn_reflector(SocketAddr::from((MPLS, 0)), answered.clone()).unwrap();
+    let (_, _r2) = spawn_reflector(SocketAddr::from((INET, at.port())), answered).unwrap();
+    // Two overlays' tunnels on mpls to the same far edge (outer 192.0.2.2): inner addresses
+    // MPLS and INET stand for the two tunnels' peers.
+    let two = |outer: [Ipv4Addr; 2]| {
+        let mut p = plan();
+        for (i, c) in p.candidates.iter_mut().enumerate() {
+            c.path.underlay = "mpls".into();
+            c.path.overlay = format!("o{i}");
+            c.outer = BTreeMap::from([("e2".to_string(), outer[i])]);
+        }
+        p
+    };
+    for (each, outer, targets) in [
+        (false, [Ipv4Addr::new(192, 0, 2, 2); 2], 1),
+        (false, [Ipv4Addr::new(192, 0, 2, 2), Ipv4Addr::new(192, 0, 2, 3)], 2),
+        (true, [Ipv4Addr::new(192, 0, 2, 2); 2], 2),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let cfg = SdwanPathsConfig {
+            probe_each_tunnel: each,
+            ..config(at.port())
+        };
+        let (plans_tx, plans) = watch::channel(Some(Arc::new(vec![two(outer)])));
+        let handle = spawn(plans, store, Arc::new(RecordingNft::default()), cfg).unwrap();
+        let report = handle.report();
+        let r = until("both paths measured", || {
+            let r = report.borrow().clone();
+            (r.paths.len() == 2 && r.paths.iter().all(|p| p.figures.rtt_ms.is_some())).then_some(r)
+        })
+        .await;
+        let probed: std::collections::BTreeSet<Ipv4Addr> = r.paths.iter().map(|p| p.target).collect();
+        assert_eq!(probed.len(), targets, "each tunnel {each}, outer {outer:?}: {:?}", r.paths);
+        drop(plans_tx);
+    }
 }
