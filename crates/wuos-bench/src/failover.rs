@@ -111,7 +111,8 @@ pub enum Degradation {
     Brownout,
     /// 100 % loss on every mpls link.
     Blackout,
-    /// 5 % loss on every mpls link (each way): over the SLA's 1 %.
+    /// 5 % loss on every mpls link, each way (the e1–e2 path crosses 3: ~14 % one way, ~26 % of
+    /// the probes' round trips): over the SLA's 1 %.
     Loss5,
 }
 
@@ -124,7 +125,7 @@ impl Degradation {
         match self {
             Degradation::Brownout => "delay over the SLA (+25 ms per link, each way)",
             Degradation::Blackout => "100 % loss",
-            Degradation::Loss5 => "5 % loss",
+            Degradation::Loss5 => "5 % loss per link, each way",
         }
     }
 
