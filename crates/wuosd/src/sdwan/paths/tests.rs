@@ -200,7 +200,12 @@ async fn tunnels_over_the_same_underlay_path_share_their_probes_unless_asked_not
         })
         .await;
         let probed: std::collections::BTreeSet<Ipv4Addr> = r.paths.iter().map(|p| p.target).collect();
-        assert_eq!(probed.len(), targets, "each tunnel {each}, outer {outer:?}: {:?}", r.paths);
+        assert_eq!(
+            probed.len(),
+            targets,
+            "each tunnel {each}, outer {outer:?}: {:?}",
+            r.paths
+        );
         drop(plans_tx);
     }
 }
