@@ -241,6 +241,18 @@ impl PathStats {
         self.window.iter()
     }
 
+    /// Whether the figures move with time alone: a probe unanswered long enough to count with
+    /// its age (twice the median round trip), or not yet lost. While false, the figures only
+    /// change when a probe is sent, answered or lost.
+    pub fn aging(&self) -> bool {
+        let Some(m) = self.median_answered() else {
+            return self.window.iter().any(|p| p.rtt.is_none() && !p.lost);
+        };
+        self.window
+            .iter()
+            .any(|p| p.rtt.is_none() && !p.lost && self.now.saturating_sub(p.sent) >= m * 2)
+    }
+
     /// Whether any probe was ever answered.
     pub fn answered_once(&self) -> bool {
         self.answered_once
