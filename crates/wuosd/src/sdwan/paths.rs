@@ -543,11 +543,23 @@ impl<N: Nftables + 'static> Paths<N> {
         for t in self.targets.values_mut() {
             t.changed = false;
         }
-        for ((class, site), st) in &self.states {
-            if st.good_since.keys().any(|p| !st.chosen.contains(p)) || st.met.is_none() {
-                let Some(plan) = self.plans.iter().find(|p| &p.class == class) else {
+        for plan in self.plans.iter() {
+            for site in plan.sites.keys() {
+                let Some(st) = self.states.get(&(plan.class.clone(), site.clone())) else {
                     continue;
                 };
+                // A hold runs when a path the class could still take (balanced: any; else one
+                // preferred to where it is) has complied for a while.
+                let order: Vec<&PathId> = plan.towards(site).map(|(_, c)| &c.path).collect();
+                let first_chosen = order.iter().position(|p| st.chosen.contains(p)).unwrap_or(order.len());
+                let waiting = st.good_since.keys().any(|p| {
+                    !st.chosen.contains(p)
+                        && (plan.steering.balance
+                            || order.iter().position(|q| *q == p).is_some_and(|i| i < first_chosen))
+                });
+                if !(waiting || st.met.is_none()) {
+                    continue;
+                }
                 for (_, c) in plan.towards(site) {
                     if let Some((a, _)) = self.keys.get(&PathKey {
                         path: c.path.clone(),
