@@ -31,7 +31,6 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use wuos_lab::daemons::DaemonOptions;
 use wuos_lab::progress::Silent;
-use wuos_lab::state::LabState;
 use wuos_lab::{LabEnv, down, up};
 use wuos_model::daemon::SdwanPathsConfig;
 use wuos_model::generate::{Generator, generate};
@@ -254,22 +253,6 @@ pub fn run(o: &Options) -> Result<()> {
     write_json(&o.out, &report)
 }
 
-async fn nbi(env: &LabEnv) -> Result<NbiClient> {
-    let st = LabState::load(env, LAB)?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match wuos_lab::daemons::nbi_stream(env, &st) {
-            Ok((stream, addr, token)) => {
-                stream.set_nonblocking(true)?;
-                let s = tokio::net::TcpStream::from_std(stream)?;
-                return Ok(NbiClient::over(s, &addr.to_string(), &token).await?);
-            }
-            Err(e) if Instant::now() > deadline => return Err(e.into()),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
 /// Applies `actions` through the NBI and waits until every edge holds them.
 async fn apply(c: &mut NbiClient, actions: Value) -> Result<()> {
     let v = c.post("/v1/actions", &actions).await?;
@@ -395,7 +378,7 @@ fn lan_addr(env: &LabEnv, host: &str) -> Result<Ipv4Addr> {
 }
 
 async fn measure(env: &LabEnv, o: &Options, cadence: Duration) -> Result<(Vec<FailoverRow>, Vec<CostRow>)> {
-    let mut c = nbi(env).await?;
+    let mut c = crate::overlays_e2e::nbi(env, LAB).await?;
     // Relays on mpls first: later changes retune them. Splicing them in interrupts mpls for a
     // moment: the class comes after.
     set_mpls(env, &restore()).await?;

@@ -217,8 +217,9 @@ fn probe(sock: UdpSocket, targets: Vec<Ipv4Addr>, start: Instant) -> Result<Prob
     }
 }
 
-async fn nbi(env: &LabEnv) -> Result<NbiClient> {
-    let st = LabState::load(env, LAB)?;
+/// A client of lab `lab`'s NBI (inside its controller's namespace), once it answers (30 s).
+pub(crate) async fn nbi(env: &LabEnv, lab: &str) -> Result<NbiClient> {
+    let st = LabState::load(env, lab)?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         match wuos_lab::daemons::nbi_stream(env, &st) {
@@ -274,7 +275,7 @@ pub fn run(env: &LabEnv, counts: &[usize], runs: usize) -> Result<E2e> {
 }
 
 async fn measure(env: &LabEnv, inv: &Inventory, counts: &[usize], runs: usize) -> Result<E2e> {
-    let mut c = nbi(env).await?;
+    let mut c = nbi(env, LAB).await?;
     // The daemons settle (sessions, first samples) before the baseline.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let edge_base = rss_of("e1")?;
