@@ -110,8 +110,8 @@ pub enum Degradation {
     Brownout,
     /// 100 % loss on every mpls link.
     Blackout,
-    /// 5 % loss on every mpls link, each way (the e1–e2 path crosses 3: ~14 % one way, ~26 % of
-    /// the probes' round trips): over the SLA's 1 %.
+    /// 5 % of the path's round trips lost (the e1–e2 path crosses 3 mpls links each way: each
+    /// loses [`loss_per_link`] % each way): over the SLA's 1 %.
     Loss5,
 }
 
@@ -124,7 +124,7 @@ impl Degradation {
         match self {
             Degradation::Brownout => "delay over the SLA (+25 ms per link, each way)",
             Degradation::Blackout => "100 % loss",
-            Degradation::Loss5 => "5 % loss per link, each way",
+            Degradation::Loss5 => "5 % loss on the path's round trip",
         }
     }
 
@@ -133,10 +133,19 @@ impl Degradation {
         match self {
             Degradation::Brownout => c.delay = Some(BASE_DELAY + Duration::from_millis(25)),
             Degradation::Blackout => c.loss_pct = Some(100.0),
-            Degradation::Loss5 => c.loss_pct = Some(5.0),
+            Degradation::Loss5 => c.loss_pct = Some(loss_per_link(5.0)),
         }
         c
     }
+}
+
+/// mpls links the e1–e2 path crosses one way (e1–mpls1, mpls1–mpls2, mpls2–e2 in `sdwan:2:2`).
+const MPLS_LINKS_CROSSED: i32 = 3;
+
+/// The loss on each mpls link, each way, for `path_pct` of the round trips to be lost:
+/// 1 − (1 − p)^6 = path_pct.
+fn loss_per_link(path_pct: f64) -> f64 {
+    (1.0 - (1.0 - path_pct / 100.0).powf(1.0 / f64::from(2 * MPLS_LINKS_CROSSED))) * 100.0
 }
 
 fn restore() -> wuos_lab::link::LinkChange {

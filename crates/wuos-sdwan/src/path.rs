@@ -253,6 +253,12 @@ impl PathStats {
             .any(|p| p.rtt.is_none() && !p.lost && self.now.saturating_sub(p.sent) >= m * 2)
     }
 
+    /// Overdue probes in a row, the newest ones (`Figures::lost_in_row`, without working out
+    /// the rest).
+    pub fn overdue_in_row(&self) -> u32 {
+        self.overdue_in_row
+    }
+
     /// Whether any probe was ever answered.
     pub fn answered_once(&self) -> bool {
         self.answered_once

@@ -118,6 +118,54 @@ impl fmt::Display for Sla {
     }
 }
 
+/// What a decision under an SLA can turn on in one path's figures, for a class whose SLA is met:
+/// the kind of verdict and whether the path complies with the margin. Two figures with the same
+/// standing on every candidate lead [`decide`] to the same step for such a class (a property test
+/// below checks it); the values themselves matter only to pick the least bad path when nothing
+/// complies, and to the reasons written. A caller may skip re-deciding a class whose SLA is met
+/// while its candidates' standings stay the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Standing {
+    pub kind: Kind,
+    pub good: bool,
+}
+
+/// The kind of a [`Verdict`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Complies,
+    Violates,
+    Unknown,
+    Down,
+}
+
+impl Sla {
+    /// Whether the figures are within every limit × `scale` (none: not judged, down or unknown),
+    /// without writing what is over.
+    fn within(&self, f: &Figures, scale: f64) -> Option<bool> {
+        if !f.up {
+            return None;
+        }
+        let rtt = f.rtt_ms?;
+        let ok = |value: f64, limit: Option<f64>| limit.is_none_or(|l| value <= l * scale);
+        Some(ok(rtt, self.max_latency_ms) && ok(f.loss_pct, self.max_loss_pct) && ok(f.jitter_ms, self.max_jitter_ms))
+    }
+
+    /// The figures' [`Standing`] under this SLA with `damping`'s margin.
+    pub fn standing(&self, f: &Figures, damping: &Damping) -> Standing {
+        let kind = match self.within(f, 1.0) {
+            _ if !f.up => Kind::Down,
+            None => Kind::Unknown,
+            Some(true) => Kind::Complies,
+            Some(false) => Kind::Violates,
+        };
+        Standing {
+            kind,
+            good: self.within(f, 1.0 - damping.hysteresis) == Some(true),
+        }
+    }
+}
+
 /// One path against an SLA.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Verdict {
@@ -226,7 +274,7 @@ pub fn decide(
 ) -> Option<Change> {
     let verdicts: Vec<Verdict> = candidates.iter().map(|(_, f)| sla.judge(f, 1.0)).collect();
     for (p, f) in candidates {
-        if sla.judge(f, 1.0 - damping.hysteresis).complies() {
+        if sla.within(f, 1.0 - damping.hysteresis) == Some(true) {
             state.good_since.entry(p.clone()).or_insert(now);
         } else {
             state.good_since.remove(p);
@@ -752,6 +800,35 @@ mod tests {
             let c: Vec<_> = ids.iter().cloned().zip(figs.iter().copied()).collect();
             let changes = (0..200).filter(|n| decide(&SLA, balance, &c, &mut s, secs(*n as f64 * 0.1), &d).is_some()).count();
             prop_assert!(changes <= 2, "{changes} changes");
+        }
+
+        /// For a class whose SLA is met, only the candidates' standings matter: the next step
+        /// with other figures of the same standings is the step with the old figures.
+        #[test]
+        fn a_met_class_turns_only_on_standings(
+            before in prop::collection::vec(arb_figures(), 3),
+            after in prop::collection::vec(arb_figures(), 3),
+            balance in any::<bool>(),
+            later in 0.0f64..10.0,
+        ) {
+            let d = Damping::default();
+            let ids = [p("mpls"), p("inet"), p("lte")];
+            // Other figures where they stand the same, the old ones elsewhere.
+            let after: Vec<Figures> = before
+                .iter()
+                .zip(&after)
+                .map(|(a, b)| if SLA.standing(a, &d) == SLA.standing(b, &d) { *b } else { *a })
+                .collect();
+            let c1: Vec<_> = ids.iter().cloned().zip(before.iter().copied()).collect();
+            let c2: Vec<_> = ids.iter().cloned().zip(after.iter().copied()).collect();
+            let mut s = SteerState::default();
+            decide(&SLA, balance, &c1, &mut s, secs(0.0), &d);
+            prop_assume!(s.met == Some(true));
+            let (mut s1, mut s2) = (s.clone(), s);
+            let a = decide(&SLA, balance, &c1, &mut s1, secs(later), &d).map(|c| (c.to, c.met));
+            let b = decide(&SLA, balance, &c2, &mut s2, secs(later), &d).map(|c| (c.to, c.met));
+            prop_assert_eq!(a, b);
+            prop_assert_eq!(s1, s2);
         }
 
         /// Balanced: a path that was chosen and still complies stays chosen (its flows never move).

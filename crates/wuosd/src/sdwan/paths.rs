@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 use wuos_model::daemon::SdwanPathsConfig;
 use wuos_sdwan::path::{Figures, PathStats};
-use wuos_sdwan::sla::{Damping, PathId, SteerState, decide};
+use wuos_sdwan::sla::{Damping, PathId, Sla, Standing, SteerState, decide};
 use wuos_sdwan::stamp::{self, ErrorEstimate, NtpTime, Reflected, Test};
 use wuos_sdwan::steer::{self, Choice, ClassPlan};
 use wuos_southbound::nft::Nftables;
@@ -197,6 +197,10 @@ struct Target {
     stats: PathStats,
     /// A probe of it was lost or went overdue since the last step.
     changed: bool,
+    /// The SLAs of the classes its figures feed (indices into `Paths::slas`).
+    slas: Vec<usize>,
+    /// Its standing under each of them when all those classes were last decided.
+    standings: Option<Vec<Standing>>,
 }
 
 struct Paths<N> {
@@ -215,6 +219,14 @@ struct Paths<N> {
     keys: BTreeMap<PathKey, (Ipv4Addr, String)>,
     /// Target → the (plan index, site) pairs whose decision its figures feed.
     users: BTreeMap<Ipv4Addr, BTreeSet<(usize, String)>>,
+    /// The distinct SLAs of the plans.
+    slas: Vec<Sla>,
+    /// (plan index, site) → the target probed for each of its candidates towards the site, in
+    /// `ClassPlan::towards` order.
+    probed: BTreeMap<(usize, String), Vec<Option<Ipv4Addr>>>,
+    /// The (plan index, site) pairs whose decision moves with time: a failback hold running, or
+    /// nothing known yet. Kept by `decide`.
+    pending: BTreeSet<(usize, String)>,
     /// (class, site) → what the decision remembers.
     states: BTreeMap<(String, String), SteerState>,
     decisions: VecDeque<DecisionReport>,
@@ -239,16 +251,49 @@ impl PathsHandle {
     }
 }
 
+/// Whether a (class, site) decision moves with time: nothing known yet, or a hold running on a
+/// path the class could still take (balanced: any; else one preferred to where it is).
+fn pending(plan: &ClassPlan, site: &str, st: &SteerState) -> bool {
+    if st.met.is_none() {
+        return true;
+    }
+    let order: Vec<&PathId> = plan.towards(site).map(|(_, c)| &c.path).collect();
+    let first_chosen = order.iter().position(|p| st.chosen.contains(p)).unwrap_or(order.len());
+    st.good_since.keys().any(|p| {
+        !st.chosen.contains(p)
+            && (plan.steering.balance || order.iter().position(|q| *q == p).is_some_and(|i| i < first_chosen))
+    })
+}
+
+/// The figures of a path nobody probes (not yet planned): up, nothing known.
+const UNPROBED: Figures = Figures {
+    up: true,
+    rtt_ms: None,
+    srtt_ms: None,
+    jitter_ms: 0.0,
+    loss_pct: 0.0,
+    samples: 0,
+    lost_in_row: 0,
+};
+
 impl<N: Nftables + 'static> Paths<N> {
     fn figures(&self, key: &PathKey) -> Figures {
         self.keys
             .get(key)
             .and_then(|(a, _)| self.targets.get(a))
-            .map(|t| t.stats.figures())
-            .unwrap_or(Figures {
-                up: true,
-                ..Figures::default()
-            })
+            .map_or(UNPROBED, |t| t.stats.figures())
+    }
+
+    /// A target's standing under each SLA of the classes it feeds.
+    fn standings(&self, addr: Ipv4Addr) -> Option<Vec<Standing>> {
+        let t = self.targets.get(&addr)?;
+        let f = t.stats.figures();
+        Some(
+            t.slas
+                .iter()
+                .map(|&i| self.slas[i].standing(&f, &self.damping))
+                .collect(),
+        )
     }
 
     fn set_plans(&mut self, plans: Arc<Vec<ClassPlan>>) {
@@ -287,16 +332,54 @@ impl<N: Nftables + 'static> Paths<N> {
                 }
             }
         }
+        let mut slas: Vec<Sla> = Vec::new();
+        for plan in plans.iter() {
+            if !slas.contains(&plan.steering.sla) {
+                slas.push(plan.steering.sla);
+            }
+        }
         let addrs: BTreeSet<Ipv4Addr> = keys.values().map(|(a, _)| *a).collect();
         self.targets.retain(|a, _| addrs.contains(a));
         for a in addrs {
-            self.targets.entry(a).or_insert_with(|| Target {
+            let t = self.targets.entry(a).or_insert_with(|| Target {
                 stats: PathStats::new(self.cfg.window as usize),
                 changed: true,
+                slas: Vec::new(),
+                standings: None,
             });
+            let mut used: Vec<usize> = users[&a]
+                .iter()
+                .filter_map(|(pi, _)| slas.iter().position(|s| *s == plans[*pi].steering.sla))
+                .collect();
+            used.sort_unstable();
+            used.dedup();
+            t.slas = used;
+            t.standings = None;
         }
+        self.slas = slas;
         self.keys = keys;
         self.users = users;
+        self.probed = plans
+            .iter()
+            .enumerate()
+            .flat_map(|(pi, plan)| plan.sites.keys().map(move |site| (pi, plan, site)))
+            .map(|(pi, plan, site)| {
+                let probed = plan
+                    .towards(site)
+                    .map(|(_, c)| {
+                        self.keys
+                            .get(&PathKey {
+                                path: c.path.clone(),
+                                site: site.clone(),
+                            })
+                            .map(|(a, _)| *a)
+                    })
+                    .collect();
+                ((pi, site.clone()), probed)
+            })
+            .collect();
+        // Every pair is decided again after new plans (`evaluate_all`), which fills this.
+        self.pending.clear();
         let wanted: BTreeSet<(String, String)> = plans
             .iter()
             .flat_map(|p| p.sites.keys().map(|s| (p.class.clone(), s.clone())))
@@ -311,48 +394,101 @@ impl<N: Nftables + 'static> Paths<N> {
         self.plans = plans;
     }
 
-    /// A decision step for every class towards every site (`only`: those whose candidates
-    /// include one of these targets); whether anything changed. Each path's figures are worked
-    /// out once.
-    fn evaluate(&mut self, only: Option<&[Ipv4Addr]>) -> bool {
+    /// A decision step for every class towards every site; whether anything changed. Every
+    /// target's standings are recorded.
+    fn evaluate_all(&mut self) -> bool {
+        let pairs = self.probed.keys().cloned().collect();
+        let targets: Vec<Ipv4Addr> = self.targets.keys().copied().collect();
+        let changed = self.decide(pairs);
+        for a in targets {
+            let standings = self.standings(a);
+            if let Some(t) = self.targets.get_mut(&a) {
+                t.standings = standings;
+            }
+        }
+        changed
+    }
+
+    /// A decision step for the classes these targets' figures feed, after they changed (an
+    /// answer, a probe lost or overdue), and for `also`; whether anything changed. A target that
+    /// stands under every SLA as it did when its classes were last decided can only move the
+    /// classes whose SLA is not met (or not known: the least bad path turns on the figures'
+    /// values), so only those are decided (500 classes sharing one probe stream re-decided on each
+    /// of its answers took 10 % of a core); otherwise all of them, and its standings are recorded.
+    fn step(&mut self, targets: &[Ipv4Addr], also: BTreeSet<(usize, String)>) -> bool {
+        let mut pairs = also;
+        let mut recorded = Vec::new();
+        for &a in targets {
+            let Some(users) = self.users.get(&a) else { continue };
+            let now = self.standings(a);
+            let same = self
+                .targets
+                .get(&a)
+                .is_some_and(|t| t.standings.is_some() && t.standings == now);
+            if same {
+                pairs.extend(
+                    users
+                        .iter()
+                        .filter(|(pi, site)| {
+                            self.states
+                                .get(&(self.plans[*pi].class.clone(), site.clone()))
+                                .is_none_or(|s| s.met != Some(true))
+                        })
+                        .cloned(),
+                );
+            } else {
+                pairs.extend(users.iter().cloned());
+                recorded.push((a, now));
+            }
+        }
+        let changed = self.decide(pairs);
+        for (a, standings) in recorded {
+            if let Some(t) = self.targets.get_mut(&a) {
+                t.standings = standings;
+            }
+        }
+        changed
+    }
+
+    /// A decision step for these (plan, site) pairs; whether anything changed. Each target's
+    /// figures are worked out once.
+    fn decide(&mut self, pairs: BTreeSet<(usize, String)>) -> bool {
         let now = self.start.elapsed();
         let mut changed = false;
         let plans = self.plans.clone();
-        let pairs: Vec<(usize, String)> = match only {
-            Some(targets) => {
-                let set: BTreeSet<&(usize, String)> =
-                    targets.iter().filter_map(|a| self.users.get(a)).flatten().collect();
-                set.into_iter().cloned().collect()
-            }
-            None => plans
-                .iter()
-                .enumerate()
-                .flat_map(|(i, p)| p.sites.keys().map(move |s| (i, s.clone())))
-                .collect(),
-        };
-        let mut figures: BTreeMap<PathKey, Figures> = BTreeMap::new();
-        for (pi, site) in pairs {
-            let plan = &plans[pi];
+        let mut figures: BTreeMap<Ipv4Addr, Figures> = BTreeMap::new();
+        for pair in pairs {
+            let plan = &plans[pair.0];
+            let site = pair.1.clone();
+            let probed = self.probed.get(&pair).map(Vec::as_slice).unwrap_or_default();
             let candidates: Vec<(PathId, Figures)> = plan
                 .towards(&site)
-                .map(|(_, c)| {
-                    let key = PathKey {
-                        path: c.path.clone(),
-                        site: site.clone(),
+                .enumerate()
+                .map(|(i, (_, c))| {
+                    let f = match probed.get(i).copied().flatten() {
+                        Some(a) => *figures
+                            .entry(a)
+                            .or_insert_with(|| self.targets.get(&a).map_or(UNPROBED, |t| t.stats.figures())),
+                        None => UNPROBED,
                     };
-                    let f = *figures.entry(key.clone()).or_insert_with(|| self.figures(&key));
                     (c.path.clone(), f)
                 })
                 .collect();
             let state = self.states.entry((plan.class.clone(), site.clone())).or_default();
-            let Some(change) = decide(
+            let change = decide(
                 &plan.steering.sla,
                 plan.steering.balance,
                 &candidates,
                 state,
                 now,
                 &self.damping,
-            ) else {
+            );
+            if pending(plan, &site, state) {
+                self.pending.insert(pair);
+            } else {
+                self.pending.remove(&pair);
+            }
+            let Some(change) = change else {
                 continue;
             };
             changed = true;
@@ -524,17 +660,17 @@ impl<N: Nftables + 'static> Paths<N> {
             }
         }
         for t in self.targets.values_mut() {
-            let before = t.stats.figures().lost_in_row;
-            if t.stats.expire(now) > 0 || t.stats.figures().lost_in_row != before {
+            let before = t.stats.overdue_in_row();
+            if t.stats.expire(now) > 0 || t.stats.overdue_in_row() != before {
                 t.changed = true;
             }
         }
     }
 
-    /// The targets whose figures move with time now (late or outstanding probes, a probe just
-    /// lost or gone overdue) or that feed a decision waiting out its hold.
+    /// The targets whose figures moved or move with time now: late or outstanding probes, a
+    /// probe just lost or gone overdue.
     fn moving(&mut self) -> Vec<Ipv4Addr> {
-        let mut out: BTreeSet<Ipv4Addr> = self
+        let out = self
             .targets
             .iter()
             .filter(|(_, t)| t.stats.aging() || t.changed)
@@ -543,34 +679,7 @@ impl<N: Nftables + 'static> Paths<N> {
         for t in self.targets.values_mut() {
             t.changed = false;
         }
-        for plan in self.plans.iter() {
-            for site in plan.sites.keys() {
-                let Some(st) = self.states.get(&(plan.class.clone(), site.clone())) else {
-                    continue;
-                };
-                // A hold runs when a path the class could still take (balanced: any; else one
-                // preferred to where it is) has complied for a while.
-                let order: Vec<&PathId> = plan.towards(site).map(|(_, c)| &c.path).collect();
-                let first_chosen = order.iter().position(|p| st.chosen.contains(p)).unwrap_or(order.len());
-                let waiting = st.good_since.keys().any(|p| {
-                    !st.chosen.contains(p)
-                        && (plan.steering.balance
-                            || order.iter().position(|q| *q == p).is_some_and(|i| i < first_chosen))
-                });
-                if !(waiting || st.met.is_none()) {
-                    continue;
-                }
-                for (_, c) in plan.towards(site) {
-                    if let Some((a, _)) = self.keys.get(&PathKey {
-                        path: c.path.clone(),
-                        site: site.clone(),
-                    }) {
-                        out.insert(*a);
-                    }
-                }
-            }
-        }
-        out.into_iter().collect()
+        out
     }
 
     /// An answer: its path's figures; the target it answers for, if it counted.
@@ -628,6 +737,9 @@ pub fn spawn<N: Nftables + 'static>(
         plans: Arc::new(Vec::new()),
         targets: BTreeMap::new(),
         users: BTreeMap::new(),
+        slas: Vec::new(),
+        probed: BTreeMap::new(),
+        pending: BTreeSet::new(),
         next_seq: 0,
         outstanding: BTreeMap::new(),
         order: VecDeque::new(),
@@ -662,7 +774,7 @@ pub fn spawn<N: Nftables + 'static>(
         if !paths.states.is_empty() {
             info!(decisions = paths.states.len(), "SD-WAN steering decisions restored");
         }
-        paths.evaluate(None);
+        paths.evaluate_all();
         paths.write_table().await;
         paths.publish();
         // Half rounds: probes leave every other tick; expiry runs on every one, so a lost probe
@@ -681,16 +793,17 @@ pub fn spawn<N: Nftables + 'static>(
                         paths.probe(&sock, half).await;
                     }
                     // Figures move with time only while probes are late or outstanding, and a
-                    // hold runs out with time: those classes are stepped, the rest wait for an
-                    // answer (500 classes re-decided 20 times a second cost 15 % of a core).
+                    // hold runs out with time: the classes those figures feed and those waiting
+                    // out a hold are stepped, the rest wait for an answer (500 classes
+                    // re-decided 20 times a second cost 15 % of a core).
                     let moving = paths.moving();
-                    decided = paths.evaluate(Some(&moving));
+                    decided = paths.step(&moving, paths.pending.clone());
                 }
                 r = sock.recv_from(&mut buf) => {
                     if let Ok((n, from)) = r
                         && let Some(target) = paths.answered(from, &buf[..n])
                     {
-                        decided = paths.evaluate(Some(&[target]));
+                        decided = paths.step(&[target], BTreeSet::new());
                     }
                 }
                 c = plans.changed() => {
@@ -700,7 +813,7 @@ pub fn spawn<N: Nftables + 'static>(
                     if let Some(p) = plans.borrow_and_update().clone() {
                         paths.set_plans(p);
                     }
-                    paths.evaluate(None);
+                    paths.evaluate_all();
                     // The table follows the plans even without a new decision.
                     decided = true;
                 }
