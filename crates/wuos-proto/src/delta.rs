@@ -225,6 +225,7 @@ mod tests {
                 name: "wo1-mpls".into(),
                 up,
             }],
+            ..Default::default()
         };
         let base = advert(1, 5.0, vec![]);
         let with = pb::TelemetryAdvert {

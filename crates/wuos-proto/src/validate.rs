@@ -379,6 +379,40 @@ fn check_sdwan(ctx: impl Fn() -> String + Copy, s: &pb::SdwanEdgeState) -> Resul
     for t in &s.items {
         name(ctx, "sdwan tunnel name", &t.name, false)?;
     }
+    too_many(ctx, "sdwan paths", s.paths.len(), MAX_ITEMS_PER_ADVERT)?;
+    for p in &s.paths {
+        name(ctx, "sdwan path overlay", &p.overlay, false)?;
+        name(ctx, "sdwan path underlay", &p.underlay, false)?;
+        name(ctx, "sdwan path site", &p.site, false)?;
+        if let Some(rtt) = p.rtt_ms {
+            number(ctx, "sdwan path rtt_ms", rtt)?;
+        }
+        pct(ctx, "sdwan path loss_pct", p.loss_pct)?;
+        number(ctx, "sdwan path jitter_ms", p.jitter_ms)?;
+    }
+    too_many(ctx, "sdwan steering", s.steering.len(), MAX_ITEMS_PER_ADVERT)?;
+    for c in &s.steering {
+        name(ctx, "sdwan steering class", &c.class_name, false)?;
+        name(ctx, "sdwan steering site", &c.site, false)?;
+        too_many(ctx, "sdwan steering paths", c.paths.len(), MAX_ITEMS_PER_ADVERT)?;
+        for p in &c.paths {
+            name(ctx, "sdwan steering path", p, false)?;
+        }
+    }
+    for (field, listed, total) in [
+        ("sdwan paths_total", s.paths.len(), s.paths_total),
+        ("sdwan steering_total", s.steering.len(), s.steering_total),
+    ] {
+        if (total as usize) < listed {
+            return Err(ValidateError::Range {
+                context: ctx(),
+                field,
+                value: u64::from(total),
+                min: listed as u64,
+                max: u64::from(u32::MAX),
+            });
+        }
+    }
     if s.tunnels_up > s.tunnels {
         return Err(ValidateError::Range {
             context: ctx(),
@@ -855,6 +889,23 @@ mod tests {
                         up: true,
                     },
                 ],
+                paths: vec![pb::PathState {
+                    overlay: "wan".into(),
+                    underlay: "mpls".into(),
+                    site: "e2".into(),
+                    up: true,
+                    rtt_ms: Some(4.2),
+                    loss_pct: 0.0,
+                    jitter_ms: 0.3,
+                }],
+                paths_total: 1,
+                steering: vec![pb::SteerState {
+                    class_name: "voip".into(),
+                    site: "e2".into(),
+                    paths: vec!["wan/mpls".into()],
+                    met: Some(true),
+                }],
+                steering_total: 1,
             }),
         }
     }
@@ -894,7 +945,7 @@ mod tests {
 
     #[test]
     fn versions_are_printed_major_dot_minor() {
-        assert_eq!(version_string(PROTOCOL_VERSION), "2.1");
+        assert_eq!(version_string(PROTOCOL_VERSION), "2.2");
         assert_eq!(version_string((2 << 16) | 3), "2.3");
     }
 
@@ -1088,6 +1139,34 @@ mod tests {
                 },
                 "percentage",
                 "advert from \"r3\": io_pressure 101 is outside 0-100",
+            ),
+            (
+                |a| a.sdwan.as_mut().unwrap().paths[0].loss_pct = 101.0,
+                "percentage",
+                "advert from \"r3\": sdwan path loss_pct 101 is outside 0-100",
+            ),
+            (
+                |a| a.sdwan.as_mut().unwrap().paths[0].rtt_ms = Some(f64::NAN),
+                "number",
+                "advert from \"r3\": sdwan path rtt_ms NaN is not a finite number of 0 or more",
+            ),
+            (
+                |a| {
+                    let s = a.sdwan.as_mut().unwrap();
+                    s.paths = vec![s.paths[0].clone(); 65];
+                },
+                "too_many",
+                "advert from \"r3\" has 65 sdwan paths, more than 64",
+            ),
+            (
+                |a| a.sdwan.as_mut().unwrap().steering_total = 0,
+                "range",
+                "advert from \"r3\": sdwan steering_total 0 is outside 1-4294967295",
+            ),
+            (
+                |a| a.sdwan.as_mut().unwrap().steering[0].class_name = String::new(),
+                "missing",
+                "advert from \"r3\" has no sdwan steering class",
             ),
             (
                 |a| a.links = vec![pb::LinkMetrics::default(); 65],

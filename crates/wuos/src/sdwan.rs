@@ -523,6 +523,43 @@ fn print_status(s: &Value, json_out: bool) -> Result<()> {
                     format!(", down: {}", down.join(","))
                 }
             );
+            let num = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.1}"));
+            let paths = a["paths"].as_array().cloned().unwrap_or_default();
+            if !paths.is_empty() {
+                println!(
+                    "  paths ({} of {}): rtt ms / loss % / jitter ms",
+                    paths.len(),
+                    a["paths_total"]
+                );
+            }
+            for p in &paths {
+                println!(
+                    "    to {:<8} {:<16} {:<4} {:>8} {:>7} {:>7}",
+                    p["site"].as_str().unwrap_or("?"),
+                    format!(
+                        "{}/{}",
+                        p["overlay"].as_str().unwrap_or("?"),
+                        p["underlay"].as_str().unwrap_or("?")
+                    ),
+                    if p["up"] == true { "up" } else { "DOWN" },
+                    num(&p["rtt_ms"]),
+                    num(&p["loss_pct"]),
+                    num(&p["jitter_ms"])
+                );
+            }
+            for c in a["steering"].as_array().into_iter().flatten() {
+                let met = match c["met"].as_bool() {
+                    Some(true) => "SLA met",
+                    Some(false) => "SLA NOT met",
+                    None => "SLA not known yet",
+                };
+                println!(
+                    "  steers {} to {} over {} ({met})",
+                    c["class"].as_str().unwrap_or("?"),
+                    c["site"].as_str().unwrap_or("?"),
+                    strs(&c["paths"]).join(" + ")
+                );
+            }
         }
         for t in e["tunnels"].as_array().into_iter().flatten() {
             let peers: Vec<&str> = strs(&t["peers"]);

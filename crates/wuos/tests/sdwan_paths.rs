@@ -175,6 +175,78 @@ fn stamp_exchange() {
     });
 }
 
+/// After the delay step: e1's adverts (protocol 2.2) carry its paths and steering to the
+/// controller (dc is 2 hops from e1), so the NBI's status shows mpls over the SLA and voip on
+/// inet; e1's Prometheus endpoint has the same figures.
+fn path_figures_reach_the_nbi_and_prometheus() {
+    let status = || -> Value { serde_json::from_str(&ok(&["sdwan", "status", "--json", "--lab", LAB])).unwrap() };
+    wait_until_or(
+        "e1's adverts show voip on inet and mpls over 40 ms in the NBI status",
+        Duration::from_secs(15),
+        || serde_json::to_string_pretty(&status()["edges"]["e1"]).unwrap(),
+        || {
+            let a = status()["edges"]["e1"]["advertised"].clone();
+            let mpls = a["paths"]
+                .as_array()?
+                .iter()
+                .find(|p| p["site"] == "e2" && p["underlay"] == "mpls")?
+                .clone();
+            let voip = a["steering"]
+                .as_array()?
+                .iter()
+                .find(|c| c["class"] == "voip" && c["site"] == "e2")?
+                .clone();
+            (mpls["rtt_ms"].as_f64()? > 40.0
+                && mpls["up"] == true
+                && voip["paths"] == serde_json::json!(["wan/inet"])
+                && voip["met"] == true)
+                .then_some(())
+        },
+    );
+    let text = ok(&["sdwan", "status", "--lab", LAB]);
+    assert!(text.contains("steers voip to e2 over wan/inet (SLA met)"), "{text}");
+    let v: Value = serde_json::from_str(&ok(&["lab", "status", LAB, "--json"])).unwrap();
+    let lo = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "e1")
+        .and_then(|n| n["loopback"].as_str())
+        .unwrap()
+        .to_string();
+    let text = in_router(LAB, "e1", || {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect((lo.as_str(), 9470))?;
+        conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+        let mut body = String::new();
+        conn.read_to_string(&mut body)?;
+        Ok::<_, std::io::Error>(body)
+    })
+    .expect("e1's metrics endpoint answers from inside the lab");
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+    };
+    let path = |metric: &str, underlay: &str| {
+        format!("wuosd_sdwan_path_{metric}{{router=\"e1\",overlay=\"wan\",underlay=\"{underlay}\",site=\"e2\"}}")
+    };
+    assert!(value(&path("rtt_ms", "mpls")) > 40.0, "{text}");
+    assert!(value(&path("rtt_ms", "inet")) < 20.0, "{text}");
+    assert_eq!(value(&path("up", "mpls")), 1.0);
+    assert_eq!(
+        value("wuosd_sdwan_steering_sla_met{router=\"e1\",class=\"voip\",site=\"e2\"}"),
+        1.0
+    );
+    assert!(
+        value("wuosd_sdwan_stamp_reflected_total{router=\"e1\"}") > 0.0,
+        "e2's probes answered by e1"
+    );
+    assert!(value("wuosd_sdwan_steering_decisions_total{router=\"e1\"}") >= 1.0);
+}
+
 fn kill_daemon(node: &str) {
     common::kill_daemon(LAB, node, || {
         run(&["sdwan", "paths", node, "--lab", LAB]).status.success()
@@ -270,6 +342,7 @@ fn paths_are_probed_and_classes_follow_their_sla() {
         inet == 20 && mpls == 0,
         "voip after the delay: mpls {mpls}, inet {inet}"
     );
+    path_figures_reach_the_nbi_and_prometheus();
     let (mpls, inet) = send(6000);
     assert!(
         mpls == 20 && inet == 0,

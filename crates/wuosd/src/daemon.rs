@@ -276,6 +276,12 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()> + Send + 
             None
         }
     };
+    if let Some(p) = &paths {
+        metrics.sdwan_sources(crate::metrics::SdwanSources {
+            report: p.report(),
+            reflected: stamp_answers.clone(),
+        });
+    }
     let controller = crate::controller::spawn(crate::controller::Parts {
         me: cfg.router_id.clone(),
         routes: netlink,
@@ -406,7 +412,7 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()> + Send + 
         orchestration: orchestration.clone(),
         datapath: datapath.clone(),
         metrics: metrics.clone(),
-        paths,
+        paths: paths.clone(),
     };
     if let Some(addr) = cfg.admin_listen {
         crate::admin::serve_tcp(admin_svc.clone(), addr, stop_rx.clone()).await?;
@@ -431,6 +437,7 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()> + Send + 
             controller: controller.clone(),
             placements: orchestration.as_ref().map(|o| o.placements()),
             sdwan: Some(edge.advert()),
+            paths: paths.as_ref().map(|p| p.report()),
             domains: domains.clone(),
             datapath,
             metrics: metrics.clone(),

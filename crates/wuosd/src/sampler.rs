@@ -34,6 +34,8 @@ pub struct Parts {
     pub placements: Option<tokio::sync::watch::Receiver<Vec<pb::Placement>>>,
     /// This router's SD-WAN tunnels (the edge component's state).
     pub sdwan: Option<tokio::sync::watch::Receiver<Option<pb::SdwanEdgeState>>>,
+    /// Its monitored paths and steered classes, added to that state (protocol 2.2).
+    pub paths: Option<tokio::sync::watch::Receiver<Arc<crate::sdwan::paths::Report>>>,
     pub domains: Option<DomainsHandle>,
     pub datapath: Option<DatapathHandle>,
     pub metrics: Arc<Metrics>,
@@ -140,7 +142,12 @@ pub async fn run(monitor: Monitor, p: Parts) {
                 demand,
                 region: region.map(|r| r.to_string()).unwrap_or_default(),
                 placements,
-                sdwan: p.sdwan.as_ref().and_then(|w| w.borrow().clone()),
+                sdwan: p.sdwan.as_ref().and_then(|w| w.borrow().clone()).map(|mut s| {
+                    if let Some(r) = &p.paths {
+                        crate::sdwan::paths::advertise(&mut s, &r.borrow());
+                    }
+                    s
+                }),
             })
             .await;
     }

@@ -60,7 +60,7 @@ pub struct TunnelStatus {
 }
 
 /// One edge, as the controller sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EdgeStatus {
     /// The edge has answered every piece of the latest generation, without an error.
     pub in_sync: bool,
@@ -84,7 +84,7 @@ pub struct EdgeStatus {
 }
 
 /// An edge's SD-WAN state as its adverts carry it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Advertised {
     /// Hops from the controller.
     pub hops: u32,
@@ -95,10 +95,48 @@ pub struct Advertised {
     /// Tunnels it reports down (at most 64 listed).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub down: Vec<String>,
+    /// The paths it monitors, with their figures (protocol 2.2; at most 64 listed, those down
+    /// first, of `paths_total`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<AdvertisedPath>,
+    #[serde(default)]
+    pub paths_total: u32,
+    /// Where its steered classes go (at most 64 listed, those whose SLA is not met first, of
+    /// `steering_total`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steering: Vec<AdvertisedSteering>,
+    #[serde(default)]
+    pub steering_total: u32,
+}
+
+/// A path an edge monitors, as its adverts carry it (figures rounded to 0.1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AdvertisedPath {
+    pub overlay: String,
+    pub underlay: String,
+    pub site: String,
+    pub up: bool,
+    /// Round trip (ms); absent before the first answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<f64>,
+    pub loss_pct: f64,
+    pub jitter_ms: f64,
+}
+
+/// Where a steered class goes towards a site, as the edge's adverts carry it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AdvertisedSteering {
+    pub class: String,
+    pub site: String,
+    /// `OVERLAY/UNDERLAY`, several when balanced.
+    pub paths: Vec<String>,
+    /// Whether its SLA is met (absent: not known yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub met: Option<bool>,
 }
 
 /// The SD-WAN as the controller sees it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Status {
     /// The desired state's generation: one more for every accepted action.
     pub generation: u64,
@@ -457,6 +495,31 @@ impl Ctl {
                             tunnels_up: s.tunnels_up,
                             failed_ops: s.failed_ops,
                             down: s.items.iter().filter(|t| !t.up).map(|t| t.name.clone()).collect(),
+                            paths: s
+                                .paths
+                                .iter()
+                                .map(|p| AdvertisedPath {
+                                    overlay: p.overlay.clone(),
+                                    underlay: p.underlay.clone(),
+                                    site: p.site.clone(),
+                                    up: p.up,
+                                    rtt_ms: p.rtt_ms,
+                                    loss_pct: p.loss_pct,
+                                    jitter_ms: p.jitter_ms,
+                                })
+                                .collect(),
+                            paths_total: s.paths_total,
+                            steering: s
+                                .steering
+                                .iter()
+                                .map(|c| AdvertisedSteering {
+                                    class: c.class_name.clone(),
+                                    site: c.site.clone(),
+                                    paths: c.paths.clone(),
+                                    met: c.met,
+                                })
+                                .collect(),
+                            steering_total: s.steering_total,
                         })
                     }),
                 },

@@ -367,6 +367,8 @@ impl<O: Overlays> Edge<O> {
                 tunnels_up,
                 failed_ops: self.failed.len() as u32,
                 items,
+                // The paths task's part, added by the sampler.
+                ..Default::default()
             }
         });
         self.advert.send_if_modified(|a| {

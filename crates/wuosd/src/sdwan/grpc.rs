@@ -5,6 +5,8 @@
 use tonic::{Request, Response, Status};
 use wuos_model::topology::Ipv4Net;
 use wuos_proto::pb;
+use wuos_sdwan::sla::Sla;
+use wuos_sdwan::steer::Steering;
 use wuos_sdwan::{Action, ClassSpec, ErrorKind, Layout, MatchRule, Member, OverlaySpec, PortRange, Proto};
 
 use super::controller::{Refused, SdwanHandle};
@@ -91,8 +93,7 @@ pub fn action(a: &pb::NbiAction) -> Result<Action, Status> {
             name: c.name.clone(),
             overlay: c.overlay.clone(),
             rules: rules(&c.rules)?,
-            // SLA steering is REST-only for now (issue 12 in progress).
-            steering: None,
+            steering: c.steering.as_ref().map(steering),
         }),
         Kind::DeleteClass(n) => Action::DeleteClass { name: n.name.clone() },
         Kind::AssignClass(a) => Action::AssignClass {
@@ -108,7 +109,39 @@ pub fn action(a: &pb::NbiAction) -> Result<Action, Status> {
             class: s.class.clone(),
             service: s.service.clone(),
         },
+        Kind::SetSteering(s) => Action::SetSteering {
+            class: s.class.clone(),
+            steering: s.steering.as_ref().map(steering),
+        },
     })
+}
+
+/// A class's steering (its SLA's limits are checked with the action).
+fn steering(s: &pb::Steering) -> Steering {
+    let sla = s.sla.unwrap_or_default();
+    Steering {
+        sla: Sla {
+            max_latency_ms: sla.max_latency_ms,
+            max_loss_pct: sla.max_loss_pct,
+            max_jitter_ms: sla.max_jitter_ms,
+        },
+        prefer: s.prefer.clone(),
+        balance: s.balance,
+        sticky: s.sticky,
+    }
+}
+
+fn steering_pb(s: &Steering) -> pb::Steering {
+    pb::Steering {
+        sla: Some(pb::Sla {
+            max_latency_ms: s.sla.max_latency_ms,
+            max_loss_pct: s.sla.max_loss_pct,
+            max_jitter_ms: s.sla.max_jitter_ms,
+        }),
+        prefer: s.prefer.clone(),
+        balance: s.balance,
+        sticky: s.sticky,
+    }
 }
 
 fn rule_pb(r: &MatchRule) -> pb::MatchRule {
@@ -213,6 +246,7 @@ impl pb::sdwan_nbi_server::SdwanNbi for NbiSvc {
                     id: u32::from(c.id),
                     overlay: c.overlay.clone(),
                     rules: c.rules.iter().map(rule_pb).collect(),
+                    steering: c.steering.as_ref().map(steering_pb),
                 })
                 .collect(),
         }))
@@ -244,6 +278,31 @@ impl pb::sdwan_nbi_server::SdwanNbi for NbiSvc {
                         .collect(),
                     classes: e.classes.into_iter().collect(),
                     unreachable: e.unreachable,
+                    paths: e
+                        .advertised
+                        .iter()
+                        .flat_map(|a| &a.paths)
+                        .map(|p| pb::PathState {
+                            overlay: p.overlay.clone(),
+                            underlay: p.underlay.clone(),
+                            site: p.site.clone(),
+                            up: p.up,
+                            rtt_ms: p.rtt_ms,
+                            loss_pct: p.loss_pct,
+                            jitter_ms: p.jitter_ms,
+                        })
+                        .collect(),
+                    steering: e
+                        .advertised
+                        .iter()
+                        .flat_map(|a| &a.steering)
+                        .map(|c| pb::SteerState {
+                            class_name: c.class.clone(),
+                            site: c.site.clone(),
+                            paths: c.paths.clone(),
+                            met: c.met,
+                        })
+                        .collect(),
                 })
                 .collect(),
         }))

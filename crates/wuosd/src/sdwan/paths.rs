@@ -29,6 +29,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tracing::{info, warn};
 use wuos_model::daemon::SdwanPathsConfig;
+use wuos_proto::pb;
 use wuos_sdwan::path::{Figures, PathStats};
 use wuos_sdwan::sla::{Damping, PathId, Sla, Standing, SteerState, decide};
 use wuos_sdwan::stamp::{self, ErrorEstimate, NtpTime, Reflected, Test};
@@ -175,9 +176,53 @@ pub struct Report {
     pub decisions: Vec<DecisionReport>,
     pub probes_sent: u64,
     pub answers: u64,
+    /// Decisions made since the start (the newest are in `decisions`).
+    pub decisions_total: u64,
     /// The last nft failure, if the steering table could not be written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nft_error: Option<String>,
+}
+
+/// At most this many paths and steered classes go into an advert (the protocol's limit).
+const ADVERTISED: usize = wuos_proto::validate::MAX_ITEMS_PER_ADVERT;
+
+fn tenth(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// Adds the report's paths and steering to the edge's advert state (protocol 2.2): the paths
+/// down first and the classes whose SLA is not met first, then in order, figures rounded to 0.1
+/// (an advert changes only when a figure moves by that much), at most 64 of each.
+pub fn advertise(state: &mut pb::SdwanEdgeState, r: &Report) {
+    let mut paths: Vec<&PathReport> = r.paths.iter().collect();
+    paths.sort_by_key(|p| p.figures.up);
+    state.paths = paths
+        .into_iter()
+        .take(ADVERTISED)
+        .map(|p| pb::PathState {
+            overlay: p.overlay.clone(),
+            underlay: p.underlay.clone(),
+            site: p.site.clone(),
+            up: p.figures.up,
+            rtt_ms: p.figures.rtt_ms.map(tenth),
+            loss_pct: tenth(p.figures.loss_pct),
+            jitter_ms: tenth(p.figures.jitter_ms),
+        })
+        .collect();
+    state.paths_total = r.paths.len() as u32;
+    let mut steering: Vec<&SteerReport> = r.steering.iter().collect();
+    steering.sort_by_key(|s| s.met == Some(true));
+    state.steering = steering
+        .into_iter()
+        .take(ADVERTISED)
+        .map(|s| pb::SteerState {
+            class_name: s.class.clone(),
+            site: s.site.clone(),
+            paths: s.paths.iter().take(ADVERTISED).cloned().collect(),
+            met: s.met,
+        })
+        .collect();
+    state.steering_total = r.steering.len() as u32;
 }
 
 fn names(p: &[PathId]) -> Vec<String> {
@@ -236,6 +281,7 @@ struct Paths<N> {
     start: Instant,
     probes_sent: u64,
     answers: u64,
+    decisions_total: u64,
     report: watch::Sender<Arc<Report>>,
 }
 
@@ -511,6 +557,7 @@ impl<N: Nftables + 'static> Paths<N> {
                 }
                 Err(e) => warn!(error = %e, "cannot encode a steering decision"),
             }
+            self.decisions_total += 1;
             if self.decisions.len() == DECISIONS_KEPT {
                 self.decisions.pop_front();
             }
@@ -627,6 +674,7 @@ impl<N: Nftables + 'static> Paths<N> {
             decisions: self.decisions.iter().cloned().collect(),
             probes_sent: self.probes_sent,
             answers: self.answers,
+            decisions_total: self.decisions_total,
             nft_error: self.nft_error.as_ref().map(|(_, e)| e.clone()),
         }));
     }
@@ -751,6 +799,7 @@ pub fn spawn<N: Nftables + 'static>(
         start: Instant::now(),
         probes_sent: 0,
         answers: 0,
+        decisions_total: 0,
         report,
     };
     tokio::spawn(async move {

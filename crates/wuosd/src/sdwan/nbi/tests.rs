@@ -284,6 +284,15 @@ async fn rest_and_grpc_share_the_port_and_the_token() {
                 dscp: Some(46),
                 ..Default::default()
             }],
+            steering: Some(pb::Steering {
+                sla: Some(pb::Sla {
+                    max_latency_ms: Some(40.0),
+                    max_loss_pct: Some(1.0),
+                    ..Default::default()
+                }),
+                prefer: vec!["voice/mpls".into()],
+                ..Default::default()
+            }),
         })),
     };
     let r = grpc
@@ -306,6 +315,22 @@ async fn rest_and_grpc_share_the_port_and_the_token() {
             "nope",
         ),
         (pb::NbiAction { kind: None }, tonic::Code::InvalidArgument, "kind"),
+        (
+            pb::NbiAction {
+                kind: Some(pb::nbi_action::Kind::SetSteering(pb::SetSteering {
+                    class: "sip".into(),
+                    steering: Some(pb::Steering {
+                        sla: Some(pb::Sla {
+                            max_latency_ms: Some(-1.0),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                })),
+            },
+            tonic::Code::InvalidArgument,
+            "max_latency_ms",
+        ),
     ] {
         let e = grpc
             .apply(with_token(pb::ApplyRequest { actions: vec![a] }))
@@ -327,6 +352,9 @@ async fn rest_and_grpc_share_the_port_and_the_token() {
     );
     assert_eq!(d.classes[0].rules[0].dst_ports, "5060");
     assert_eq!(d.classes[0].rules[0].dscp, Some(46));
+    let steering = d.classes[0].steering.as_ref().expect("the class's steering is kept");
+    assert_eq!(steering.sla.unwrap().max_latency_ms, Some(40.0));
+    assert_eq!(steering.prefer, ["voice/mpls"]);
     e1_synced(&h, 1).await;
     let st = grpc
         .get_state(with_token(pb::ReadRequest {}))

@@ -209,3 +209,66 @@ async fn tunnels_over_the_same_underlay_path_share_their_probes_unless_asked_not
         drop(plans_tx);
     }
 }
+
+/// Adverts carry the paths down first and the classes whose SLA is not met first, figures
+/// rounded to 0.1, at most 64 of each with the totals.
+#[test]
+fn adverts_carry_the_worst_paths_and_classes_first_rounded() {
+    let path = |i: usize, up: bool| PathReport {
+        overlay: format!("o{i:03}"),
+        underlay: "mpls".into(),
+        site: "e2".into(),
+        tunnel: format!("wo{i}-mpls"),
+        target: MPLS,
+        figures: Figures {
+            up,
+            rtt_ms: Some(4.04 + i as f64),
+            loss_pct: 1.06,
+            jitter_ms: 0.349,
+            ..Figures::default()
+        },
+    };
+    let steer = |i: usize, met: Option<bool>| SteerReport {
+        class: format!("c{i:03}"),
+        site: "e2".into(),
+        paths: vec![format!("o{i:03}/mpls")],
+        met,
+    };
+    let mut paths: Vec<PathReport> = (0..100).map(|i| path(i, true)).collect();
+    paths[90] = path(90, false);
+    let mut steering: Vec<SteerReport> = (0..100).map(|i| steer(i, Some(true))).collect();
+    steering[70] = steer(70, Some(false));
+    steering[80] = steer(80, None);
+    let report = Report {
+        paths,
+        steering,
+        ..Report::default()
+    };
+    let mut state = pb::SdwanEdgeState::default();
+    advertise(&mut state, &report);
+    assert_eq!((state.paths.len(), state.paths_total), (64, 100));
+    assert_eq!((state.steering.len(), state.steering_total), (64, 100));
+    assert_eq!(state.paths[0].overlay, "o090", "the path down comes first");
+    assert!(!state.paths[0].up);
+    assert_eq!(state.paths[1].overlay, "o000", "then in order");
+    assert_eq!(
+        (state.paths[1].rtt_ms, state.paths[1].loss_pct, state.paths[1].jitter_ms),
+        (Some(4.0), 1.1, 0.3)
+    );
+    let first: Vec<(&str, Option<bool>)> = state.steering[..3]
+        .iter()
+        .map(|s| (s.class_name.as_str(), s.met))
+        .collect();
+    assert_eq!(first, [("c070", Some(false)), ("c080", None), ("c000", Some(true))]);
+    let advert = pb::TelemetryAdvert {
+        origin: "e1".into(),
+        boot_id: 1,
+        sequence: 1,
+        hop_limit: 2,
+        interval_ms: 1000,
+        resources: Some(pb::Resources::default()),
+        sdwan: Some(state),
+        ..Default::default()
+    };
+    assert_eq!(wuos_proto::validate::check_advert(&advert), Ok(()), "a valid advert");
+}
