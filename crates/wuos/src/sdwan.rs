@@ -219,6 +219,15 @@ pub fn run(a: SdwanArgs) -> Result<()> {
     rt.block_on(run_nbi(a))
 }
 
+/// Whether a steered class's SLA is met, in words.
+fn sla_met(met: &Value) -> &'static str {
+    match met.as_bool() {
+        Some(true) => "SLA met",
+        Some(false) => "SLA NOT met",
+        None => "SLA not known yet",
+    }
+}
+
 /// A paths report as tables: paths, steering, the last decisions.
 fn print_paths(router: &str, r: &Value, json: bool) -> Result<()> {
     if json {
@@ -255,11 +264,7 @@ fn print_paths(router: &str, r: &Value, json: bool) -> Result<()> {
     }
     println!("steering:");
     for s in list("steering") {
-        let met = match s["met"].as_bool() {
-            Some(true) => "SLA met",
-            Some(false) => "SLA NOT met",
-            None => "SLA not known yet",
-        };
+        let met = sla_met(&s["met"]);
         let paths: Vec<&str> = strs(&s["paths"]);
         println!(
             "  {} to {}: {} ({met})",
@@ -548,11 +553,7 @@ fn print_status(s: &Value, json_out: bool) -> Result<()> {
                 );
             }
             for c in a["steering"].as_array().into_iter().flatten() {
-                let met = match c["met"].as_bool() {
-                    Some(true) => "SLA met",
-                    Some(false) => "SLA NOT met",
-                    None => "SLA not known yet",
-                };
+                let met = sla_met(&c["met"]);
                 println!(
                     "  steers {} to {} over {} ({met})",
                     c["class"].as_str().unwrap_or("?"),

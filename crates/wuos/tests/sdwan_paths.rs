@@ -214,15 +214,7 @@ fn path_figures_reach_the_nbi_and_prometheus() {
         .and_then(|n| n["loopback"].as_str())
         .unwrap()
         .to_string();
-    let text = in_router(LAB, "e1", || {
-        use std::io::{Read, Write};
-        let mut conn = std::net::TcpStream::connect((lo.as_str(), 9470))?;
-        conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
-        let mut body = String::new();
-        conn.read_to_string(&mut body)?;
-        Ok::<_, std::io::Error>(body)
-    })
-    .expect("e1's metrics endpoint answers from inside the lab");
+    let text = common::scrape_metrics(LAB, "e1", &lo);
     let value = |prefix: &str| -> f64 {
         text.lines()
             .find(|l| l.starts_with(prefix))

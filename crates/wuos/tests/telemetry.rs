@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 mod common;
 
-use common::{Down, daemon_pids, in_router, ok, run, wuos};
+use common::{Down, daemon_pids, ok, run, wuos};
 use wuos_southbound::privilege::may_run_privileged as privileged;
 
 const LAB: &str = "t-tel";
@@ -184,16 +184,7 @@ fn top_and_status_show_every_router() {
     // The daemon's metrics endpoint, scraped from inside the lab.
     let v: Value = serde_json::from_str(&ok(&["lab", "status", lab, "--json"])).unwrap();
     let lo = v["nodes"][1]["loopback"].as_str().unwrap().to_string();
-    let text = in_router(lab, "r1", || {
-        use std::io::{Read, Write};
-        let mut conn = std::net::TcpStream::connect((lo.as_str(), 9470))?;
-        conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
-        let mut body = String::new();
-        conn.read_to_string(&mut body)?;
-        Ok::<_, std::io::Error>(body)
-    })
-    .expect("r2's metrics endpoint answers from inside the lab");
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let text = common::scrape_metrics(lab, "r1", &lo);
     assert!(
         text.contains("wuosd_neighbors_up{router=\"r2\"} 2"),
         "r2 has two neighbors up:\n{text}"

@@ -49,6 +49,22 @@ pub fn in_router<R: Send>(lab: &str, node: &str, f: impl FnOnce() -> R + Send) -
     wuos_southbound::netns::run_in(&ns, f).expect("entering the router's namespace")
 }
 
+/// The Prometheus text of the wuosd listening on `addr:9470`, fetched from inside router `from`
+/// (the lab's metrics endpoints are on its routers' loopbacks).
+pub fn scrape_metrics(lab: &str, from: &str, addr: &str) -> String {
+    let text = in_router(lab, from, || {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect((addr, 9470))?;
+        conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+        let mut body = String::new();
+        conn.read_to_string(&mut body)?;
+        Ok::<_, std::io::Error>(body)
+    })
+    .unwrap_or_else(|e| panic!("the metrics endpoint {addr}:9470 answers from inside {from}: {e}"));
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text
+}
+
 /// Pids of the wuosd of router `node` in lab `lab` (found by its config path).
 pub fn daemon_pids(lab: &str, node: &str) -> Vec<i32> {
     let config = format!("/labs/{lab}/daemons/{node}.toml");

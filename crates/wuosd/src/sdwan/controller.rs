@@ -135,6 +135,56 @@ pub struct AdvertisedSteering {
     pub met: Option<bool>,
 }
 
+impl From<pb::PathState> for AdvertisedPath {
+    fn from(p: pb::PathState) -> Self {
+        AdvertisedPath {
+            overlay: p.overlay,
+            underlay: p.underlay,
+            site: p.site,
+            up: p.up,
+            rtt_ms: p.rtt_ms,
+            loss_pct: p.loss_pct,
+            jitter_ms: p.jitter_ms,
+        }
+    }
+}
+
+impl From<AdvertisedPath> for pb::PathState {
+    fn from(p: AdvertisedPath) -> Self {
+        pb::PathState {
+            overlay: p.overlay,
+            underlay: p.underlay,
+            site: p.site,
+            up: p.up,
+            rtt_ms: p.rtt_ms,
+            loss_pct: p.loss_pct,
+            jitter_ms: p.jitter_ms,
+        }
+    }
+}
+
+impl From<pb::SteerState> for AdvertisedSteering {
+    fn from(c: pb::SteerState) -> Self {
+        AdvertisedSteering {
+            class: c.class_name,
+            site: c.site,
+            paths: c.paths,
+            met: c.met,
+        }
+    }
+}
+
+impl From<AdvertisedSteering> for pb::SteerState {
+    fn from(c: AdvertisedSteering) -> Self {
+        pb::SteerState {
+            class_name: c.class,
+            site: c.site,
+            paths: c.paths,
+            met: c.met,
+        }
+    }
+}
+
 /// The SD-WAN as the controller sees it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Status {
@@ -495,30 +545,9 @@ impl Ctl {
                             tunnels_up: s.tunnels_up,
                             failed_ops: s.failed_ops,
                             down: s.items.iter().filter(|t| !t.up).map(|t| t.name.clone()).collect(),
-                            paths: s
-                                .paths
-                                .iter()
-                                .map(|p| AdvertisedPath {
-                                    overlay: p.overlay.clone(),
-                                    underlay: p.underlay.clone(),
-                                    site: p.site.clone(),
-                                    up: p.up,
-                                    rtt_ms: p.rtt_ms,
-                                    loss_pct: p.loss_pct,
-                                    jitter_ms: p.jitter_ms,
-                                })
-                                .collect(),
+                            paths: s.paths.iter().cloned().map(AdvertisedPath::from).collect(),
                             paths_total: s.paths_total,
-                            steering: s
-                                .steering
-                                .iter()
-                                .map(|c| AdvertisedSteering {
-                                    class: c.class_name.clone(),
-                                    site: c.site.clone(),
-                                    paths: c.paths.clone(),
-                                    met: c.met,
-                                })
-                                .collect(),
+                            steering: s.steering.iter().cloned().map(AdvertisedSteering::from).collect(),
                             steering_total: s.steering_total,
                         })
                     }),

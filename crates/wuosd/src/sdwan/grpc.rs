@@ -281,27 +281,14 @@ impl pb::sdwan_nbi_server::SdwanNbi for NbiSvc {
                     paths: e
                         .advertised
                         .iter()
-                        .flat_map(|a| &a.paths)
-                        .map(|p| pb::PathState {
-                            overlay: p.overlay.clone(),
-                            underlay: p.underlay.clone(),
-                            site: p.site.clone(),
-                            up: p.up,
-                            rtt_ms: p.rtt_ms,
-                            loss_pct: p.loss_pct,
-                            jitter_ms: p.jitter_ms,
-                        })
+                        .flat_map(|a| a.paths.clone())
+                        .map(Into::into)
                         .collect(),
                     steering: e
                         .advertised
                         .iter()
-                        .flat_map(|a| &a.steering)
-                        .map(|c| pb::SteerState {
-                            class_name: c.class.clone(),
-                            site: c.site.clone(),
-                            paths: c.paths.clone(),
-                            met: c.met,
-                        })
+                        .flat_map(|a| a.steering.clone())
+                        .map(Into::into)
                         .collect(),
                 })
                 .collect(),
