@@ -175,7 +175,7 @@ pub fn config(env: &LabEnv, st: &LabState, opts: &DaemonOptions, i: usize) -> Re
         sample_phase: opts.sample_phase,
         hello_interval: None,
         dead_multiplier: 3,
-        hop_limit: opts.hop_limit,
+        hop_limit: hop_limit(t, opts.hop_limit),
         stale_after_intervals: 3,
         announce: Default::default(),
         data_dir: env.lab_dir(&st.name).join("data").join(&node.name),
@@ -210,6 +210,49 @@ pub fn config(env: &LabEnv, st: &LabState, opts: &DaemonOptions, i: usize) -> Re
         }),
         sdwan_paths: opts.sdwan_paths.clone(),
     })
+}
+
+/// The flooding radius of a lab's routers: the lab's, but with an SD-WAN controller at least the
+/// hop distance of the farthest SD-WAN site from it (at most 8), so the controller's status hears
+/// every edge's tunnels and paths (in `sdwan:S:U` the dc is 2 hops from e1 and 3 from the other
+/// edges). Every router gets the same radius: a receiver counts an advert's hops from its own.
+pub fn hop_limit(t: &wuos_model::topology::Topology, lab: u32) -> u32 {
+    let Some(c) = sdwan_controller(t) else { return lab };
+    let ends = t.link_ends();
+    // Breadth first from the controller.
+    let mut dist = vec![u32::MAX; t.nodes.len()];
+    let mut queue = std::collections::VecDeque::from([c]);
+    dist[c] = 0;
+    while let Some(n) = queue.pop_front() {
+        for (a, b) in ends.iter().flatten().copied() {
+            let next = if a == n {
+                b
+            } else if b == n {
+                a
+            } else {
+                continue;
+            };
+            if dist[next] == u32::MAX {
+                dist[next] = dist[n] + 1;
+                queue.push_back(next);
+            }
+        }
+    }
+    let site = |i: usize| {
+        let node = &t.nodes[i];
+        node.role == Role::Edge
+            && node.underlay.is_none()
+            && ends
+                .iter()
+                .enumerate()
+                .any(|(l, e)| e.is_some_and(|(a, b)| a == i || b == i) && t.link_underlay(l).is_some())
+    };
+    let farthest = (0..t.nodes.len())
+        .filter(|&i| site(i) && dist[i] != u32::MAX)
+        .map(|i| dist[i])
+        .max()
+        .unwrap_or(0);
+    lab.max(farthest.min(8))
 }
 
 /// The SD-WAN controller of a topology with underlays (a link or router labelled `underlay`):
@@ -501,6 +544,16 @@ pub fn nbi_stream(env: &LabEnv, st: &LabState) -> Result<(std::net::TcpStream, S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sdwan_labs_flood_as_far_as_their_farthest_site_from_the_controller() {
+        let t = |g: &str| wuos_model::generate::generate(&g.parse().unwrap(), 1);
+        // e1 hangs off mpls1/inet1 like the dc (2 hops); e2 and e3 off routers 2 and 3 (3 hops).
+        assert_eq!(hop_limit(&t("sdwan:3:2"), 2), 3);
+        assert_eq!(hop_limit(&t("sdwan:3:2"), 5), 5, "never below the lab's");
+        assert_eq!(hop_limit(&t("sdwan:2:1"), 2), 3);
+        assert_eq!(hop_limit(&t("line:5"), 2), 2, "no SD-WAN, no change");
+    }
 
     fn state() -> LabState {
         let topo = wuos_model::file::parse(

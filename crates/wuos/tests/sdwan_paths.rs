@@ -203,6 +203,15 @@ fn path_figures_reach_the_nbi_and_prometheus() {
                 .then_some(())
         },
     );
+    // e2 and e3 are 3 hops from the dc: the lab floods that far.
+    for edge in ["e2", "e3"] {
+        let a = status()["edges"][edge]["advertised"].clone();
+        assert_eq!(a["hops"], 3, "{edge}: {a}");
+        assert!(
+            a["paths"].as_array().is_some_and(|p| !p.is_empty()),
+            "{edge}'s paths: {a}"
+        );
+    }
     let text = ok(&["sdwan", "status", "--lab", LAB]);
     assert!(text.contains("steers voip to e2 over wan/inet (SLA met)"), "{text}");
     let v: Value = serde_json::from_str(&ok(&["lab", "status", LAB, "--json"])).unwrap();
