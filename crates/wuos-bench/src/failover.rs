@@ -19,6 +19,7 @@
 //! daemons with no steered class; probes per second from e1's report, bytes on the wire
 //! computed from the probe's size.
 
+use std::future::Future;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,12 +35,12 @@ use wuos_lab::progress::Silent;
 use wuos_lab::{LabEnv, down, up};
 use wuos_model::daemon::SdwanPathsConfig;
 use wuos_model::generate::{Generator, generate};
-use wuos_proto::admin::{AdminClient, Target};
 use wuos_proto::nbi::NbiClient;
 
 use crate::BenchOptions;
 use crate::host::Machine;
 use crate::report::{Clock, begin, print_clocks, write_json};
+use crate::sdwan_lab;
 use crate::stats::{Summary, at_resolution, percentile};
 use crate::table::Table;
 
@@ -139,13 +140,9 @@ impl Degradation {
     }
 }
 
-/// mpls links the e1–e2 path crosses one way (e1–mpls1, mpls1–mpls2, mpls2–e2 in `sdwan:2:2`).
-const MPLS_LINKS_CROSSED: i32 = 3;
-
-/// The loss on each mpls link, each way, for `path_pct` of the round trips to be lost:
-/// 1 − (1 − p)^6 = path_pct.
+/// The loss on each mpls link, each way, for `path_pct` of the e1–e2 round trips to be lost.
 fn loss_per_link(path_pct: f64) -> f64 {
-    (1.0 - (1.0 - path_pct / 100.0).powf(1.0 / f64::from(2 * MPLS_LINKS_CROSSED))) * 100.0
+    sdwan_lab::loss_per_link(path_pct, sdwan_lab::LINKS_CROSSED)
 }
 
 fn restore() -> wuos_lab::link::LinkChange {
@@ -262,65 +259,16 @@ pub fn run(o: &Options) -> Result<()> {
     write_json(&o.out, &report)
 }
 
-/// Applies `actions` through the NBI and waits until every edge holds them.
-async fn apply(c: &mut NbiClient, actions: Value) -> Result<()> {
-    let v = c.post("/v1/actions", &actions).await?;
-    let g = v["generation"].as_u64().context("no generation")?;
-    c.wait_synced(g, Duration::from_millis(50), Duration::from_secs(120))
-        .await
-        .map_err(anyhow::Error::msg)?;
-    Ok(())
-}
-
-async fn report_of(env: &LabEnv, node: &str) -> Result<Value> {
-    let sock = wuos_lab::daemons::socket_path(env, LAB, node);
-    let mut a = AdminClient::connect(Target::Socket(sock)).await?;
-    Ok(serde_json::from_str(&a.sdwan_paths().await?)?)
-}
-
-/// Where voip goes from e1 to e2, and whether its SLA is met.
-fn voip(r: &Value) -> (Vec<String>, Option<bool>) {
-    let s = r["steering"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["class"] == "voip" && s["site"] == "e2");
-    match s {
-        Some(s) => (
-            s["paths"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p.as_str().map(str::to_string))
-                .collect(),
-            s["met"].as_bool(),
-        ),
-        None => (Vec::new(), None),
-    }
+fn report_of(env: &LabEnv, node: &str) -> impl Future<Output = Result<Value>> {
+    sdwan_lab::report_of(env, LAB, node)
 }
 
 async fn wait_voip_on(env: &LabEnv, path: &str, within: Duration) -> Result<()> {
-    let deadline = Instant::now() + within;
-    loop {
-        let r = report_of(env, "e1").await?;
-        if voip(&r) == (vec![path.to_string()], Some(true)) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "voip did not settle on {path} within {within:?}: {}",
-                voip(&r).0.join("+")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    sdwan_lab::wait_steering(env, LAB, ("e1", "voip", "e2"), path, within).await
 }
 
-/// `wuos lab underlay set mpls …` (it runs a runtime of its own: on a blocking thread).
 async fn set_mpls(env: &LabEnv, change: &wuos_lab::link::LinkChange) -> Result<()> {
-    let (env, change) = (env.clone(), change.clone());
-    tokio::task::spawn_blocking(move || wuos_lab::link::set_underlay(&env, LAB, "mpls", &change)).await??;
-    Ok(())
+    sdwan_lab::set_underlay(env, LAB, "mpls", change).await
 }
 
 /// The voip datagrams: h1 to h2's port 5060, one every millisecond, until `stop`.
@@ -371,21 +319,6 @@ fn observer(env: &LabEnv, stop: Arc<AtomicBool>) -> Result<(mpsc::Receiver<Insta
     Ok((rx, h))
 }
 
-/// A LAN host's address (its eth0).
-fn lan_addr(env: &LabEnv, host: &str) -> Result<Ipv4Addr> {
-    let out = in_node(env, host, || {
-        std::process::Command::new("ip")
-            .args(["-j", "-4", "addr", "show", "eth0"])
-            .output()
-    })??;
-    let v: Value = serde_json::from_slice(&out.stdout)?;
-    v[0]["addr_info"][0]["local"]
-        .as_str()
-        .context("no IPv4 address on eth0")?
-        .parse()
-        .context("a bad address")
-}
-
 async fn measure(env: &LabEnv, o: &Options, cadence: Duration) -> Result<(Vec<FailoverRow>, Vec<CostRow>)> {
     let mut c = crate::overlays_e2e::nbi(env, LAB).await?;
     // Relays on mpls first: later changes retune them. Splicing them in interrupts mpls for a
@@ -393,7 +326,7 @@ async fn measure(env: &LabEnv, o: &Options, cadence: Duration) -> Result<(Vec<Fa
     set_mpls(env, &restore()).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let baseline = cpu_window(env).await?;
-    apply(
+    sdwan_lab::apply(
         &mut c,
         json!([
             {"action": "create_overlay", "name": "wan", "sites": {"e1": {}, "e2": {}}, "underlays": ["mpls", "inet"]},
@@ -403,7 +336,7 @@ async fn measure(env: &LabEnv, o: &Options, cadence: Duration) -> Result<(Vec<Fa
     )
     .await?;
     wait_voip_on(env, "wan/mpls", Duration::from_secs(60)).await?;
-    let h2 = lan_addr(env, "h2")?;
+    let h2 = sdwan_lab::lan_addr(env, LAB, "h2")?;
     let stop = Arc::new(AtomicBool::new(false));
     let send = sender(env, h2, stop.clone())?;
     let (seen, watch) = observer(env, stop.clone())?;
@@ -455,7 +388,7 @@ async fn measure(env: &LabEnv, o: &Options, cadence: Duration) -> Result<(Vec<Fa
                 probe_interval_ms: cadence.as_secs_f64() * 1e3,
                 degradation: d,
                 failover_ms: Summary::of(&times).context("no run")?,
-                p99_ms: percentile(&times, 99.0).unwrap_or(f64::NAN),
+                p99_ms: percentile(&times, 0.99).unwrap_or(f64::NAN),
                 inject_ms: Summary::of(&injects).context("no run")?,
                 runs_ms: times,
             });
@@ -467,7 +400,7 @@ async fn measure(env: &LabEnv, o: &Options, cadence: Duration) -> Result<(Vec<Fa
     let _ = send.join();
     let _ = watch.join();
     result?;
-    apply(
+    sdwan_lab::apply(
         &mut c,
         json!([{"action": "delete_class", "name": "voip"}, {"action": "delete_overlay", "name": "wan"}]),
     )
@@ -555,7 +488,7 @@ async fn cost(
         delete.push(json!({"action": "delete_class", "name": format!("c{i}")}));
         delete.push(json!({"action": "delete_overlay", "name": format!("p{i}")}));
     }
-    apply(c, json!(create)).await?;
+    sdwan_lab::apply(c, json!(create)).await?;
     // Every path answered.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -574,7 +507,7 @@ async fn cost(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let w = cpu_window(env).await?;
-    apply(c, json!(delete)).await?;
+    sdwan_lab::apply(c, json!(delete)).await?;
     let per_s = w.probes as f64 / w.seconds;
     Ok(CostRow {
         probe_interval_ms: cadence.as_secs_f64() * 1e3,

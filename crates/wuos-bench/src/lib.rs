@@ -21,7 +21,13 @@
 //!   memory per simulated router, at 1,000 to 100,000 routers, each run in a process of its own.
 //! - [`voip`]: the VoIP scenario ([`voip::Scenario`], shared by `wuos demo voip` and the
 //!   orchestration bench) and the demo itself; [`voip::sipp`] parses SIPp's files.
-//! - [`plot`]: the VoIP demo's plot (PNG and SVG).
+//! - [`failover`]: `wuos bench failover` — how fast a steered SD-WAN class leaves a degraded
+//!   path, on the wire; what the path probes cost.
+//! - [`sdwan_demo`]: `wuos demo sdwan` — three sites over two underlays, SIP calls and a bulk
+//!   transfer in SLA classes through a timeline of degradations.
+//! - [`sdwan_lab`]: what those two do to an SD-WAN lab (intents, an edge's path report, an
+//!   underlay retuned live).
+//! - [`plot`]: the demos' plots (PNG and SVG).
 //! - [`demo`]: `wuos demo` — the sample lab.
 //! - Shared helpers: [`stats`] (the percentile helper, summaries, runs, rounding to a
 //!   resolution), [`table`] (the table printer), [`report`] (clocks, JSON), [`host`] (the
@@ -62,6 +68,8 @@ pub mod overlays;
 pub mod overlays_e2e;
 pub mod plot;
 pub mod report;
+pub mod sdwan_demo;
+pub mod sdwan_lab;
 pub mod sim;
 pub mod stats;
 pub mod table;

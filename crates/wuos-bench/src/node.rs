@@ -65,6 +65,18 @@ impl<'a> Node<'a> {
             .with_context(|| format!("cannot start {} on {}", argv[0], self.name))
     }
 
+    /// Starts `argv` in the router with its standard output piped to the caller (its errors
+    /// discarded).
+    pub fn spawn_piped(&self, argv: &[&str]) -> Result<Child> {
+        self.exec()
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {} on {}", argv[0], self.name))
+    }
+
     /// The router daemon's admin socket.
     pub fn socket(&self) -> std::path::PathBuf {
         socket_path(self.env, self.lab, self.name)

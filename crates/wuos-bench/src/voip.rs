@@ -102,18 +102,14 @@ pub struct Scenario {
     pub lab: String,
     pub rt: tokio::runtime::Runtime,
     keep: bool,
-    children: Vec<Child>,
-    uac_pid: i32,
+    callers: Callers,
     /// When the caller started (Unix ms).
     pub calls_start_ms: f64,
 }
 
 impl Drop for Scenario {
     fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.callers.kill();
         if !self.keep {
             let _ = down::down(&self.env, &self.lab, &Silent);
         }
@@ -156,8 +152,7 @@ impl Scenario {
             lab: lab.into(),
             rt: runtime()?,
             keep,
-            children: Vec::new(),
-            uac_pid: 0,
+            callers: Callers::default(),
             calls_start_ms: 0.0,
         };
 
@@ -188,7 +183,7 @@ impl Scenario {
         //    flow), both writing their statistics every second.
         let uas = sipp_argv(&["-sn", "uas", "-i", &actor2, "-p", "5060"], "uas_stat.csv");
         let child = s.node("actor2").spawn_logged(&uas, dir, &dir.join("uas.log"))?;
-        s.children.push(child);
+        s.callers.answerer(child);
         std::thread::sleep(Duration::from_millis(500));
         let rate = format!("{}", calls.rate);
         let duration = format!("{}", calls.duration.as_millis());
@@ -223,8 +218,7 @@ impl Scenario {
         uac.push("-nostdin".into());
         s.calls_start_ms = unix_ms() as f64;
         let child = s.node("actor1").spawn_logged(&uac, dir, &dir.join("uac.log"))?;
-        s.uac_pid = child.id() as i32;
-        s.children.push(child);
+        s.callers.caller(child);
         say.line(&format!(
             "calls: {rate} new calls/s of {} s each from actor1 to user 2000 on actor2 via {VIP}",
             calls.duration.as_secs_f64()
@@ -305,34 +299,70 @@ impl Scenario {
         Ok(())
     }
 
+    /// Stops calling and every SIPp ([`Callers::stop`]).
+    pub fn stop_calls(&mut self, wait: Duration) {
+        self.callers.stop(wait);
+    }
+}
+
+/// The SIPp processes of a scenario — answerers and one caller — killed on drop.
+#[derive(Debug, Default)]
+pub struct Callers {
+    children: Vec<Child>,
+    caller: Option<u32>,
+}
+
+impl Callers {
+    pub fn answerer(&mut self, child: Child) {
+        self.children.push(child);
+    }
+
+    pub fn caller(&mut self, child: Child) {
+        self.caller = Some(child.id());
+        self.children.push(child);
+    }
+
     /// Stops calling (SIGUSR1: SIPp places no new calls and lets the running ones finish), waits
     /// up to `wait` for the caller to exit, then stops every SIPp.
-    pub fn stop_calls(&mut self, wait: Duration) {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.uac_pid),
-            nix::sys::signal::Signal::SIGUSR1,
-        );
-        let deadline = Instant::now() + wait;
-        let pid = self.uac_pid;
-        while Instant::now() < deadline
-            && self
-                .children
-                .iter_mut()
-                .find(|c| c.id() as i32 == pid)
-                .is_some_and(|c| c.try_wait().ok().flatten().is_none())
-        {
-            std::thread::sleep(Duration::from_millis(100));
+    pub fn stop(&mut self, wait: Duration) {
+        if let Some(pid) = self.caller {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGUSR1,
+            );
+            let deadline = Instant::now() + wait;
+            while Instant::now() < deadline
+                && self
+                    .children
+                    .iter_mut()
+                    .find(|c| c.id() == pid)
+                    .is_some_and(|c| c.try_wait().ok().flatten().is_none())
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
+        self.kill();
+    }
+
+    /// Kills every SIPp at once.
+    pub fn kill(&mut self) {
         for c in &mut self.children {
             let _ = c.kill();
             let _ = c.wait();
         }
         self.children.clear();
+        self.caller = None;
+    }
+}
+
+impl Drop for Callers {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
 /// SIPp with `args`, writing its statistics every second to `stat_file`.
-fn sipp_argv(args: &[&str], stat_file: &str) -> Vec<String> {
+pub(crate) fn sipp_argv(args: &[&str], stat_file: &str) -> Vec<String> {
     std::iter::once("sipp")
         .chain(args.iter().copied())
         .chain(["-trace_stat", "-stf", stat_file, "-fd", "1", "-nostdin"])
@@ -365,6 +395,46 @@ pub struct Phase {
     pub end_ms: f64,
 }
 
+/// What SIPp saw of the calls in an interval of time.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CallFigures {
+    /// Calls that ended (BYE answered) in the interval, and calls that failed in it.
+    pub calls_completed: u64,
+    pub calls_failed: u64,
+    /// Calls in flight when the interval began (a move that began it happened under them).
+    pub calls_in_flight_at_start: u64,
+    /// SIPp's retransmissions in the interval: the caller's and the answerer's.
+    pub retransmissions: u64,
+    pub answerer_retransmissions: u64,
+    /// Calls whose 200 OK arrived in the interval, and their setup times.
+    pub calls_measured: usize,
+    pub setup_median_ms: Option<f64>,
+    pub setup_p99_ms: Option<f64>,
+}
+
+impl CallFigures {
+    /// The figures from `start_ms` to `end_ms` (Unix ms) from the caller's (`uac`) and
+    /// answerer's (`uas`) statistics and the setups (placed by their 200 OK's time).
+    pub fn between(start_ms: f64, end_ms: f64, setups: &[Setup], uac: &Stats, uas: &Stats) -> Self {
+        let ms: Vec<f64> = setups
+            .iter()
+            .filter(|s| s.at_ms >= start_ms && s.at_ms < end_ms)
+            .map(|s| s.ms)
+            .collect();
+        let c: StatRow = uac.between(start_ms, end_ms);
+        Self {
+            calls_completed: c.successful,
+            calls_failed: c.failed,
+            calls_in_flight_at_start: c.current,
+            retransmissions: c.retransmissions,
+            answerer_retransmissions: uas.between(start_ms, end_ms).retransmissions,
+            calls_measured: ms.len(),
+            setup_median_ms: percentile(&ms, 0.5),
+            setup_p99_ms: percentile(&ms, 0.99),
+        }
+    }
+}
+
 /// A phase's figures.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PhaseResult {
@@ -373,43 +443,19 @@ pub struct PhaseResult {
     /// Unix seconds.
     pub start: f64,
     pub end: f64,
-    /// Calls that ended (BYE answered) in the phase, and calls that failed in it.
-    pub calls_completed: u64,
-    pub calls_failed: u64,
-    /// Calls in flight when the phase began (the move that began it happened under them).
-    pub calls_in_flight_at_start: u64,
-    /// SIPp's retransmissions in the phase: the caller's and the answerer's.
-    pub retransmissions: u64,
-    pub answerer_retransmissions: u64,
-    /// Calls whose 200 OK arrived in the phase, and their setup times.
-    pub calls_measured: usize,
-    pub setup_median_ms: Option<f64>,
-    pub setup_p99_ms: Option<f64>,
+    #[serde(flatten)]
+    pub calls: CallFigures,
 }
 
 impl PhaseResult {
-    /// The figures of `p` from the caller's (`uac`) and answerer's (`uas`) statistics and the
-    /// setups (placed by their 200 OK's time).
+    /// The figures of `p` ([`CallFigures::between`] its start and end).
     pub fn compute(p: &Phase, setups: &[Setup], uac: &Stats, uas: &Stats, calls_end_ms: f64) -> Self {
-        let ms: Vec<f64> = setups
-            .iter()
-            .filter(|s| s.at_ms >= p.start_ms && s.at_ms < p.end_ms)
-            .map(|s| s.ms)
-            .collect();
-        let c: StatRow = uac.between(p.start_ms, p.end_ms);
         Self {
             phase: p.name.clone(),
             pabx_at: p.pabx_at.clone(),
             start: p.start_ms / 1000.0,
             end: p.end_ms.min(calls_end_ms) / 1000.0,
-            calls_completed: c.successful,
-            calls_failed: c.failed,
-            calls_in_flight_at_start: c.current,
-            retransmissions: c.retransmissions,
-            answerer_retransmissions: uas.between(p.start_ms, p.end_ms).retransmissions,
-            calls_measured: ms.len(),
-            setup_median_ms: percentile(&ms, 0.5),
-            setup_p99_ms: percentile(&ms, 0.99),
+            calls: CallFigures::between(p.start_ms, p.end_ms, setups, uac, uas),
         }
     }
 }
@@ -430,7 +476,7 @@ struct DemoReport {
     plot: Option<BTreeMap<&'static str, String>>,
 }
 
-fn setup_clock(resolution_ms: f64) -> Clock {
+pub(crate) fn setup_clock(resolution_ms: f64) -> Clock {
     Clock::new(
         "call setup",
         "SIPp's caller sends the INVITE (its response-time timer 1 starts)",
@@ -574,12 +620,12 @@ fn print(r: &DemoReport, out: &Path) {
         t.row([
             p.phase.clone(),
             p.pabx_at.clone(),
-            p.calls_in_flight_at_start.to_string(),
-            p.calls_completed.to_string(),
-            p.calls_failed.to_string(),
-            format!("{}/{}", p.retransmissions, p.answerer_retransmissions),
-            q(p.setup_median_ms),
-            q(p.setup_p99_ms),
+            p.calls.calls_in_flight_at_start.to_string(),
+            p.calls.calls_completed.to_string(),
+            p.calls.calls_failed.to_string(),
+            format!("{}/{}", p.calls.retransmissions, p.calls.answerer_retransmissions),
+            q(p.calls.setup_median_ms),
+            q(p.calls.setup_p99_ms),
         ]);
     }
     println!("\n{t}");
@@ -655,11 +701,17 @@ mod tests {
             end_ms: 3500.0,
         };
         let r = PhaseResult::compute(&p, &setups, &uac, &uas, 3200.0);
-        assert_eq!((r.calls_completed, r.calls_failed, r.retransmissions), (5, 1, 2));
-        assert_eq!((r.calls_in_flight_at_start, r.answerer_retransmissions), (15, 2));
+        let c = &r.calls;
+        assert_eq!((c.calls_completed, c.calls_failed, c.retransmissions), (5, 1, 2));
+        assert_eq!((c.calls_in_flight_at_start, c.answerer_retransmissions), (15, 2));
         assert_eq!(
-            (r.calls_measured, r.setup_median_ms, r.setup_p99_ms),
+            (c.calls_measured, c.setup_median_ms, c.setup_p99_ms),
             (2, Some(8.0), Some(8.0))
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            json["calls_completed"], 5,
+            "the call figures sit beside the phase's: {json}"
         );
         assert_eq!((r.start, r.end), (2.0, 3.2), "the end is clipped to when calls stopped");
     }

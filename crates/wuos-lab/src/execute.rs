@@ -86,7 +86,8 @@ fn kind(op: &Op) -> Kind {
         | Op::DeleteNamespace { .. }
         | Op::StartRelay(_)
         | Op::StopRelay { .. }
-        | Op::TxChecksumOff { .. } => Kind::One,
+        | Op::TxChecksumOff { .. }
+        | Op::UnrelayableGsoOff { .. } => Kind::One,
     }
 }
 
@@ -359,6 +360,7 @@ impl<'a, N: Namespaces> Executor<'a, N> {
                 }
             }
             Op::TxChecksumOff { netns, dev } => h.offloads.set_tx_checksum(netns, dev, false)?,
+            Op::UnrelayableGsoOff { netns, dev } => h.offloads.set_unrelayable_gso(netns, dev, false)?,
             _ => unreachable!("{op} is not run on its own"),
         }
         Ok(())

@@ -18,7 +18,7 @@
 //! | routes | every router's routes, except over links that are down |
 //! | link emulation | token buckets (`tbf`), relay splices (tc `mirred` redirects) |
 //! | relays | one user-space delay/jitter/loss relay per impaired link |
-//! | offloads | TX checksum offload off on every link end (`--xdp` labs) |
+//! | offloads | TX checksum offload off on every link end (`--xdp` labs); on each twin of an impaired link, the segmentation offloads its relay cannot carry |
 //!
 //! Routes are static: they are computed with every link up, and a link that is down only drops
 //! its own (the kernel drops them when its interfaces go down) — it is not routed around.
@@ -265,6 +265,13 @@ pub enum Op {
         netns: String,
         dev: String,
     },
+    /// `ethtool -K DEV tx-udp_tnl-segmentation off …`: the GSO super-frames a relay's packet
+    /// socket cannot carry (tunnels, SCTP, fraglist) are segmented before `dev` sends them
+    /// (`wuos_southbound::offloads::UNRELAYABLE_GSO`).
+    UnrelayableGsoOff {
+        netns: String,
+        dev: String,
+    },
 }
 
 /// What an op configures: two ops with the same key configure the same thing.
@@ -303,7 +310,7 @@ impl Op {
             Op::SetRate { netns, dev, .. } => Key::Rate(netns, dev),
             Op::Splice { netns, dev, .. } => Key::Splice(netns, dev),
             Op::StartRelay(r) => Key::Relay(r.link),
-            Op::TxChecksumOff { netns, dev } => Key::Offload(netns, dev),
+            Op::TxChecksumOff { netns, dev } | Op::UnrelayableGsoOff { netns, dev } => Key::Offload(netns, dev),
             Op::DestroyCgroup { .. }
             | Op::DeleteNamespace { .. }
             | Op::DeleteLink { .. }
@@ -419,6 +426,10 @@ impl fmt::Display for Op {
             ),
             Op::StopRelay { link } => write!(f, "stop the relay of link {link}"),
             Op::TxChecksumOff { netns, dev } => write!(f, "turn TX checksum offload off on {netns}:{dev}"),
+            Op::UnrelayableGsoOff { netns, dev } => write!(
+                f,
+                "turn off the segmentation offloads a relay cannot carry (tunnels, SCTP, fraglist) on {netns}:{dev}"
+            ),
         }
     }
 }
@@ -698,6 +709,16 @@ fn link_ops(input: &Input<'_>, i: usize, e: &Ends, push: &mut impl FnMut(StageNa
                     dev: rname,
                     index: rindex,
                     up: true,
+                },
+            );
+            // What the router sends on `ethN` leaves through `ixN`: segmented there if the relay's
+            // socket could not carry it whole (a VXLAN tunnel's TCP, for one). A stage of its own
+            // after the relays, so that the splices still go in one tc batch per namespace.
+            push(
+                StageName::Offloads,
+                Op::UnrelayableGsoOff {
+                    netns: e.ns[k].clone(),
+                    dev: ix.clone(),
                 },
             );
             push(

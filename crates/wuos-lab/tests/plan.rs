@@ -33,10 +33,25 @@ fn up_shaped_and_impaired_links() {
     use StageName::*;
     assert_eq!(
         stage_names(&p),
-        [Cgroups, Namespaces, Veths, Addresses, Routes, Emulation, Relays]
+        [
+            Cgroups, Namespaces, Veths, Addresses, Routes, Emulation, Relays, Offloads
+        ]
     );
     let relays = p.ops().filter(|o| matches!(o, Op::StartRelay(_))).count();
     assert_eq!(relays, 2, "one relay per link with delay, jitter or loss");
+    let twins: Vec<&str> = p
+        .ops()
+        .filter_map(|o| match o {
+            Op::UnrelayableGsoOff { dev, .. } => Some(dev.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        twins.len(),
+        4,
+        "both twins of each relayed link segment what the relay cannot carry: {twins:?}"
+    );
+    assert!(twins.iter().all(|d| d.starts_with("ix")), "{twins:?}");
     check_golden("up_shaped", &p);
 }
 
@@ -92,8 +107,8 @@ fn set_delay_added_splices_a_relay_into_the_link() {
     use StageName::*;
     assert_eq!(
         stage_names(&p),
-        [Namespaces, Veths, Addresses, Emulation, Relays],
-        "the relay namespace first, the relay last"
+        [Namespaces, Veths, Addresses, Emulation, Relays, Offloads],
+        "the relay namespace first, the relay and its twins' offloads last"
     );
     assert!(
         !p.ops()

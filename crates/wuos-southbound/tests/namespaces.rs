@@ -131,6 +131,14 @@ fn namespaces_sysctls_links_addresses_tc_and_offloads_on_a_real_kernel() {
     Ethtool::new(Path::new(DIR)).set_tx_checksum(&na, "va", false).unwrap();
     let k = out("ip", &["netns", "exec", &na, "ethtool", "-k", "va"]);
     assert!(k.contains("tx-checksumming: off"), "{k}");
+    Ethtool::new(Path::new(DIR))
+        .set_unrelayable_gso(&na, "va", false)
+        .unwrap();
+    let k = out("ip", &["netns", "exec", &na, "ethtool", "-k", "va"]);
+    assert!(
+        k.contains("tx-udp_tnl-segmentation: off") && k.contains("tx-gso-list: off"),
+        "{k}"
+    );
     assert!(
         Ethtool::new(Path::new(DIR))
             .set_tx_checksum(&na, "nosuch", false)

@@ -1,11 +1,12 @@
-//! `wuos demo [voip]`: the options; the demos are `wuos_bench`'s (`demo`, `voip`).
+//! `wuos demo [voip|sdwan]`: the options; the demos are `wuos_bench`'s (`demo`, `voip`,
+//! `sdwan_demo`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
-use wuos_bench::voip;
+use wuos_bench::{sdwan_demo, voip};
 
 use crate::lab::Bar;
 use crate::topo::BadInput;
@@ -24,6 +25,29 @@ enum Scenario {
     /// The VoIP scenario: a PABX moved by the fog router's orchestrator between the data centre
     /// and the fog router while calls go on; timeline, call-setup times, retransmissions, plot.
     Voip(VoipArgs),
+    /// SD-WAN: three sites over two underlays, SIP calls in a VoIP class with an SLA and an iperf3
+    /// transfer in a bulk class while mpls browns out and inet loses packets; e1's decisions, per
+    /// phase the calls and the throughput, a plot of the paths' latency and loss.
+    Sdwan(SdwanArgs),
+}
+
+#[derive(Args)]
+pub struct SdwanArgs {
+    /// Short phases (about a minute once the lab is up), for tests.
+    #[arg(long)]
+    quick: bool,
+    /// Print the results as JSON (the progress goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Leave the lab up at the end.
+    #[arg(long)]
+    keep: bool,
+    /// Where the plot, the SIPp and iperf3 traces and results.json go.
+    #[arg(long, default_value = "sdwan-results")]
+    out: PathBuf,
+    /// The lab's name.
+    #[arg(long, default_value = sdwan_demo::LAB)]
+    lab: String,
 }
 
 #[derive(Args)]
@@ -52,9 +76,21 @@ pub struct VoipArgs {
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
-    let Some(Scenario::Voip(a)) = args.scenario else {
-        let bar = Bar::new();
-        return wuos_bench::demo::run(args.keep, &bar, || bar.finish());
+    let a = match args.scenario {
+        None => {
+            let bar = Bar::new();
+            return wuos_bench::demo::run(args.keep, &bar, || bar.finish());
+        }
+        Some(Scenario::Sdwan(a)) => {
+            return sdwan_demo::run(&sdwan_demo::Options {
+                quick: a.quick,
+                json: a.json,
+                keep: a.keep || args.keep,
+                lab: a.lab,
+                out: a.out,
+            });
+        }
+        Some(Scenario::Voip(a)) => a,
     };
     if !(a.rate > 0.0 && a.rate <= 200.0) {
         return Err(BadInput(format!("--rate {}: use 0 < rate ≤ 200 calls/s", a.rate)).into());

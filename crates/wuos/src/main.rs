@@ -5,8 +5,9 @@
 //! - `lab.rs`: `wuos lab …` (up, down, list, status, exec, graph, link set, relay).
 //! - `bench.rs`: `wuos bench lab|telemetry|domains|isolation|xdp|orchestration`, the options of
 //!   each; the benchmarks themselves are `wuos_bench`'s.
-//! - `demo.rs`: `wuos demo` (a sample lab) and `wuos demo voip` (the README's main demo, the VoIP
-//!   scenario), the options of each; the demos are `wuos_bench`'s.
+//! - `demo.rs`: `wuos demo` (a sample lab), `wuos demo voip` (the README's main demo, the VoIP
+//!   scenario) and `wuos demo sdwan` (SLA classes through degradations), the options of each; the
+//!   demos are `wuos_bench`'s.
 //! - `router.rs`: `wuos status`, `wuos top` (router daemons), `wuos hog` (a load).
 //! - `policy.rs`: `wuos policy apply|show`, `wuos decisions` (the orchestrator of a fog router).
 //! - `service.rs`: `wuos service …` (domains on a router).
@@ -51,7 +52,8 @@ enum Cmd {
     /// Benchmarks: print a table and write JSON.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
-    /// Demos: `wuos demo voip` (the main one: a PABX placed by policy, calls measured), or
+    /// Demos: `wuos demo voip` (the main one: a PABX placed by policy, calls measured),
+    /// `wuos demo sdwan` (SD-WAN classes steered by their SLA while the underlays degrade), or
     /// `wuos demo` alone (a sample lab, its reachability and link delay).
     Demo(demo::DemoArgs),
     /// A router daemon's own telemetry and its neighborhood view.
