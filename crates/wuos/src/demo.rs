@@ -31,9 +31,10 @@ enum Scenario {
     Sdwan(SdwanArgs),
 }
 
+/// What every scenario takes.
 #[derive(Args)]
-pub struct SdwanArgs {
-    /// Short phases (about a minute once the lab is up), for tests.
+pub struct Common {
+    /// A short run (about a minute once the lab is up), for tests.
     #[arg(long)]
     quick: bool,
     /// Print the results as JSON (the progress goes to stderr).
@@ -42,6 +43,12 @@ pub struct SdwanArgs {
     /// Leave the lab up at the end.
     #[arg(long)]
     keep: bool,
+}
+
+#[derive(Args)]
+pub struct SdwanArgs {
+    #[command(flatten)]
+    common: Common,
     /// Where the plot, the SIPp and iperf3 traces and results.json go.
     #[arg(long, default_value = "sdwan-results")]
     out: PathBuf,
@@ -52,15 +59,8 @@ pub struct SdwanArgs {
 
 #[derive(Args)]
 pub struct VoipArgs {
-    /// A short run (about a minute) for tests.
-    #[arg(long)]
-    quick: bool,
-    /// Print the results as JSON (the progress goes to stderr).
-    #[arg(long)]
-    json: bool,
-    /// Leave the lab up at the end.
-    #[arg(long)]
-    keep: bool,
+    #[command(flatten)]
+    common: Common,
     /// New calls per second.
     #[arg(long, default_value_t = 5.0)]
     rate: f64,
@@ -83,9 +83,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
         }
         Some(Scenario::Sdwan(a)) => {
             return sdwan_demo::run(&sdwan_demo::Options {
-                quick: a.quick,
-                json: a.json,
-                keep: a.keep || args.keep,
+                quick: a.common.quick,
+                json: a.common.json,
+                keep: a.common.keep || args.keep,
                 lab: a.lab,
                 out: a.out,
             });
@@ -99,9 +99,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
         return Err(BadInput(format!("--call-seconds {}: use 0 to 60 s", a.call_seconds)).into());
     }
     voip::run(&voip::Options {
-        quick: a.quick,
-        json: a.json,
-        keep: a.keep || args.keep,
+        quick: a.common.quick,
+        json: a.common.json,
+        keep: a.common.keep || args.keep,
         lab: a.lab,
         calls: voip::Calls {
             rate: a.rate,
