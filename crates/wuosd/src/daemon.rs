@@ -277,10 +277,7 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()> + Send + 
         }
     };
     if let Some(p) = &paths {
-        metrics.sdwan_sources(crate::metrics::SdwanSources {
-            report: p.report(),
-            reflected: stamp_answers.clone(),
-        });
+        metrics.sdwan_refresh(crate::sdwan::paths::metrics_refresh(p.report(), stamp_answers.clone()));
     }
     let controller = crate::controller::spawn(crate::controller::Parts {
         me: cfg.router_id.clone(),

@@ -41,16 +41,13 @@ pub struct SteerLabel {
     pub site: String,
 }
 
-/// Where the SD-WAN figures are read from when the metrics are rendered.
-#[derive(Debug)]
-pub struct SdwanSources {
-    pub report: tokio::sync::watch::Receiver<Arc<crate::sdwan::paths::Report>>,
-    /// STAMP test packets this router's reflector answered.
-    pub reflected: Arc<AtomicU64>,
-}
+/// Fills [`SdwanMetrics`] from wherever the SD-WAN figures are (the paths task's report), at
+/// each scrape.
+pub type SdwanRefresh = Box<dyn Fn(&SdwanMetrics) + Send + Sync>;
 
-/// The SD-WAN path figures (issue 12), refreshed from the paths task's report at each scrape.
-#[derive(Debug, Default)]
+/// The SD-WAN path figures (issue 12), refreshed at each scrape
+/// (`crate::sdwan::paths::metrics_refresh`).
+#[derive(Default)]
 pub struct SdwanMetrics {
     pub rtt_ms: PathGauges,
     pub loss_pct: PathGauges,
@@ -61,50 +58,20 @@ pub struct SdwanMetrics {
     pub answers: Counter,
     pub reflected: Counter,
     pub decisions: Counter,
-    sources: std::sync::Mutex<Option<SdwanSources>>,
+    refresh: std::sync::Mutex<Option<SdwanRefresh>>,
+}
+
+impl std::fmt::Debug for SdwanMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SdwanMetrics").finish_non_exhaustive()
+    }
 }
 
 impl SdwanMetrics {
-    /// The families again from the sources' current figures (paths no longer monitored leave).
     fn refresh(&self) {
-        let sources = self.sources.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(src) = sources.as_ref() else { return };
-        let r = src.report.borrow().clone();
-        for f in [&self.rtt_ms, &self.loss_pct, &self.jitter_ms] {
-            f.clear();
+        if let Some(r) = self.refresh.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            r(self);
         }
-        self.up.clear();
-        self.sla_met.clear();
-        for p in &r.paths {
-            let l = PathLabel {
-                overlay: p.overlay.clone(),
-                underlay: p.underlay.clone(),
-                site: p.site.clone(),
-            };
-            if let Some(rtt) = p.figures.rtt_ms {
-                self.rtt_ms.get_or_create(&l).set(rtt);
-            }
-            self.loss_pct.get_or_create(&l).set(p.figures.loss_pct);
-            self.jitter_ms.get_or_create(&l).set(p.figures.jitter_ms);
-            self.up.get_or_create(&l).set(i64::from(p.figures.up));
-        }
-        for c in &r.steering {
-            if let Some(met) = c.met {
-                let l = SteerLabel {
-                    class: c.class.clone(),
-                    site: c.site.clone(),
-                };
-                self.sla_met.get_or_create(&l).set(i64::from(met));
-            }
-        }
-        let store = |c: &Counter, v: u64| c.inner().store(v, std::sync::atomic::Ordering::Relaxed);
-        store(&self.probes_sent, r.probes_sent);
-        store(&self.answers, r.answers);
-        store(&self.decisions, r.decisions_total);
-        store(
-            &self.reflected,
-            src.reflected.load(std::sync::atomic::Ordering::Relaxed),
-        );
     }
 }
 
@@ -243,8 +210,8 @@ impl Metrics {
     }
 
     /// Where the SD-WAN figures come from (set once the paths task runs).
-    pub fn sdwan_sources(&self, sources: SdwanSources) {
-        *self.sdwan.sources.lock().unwrap_or_else(|e| e.into_inner()) = Some(sources);
+    pub fn sdwan_refresh(&self, refresh: SdwanRefresh) {
+        *self.sdwan.refresh.lock().unwrap_or_else(|e| e.into_inner()) = Some(refresh);
     }
 
     /// The text exposition.
@@ -325,70 +292,5 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("wuosd_neighbors_up{router=\"r3\"} 2"), "{text}");
-    }
-
-    #[test]
-    fn renders_the_sdwan_paths_of_the_latest_report_only() {
-        use crate::sdwan::paths::{PathReport, Report, SteerReport};
-        let m = Metrics::new("e1");
-        let path = |underlay: &str, rtt: Option<f64>, up: bool| PathReport {
-            overlay: "wan".into(),
-            underlay: underlay.into(),
-            site: "e2".into(),
-            tunnel: format!("wo1-{underlay}"),
-            target: std::net::Ipv4Addr::new(10, 77, 0, 2),
-            figures: wuos_sdwan::path::Figures {
-                up,
-                rtt_ms: rtt,
-                loss_pct: 2.5,
-                ..Default::default()
-            },
-        };
-        let report = |paths| Report {
-            paths,
-            steering: vec![SteerReport {
-                class: "voip".into(),
-                site: "e2".into(),
-                paths: vec!["wan/inet".into()],
-                met: Some(false),
-            }],
-            probes_sent: 40,
-            answers: 31,
-            decisions_total: 3,
-            ..Default::default()
-        };
-        let (tx, rx) = tokio::sync::watch::channel(Arc::new(report(vec![
-            path("mpls", Some(4.5), true),
-            path("inet", None, false),
-        ])));
-        let reflected = Arc::new(AtomicU64::new(17));
-        m.sdwan_sources(SdwanSources {
-            report: rx,
-            reflected: reflected.clone(),
-        });
-        let text = m.render();
-        for line in [
-            "wuosd_sdwan_path_rtt_ms{router=\"e1\",overlay=\"wan\",underlay=\"mpls\",site=\"e2\"} 4.5",
-            "wuosd_sdwan_path_loss_percent{router=\"e1\",overlay=\"wan\",underlay=\"inet\",site=\"e2\"} 2.5",
-            "wuosd_sdwan_path_up{router=\"e1\",overlay=\"wan\",underlay=\"inet\",site=\"e2\"} 0",
-            "wuosd_sdwan_path_up{router=\"e1\",overlay=\"wan\",underlay=\"mpls\",site=\"e2\"} 1",
-            "wuosd_sdwan_steering_sla_met{router=\"e1\",class=\"voip\",site=\"e2\"} 0",
-            "wuosd_sdwan_stamp_probes_sent_total{router=\"e1\"} 40",
-            "wuosd_sdwan_stamp_answers_total{router=\"e1\"} 31",
-            "wuosd_sdwan_stamp_reflected_total{router=\"e1\"} 17",
-            "wuosd_sdwan_steering_decisions_total{router=\"e1\"} 3",
-        ] {
-            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
-        }
-        assert!(
-            !text.contains("underlay=\"inet\",site=\"e2\"} NaN")
-                && !text.contains("rtt_ms{router=\"e1\",overlay=\"wan\",underlay=\"inet\""),
-            "a path without an answer has no rtt: {text}"
-        );
-        // A path no longer monitored leaves the families.
-        tx.send_replace(Arc::new(report(vec![path("mpls", Some(5.0), true)])));
-        let text = m.render();
-        assert!(!text.contains("underlay=\"inet\""), "{text}");
-        assert!(text.contains("underlay=\"mpls\",site=\"e2\"} 5.0"), "{text}");
     }
 }

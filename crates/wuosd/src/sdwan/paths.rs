@@ -225,6 +225,50 @@ pub fn advertise(state: &mut pb::SdwanEdgeState, r: &Report) {
     state.steering_total = r.steering.len() as u32;
 }
 
+/// Fills the daemon's SD-WAN metrics from the paths task's latest report at each scrape (paths no
+/// longer monitored leave the families), and the reflector's count of answered test packets.
+pub fn metrics_refresh(
+    report: watch::Receiver<Arc<Report>>,
+    reflected: Arc<std::sync::atomic::AtomicU64>,
+) -> crate::metrics::SdwanRefresh {
+    use crate::metrics::{PathLabel, SteerLabel};
+    Box::new(move |m| {
+        let r = report.borrow().clone();
+        for f in [&m.rtt_ms, &m.loss_pct, &m.jitter_ms] {
+            f.clear();
+        }
+        m.up.clear();
+        m.sla_met.clear();
+        for p in &r.paths {
+            let l = PathLabel {
+                overlay: p.overlay.clone(),
+                underlay: p.underlay.clone(),
+                site: p.site.clone(),
+            };
+            if let Some(rtt) = p.figures.rtt_ms {
+                m.rtt_ms.get_or_create(&l).set(rtt);
+            }
+            m.loss_pct.get_or_create(&l).set(p.figures.loss_pct);
+            m.jitter_ms.get_or_create(&l).set(p.figures.jitter_ms);
+            m.up.get_or_create(&l).set(i64::from(p.figures.up));
+        }
+        for c in &r.steering {
+            if let Some(met) = c.met {
+                let l = SteerLabel {
+                    class: c.class.clone(),
+                    site: c.site.clone(),
+                };
+                m.sla_met.get_or_create(&l).set(i64::from(met));
+            }
+        }
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        m.probes_sent.inner().store(r.probes_sent, relaxed);
+        m.answers.inner().store(r.answers, relaxed);
+        m.decisions.inner().store(r.decisions_total, relaxed);
+        m.reflected.inner().store(reflected.load(relaxed), relaxed);
+    })
+}
+
 fn names(p: &[PathId]) -> Vec<String> {
     p.iter().map(|p| p.to_string()).collect()
 }

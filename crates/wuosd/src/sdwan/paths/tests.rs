@@ -272,3 +272,65 @@ fn adverts_carry_the_worst_paths_and_classes_first_rounded() {
     };
     assert_eq!(wuos_proto::validate::check_advert(&advert), Ok(()), "a valid advert");
 }
+
+/// Prometheus: the latest report's paths and classes, and the counters.
+#[test]
+fn renders_the_sdwan_paths_of_the_latest_report_only() {
+    let m = crate::metrics::Metrics::new("e1");
+    let path = |underlay: &str, rtt: Option<f64>, up: bool| PathReport {
+        overlay: "wan".into(),
+        underlay: underlay.into(),
+        site: "e2".into(),
+        tunnel: format!("wo1-{underlay}"),
+        target: std::net::Ipv4Addr::new(10, 77, 0, 2),
+        figures: wuos_sdwan::path::Figures {
+            up,
+            rtt_ms: rtt,
+            loss_pct: 2.5,
+            ..Default::default()
+        },
+    };
+    let report = |paths| Report {
+        paths,
+        steering: vec![SteerReport {
+            class: "voip".into(),
+            site: "e2".into(),
+            paths: vec!["wan/inet".into()],
+            met: Some(false),
+        }],
+        probes_sent: 40,
+        answers: 31,
+        decisions_total: 3,
+        ..Default::default()
+    };
+    let (tx, rx) = tokio::sync::watch::channel(Arc::new(report(vec![
+        path("mpls", Some(4.5), true),
+        path("inet", None, false),
+    ])));
+    let reflected = Arc::new(AtomicU64::new(17));
+    m.sdwan_refresh(metrics_refresh(rx, reflected.clone()));
+    let text = m.render();
+    for line in [
+        "wuosd_sdwan_path_rtt_ms{router=\"e1\",overlay=\"wan\",underlay=\"mpls\",site=\"e2\"} 4.5",
+        "wuosd_sdwan_path_loss_percent{router=\"e1\",overlay=\"wan\",underlay=\"inet\",site=\"e2\"} 2.5",
+        "wuosd_sdwan_path_up{router=\"e1\",overlay=\"wan\",underlay=\"inet\",site=\"e2\"} 0",
+        "wuosd_sdwan_path_up{router=\"e1\",overlay=\"wan\",underlay=\"mpls\",site=\"e2\"} 1",
+        "wuosd_sdwan_steering_sla_met{router=\"e1\",class=\"voip\",site=\"e2\"} 0",
+        "wuosd_sdwan_stamp_probes_sent_total{router=\"e1\"} 40",
+        "wuosd_sdwan_stamp_answers_total{router=\"e1\"} 31",
+        "wuosd_sdwan_stamp_reflected_total{router=\"e1\"} 17",
+        "wuosd_sdwan_steering_decisions_total{router=\"e1\"} 3",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+    assert!(
+        !text.contains("underlay=\"inet\",site=\"e2\"} NaN")
+            && !text.contains("rtt_ms{router=\"e1\",overlay=\"wan\",underlay=\"inet\""),
+        "a path without an answer has no rtt: {text}"
+    );
+    // A path no longer monitored leaves the families.
+    tx.send_replace(Arc::new(report(vec![path("mpls", Some(5.0), true)])));
+    let text = m.render();
+    assert!(!text.contains("underlay=\"inet\""), "{text}");
+    assert!(text.contains("underlay=\"mpls\",site=\"e2\"} 5.0"), "{text}");
+}
