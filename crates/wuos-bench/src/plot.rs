@@ -127,6 +127,23 @@ pub struct Curves<'a> {
     pub series: Vec<(String, Vec<(f64, f64)>)>,
 }
 
+/// The series' legend in the upper left corner.
+fn legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(|e| anyhow!("{e:?}"))
+}
+
 fn draw_curves<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>, c: &Curves<'_>) -> Result<()>
 where
     DB::ErrorType: 'static,
@@ -160,14 +177,7 @@ where
             .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
             .map_err(|e| anyhow!("{e:?}"))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(|e| anyhow!("{e:?}"))?;
+    legend(&mut chart)?;
     root.present().map_err(|e| anyhow!("{e:?}"))?;
     Ok(())
 }
@@ -312,14 +322,7 @@ where
             }
         }
         if k == 0 {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .label_font(("sans-serif", 14))
-                .draw()
-                .map_err(|e| anyhow!("{e:?}"))?;
+            legend(&mut chart)?;
         }
     }
     root.present().map_err(|e| anyhow!("{e:?}"))?;

@@ -36,7 +36,7 @@ use crate::store::Store;
 
 const KEY_PREFIX: &str = "sdwan/piece/";
 /// At most this many tunnels are listed in an advert (the protocol's limit per list).
-const ADVERTISED_TUNNELS: usize = 64;
+const ADVERTISED_TUNNELS: usize = wuos_proto::validate::MAX_ITEMS_PER_ADVERT;
 
 /// How often an edge whose last change partly failed tries again from a kernel read.
 pub const RETRY_EVERY: Duration = Duration::from_secs(5);
