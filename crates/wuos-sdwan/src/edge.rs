@@ -14,6 +14,7 @@
 //! | `fwmark` rule | priority `10000 + class id`, mark `0x57000000 | class id` |
 //! | LAN rule (`iif LAN`) | priority `20000 + overlay id` |
 //! | tunnel rule (`iif TUNNEL`) | priority `23000 + overlay id` |
+//! | shortcuts ([`shortcuts`], the edge adds them) | priorities `10000`, `20000`, `25048` |
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -33,7 +34,13 @@ pub const CLASS_RULE_BASE: u32 = 10_000;
 pub const LAN_RULE_BASE: u32 = 20_000;
 pub const TUNNEL_RULE_BASE: u32 = 23_000;
 /// Every wuos SD-WAN rule has a priority in this range (and nothing else of wuos does).
-pub const RULE_PRIORITIES: std::ops::RangeInclusive<u32> = 10_001..=25_047;
+pub const RULE_PRIORITIES: std::ops::RangeInclusive<u32> = SKIP_CLASSES..=END_OF_RULES;
+/// The shortcut over the class rules (see [`shortcuts`]).
+pub const SKIP_CLASSES: u32 = CLASS_RULE_BASE;
+/// The shortcut over the `iif` rules for locally sent packets (see [`shortcuts`]).
+pub const SKIP_IIF: u32 = LAN_RULE_BASE;
+/// The `nop` after the last wuos rule, where the shortcuts land.
+pub const END_OF_RULES: u32 = TUNNEL_RULE_BASE + crate::desired::MAX_OVERLAYS as u32 + 1;
 pub const VXLAN_PORT: u16 = 4789;
 /// Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
 pub const VXLAN_OVERHEAD: u32 = 50;
@@ -131,13 +138,83 @@ pub struct Route {
 pub enum Selector {
     Fwmark(u32),
     Iif(String),
+    /// `not fwmark MARK/MASK`: packets whose mark, masked, is not `mark`.
+    NotFwmark {
+        mark: u32,
+        mask: u32,
+    },
+    /// Every packet.
+    All,
 }
 
+/// What an `ip rule` does with a packet it matches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Look the destination up in the rule's `table`.
+    #[default]
+    Lookup,
+    /// Go on at the rule of this priority (a later one; the kernel refuses a backward jump).
+    Goto(u32),
+    /// Nothing: the walk goes on (a target for gotos).
+    Nop,
+}
+
+impl Action {
+    pub fn is_lookup(&self) -> bool {
+        *self == Action::Lookup
+    }
+}
+
+/// One `ip rule`. `table` is 0 unless the action is a lookup. (The action is not sent when it
+/// is a lookup, so pieces read the same as before it existed.)
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Rule {
     pub priority: u32,
     pub selector: Selector,
     pub table: u32,
+    #[serde(default, skip_serializing_if = "Action::is_lookup")]
+    pub action: Action,
+}
+
+/// The rules an edge that holds any SD-WAN state adds before and after its own, so that a
+/// packet does not walk rules that cannot match it. The kernel walks the rule list in priority
+/// order for every route lookup, and an edge with 500 overlays and 500 steered classes holds
+/// about 3,000 wuos rules: each probe the edge sends, and each unmarked packet it forwards,
+/// walked all of them (a third of the probing daemon's CPU was `fib_rules_lookup`).
+///
+/// - `SKIP_CLASSES`: `not fwmark 0x57000000/0xff000000 goto SKIP_IIF` — every class rule
+///   matches a mark of [`crate::class::MARK_BASE`]'s byte, so a packet without one skips them;
+/// - `SKIP_IIF`: `iif lo goto END_OF_RULES` — what the edge sends itself (`iif lo`) matches no
+///   `iif LAN` or `iif TUNNEL` rule (a LAN interface is never `lo`), so it skips them;
+/// - `END_OF_RULES`: `nop`, where the gotos land; the walk goes on to the main table.
+///
+/// Each is safe alone: a goto whose target is missing is skipped by the kernel, so the order
+/// in which they are added or removed never changes where a packet goes.
+pub fn shortcuts() -> [Rule; 3] {
+    [
+        Rule {
+            priority: SKIP_CLASSES,
+            selector: Selector::NotFwmark {
+                mark: crate::class::MARK_BASE,
+                mask: 0xff00_0000,
+            },
+            table: 0,
+            action: Action::Goto(SKIP_IIF),
+        },
+        Rule {
+            priority: SKIP_IIF,
+            selector: Selector::Iif("lo".into()),
+            table: 0,
+            action: Action::Goto(END_OF_RULES),
+        },
+        Rule {
+            priority: END_OF_RULES,
+            selector: Selector::All,
+            table: 0,
+            action: Action::Nop,
+        },
+    ]
 }
 
 /// One nftables marking rule: packets in on `ingress` matching `rule` get `mark`.
@@ -276,6 +353,7 @@ fn steer_class(out: &mut EdgeConfig, c: &TrafficClass, st: &Steering, desired: &
                 priority: CLASS_RULE_BASE + u32::from(c.id),
                 selector: Selector::Fwmark(cand.mark),
                 table: cand.table,
+                action: Action::Lookup,
             });
         }
         plan.candidates.push(cand);
@@ -320,6 +398,7 @@ impl EdgeConfig {
                     priority: TUNNEL_RULE_BASE + u32::from(o.id),
                     selector: Selector::Iif(name.clone()),
                     table,
+                    action: Action::Lookup,
                 });
                 out.tunnels.insert(
                     name.clone(),
@@ -374,6 +453,7 @@ impl EdgeConfig {
                     priority: LAN_RULE_BASE + u32::from(o.id),
                     selector: Selector::Iif(ifname),
                     table,
+                    action: Action::Lookup,
                 });
             }
         }
@@ -388,6 +468,7 @@ impl EdgeConfig {
                 priority: CLASS_RULE_BASE + u32::from(c.id),
                 selector: Selector::Fwmark(c.mark()),
                 table: table(o),
+                action: Action::Lookup,
             });
             if let Some(st) = &c.steering {
                 steer_class(&mut out, c, st, desired, inv, edge);
@@ -465,9 +546,17 @@ impl fmt::Display for Route {
 
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "priority {}", self.priority)?;
         match &self.selector {
-            Selector::Fwmark(m) => write!(f, "priority {} fwmark {m:#x} lookup {}", self.priority, self.table),
-            Selector::Iif(i) => write!(f, "priority {} iif {i} lookup {}", self.priority, self.table),
+            Selector::Fwmark(m) => write!(f, " fwmark {m:#x}")?,
+            Selector::Iif(i) => write!(f, " iif {i}")?,
+            Selector::NotFwmark { mark, mask } => write!(f, " not fwmark {mark:#x}/{mask:#x}")?,
+            Selector::All => {}
+        }
+        match self.action {
+            Action::Lookup => write!(f, " lookup {}", self.table),
+            Action::Goto(p) => write!(f, " goto {p}"),
+            Action::Nop => write!(f, " nop"),
         }
     }
 }

@@ -239,6 +239,7 @@ mod tests {
             priority: 10_007,
             selector: Selector::Fwmark(0x5700_0007),
             table: 10_001,
+            action: Default::default(),
         };
         held.rules.insert(stale.clone());
         let missing = held.routes.pop_first().unwrap();

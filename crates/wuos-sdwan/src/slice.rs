@@ -64,6 +64,8 @@ pub fn split(config: &EdgeConfig, desired: &Desired) -> Slices {
         let key = match &r.selector {
             Selector::Fwmark(m) => by_mark.get(m).map(|c| class_key(c)),
             Selector::Iif(_) => by_table.get(&r.table).map(|o| overlay_key(o)),
+            // The shortcuts are the edge's own, not a piece's.
+            Selector::NotFwmark { .. } | Selector::All => None,
         };
         if let Some(key) = key {
             out.entry(key).or_default().rules.insert(r.clone());
@@ -188,6 +190,68 @@ mod tests {
         assert_eq!(c["class/web"], None);
         assert!(c["overlay/voice"].as_ref().unwrap().tunnels["wo1-mpls"].peers.len() == 1);
         assert!(changed(&new, &new).is_empty());
+    }
+
+    #[test]
+    fn the_shortcuts_skip_only_rules_that_cannot_match() {
+        use crate::edge::{Action, END_OF_RULES, RULE_PRIORITIES, SKIP_CLASSES, SKIP_IIF, shortcuts};
+        let (d, inv) = setup(
+            r#"[
+            {"action":"create_overlay","name":"voice","sites":{"e1":{},"e2":{},"e3":{}}},
+            {"action":"create_overlay","name":"bulk","sites":{"e1":{},"e2":{}},"underlays":["inet"]},
+            {"action":"create_class","name":"sip","overlay":"voice","rules":[{"proto":"udp","dst_ports":5060}],
+             "steering":{"sla":{"max_latency_ms":40,"max_loss_pct":1,"max_jitter_ms":10}}},
+            {"action":"create_class","name":"web","overlay":"bulk","rules":[{"proto":"tcp","dst_ports":443}]}
+        ]"#,
+        );
+        let [skip_classes, skip_iif, end] = shortcuts();
+        assert_eq!(
+            (skip_classes.action, skip_iif.action),
+            (Action::Goto(SKIP_IIF), Action::Goto(END_OF_RULES))
+        );
+        assert_eq!(end.action, Action::Nop);
+        for edge in ["e1", "e2", "e3"] {
+            let c = EdgeConfig::realise(&d, &inv, edge);
+            let (mut marks, mut iifs) = (0, 0);
+            for r in &c.rules {
+                assert!(
+                    RULE_PRIORITIES.contains(&r.priority) && r.action == Action::Lookup,
+                    "{r}"
+                );
+                match &r.selector {
+                    // Jumped over by a packet whose mark is not wuos's: it must carry wuos's byte.
+                    Selector::Fwmark(m) => {
+                        assert!(r.priority > SKIP_CLASSES && r.priority < SKIP_IIF, "{r}");
+                        assert_eq!(m & 0xff00_0000, crate::class::MARK_BASE, "{r}");
+                        marks += 1;
+                    }
+                    // Jumped over by what the edge sends itself: never `iif lo`.
+                    Selector::Iif(i) => {
+                        assert!(r.priority > SKIP_IIF && r.priority < END_OF_RULES, "{r}");
+                        assert_ne!(i, "lo", "{r}");
+                        iifs += 1;
+                    }
+                    _ => panic!("realise made a rule that is not a class's or an overlay's: {r}"),
+                }
+            }
+            assert!(marks >= 3 && iifs >= 2, "{edge}: {marks} mark rules, {iifs} iif rules");
+            let pieces = split(&c, &d);
+            assert!(
+                pieces
+                    .values()
+                    .all(|p| shortcuts().iter().all(|s| !p.rules.contains(s))),
+                "the shortcuts are the edge's, in no piece"
+            );
+        }
+        let text: Vec<String> = shortcuts().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            [
+                "priority 10000 not fwmark 0x57000000/0xff000000 goto 20000",
+                "priority 20000 iif lo goto 25048",
+                "priority 25048 nop"
+            ]
+        );
     }
 
     #[test]

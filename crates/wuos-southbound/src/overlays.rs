@@ -17,11 +17,11 @@ use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol};
-use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute};
+use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleFlags, RuleMessage};
 use rtnetlink::{IpVersion, LinkUnspec, LinkVxlan, RouteMessageBuilder};
 use wuos_sdwan::Op;
 use wuos_sdwan::edge::{
-    EdgeConfig, NFT_TABLE, Peer, RULE_PRIORITIES, Route, Rule, Selector, TABLE_BASE, Tunnel, VXLAN_PORT,
+    Action, EdgeConfig, NFT_TABLE, Peer, RULE_PRIORITIES, Route, Rule, Selector, TABLE_BASE, Tunnel, VXLAN_PORT,
 };
 
 use crate::netlink::{Netlink, NetlinkError, ROUTE_PROTOCOL};
@@ -325,6 +325,11 @@ impl Netlink {
     /// Adds or deletes an `ip rule`; adding one that exists, or deleting one that does not, is
     /// not an error.
     async fn rule(&self, r: &Rule, add: bool) -> Result<(), NetlinkError> {
+        let action = match r.action {
+            Action::Lookup => RuleAction::ToTable,
+            Action::Goto(_) => RuleAction::Goto,
+            Action::Nop => RuleAction::Nop,
+        };
         let mut req = self
             .handle
             .rule()
@@ -332,10 +337,21 @@ impl Netlink {
             .v4()
             .priority(r.priority)
             .table_id(r.table)
-            .action(RuleAction::ToTable);
+            .action(action);
+        if let Action::Goto(target) = r.action {
+            req.message_mut().attributes.push(RuleAttribute::Goto(target));
+        }
         req = match &r.selector {
             Selector::Fwmark(m) => req.fw_mark(*m),
             Selector::Iif(i) => req.input_interface(i.clone()),
+            Selector::NotFwmark { mark, mask } => {
+                let msg = req.message_mut();
+                msg.header.flags |= RuleFlags::Invert;
+                msg.attributes.push(RuleAttribute::FwMark(*mark));
+                msg.attributes.push(RuleAttribute::FwMask(*mask));
+                req
+            }
+            Selector::All => req,
         };
         let result = if add {
             match req.execute().await {
@@ -354,6 +370,47 @@ impl Netlink {
             source,
         })
     }
+}
+
+/// A rule in wuos's priorities as [`Rule`] (none: another priority, or a shape wuos never
+/// makes, such as an inverted `iif`, which a reconcile then leaves alone).
+fn our_rule(m: &RuleMessage) -> Option<Rule> {
+    let (mut priority, mut table) = (0, u32::from(m.header.table));
+    let (mut mark, mut mask, mut iif, mut target) = (None, None, None, None);
+    for a in &m.attributes {
+        match a {
+            RuleAttribute::Priority(p) => priority = *p,
+            RuleAttribute::Table(t) => table = *t,
+            RuleAttribute::FwMark(f) => mark = Some(*f),
+            RuleAttribute::FwMask(f) => mask = Some(*f),
+            RuleAttribute::Iifname(i) => iif = Some(i.clone()),
+            RuleAttribute::Goto(g) => target = Some(*g),
+            _ => {}
+        }
+    }
+    if !RULE_PRIORITIES.contains(&priority) {
+        return None;
+    }
+    let invert = m.header.flags.contains(RuleFlags::Invert);
+    let selector = match (mark, mask.unwrap_or(u32::MAX), iif, invert) {
+        (Some(mark), u32::MAX, None, false) => Selector::Fwmark(mark),
+        (Some(mark), mask, None, true) => Selector::NotFwmark { mark, mask },
+        (None, _, Some(i), false) => Selector::Iif(i),
+        (None, _, None, false) => Selector::All,
+        _ => return None,
+    };
+    let action = match (m.header.action, target) {
+        (RuleAction::ToTable, _) => Action::Lookup,
+        (RuleAction::Goto, Some(t)) => Action::Goto(t),
+        (RuleAction::Nop, _) => Action::Nop,
+        _ => return None,
+    };
+    Some(Rule {
+        priority,
+        selector,
+        table: if action == Action::Lookup { table } else { 0 },
+        action,
+    })
 }
 
 impl Netlink {
@@ -553,22 +610,8 @@ impl Netlink {
         }
         let mut rules = self.handle.rule().get(IpVersion::V4).execute();
         while let Some(m) = rules.try_next().await.map_err(dump("rules"))? {
-            let (mut priority, mut table, mut selector) = (0, u32::from(m.header.table), None);
-            for a in &m.attributes {
-                match a {
-                    RuleAttribute::Priority(p) => priority = *p,
-                    RuleAttribute::Table(t) => table = *t,
-                    RuleAttribute::FwMark(f) => selector = Some(Selector::Fwmark(*f)),
-                    RuleAttribute::Iifname(i) => selector = Some(Selector::Iif(i.clone())),
-                    _ => {}
-                }
-            }
-            if let (true, Some(selector)) = (RULE_PRIORITIES.contains(&priority), selector) {
-                out.rules.insert(Rule {
-                    priority,
-                    selector,
-                    table,
-                });
+            if let Some(r) = our_rule(&m) {
+                out.rules.insert(r);
             }
         }
         Ok(out)

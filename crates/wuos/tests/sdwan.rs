@@ -53,12 +53,24 @@ impl Sdwan {
         }
     }
 
+    /// What `site`'s kernel should hold, as wuosd's edge makes it: the desired state and, when
+    /// there is any, the shortcuts.
+    fn want(&self, site: &str) -> EdgeConfig {
+        let mut w = EdgeConfig::realise(&self.desired, &self.inv, site);
+        if !w.rules.is_empty() || !w.tunnels.is_empty() {
+            w.rules.extend(wuos_sdwan::edge::shortcuts());
+        }
+        w
+    }
+
     /// Carries every site from what it holds to the desired state.
     fn converge(&mut self) {
-        for (site, held) in self.held.iter_mut() {
-            let want = EdgeConfig::realise(&self.desired, &self.inv, site);
+        let sites: Vec<String> = self.held.keys().cloned().collect();
+        for site in sites {
+            let want = self.want(&site);
+            let held = self.held.get_mut(&site).unwrap();
             let ops = diff(held, &want);
-            on_edge(site, |_| ops);
+            on_edge(&site, |_| ops);
             *held = want;
         }
     }
@@ -66,7 +78,7 @@ impl Sdwan {
     /// As a restarted daemon would: reads what `site`'s kernel holds, and carries out the ops
     /// from there to the desired state; the ops.
     fn reconcile(&mut self, site: &str) -> Vec<Op> {
-        let want = EdgeConfig::realise(&self.desired, &self.inv, site);
+        let want = self.want(site);
         let ops = on_edge(site, |held| reconcile(held, &want));
         self.held.insert(site.to_string(), want);
         ops
@@ -218,6 +230,15 @@ fn overlays_carry_lan_traffic_by_class_and_through_a_hub() {
             ops.iter().map(ToString::to_string).collect::<Vec<_>>()
         );
     }
+    // The shortcuts, as `ip` prints them (the traffic above went through them).
+    let rules = ok(&["lab", "exec", LAB, "e1", "--", "ip", "rule"]);
+    for shortcut in [
+        "10000:\tnot from all fwmark 0x57000000/0xff000000 goto 20000",
+        "20000:\tfrom all iif lo goto 25048",
+        "25048:\tfrom all nop",
+    ] {
+        assert!(rules.contains(shortcut), "no {shortcut:?} on e1:\n{rules}");
+    }
     // A rule and a route removed behind wuos's back come back once; nothing is duplicated.
     ok(&["lab", "exec", LAB, "e2", "--", "ip", "rule", "del", "priority", "20002"]);
     let route = sd.held["e2"].routes.iter().find(|r| r.table == 10_003).unwrap().clone();
@@ -252,7 +273,7 @@ fn overlays_carry_lan_traffic_by_class_and_through_a_hub() {
     assert!(e.contains("overlaps class \"sip\""), "{e}");
     assert_eq!(sd.desired, before);
     for site in ["e1", "e2", "e3"] {
-        assert!(diff(&sd.held[site], &EdgeConfig::realise(&sd.desired, &sd.inv, site)).is_empty());
+        assert!(diff(&sd.held[site], &sd.want(site)).is_empty());
     }
     assert!(ping("h1", &h2));
 
@@ -271,7 +292,10 @@ fn overlays_carry_lan_traffic_by_class_and_through_a_hub() {
         "old tunnels left on e2:\n{gone}"
     );
     let rules = ok(&["lab", "exec", LAB, "e2", "--", "ip", "rule"]);
-    assert!(!rules.contains("fwmark"), "class rules left on e2:\n{rules}");
+    assert!(
+        !rules.lines().any(|l| l.contains("fwmark") && l.contains("lookup")),
+        "class rules left on e2:\n{rules}"
+    );
     let hub_before = counters("e1", "wo1-inet");
     assert!(ping("h2", &h3), "h2 cannot reach h3 through the hub");
     let hub_after = counters("e1", "wo1-inet");
@@ -305,6 +329,21 @@ fn overlays_carry_lan_traffic_by_class_and_through_a_hub() {
     assert!(!ok(&["lab", "exec", LAB, "e3", "--", "ip", "-br", "link"]).contains("wo1-inet"));
     assert!(!ping("h2", &h3), "h2 still reaches h3 after e3 left");
     assert!(ping("h1", &h2), "h1 -> h2 after e3 left");
+    // Nothing of wuos is left in e3's rules: no overlay's, no shortcut.
+    let rules = ok(&["lab", "exec", LAB, "e3", "--", "ip", "rule"]);
+    let wuos: Vec<&str> = rules
+        .lines()
+        .filter(|l| {
+            l.split(':')
+                .next()
+                .and_then(|p| p.trim().parse::<u32>().ok())
+                .is_some_and(|p| wuos_sdwan::edge::RULE_PRIORITIES.contains(&p))
+        })
+        .collect();
+    assert!(
+        wuos.is_empty(),
+        "wuos rules left on e3 after it left its last overlay: {wuos:?}"
+    );
 
     drop(down);
     let left =

@@ -94,28 +94,42 @@ fn watch_ports(ports: &[u16]) {
     assert!(child.wait().unwrap().success(), "the test's nft table");
 }
 
-/// The source ports of datagrams to `port` seen on each tunnel (mpls, inet), then forgotten.
-fn ports_seen(port: u16) -> (BTreeSet<u64>, BTreeSet<u64>) {
-    let set = |name: String| -> BTreeSet<u64> {
+/// The source ports of datagrams to `port` seen on each tunnel (mpls, inet), then forgotten:
+/// once `expected` of them were seen (they cross e1 after the sender is done), or after 5 s
+/// with what was seen.
+fn ports_seen(port: u16, expected: usize) -> (BTreeSet<u64>, BTreeSet<u64>) {
+    let set = |name: &str| -> BTreeSet<u64> {
         let v: Value =
-            serde_json::from_str(&exec("e1", &["nft", "-j", "list", "set", "ip", "wuostest", &name])).unwrap();
+            serde_json::from_str(&exec("e1", &["nft", "-j", "list", "set", "ip", "wuostest", name])).unwrap();
         let elems = v["nftables"]
             .as_array()
             .unwrap()
             .iter()
             .find_map(|o| o["set"]["elem"].as_array().cloned())
             .unwrap_or_default();
-        exec("e1", &["nft", "flush", "set", "ip", "wuostest", &name]);
         elems.iter().filter_map(Value::as_u64).collect()
     };
-    (set(format!("m{port}")), set(format!("i{port}")))
+    let (m, i) = (format!("m{port}"), format!("i{port}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let seen = loop {
+        let seen = (set(&m), set(&i));
+        if seen.0.len() + seen.1.len() >= expected || std::time::Instant::now() > deadline {
+            break seen;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for name in [&m, &i] {
+        exec("e1", &["nft", "flush", "set", "ip", "wuostest", name]);
+    }
+    seen
 }
 
-/// How many datagrams to `port` (distinct source ports) left e1 on each tunnel while `f` ran.
+/// How many datagrams to `port` (distinct source ports) left e1 on each tunnel while `f` ran
+/// (it sends 20).
 fn sent_during(port: u16, f: impl FnOnce()) -> (usize, usize) {
-    let _ = ports_seen(port);
+    let _ = ports_seen(port, 0);
     f();
-    let (m, i) = ports_seen(port);
+    let (m, i) = ports_seen(port, 20);
     (m.len(), i.len())
 }
 
@@ -306,7 +320,7 @@ fn paths_are_probed_and_classes_follow_their_sla() {
 
     // Per-flow balance: 100 flows over both paths, each within 40-60 %.
     udp_flows(&h2, 7000, 40_000..40_100);
-    let (on_mpls, on_inet) = ports_seen(7000);
+    let (on_mpls, on_inet) = ports_seen(7000, 100);
     assert_eq!(on_mpls.len() + on_inet.len(), 100, "{on_mpls:?} {on_inet:?}");
     assert!(on_mpls.is_disjoint(&on_inet));
     assert!(
@@ -350,7 +364,7 @@ fn paths_are_probed_and_classes_follow_their_sla() {
         "media after the delay: mpls {mpls}, inet {inet}"
     );
     udp_flows(&h2, 7000, 40_000..40_100);
-    let (again_mpls, again_inet) = ports_seen(7000);
+    let (again_mpls, again_inet) = ports_seen(7000, 100);
     assert_eq!(
         (&again_mpls, &again_inet),
         (&on_mpls, &on_inet),
@@ -368,7 +382,7 @@ fn paths_are_probed_and_classes_follow_their_sla() {
         "voip's SLA cannot be met"
     );
     udp_flows(&h2, 7000, 40_000..40_100);
-    let (all_mpls, none_inet) = ports_seen(7000);
+    let (all_mpls, none_inet) = ports_seen(7000, 100);
     assert_eq!((all_mpls.len(), none_inet.len()), (100, 0));
     // inet back: flows that are on mpls stay there (it complies) once inet is taken again. The
     // flows keep sending meanwhile (an idle UDP flow is forgotten by conntrack after 30 s).
@@ -383,9 +397,9 @@ fn paths_are_probed_and_classes_follow_their_sla() {
             (steering(&paths("e1"), "flows").0 == ["wan/mpls", "wan/inet"]).then_some(())
         },
     );
-    let _ = ports_seen(7000);
+    let _ = ports_seen(7000, 0);
     udp_flows(&h2, 7000, 40_000..40_100);
-    let (stay_mpls, stay_inet) = ports_seen(7000);
+    let (stay_mpls, stay_inet) = ports_seen(7000, 100);
     assert_eq!(
         (stay_mpls.len(), stay_inet.len()),
         (100, 0),
@@ -393,7 +407,7 @@ fn paths_are_probed_and_classes_follow_their_sla() {
     );
     // New flows spread again.
     udp_flows(&h2, 7000, 41_000..41_100);
-    let (new_mpls, _) = ports_seen(7000);
+    let (new_mpls, _) = ports_seen(7000, 100);
     assert!(
         (40..=60).contains(&new_mpls.len()),
         "new flows: {} on mpls",

@@ -26,6 +26,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 use wuos_proto::pb;
+use wuos_sdwan::edge::shortcuts;
 use wuos_sdwan::slice::{merge, merge_owned};
 use wuos_sdwan::steer::ClassPlan;
 use wuos_sdwan::{EdgeConfig, Op, diff, reconcile};
@@ -171,9 +172,14 @@ impl Kept {
         self.json.get(key).map(|j| Self::parse(j))
     }
 
-    /// The pieces' union, parsed one piece at a time.
+    /// The pieces' union, parsed one piece at a time, with the [`shortcuts`] when there is any
+    /// piece: what the kernel should hold.
     fn merged(&self) -> EdgeConfig {
-        merge_owned(self.json.values().map(|j| Self::parse(j)))
+        let mut out = merge_owned(self.json.values().map(|j| Self::parse(j)));
+        if !self.is_empty() {
+            out.rules.extend(shortcuts());
+        }
+        out
     }
 
     /// The nftables script of the union: the classes' marks, and the clamp if any tunnel.
@@ -208,6 +214,12 @@ impl Kept {
                 routes + p.routes.len(),
                 rules + p.rules.len(),
             );
+        }
+        if !self.is_empty() {
+            if !shortcuts().iter().all(|r| kernel.rules.contains(r)) {
+                return false;
+            }
+            rules += shortcuts().len();
         }
         (kernel.tunnels.len(), kernel.routes.len(), kernel.rules.len()) == (tunnels, routes, rules)
     }
@@ -279,13 +291,21 @@ impl<O: Overlays> Edge<O> {
         self.generation = self
             .generation
             .max(batch.iter().map(|(p, _)| p.generation).max().unwrap_or(0));
-        let old = merge_owned(batch.iter().filter_map(|(p, _)| self.pieces.get(&p.key)));
-        let new = merge(batch.iter().filter_map(|(_, c)| c.as_ref()));
+        let mut old = merge_owned(batch.iter().filter_map(|(p, _)| self.pieces.get(&p.key)));
+        let mut new = merge(batch.iter().filter_map(|(_, c)| c.as_ref()));
+        let had = !self.pieces.is_empty();
         for (p, c) in batch {
             match (p.json, c) {
                 (Some(json), Some(c)) => self.pieces.insert(p.key, json, &c),
                 _ => self.pieces.remove(&p.key),
             }
+        }
+        // The shortcuts come with the first piece and go with the last.
+        if had {
+            old.rules.extend(shortcuts());
+        }
+        if !self.pieces.is_empty() {
+            new.rules.extend(shortcuts());
         }
         if self.failed.is_empty() {
             let mut ops: Vec<Op> = diff(&old, &new).into_iter().filter(|op| !op.is_nft()).collect();

@@ -151,9 +151,11 @@ async fn send(edge: &EdgeHandle, batch: Vec<Piece>) -> Vec<Answer> {
     out
 }
 
+/// What e1's kernel should hold for `d`: its pieces' union and the shortcuts.
 fn want(inv: &Inventory, d: &Desired) -> EdgeConfig {
     let mut w = EdgeConfig::realise(d, inv, "e1");
     w.unreachable.clear();
+    w.rules.extend(wuos_sdwan::edge::shortcuts());
     w
 }
 
@@ -218,6 +220,26 @@ async fn pieces_are_applied_persisted_and_reconciled_after_a_restart_without_dup
     assert_eq!(k.tunnels.keys().collect::<Vec<_>>(), ["wo1-mpls"]);
     assert!(k.routes.iter().all(|r| r.dev == "wo1-mpls"));
     assert_eq!(edge.state().await.generation, 4);
+    let shortcuts = wuos_sdwan::edge::shortcuts();
+    assert!(
+        shortcuts.iter().all(|r| k.rules.contains(r)),
+        "the shortcuts stay while a piece does"
+    );
+
+    // The last pieces removed: nothing of wuos is left, the shortcuts included.
+    let last: Vec<Piece> = ["overlay/voice", "class/sip"]
+        .into_iter()
+        .enumerate()
+        .map(|(i, key)| Piece {
+            intent_id: 30 + i as u64,
+            key: key.into(),
+            json: None,
+            generation: 5,
+        })
+        .collect();
+    assert!(send(&edge, last).await.iter().all(|a| a.outcome.is_ok()));
+    let k = kernel.held.lock().unwrap().clone();
+    assert_eq!(k, EdgeConfig::default(), "the kernel holds nothing of wuos");
 }
 
 #[tokio::test]
