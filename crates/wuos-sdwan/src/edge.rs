@@ -263,6 +263,14 @@ pub fn tunnel_name(overlay: u16, underlay: &str) -> String {
     format!("wo{overlay}-{underlay}")
 }
 
+/// Whether `ifname` has the shape of a tunnel's name (`wo{overlay id}-{underlay}`).
+pub fn is_tunnel_name(ifname: &str) -> bool {
+    ifname
+        .strip_prefix("wo")
+        .and_then(|rest| rest.split_once('-'))
+        .is_some_and(|(id, underlay)| !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) && !underlay.is_empty())
+}
+
 pub fn table(overlay: &Overlay) -> u32 {
     TABLE_BASE + u32::from(overlay.id)
 }

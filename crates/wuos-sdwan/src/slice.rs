@@ -255,6 +255,18 @@ mod tests {
     }
 
     #[test]
+    fn tunnel_names_are_told_from_other_interfaces() {
+        use crate::edge::is_tunnel_name;
+        let (d, inv) = setup(TWO);
+        let c = EdgeConfig::realise(&d, &inv, "e1");
+        assert!(!c.tunnels.is_empty());
+        assert!(c.tunnels.keys().all(|t| is_tunnel_name(t)), "{:?}", c.tunnels.keys());
+        for other in ["eth0", "lo", "wo", "wo-mpls", "wo1-", "woa-mpls", "wonder", "two1-mpls"] {
+            assert!(!is_tunnel_name(other), "{other}");
+        }
+    }
+
+    #[test]
     fn keys_are_checked() {
         for good in ["overlay/voice", "class/sip-1"] {
             assert!(key_ok(good), "{good}");

@@ -194,9 +194,12 @@ fn resources(s: &Sample) -> pb::Resources {
     }
 }
 
+/// The router's own interfaces: not its SD-WAN tunnels, which the SD-WAN part of the advert
+/// reports (an edge with 1,000 of them sampled, compared and cut 1,000 links every second).
 fn links(neighbor_of: &HashMap<String, String>, s: &Sample) -> Vec<pb::LinkMetrics> {
     s.interfaces
         .iter()
+        .filter(|i| !wuos_sdwan::edge::is_tunnel_name(&i.name))
         .map(|i| pb::LinkMetrics {
             interface: i.name.clone(),
             neighbor: neighbor_of.get(&i.name).cloned().unwrap_or_default(),
@@ -215,6 +218,27 @@ mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::until_aligned;
+    use crate::monitor::{InterfaceRates, Sample};
+
+    #[test]
+    fn links_are_the_routers_interfaces_not_its_sdwan_tunnels() {
+        let sample = Sample {
+            interfaces: ["eth0", "wo1-mpls", "eth1", "wo12-inet", "wonder"]
+                .map(|name| InterfaceRates {
+                    name: name.into(),
+                    ..Default::default()
+                })
+                .to_vec(),
+            ..Default::default()
+        };
+        let neighbor_of = [("eth1".to_string(), "r2".to_string())].into();
+        let links: Vec<(String, String)> = super::links(&neighbor_of, &sample)
+            .into_iter()
+            .map(|l| (l.interface, l.neighbor))
+            .collect();
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(links, [pair("eth0", ""), pair("eth1", "r2"), pair("wonder", "")]);
+    }
 
     #[test]
     fn aligned_samples_fall_on_multiples_of_the_interval() {

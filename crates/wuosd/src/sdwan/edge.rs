@@ -398,6 +398,11 @@ impl<O: Overlays> Edge<O> {
             }
             changed
         });
+    }
+
+    /// The steered classes' plans, for the paths task (after the pieces changed: parsing every
+    /// class piece at each check cost more than the probes themselves at 500 classes).
+    fn publish_plans(&self) {
         let plans: Vec<ClassPlan> = self
             .pieces
             .json
@@ -469,6 +474,7 @@ pub fn spawn<O: Overlays + 'static>(overlays: O, store: Arc<Store>, check_every:
             );
         }
         edge.publish();
+        edge.publish_plans();
         let mut retry = tokio::time::interval(RETRY_EVERY.min(check_every));
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -497,6 +503,7 @@ pub fn spawn<O: Overlays + 'static>(overlays: O, store: Arc<Store>, check_every:
                             warn!(error = %e, "SD-WAN pieces not fully applied");
                         }
                         edge.publish();
+                        edge.publish_plans();
                         for intent_id in ids {
                             let _ = answers.send(Answer { intent_id, outcome: outcome.clone() }).await;
                         }

@@ -334,3 +334,43 @@ fn renders_the_sdwan_paths_of_the_latest_report_only() {
     assert!(!text.contains("underlay=\"inet\""), "{text}");
     assert!(text.contains("underlay=\"mpls\",site=\"e2\"} 5.0"), "{text}");
 }
+
+#[test]
+fn an_answer_that_changes_no_standing_re_decides_only_the_classes_whose_sla_is_not_met() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(dir.path()).unwrap());
+    let (mut p, _report) = Paths::new(store, RecordingNft::default(), config(0));
+    // voip (40 ms) is met on both paths; tight (1 ms) on neither: it takes the least bad.
+    let mut tight = plan();
+    tight.class = "tight".into();
+    tight.steering.sla.max_latency_ms = Some(1.0);
+    p.set_plans(Arc::new(vec![plan(), tight]));
+    let mut seq = 0;
+    let mut feed = |p: &mut Paths<RecordingNft>, at: Ipv4Addr, ms: u64, n: usize| {
+        for _ in 0..n {
+            let now = p.start.elapsed();
+            let stats = &mut p.targets.get_mut(&at).unwrap().stats;
+            stats.sent(seq, now);
+            assert!(stats.answered(seq, Duration::from_millis(ms), now));
+            seq += 1;
+        }
+    };
+    feed(&mut p, MPLS, 20, 10);
+    feed(&mut p, INET, 30, 10);
+    p.evaluate_all();
+    let chosen = |p: &Paths<RecordingNft>, class: &str| {
+        let s = &p.states[&(class.to_string(), "e2".to_string())];
+        (names(&s.chosen), s.met)
+    };
+    assert_eq!(chosen(&p, "voip"), (vec!["wan/mpls".to_string()], Some(true)));
+    assert_eq!(chosen(&p, "tight"), (vec!["wan/mpls".to_string()], Some(false)));
+
+    // inet becomes much faster: for voip it stands as it did (met, within the margin), so an
+    // answer re-decides tight alone — and tight takes inet, now the least bad.
+    feed(&mut p, INET, 2, 15);
+    let standings = p.targets[&INET].standings.clone();
+    assert_eq!(p.standings(INET), standings, "no standing changed");
+    assert!(p.step(&[INET], BTreeSet::new()), "tight moved");
+    assert_eq!(chosen(&p, "tight"), (vec!["wan/inet".to_string()], Some(false)));
+    assert_eq!(chosen(&p, "voip"), (vec!["wan/mpls".to_string()], Some(true)));
+}
