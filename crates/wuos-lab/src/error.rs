@@ -37,6 +37,8 @@ pub enum LabError {
     Topology(String),
     #[error("this needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN): run it as root")]
     NotRoot,
+    #[error("host limits: {0}")]
+    Host(String),
     #[error("invalid link change: {0}")]
     BadChange(String),
     #[error(transparent)]
@@ -105,7 +107,7 @@ impl wuos_model::Classify for LabError {
             | LabError::NoSuchLink { .. }
             | LabError::NoSuchUnderlay { .. }
             | LabError::NoSdwanController { .. } => C::NotFound,
-            LabError::NotRoot => C::Unavailable,
+            LabError::NotRoot | LabError::Host(_) => C::Unavailable,
             LabError::Netns(NetnsError::Exists { .. })
             | LabError::Namespace(NamespaceError::Netns(NetnsError::Exists { .. })) => C::Conflict,
             LabError::RolledBack { cause, .. } => cause.class(),

@@ -43,6 +43,7 @@ pub mod env;
 pub mod error;
 pub mod exec;
 pub mod execute;
+pub mod host;
 pub mod impair;
 pub mod link;
 pub mod names;

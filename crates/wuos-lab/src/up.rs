@@ -51,6 +51,9 @@ pub struct UpReport {
     /// Wall time of each stage, in order, in milliseconds.
     pub stages_ms: Vec<(String, f64)>,
     pub total_ms: f64,
+    /// Host limits raised for this lab (see [`crate::host`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub host_raised: Vec<crate::host::Raised>,
 }
 
 pub fn default_workers() -> usize {
@@ -132,6 +135,9 @@ fn build(env: &LabEnv, state: &mut LabState, opts: &UpOptions, progress: &dyn Pr
         links: &links,
         offloads_off: opts.daemons.as_ref().is_some_and(|d| d.xdp),
     });
+    // Every link end resolves its peer in the host's one ARP table.
+    let host_raised = crate::host::make_neighbour_room(&env.proc_root, 2 * t.links.len())
+        .map_err(|e| LabError::Host(e.to_string()))?;
     let session = Session::new(env, &state.name)?;
     let mut exec = Executor::new(session.host(), opts.workers);
     let timings = exec.run(&plan, progress)?;
@@ -151,6 +157,7 @@ fn build(env: &LabEnv, state: &mut LabState, opts: &UpOptions, progress: &dyn Pr
         daemons: 0,
         stages_ms: timings.stages_ms,
         total_ms: t0.elapsed().as_secs_f64() * 1e3,
+        host_raised,
     })
 }
 

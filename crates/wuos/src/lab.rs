@@ -360,6 +360,12 @@ pub fn run(cmd: LabCmd) -> Result<()> {
                 );
                 let stages: Vec<String> = r.stages_ms.iter().map(|(s, ms)| format!("{s} {ms:.0} ms")).collect();
                 println!("  {}", stages.join(", "));
+                for h in &r.host_raised {
+                    println!(
+                        "  raised {} from {} to {} (the host's one ARP table holds every link end's peer)",
+                        h.key, h.from, h.to
+                    );
+                }
                 println!(
                     "  next: wuos lab status {0} | wuos lab exec {0} NODE -- CMD | wuos lab down {0}",
                     r.name

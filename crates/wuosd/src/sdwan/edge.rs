@@ -513,7 +513,8 @@ pub fn spawn<O: Overlays + 'static>(overlays: O, store: Arc<Store>, check_every:
                     }
                     None => return,
                 },
-                _ = retry.tick() => edge.check().await,
+                // An edge with nothing to hold and nothing failed has nothing to check.
+                _ = retry.tick(), if !edge.pieces.is_empty() || !edge.failed.is_empty() => edge.check().await,
             }
         }
     });
