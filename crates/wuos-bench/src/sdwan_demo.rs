@@ -69,7 +69,7 @@ use crate::sdwan_lab::{self, report_of, steering};
 use crate::stats::{at_resolution, opt_at_resolution};
 use crate::table::Table;
 use crate::voip::sipp::{self, Stats};
-use crate::voip::{CallFigures, Callers, Say, setup_clock, sipp_argv, unix_ms};
+use crate::voip::{CallFigures, Callers, Say, finish, prepare_out, remove_stale_lab, setup_clock, sipp_argv, unix_ms};
 
 /// The lab `wuos demo sdwan` brings up unless told another name.
 pub const LAB: &str = "sdwan-demo";
@@ -415,18 +415,8 @@ type Intervals = Arc<Mutex<Vec<(f64, f64, Option<u64>)>>>;
 pub fn run(o: &Options) -> Result<()> {
     let say = Say::new(o.json);
     let env = LabEnv::system();
-    std::fs::create_dir_all(&o.out).with_context(|| format!("cannot create {}", o.out.display()))?;
-    let out = o.out.canonicalize()?;
-    for e in std::fs::read_dir(&out)?.flatten() {
-        let n = e.file_name().to_string_lossy().into_owned();
-        if n.ends_with(".csv") || n.ends_with(".log") {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-    if wuos_lab::state::LabState::exists(&env, &o.lab) {
-        say.line(&format!("removing the {} lab left from an earlier run", o.lab));
-        down::down(&env, &o.lab, &Silent)?;
-    }
+    let out = prepare_out(&o.out)?;
+    remove_stale_lab(&env, &o.lab, &say)?;
     say.line("bringing up sdwan:3:2: sites e1..e3 (hosts h1..h3) over underlays mpls and inet, a dc");
     let opts = up::UpOptions {
         name: o.lab.clone(),
@@ -465,19 +455,9 @@ pub fn run(o: &Options) -> Result<()> {
             return Err(e);
         }
     };
-    let text = serde_json::to_string_pretty(&report)?;
-    std::fs::write(out.join("results.json"), &text)?;
-    if o.json {
-        println!("{text}");
-    } else {
-        print(&report, &out);
-    }
-    if o.keep {
-        say.line(&format!(
-            "the lab stays up (--keep): wuos lab down {} removes it",
-            o.lab
-        ));
-    }
+    finish(&report, &out, o.json, o.keep.then_some(o.lab.as_str()), &say, || {
+        print(&report, &out)
+    })?;
     drop(running);
     Ok(())
 }

@@ -74,6 +74,52 @@ impl Say {
     }
 }
 
+/// A demo's output directory, made if missing, without the traces (`.csv`, `.log`) of an earlier
+/// run; its canonical path.
+pub(crate) fn prepare_out(out: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let out = out.canonicalize()?;
+    for e in std::fs::read_dir(&out)?.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.ends_with(".csv") || n.ends_with(".log") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    Ok(out)
+}
+
+/// Takes down lab `lab` if an earlier run left it.
+pub(crate) fn remove_stale_lab(env: &LabEnv, lab: &str, say: &Say) -> Result<()> {
+    if wuos_lab::state::LabState::exists(env, lab) {
+        say.line(&format!("removing the {lab} lab left from an earlier run"));
+        down::down(env, lab, &Silent)?;
+    }
+    Ok(())
+}
+
+/// A demo's end: `report` into `out/results.json`, then printed as JSON (`json`) or by `print`;
+/// with `keep`, how to remove the lab that stays up.
+pub(crate) fn finish<R: Serialize>(
+    report: &R,
+    out: &Path,
+    json: bool,
+    keep: Option<&str>,
+    say: &Say,
+    print: impl FnOnce(),
+) -> Result<()> {
+    let text = serde_json::to_string_pretty(report)?;
+    std::fs::write(out.join("results.json"), &text)?;
+    if json {
+        println!("{text}");
+    } else {
+        print();
+    }
+    if let Some(lab) = keep {
+        say.line(&format!("the lab stays up (--keep): wuos lab down {lab} removes it"));
+    }
+    Ok(())
+}
+
 /// Wall clock, ms since the Unix epoch.
 pub fn unix_ms() -> i64 {
     unix_ns() / 1_000_000
@@ -127,10 +173,7 @@ impl Scenario {
             Ok(plan.loopbacks[i].to_string())
         };
         let (actor1, actor2) = (addr("actor1")?, addr("actor2")?);
-        if wuos_lab::state::LabState::exists(env, lab) {
-            say.line(&format!("removing the {lab} lab left from an earlier run"));
-            down::down(env, lab, &Silent)?;
-        }
+        remove_stale_lab(env, lab, say)?;
         say.line("bringing up the lab: actor1 — edge1 — fog — edge2 — actor2, fog — dc (30 ms each way)");
         let params = BTreeMap::from([(
             "pabx".to_string(),
@@ -491,14 +534,7 @@ pub fn run(o: &Options) -> Result<()> {
     let say = Say::new(o.json);
     let env = LabEnv::system();
     let phase_len = Duration::from_secs(if o.quick { 6 } else { 20 });
-    std::fs::create_dir_all(&o.out).with_context(|| format!("cannot create {}", o.out.display()))?;
-    let out = o.out.canonicalize()?;
-    for e in std::fs::read_dir(&out)?.flatten() {
-        let n = e.file_name().to_string_lossy().into_owned();
-        if n.ends_with(".csv") || n.ends_with(".log") {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
+    let out = prepare_out(&o.out)?;
     let mut sc = Scenario::start(&env, &o.lab, o.calls, o.keep, &out, &say)?;
 
     // Phase 1 ends when the orchestrator has moved the PABX to the fog router.
@@ -580,22 +616,12 @@ pub fn run(o: &Options) -> Result<()> {
             .ok()
             .map(|(png, svg)| BTreeMap::from([("png", png.clone()), ("svg", svg.clone())])),
     };
-    let text = serde_json::to_string_pretty(&report)?;
-    std::fs::write(out.join("results.json"), &text)?;
-    if o.json {
-        println!("{text}");
-    } else {
+    finish(&report, &out, o.json, o.keep.then_some(o.lab.as_str()), &say, || {
         print(&report, &out);
         if let Err(e) = &plot {
             println!("plot: not drawn: {e:#}");
         }
-    }
-    if o.keep {
-        say.line(&format!(
-            "the lab stays up (--keep): wuos lab down {} removes it",
-            o.lab
-        ));
-    }
+    })?;
     drop(sc);
     Ok(())
 }

@@ -26,7 +26,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 use wuos_proto::pb;
-use wuos_sdwan::edge::shortcuts;
+use wuos_sdwan::edge::{Rule, shortcuts};
 use wuos_sdwan::slice::{merge, merge_owned};
 use wuos_sdwan::steer::ClassPlan;
 use wuos_sdwan::{EdgeConfig, Op, diff, reconcile};
@@ -176,9 +176,7 @@ impl Kept {
     /// piece: what the kernel should hold.
     fn merged(&self) -> EdgeConfig {
         let mut out = merge_owned(self.json.values().map(|j| Self::parse(j)));
-        if !self.is_empty() {
-            out.rules.extend(shortcuts());
-        }
+        out.rules.extend(shortcuts_if(!self.is_empty()));
         out
     }
 
@@ -215,12 +213,11 @@ impl Kept {
                 rules + p.rules.len(),
             );
         }
-        if !self.is_empty() {
-            if !shortcuts().iter().all(|r| kernel.rules.contains(r)) {
-                return false;
-            }
-            rules += shortcuts().len();
+        let ours: Vec<Rule> = shortcuts_if(!self.is_empty()).collect();
+        if !ours.iter().all(|r| kernel.rules.contains(r)) {
+            return false;
         }
+        rules += ours.len();
         (kernel.tunnels.len(), kernel.routes.len(), kernel.rules.len()) == (tunnels, routes, rules)
     }
 
@@ -235,6 +232,11 @@ impl Kept {
     fn is_empty(&self) -> bool {
         self.json.is_empty()
     }
+}
+
+/// The [`shortcuts`] of an edge that holds a piece (`held`); none otherwise.
+fn shortcuts_if(held: bool) -> impl Iterator<Item = Rule> {
+    held.then(shortcuts).into_iter().flatten()
 }
 
 impl<O: Overlays> Edge<O> {
@@ -301,12 +303,8 @@ impl<O: Overlays> Edge<O> {
             }
         }
         // The shortcuts come with the first piece and go with the last.
-        if had {
-            old.rules.extend(shortcuts());
-        }
-        if !self.pieces.is_empty() {
-            new.rules.extend(shortcuts());
-        }
+        old.rules.extend(shortcuts_if(had));
+        new.rules.extend(shortcuts_if(!self.pieces.is_empty()));
         if self.failed.is_empty() {
             let mut ops: Vec<Op> = diff(&old, &new).into_iter().filter(|op| !op.is_nft()).collect();
             let nft = self.pieces.nft_script();
@@ -400,8 +398,8 @@ impl<O: Overlays> Edge<O> {
         });
     }
 
-    /// The steered classes' plans, for the paths task (after the pieces changed: parsing every
-    /// class piece at each check cost more than the probes themselves at 500 classes).
+    /// The steered classes' plans, for the paths task, after the pieces changed (parsing every
+    /// class piece at each check was 3 % of a probing edge's CPU at 500 classes).
     fn publish_plans(&self) {
         let plans: Vec<ClassPlan> = self
             .pieces

@@ -369,6 +369,54 @@ const UNPROBED: Figures = Figures {
 };
 
 impl<N: Nftables + 'static> Paths<N> {
+    /// A task's state with the decisions stored in `store`, no plans yet; its report's receiver.
+    fn new(store: Arc<Store>, nft: N, cfg: SdwanPathsConfig) -> (Paths<N>, watch::Receiver<Arc<Report>>) {
+        let (report, report_rx) = watch::channel(Arc::new(Report::default()));
+        let mut states = BTreeMap::new();
+        for (k, v) in store.blobs_with_prefix(KEY_PREFIX).unwrap_or_default() {
+            let Some((class, site)) = k.trim_start_matches(KEY_PREFIX).split_once('/') else {
+                continue;
+            };
+            match serde_json::from_slice::<SteerState>(&v) {
+                Ok(s) => {
+                    states.insert((class.to_string(), site.to_string()), s);
+                }
+                Err(e) => warn!(key = %k, error = %e, "dropping an unreadable steering decision"),
+            }
+        }
+        let damping = Damping {
+            hysteresis: cfg.hysteresis,
+            hold: cfg.hold,
+        };
+        let paths = Paths {
+            damping,
+            cfg,
+            store,
+            nft: Arc::new(nft),
+            plans: Arc::new(Vec::new()),
+            targets: BTreeMap::new(),
+            users: BTreeMap::new(),
+            slas: Vec::new(),
+            probed: BTreeMap::new(),
+            pending: BTreeSet::new(),
+            unmet: BTreeSet::new(),
+            next_seq: 0,
+            outstanding: BTreeMap::new(),
+            order: VecDeque::new(),
+            keys: BTreeMap::new(),
+            states,
+            decisions: VecDeque::new(),
+            script: None,
+            nft_error: None,
+            start: Instant::now(),
+            probes_sent: 0,
+            answers: 0,
+            decisions_total: 0,
+            report,
+        };
+        (paths, report_rx)
+    }
+
     fn figures(&self, key: &PathKey) -> Figures {
         self.keys
             .get(key)
@@ -791,56 +839,6 @@ impl<N: Nftables + 'static> Paths<N> {
         } else {
             None
         }
-    }
-}
-
-impl<N: Nftables> Paths<N> {
-    /// A task's state with the decisions stored in `store`, no plans yet; its report's receiver.
-    fn new(store: Arc<Store>, nft: N, cfg: SdwanPathsConfig) -> (Paths<N>, watch::Receiver<Arc<Report>>) {
-        let (report, report_rx) = watch::channel(Arc::new(Report::default()));
-        let mut states = BTreeMap::new();
-        for (k, v) in store.blobs_with_prefix(KEY_PREFIX).unwrap_or_default() {
-            let Some((class, site)) = k.trim_start_matches(KEY_PREFIX).split_once('/') else {
-                continue;
-            };
-            match serde_json::from_slice::<SteerState>(&v) {
-                Ok(s) => {
-                    states.insert((class.to_string(), site.to_string()), s);
-                }
-                Err(e) => warn!(key = %k, error = %e, "dropping an unreadable steering decision"),
-            }
-        }
-        let damping = Damping {
-            hysteresis: cfg.hysteresis,
-            hold: cfg.hold,
-        };
-        let paths = Paths {
-            damping,
-            cfg,
-            store,
-            nft: Arc::new(nft),
-            plans: Arc::new(Vec::new()),
-            targets: BTreeMap::new(),
-            users: BTreeMap::new(),
-            slas: Vec::new(),
-            probed: BTreeMap::new(),
-            pending: BTreeSet::new(),
-            unmet: BTreeSet::new(),
-            next_seq: 0,
-            outstanding: BTreeMap::new(),
-            order: VecDeque::new(),
-            keys: BTreeMap::new(),
-            states,
-            decisions: VecDeque::new(),
-            script: None,
-            nft_error: None,
-            start: Instant::now(),
-            probes_sent: 0,
-            answers: 0,
-            decisions_total: 0,
-            report,
-        };
-        (paths, report_rx)
     }
 }
 
