@@ -47,6 +47,7 @@ pub mod cgroups;
 mod classify;
 pub mod domain;
 pub mod links;
+pub mod malloc;
 pub mod namespaces;
 pub mod netlink;
 pub mod netns;
