@@ -177,6 +177,7 @@ pub fn config(env: &LabEnv, st: &LabState, opts: &DaemonOptions, i: usize) -> Re
         dead_multiplier: 3,
         hop_limit: hop_limit(t, opts.hop_limit),
         stale_after_intervals: 3,
+        quiet_intervals: wuos_model::daemon::DEFAULT_QUIET_INTERVALS,
         announce: Default::default(),
         data_dir: env.lab_dir(&st.name).join("data").join(&node.name),
         resources: ResourcesConfig {

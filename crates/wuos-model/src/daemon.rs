@@ -120,6 +120,11 @@ pub struct DaemonConfig {
     /// A view entry is stale after this many of its origin's intervals without a refresh.
     #[serde(default = "default_stale_after")]
     pub stale_after_intervals: u32,
+    /// Quiet adverts: a sample that says nothing new (only its sequence and timestamp would
+    /// move) is not sent until this many intervals have passed since the last advert; 1 sends
+    /// every sample (protocol 2.2 and before, whose routers age a quiet origin's entry out).
+    #[serde(default = "default_quiet_intervals", skip_serializing_if = "is_default_quiet")]
+    pub quiet_intervals: u32,
     /// Announcement thresholds: which measured figures are announced anew.
     #[serde(default, skip_serializing_if = "AnnounceConfig::is_default")]
     pub announce: AnnounceConfig,
@@ -517,6 +522,14 @@ fn default_hop_limit() -> u32 {
 fn default_stale_after() -> u32 {
     3
 }
+/// How many intervals an unchanged advert waits by default (`quiet_intervals`).
+pub const DEFAULT_QUIET_INTERVALS: u32 = 10;
+fn default_quiet_intervals() -> u32 {
+    DEFAULT_QUIET_INTERVALS
+}
+fn is_default_quiet(n: &u32) -> bool {
+    *n == DEFAULT_QUIET_INTERVALS
+}
 fn default_confirm() -> u32 {
     1
 }
@@ -739,6 +752,13 @@ impl DaemonConfig {
                 "stale_after_intervals",
                 format!("{} is out of range", self.stale_after_intervals),
                 "use 1 to 100 (3 is the default)",
+            ));
+        }
+        if !(1..=100).contains(&self.quiet_intervals) {
+            return Err(bad(
+                "quiet_intervals",
+                format!("{} is out of range", self.quiet_intervals),
+                "use 1 (every sample is sent) to 100 (10 is the default)",
             ));
         }
         let relative = |c: &str| !c.is_empty() && !c.starts_with('/') && !c.contains("..");

@@ -27,6 +27,8 @@ pub struct Counters {
     pub adverts_originated: u64,
     /// Samples that did not make a valid advert.
     pub samples_rejected: u64,
+    /// Samples that said nothing new and were not sent (quiet adverts).
+    pub samples_quiet: u64,
     /// Adverts (whole or rebuilt from a delta) new or newer than the view's.
     pub adverts_accepted: u64,
     /// The same advert come by a shorter path.
@@ -83,7 +85,7 @@ impl Counters {
     }
 
     /// Every counter but [`rejected`](Self::rejected), by name, in a fixed order.
-    pub fn values(&self) -> [(&'static str, u64); 29] {
+    pub fn values(&self) -> [(&'static str, u64); 30] {
         [
             ("hellos_sent", self.hellos_sent),
             ("hellos_received", self.hellos_received),
@@ -94,6 +96,7 @@ impl Counters {
             ("links_closed", self.links_closed),
             ("adverts_originated", self.adverts_originated),
             ("samples_rejected", self.samples_rejected),
+            ("samples_quiet", self.samples_quiet),
             ("adverts_accepted", self.adverts_accepted),
             ("adverts_shorter", self.adverts_shorter),
             ("adverts_duplicate", self.adverts_duplicate),
@@ -144,9 +147,9 @@ mod tests {
         assert_eq!(c.rejected_total(), 3);
         assert_eq!(c.rejected["version"], 2);
         let names: Vec<_> = c.to_pb().into_iter().map(|c| (c.name, c.value)).collect();
-        assert_eq!(names.len(), 31);
+        assert_eq!(names.len(), 32);
         assert_eq!(names[0], ("hellos_sent".to_string(), 0));
-        assert_eq!(names[29], ("rejected.unknown_neighbor".to_string(), 1));
-        assert_eq!(names[30], ("rejected.version".to_string(), 2));
+        assert_eq!(names[30], ("rejected.unknown_neighbor".to_string(), 1));
+        assert_eq!(names[31], ("rejected.version".to_string(), 2));
     }
 }

@@ -38,7 +38,7 @@ pub enum DeltaError {
 
 /// The change from `base` to `new` (which must be the same origin boot, `new` not older), or
 /// `None` when a delta cannot say it: another origin or boot, an older `new`, or a change of
-/// what a boot keeps fixed (role, interval, control address) or of its region. The delta carries `new`'s hop
+/// what a boot keeps fixed (role, interval, quiet intervals, control address) or of its region. The delta carries `new`'s hop
 /// limit; a sender sets its own.
 pub fn diff(base: &pb::TelemetryAdvert, new: &pb::TelemetryAdvert) -> Option<pb::AdvertDelta> {
     if base.origin != new.origin
@@ -46,6 +46,7 @@ pub fn diff(base: &pb::TelemetryAdvert, new: &pb::TelemetryAdvert) -> Option<pb:
         || base.sequence > new.sequence
         || base.role != new.role
         || base.interval_ms != new.interval_ms
+        || base.quiet_intervals != new.quiet_intervals
         || base.control_address != new.control_address
         || base.region != new.region
     {
@@ -127,6 +128,7 @@ pub fn apply(base: &pb::TelemetryAdvert, d: &pb::AdvertDelta) -> Result<pb::Tele
         timestamp_unix_ns: d.timestamp_unix_ns,
         hop_limit: d.hop_limit,
         interval_ms: base.interval_ms,
+        quiet_intervals: base.quiet_intervals,
         role: base.role,
         control_address: base.control_address.clone(),
         region: base.region.clone(),
@@ -265,6 +267,13 @@ mod tests {
         let mut moved = advert(5, 5.0, vec![]);
         moved.control_address = "10.0.0.1:7471".into();
         assert_eq!(diff(&base, &moved), None, "control address is fixed within a boot");
+        let mut quieter = advert(5, 5.0, vec![]);
+        quieter.quiet_intervals = base.quiet_intervals + 5;
+        assert_eq!(diff(&base, &quieter), None, "quiet intervals are fixed within a boot");
+        let mut same = advert(5, 6.0, vec![]);
+        same.quiet_intervals = base.quiet_intervals;
+        let d = diff(&base, &same).expect("a delta");
+        assert_eq!(apply(&base, &d).map(|a| a.quiet_intervals), Ok(base.quiet_intervals));
         // A reordering the merge cannot express.
         let a = advert(1, 5.0, vec![link("a", 1), link("b", 2)]);
         let b = advert(2, 5.0, vec![link("b", 2), link("a", 1)]);

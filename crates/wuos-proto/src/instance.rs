@@ -42,6 +42,8 @@ pub const DEFAULT_TELEMETRY_INTERVAL_MS: u32 = 1000;
 pub const DEFAULT_HOP_LIMIT: u32 = 2;
 /// Default number of missed telemetry intervals after which an entry is stale.
 pub const DEFAULT_STALE_AFTER_INTERVALS: u32 = 3;
+/// Default number of intervals an unchanged advert waits before it is sent again.
+pub const DEFAULT_QUIET_INTERVALS: u32 = wuos_model::daemon::DEFAULT_QUIET_INTERVALS;
 
 /// Why a ViewWithdrawn happened: the entry aged out.
 pub const REASON_STALE: &str = "stale";
@@ -120,6 +122,10 @@ pub struct InstanceConfig {
     pub hop_limit: u32,
     /// Missed intervals after which an entry is stale (removed after twice as many).
     pub stale_after_intervals: u32,
+    /// Quiet adverts: a sample that says nothing new (only its sequence and timestamp would
+    /// move) is not sent, until this many intervals have passed since our last advert; 1 sends
+    /// every sample. Announced in our adverts (receivers keep our entry fresh that much longer).
+    pub quiet_intervals: u32,
     /// The configured neighbors.
     pub neighbors: Vec<NeighborConfig>,
     /// Where our controller takes intents (`ADDRESS:PORT`), announced in our adverts; empty: none.
@@ -138,6 +144,7 @@ impl InstanceConfig {
             telemetry_interval_ms: DEFAULT_TELEMETRY_INTERVAL_MS,
             hop_limit: DEFAULT_HOP_LIMIT,
             stale_after_intervals: DEFAULT_STALE_AFTER_INTERVALS,
+            quiet_intervals: DEFAULT_QUIET_INTERVALS,
             neighbors: Vec::new(),
             control_address: String::new(),
         }
@@ -187,6 +194,12 @@ impl InstanceConfig {
         )?;
         range("hop_limit", self.hop_limit, 1, MAX_HOP_LIMIT)?;
         range("stale_after_intervals", self.stale_after_intervals, 1, 1000)?;
+        range(
+            "quiet_intervals",
+            self.quiet_intervals,
+            1,
+            validate::MAX_QUIET_INTERVALS,
+        )?;
         let mut seen = BTreeSet::new();
         for n in &self.neighbors {
             if !validate::is_router_id(&n.id) {
@@ -332,6 +345,12 @@ pub struct Instance {
     /// The change from our previous advert to `own`.
     own_delta: Option<pb::AdvertDelta>,
     sequence: u64,
+    /// Samples since our last advert that said nothing new (quiet adverts).
+    quiet_samples: u32,
+    /// A neighbor came up or went down since our last advert: the next sample is sent even if
+    /// it says the same, so that routers which dropped us with a withdrawal along the broken
+    /// path hear us again by another within an interval, as without quiet adverts.
+    neighbors_changed: bool,
     started_ms: Option<u64>,
     counters: Counters,
     /// What is due to each neighbor; kept between calls.
@@ -354,6 +373,7 @@ impl Instance {
         cfg.telemetry_interval_ms = cfg.telemetry_interval_ms.clamp(MIN_INTERVAL_MS, MAX_INTERVAL_MS);
         cfg.hop_limit = cfg.hop_limit.clamp(1, MAX_HOP_LIMIT);
         cfg.stale_after_intervals = cfg.stale_after_intervals.max(1);
+        cfg.quiet_intervals = cfg.quiet_intervals.clamp(1, validate::MAX_QUIET_INTERVALS);
         let neighbors = cfg
             .neighbors
             .iter()
@@ -367,6 +387,8 @@ impl Instance {
             own: None,
             own_delta: None,
             sequence: 0,
+            quiet_samples: 0,
+            neighbors_changed: false,
             started_ms: None,
             counters: Counters::default(),
             outbox: Outbox::new(),
@@ -630,6 +652,7 @@ impl Instance {
             timestamp_unix_ns: own.timestamp_unix_ns,
             hop_limit: self.cfg.hop_limit,
             interval_ms: self.cfg.telemetry_interval_ms,
+            quiet_intervals: self.cfg.quiet_intervals,
             role: self.cfg.role as i32,
             resources: Some(sanitize(own.resources)),
             services: own.services,
@@ -644,6 +667,20 @@ impl Instance {
             self.counters.samples_rejected += 1;
             return;
         }
+        // Quiet adverts: a sample that says what our last advert said is not sent, until
+        // `quiet_intervals` intervals have passed since it; our neighbors still hear from us.
+        if let Some(last) = &self.own
+            && !self.neighbors_changed
+            && self.quiet_samples + 1 < self.cfg.quiet_intervals
+            && says_the_same(last, &advert)
+        {
+            self.quiet_samples += 1;
+            self.counters.samples_quiet += 1;
+            self.keepalives_at_sample(now_ms);
+            return;
+        }
+        self.quiet_samples = 0;
+        self.neighbors_changed = false;
         self.sequence += 1;
         self.counters.adverts_originated += 1;
         self.own_delta = self.own.as_ref().and_then(|prev| delta::diff(prev, &advert));
@@ -652,6 +689,27 @@ impl Instance {
             self.outbox.due(&id, &me, now_ms, false);
         }
         self.own = Some(advert);
+    }
+
+    /// A quiet sample sends nothing, but every up neighbor must hear us within a hello interval:
+    /// those that would not, were we to wait for our next sample, get a keepalive now (with the
+    /// sample, rather than at a tick of their own between two samples: one wake-up, not two).
+    fn keepalives_at_sample(&mut self, now_ms: u64) {
+        let hello = u64::from(self.cfg.hello_interval_ms);
+        let next = u64::from(self.cfg.telemetry_interval_ms);
+        let due: Vec<String> = self
+            .neighbors
+            .values()
+            .filter(|n| {
+                n.is_up()
+                    && n.last_sent_ms()
+                        .is_none_or(|t| now_ms.saturating_sub(t).saturating_add(next) > hello)
+            })
+            .map(|n| n.id().to_owned())
+            .collect();
+        for id in due {
+            self.outbox.keepalive(&id, now_ms);
+        }
     }
 
     /// Everything about one frame but the counting of its rejection.
@@ -758,6 +816,7 @@ impl Instance {
     /// have received from us had it been up when they arrived.
     fn neighbor_up(&mut self, now_ms: u64, id: &str) {
         self.counters.neighbor_up += 1;
+        self.neighbors_changed = true;
         self.events.push(Action::NeighborUp {
             neighbor: id.to_owned(),
         });
@@ -782,6 +841,7 @@ impl Instance {
     }
 
     fn neighbor_down(&mut self, now_ms: u64, id: &str, reason: String) {
+        self.neighbors_changed = true;
         let Some(n) = self.neighbors.get_mut(id) else { return };
         let was_up = n.is_up();
         n.down();
@@ -795,6 +855,9 @@ impl Instance {
             reason,
         });
         self.lose_origin(now_ms, id, REASON_NEIGHBOR_LOST);
+        // What came through it is kept until it ages out or is refreshed by another path; with
+        // quiet adverts that ageing must not wait for the origin's quiet intervals.
+        self.view.orphan_learned_from(id);
     }
 
     /// Removes neighbor `origin`'s advert and tells the other up neighbors, within our flooding
@@ -961,6 +1024,7 @@ impl Instance {
             learned_from: sender.to_owned(),
             received_ms,
             delta,
+            orphan: false,
         });
         if verdict == Verdict::New {
             self.counters.view_added += 1;
@@ -1100,6 +1164,42 @@ impl Instance {
     }
 }
 
+/// Whether advert `new` says what `last` said: everything but its sequence, timestamp and hop
+/// limit is the same (fields named one by one: one added to the advert must be decided here).
+fn says_the_same(last: &pb::TelemetryAdvert, new: &pb::TelemetryAdvert) -> bool {
+    let pb::TelemetryAdvert {
+        origin,
+        boot_id,
+        sequence: _,
+        timestamp_unix_ns: _,
+        hop_limit: _,
+        interval_ms,
+        quiet_intervals,
+        role,
+        resources,
+        services,
+        links,
+        control_address,
+        demand,
+        region,
+        placements,
+        sdwan,
+    } = new;
+    *origin == last.origin
+        && *boot_id == last.boot_id
+        && *interval_ms == last.interval_ms
+        && *quiet_intervals == last.quiet_intervals
+        && *role == last.role
+        && *resources == last.resources
+        && *services == last.services
+        && *links == last.links
+        && *control_address == last.control_address
+        && *demand == last.demand
+        && *region == last.region
+        && *placements == last.placements
+        && *sdwan == last.sdwan
+}
+
 /// A sample made valid where it can be: percentages clamped into 0-100, other quantities that
 /// are negative or not finite set to 0.
 fn sanitize(mut r: pb::Resources) -> pb::Resources {
@@ -1129,8 +1229,10 @@ fn sanitize(mut r: pb::Resources) -> pb::Resources {
 mod tests {
     use super::*;
 
+    /// Every sample sent (`quiet_intervals` 1), as the tests written before quiet adverts expect.
     fn cfg(id: &str, neighbors: &[&str]) -> InstanceConfig {
         let mut c = InstanceConfig::new(id, pb::Role::Edge, 100);
+        c.quiet_intervals = 1;
         c.neighbors = neighbors
             .iter()
             .map(|n| NeighborConfig {
@@ -1754,6 +1856,66 @@ mod tests {
             "ageing floods nothing"
         );
         assert!(i.view().is_empty());
+    }
+
+    #[test]
+    fn quiet_samples_send_nothing_new_but_every_neighbor_hears_us() {
+        let mut c = cfg("r1", &["r2", "r3"]);
+        c.quiet_intervals = 3;
+        let mut i = Instance::new(c);
+        for n in ["r2", "r3"] {
+            i.process(opened(0, n));
+            deliver(
+                &mut i,
+                0,
+                n,
+                pb::Frame {
+                    hello: Some(hello_from(n, 1)),
+                    ..frame(n)
+                },
+            );
+        }
+        assert_eq!(own_advert_sent(&i.process(sample(1000, 1.0))), 2);
+        assert_eq!(i.own().map(|a| (a.sequence, a.quiet_intervals)), Some((1, 3)));
+        // The same figures: no advert, but a keepalive to each (both would otherwise not hear
+        // us for two intervals).
+        let a = i.process(sample(2000, 1.0));
+        assert_eq!(sent(&a), [to("r2", &[]), to("r3", &[])]);
+        assert_eq!(i.own().map(|a| a.sequence), Some(1));
+        assert_eq!(i.process(sample(3000, 1.0)).len(), 2);
+        assert_eq!(i.counters().samples_quiet, 2);
+        // The third interval since the last advert: sent again although it says the same.
+        let a = i.process(sample(4000, 1.0));
+        assert_eq!(sent(&a), [to("r2", &["d:r1/2"]), to("r3", &["d:r1/2"])]);
+        assert_eq!(i.own().map(|a| a.sequence), Some(2));
+        // A change goes at once.
+        let a = i.process(sample(5000, 7.0));
+        assert_eq!(sent(&a), [to("r2", &["d:r1/2"]), to("r3", &["d:r1/2"])]);
+        assert_eq!(i.own().map(|a| a.sequence), Some(3));
+        assert_eq!(i.counters().adverts_originated, 3);
+        // A neighbor that heard from us since the last sample still gets its keepalive: waiting
+        // for the next sample would leave it more than a hello interval without a word.
+        deliver(&mut i, 5500, "r2", frame("r2"));
+        let a = i.process(sample(6000, 7.0));
+        assert_eq!(sent(&a), [to("r2", &[]), to("r3", &[])]);
+        // A neighbor lost: the next sample goes although it says the same (routers that dropped
+        // us along the broken path hear us again by another at once, not quiet_intervals later).
+        i.process(Input::LinkClosed {
+            now_ms: 6100,
+            neighbor: "r3".into(),
+            reason: "test".into(),
+        });
+        let a = i.process(sample(7000, 7.0));
+        assert_eq!(sent(&a), [to("r2", &["d:r1/2"])]);
+        assert_eq!(i.process(sample(8000, 7.0)).len(), 1, "quiet again: r2's keepalive");
+    }
+
+    /// How many frames of `actions` carry our own advert (whole or as a delta).
+    fn own_advert_sent(actions: &[Action]) -> usize {
+        sent(actions)
+            .iter()
+            .filter(|(_, items)| items.iter().any(|i| i.contains("r1/")))
+            .count()
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub const MAX_INTENTS_PER_BATCH: usize = 256;
 pub const MIN_INTERVAL_MS: u32 = 10;
 /// Longest hello or telemetry interval, in milliseconds.
 pub const MAX_INTERVAL_MS: u32 = 600_000;
+/// Most intervals an origin may stay quiet ([`pb::TelemetryAdvert::quiet_intervals`]).
+pub const MAX_QUIET_INTERVALS: u32 = 100;
 /// Longest dead interval, in milliseconds.
 pub const MAX_DEAD_INTERVAL_MS: u32 = 3_600_000;
 
@@ -355,6 +357,7 @@ pub fn check_advert(a: &pb::TelemetryAdvert) -> Result<(), ValidateError> {
     }
     range(ctx, "hop_limit", a.hop_limit, 1, MAX_HOP_LIMIT)?;
     range(ctx, "interval_ms", a.interval_ms, MIN_INTERVAL_MS, MAX_INTERVAL_MS)?;
+    range(ctx, "quiet_intervals", a.quiet_intervals, 0, MAX_QUIET_INTERVALS)?;
     let r = a.resources.as_ref().ok_or_else(|| ValidateError::Missing {
         context: ctx(),
         field: "resources",
@@ -828,6 +831,7 @@ mod tests {
 
     fn advert() -> pb::TelemetryAdvert {
         pb::TelemetryAdvert {
+            quiet_intervals: 0,
             origin: "r3".into(),
             boot_id: 1,
             sequence: 1,
@@ -945,7 +949,7 @@ mod tests {
 
     #[test]
     fn versions_are_printed_major_dot_minor() {
-        assert_eq!(version_string(PROTOCOL_VERSION), "2.2");
+        assert_eq!(version_string(PROTOCOL_VERSION), "2.3");
         assert_eq!(version_string((2 << 16) | 3), "2.3");
     }
 

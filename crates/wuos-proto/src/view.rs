@@ -11,7 +11,7 @@
 //! - otherwise a duplicate (same boot id and sequence) or older.
 //!
 //! An entry is stale once not refreshed for `stale_after_intervals` × the advert's own
-//! interval, and expires (is removed) after twice that.
+//! interval × the intervals its origin may stay quiet, and expires (is removed) after twice that.
 
 use std::collections::BTreeMap;
 
@@ -36,6 +36,9 @@ pub struct Entry {
     /// The change from the advert this one replaced (same boot, older sequence), to send to
     /// neighbors that hold that one. `None` for a first advert or one a delta cannot express.
     pub delta: Option<pb::AdvertDelta>,
+    /// The neighbor it came from was lost since: the entry no longer waits for its origin's
+    /// quiet intervals to age (nothing may bring it a refresh), only for its interval.
+    pub orphan: bool,
 }
 
 impl Entry {
@@ -44,9 +47,15 @@ impl Entry {
         now_ms.saturating_sub(self.received_ms)
     }
 
-    /// How long it stays fresh: `stale_after_intervals` × the advert's interval.
+    /// How long it stays fresh: `stale_after_intervals` × the advert's interval × the intervals
+    /// its origin may stay quiet (at least 1).
     pub fn fresh_ms(&self, stale_after_intervals: u32) -> u64 {
-        u64::from(stale_after_intervals) * u64::from(self.advert.interval_ms)
+        let quiet = if self.orphan {
+            1
+        } else {
+            self.advert.quiet_intervals.max(1)
+        };
+        u64::from(stale_after_intervals) * u64::from(self.advert.interval_ms) * u64::from(quiet)
     }
 
     /// Whether it has not been refreshed for `stale_after_intervals` intervals.
@@ -149,6 +158,13 @@ impl View {
     }
 
     /// Removes `origin`'s entry.
+    /// Marks every entry learned from `neighbor` an orphan ([`Entry::orphan`]).
+    pub fn orphan_learned_from(&mut self, neighbor: &str) {
+        for e in self.entries.values_mut().filter(|e| e.learned_from == neighbor) {
+            e.orphan = true;
+        }
+    }
+
     pub fn remove(&mut self, origin: &str) -> Option<Entry> {
         self.entries.remove(origin)
     }
@@ -209,6 +225,7 @@ mod tests {
             learned_from: "r2".into(),
             received_ms: 0,
             delta: None,
+            orphan: false,
         });
         v
     }
@@ -245,6 +262,24 @@ mod tests {
         assert!(e.is_expired(6000, 3));
         assert_eq!(v.expired(5999, 3), Vec::<String>::new());
         assert_eq!(v.expired(6000, 3), vec!["r3".to_string()]);
+    }
+
+    #[test]
+    fn a_quiet_origin_stays_fresh_as_long_as_it_may_stay_quiet() {
+        let mut a = advert(1, 1, 0, 1);
+        a.quiet_intervals = 10;
+        let v = view_with(a);
+        let e = v.get("r3").unwrap();
+        assert!(!e.is_stale(29_999, 3));
+        assert!(e.is_stale(30_000, 3));
+        assert!(!e.is_expired(59_999, 3));
+        assert!(e.is_expired(60_000, 3));
+        assert_eq!(v.next_expiry_ms(3), Some(60_000));
+        // Its neighbor lost, nothing may refresh it: it ages by its interval alone.
+        let mut v = v;
+        v.orphan_learned_from("r2");
+        assert_eq!(v.next_expiry_ms(3), Some(6_000));
+        assert!(v.get("r3").unwrap().is_stale(3_000, 3));
     }
 
     #[test]

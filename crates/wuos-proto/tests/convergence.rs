@@ -30,12 +30,15 @@ fn network() -> impl Strategy<Value = (usize, Vec<(usize, usize, u64)>)> {
     })
 }
 
-fn build(n: usize, links: &[(usize, usize, u64)], hop_limit: u32) -> Sim {
+fn build(n: usize, links: &[(usize, usize, u64)], hop_limit: u32, quiet_intervals: u32) -> Sim {
     let name = |i: usize| format!("r{}", i + 1);
     let routers: Vec<String> = (0..n).map(name).collect();
     let pairs: Vec<(String, String)> = links.iter().map(|&(a, b, _)| (name(a), name(b))).collect();
     let params = Params {
         hop_limit,
+        quiet_intervals,
+        // Quiet adverts stay quiet only while the figures do.
+        steady: quiet_intervals > 1,
         ..Params::default()
     };
     let mut sim = Sim::new(params, &routers, &pairs);
@@ -61,8 +64,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn views_converge_to_the_flooding_radius((n, links) in network(), hop_limit in 1..=3u32, fail in any::<prop::sample::Index>()) {
-        let mut sim = build(n, &links, hop_limit);
+    fn views_converge_to_the_flooding_radius((n, links) in network(), hop_limit in 1..=3u32, fail in any::<prop::sample::Index>(), quiet in prop_oneof![Just(1u32), Just(4u32)]) {
+        let mut sim = build(n, &links, hop_limit, quiet);
         // Samples at 500, 1500, 2500...; by 3400 the round of 2500 has settled everywhere.
         sim.run_until(3400);
         check_views(&sim, hop_limit)?;
@@ -70,10 +73,12 @@ proptest! {
         // refreshed expire 6 s after their last refresh, and are removed at the next tick. A
         // copy sampled before the failure may still be forwarded for up to one interval per hop
         // beyond the first (each router forwards with its next frame): with a radius of 3, the
-        // last refresh of a dead path is at most 2 s after the failure.
+        // last refresh of a dead path is at most 2 s after the failure. With quiet adverts
+        // (steady figures, re-sent every `quiet` intervals) entries stay fresh `quiet` times
+        // longer, and the routers at both ends of the failed link advertise at once.
         let (a, b, _) = links[fail.index(links.len())];
         sim.link_mut(&format!("r{}", a + 1), &format!("r{}", b + 1)).up = false;
-        sim.run_until(3400 + 2000 + 6000 + 1000);
+        sim.run_until(3400 + 2000 + 6000 * u64::from(quiet) + 1000);
         check_views(&sim, hop_limit)?;
     }
 }

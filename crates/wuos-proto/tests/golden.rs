@@ -208,6 +208,7 @@ fn run(input: &str) -> Result<Value, String> {
                 delay_ms: delay_ms.unwrap_or(d.delay_ms),
                 sample: sample.unwrap_or(d.sample),
                 log_floods: log_floods.unwrap_or(d.log_floods),
+                ..d
             };
             let (routers, links) = match (topology, routers, links) {
                 (Some(t), None, None) => sim::topology(&t),

@@ -74,6 +74,7 @@ fn instance_config(cfg: &DaemonConfig, boot_id: u64) -> InstanceConfig {
         telemetry_interval_ms: cfg.telemetry_interval.as_millis() as u32,
         hop_limit: cfg.hop_limit,
         stale_after_intervals: cfg.stale_after_intervals,
+        quiet_intervals: cfg.quiet_intervals,
         neighbors: cfg
             .neighbors
             .iter()

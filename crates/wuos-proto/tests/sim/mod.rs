@@ -28,6 +28,11 @@ pub struct Params {
     pub dead_interval_ms: u32,
     pub telemetry_interval_ms: u32,
     pub stale_after_intervals: u32,
+    /// Quiet adverts (`InstanceConfig::quiet_intervals`); 1 in the golden scenarios.
+    pub quiet_intervals: u32,
+    /// Whether periodic samples keep the same figures (so that quiet adverts stay quiet)
+    /// rather than moving at every sample.
+    pub steady: bool,
     /// Delay of every link unless set otherwise.
     pub delay_ms: u64,
     /// Whether routers sample periodically (every telemetry interval, half an interval after
@@ -45,6 +50,8 @@ impl Default for Params {
             dead_interval_ms: 3000,
             telemetry_interval_ms: 1000,
             stale_after_intervals: 3,
+            quiet_intervals: 1,
+            steady: false,
             delay_ms: 1,
             sample: true,
             log_floods: false,
@@ -184,6 +191,7 @@ impl Sim {
         c.dead_interval_ms = p.dead_interval_ms;
         c.telemetry_interval_ms = p.telemetry_interval_ms;
         c.stale_after_intervals = p.stale_after_intervals;
+        c.quiet_intervals = p.quiet_intervals;
         c.neighbors = self
             .neighbors_of(router)
             .into_iter()
@@ -492,7 +500,7 @@ impl Sim {
                 let r = self.routers.get_mut(&router).unwrap();
                 if r.sampling {
                     r.samples += 1;
-                    let (i, n) = (r.index as u64, r.samples);
+                    let (i, n) = (r.index as u64, if self.params.steady { 0 } else { r.samples });
                     let cpu = ((i * 17 + n * 7) % 90) as f64 + 0.5;
                     let mem = ((i * 11 + n * 3) % 80) as f64 + 10.0;
                     self.sample(&router, cpu, mem);
