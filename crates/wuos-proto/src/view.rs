@@ -68,18 +68,24 @@ impl Entry {
         self.age_ms(now_ms) >= 2 * self.fresh_ms(stale_after_intervals)
     }
 
+    /// Its receive time less its origin's sample time, in ms: the wall clock now
+    /// (`now_unix_ns`) less its age is the wall-clock time of reception.
+    pub fn latency_ms(&self, now_ms: u64, now_unix_ns: i64) -> f64 {
+        let received_unix_ns = now_unix_ns as f64 - self.age_ms(now_ms) as f64 * 1e6;
+        (received_unix_ns - self.advert.timestamp_unix_ns as f64) / 1e6
+    }
+
     /// The admin API's view of it. `now_unix_ns` is the wall clock now, used to estimate the
     /// wall-clock time of reception for the latency.
     pub fn to_pb(&self, now_ms: u64, now_unix_ns: i64, stale_after_intervals: u32) -> pb::ViewEntry {
         let age_ms = self.age_ms(now_ms);
-        let received_unix_ns = now_unix_ns as f64 - age_ms as f64 * 1e6;
         pb::ViewEntry {
             advert: Some(self.advert.clone()),
             hops: self.hops,
             age_ms,
             learned_from: self.learned_from.clone(),
             stale: self.is_stale(now_ms, stale_after_intervals),
-            latency_ms: (received_unix_ns - self.advert.timestamp_unix_ns as f64) / 1e6,
+            latency_ms: self.latency_ms(now_ms, now_unix_ns),
             origin: self.advert.origin.clone(),
         }
     }
@@ -120,6 +126,8 @@ pub fn is_newer(a: &pb::TelemetryAdvert, stored: &pb::TelemetryAdvert) -> bool {
 #[derive(Clone, Debug, Default)]
 pub struct View {
     entries: BTreeMap<String, Entry>,
+    /// Changes at every change of an entry ([`View::generation`]).
+    generation: u64,
 }
 
 impl View {
@@ -154,19 +162,36 @@ impl View {
 
     /// Stores `e`, replacing its origin's entry; returns the replaced one.
     pub fn insert(&mut self, e: Entry) -> Option<Entry> {
+        self.generation += 1;
         self.entries.insert(e.advert.origin.clone(), e)
     }
 
-    /// Removes `origin`'s entry.
     /// Marks every entry learned from `neighbor` an orphan ([`Entry::orphan`]).
     pub fn orphan_learned_from(&mut self, neighbor: &str) {
         for e in self.entries.values_mut().filter(|e| e.learned_from == neighbor) {
             e.orphan = true;
+            self.generation += 1;
         }
     }
 
+    /// Removes `origin`'s entry.
     pub fn remove(&mut self, origin: &str) -> Option<Entry> {
-        self.entries.remove(origin)
+        let e = self.entries.remove(origin);
+        self.generation += u64::from(e.is_some());
+        e
+    }
+
+    /// A number that changes whenever an entry is stored, changed or removed: two equal
+    /// readings mean the same entries (whose staleness may still have moved with time).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// How many entries are stale at `now_ms`.
+    pub fn stale_count(&self, now_ms: u64, stale_after_intervals: u32) -> usize {
+        self.iter()
+            .filter(|e| e.is_stale(now_ms, stale_after_intervals))
+            .count()
     }
 
     /// The entries, by origin.

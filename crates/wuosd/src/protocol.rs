@@ -271,6 +271,7 @@ pub fn spawn(instance: Instance, clock: Clock, metrics: Arc<Metrics>, connector:
         links: HashMap::new(),
         echo: HashMap::new(),
         publish,
+        published: None,
         handle: handle.clone(),
     };
     tokio::spawn(task.run(rx, hello));
@@ -292,6 +293,8 @@ struct Task {
     links: HashMap<String, LinkTx>,
     echo: HashMap<String, Echo>,
     publish: watch::Sender<Arc<Neighborhood>>,
+    /// What the last neighborhood published was made of ([`Instance::neighborhood_key`]).
+    published: Option<(u64, u64, u64, usize)>,
     handle: ProtocolHandle,
 }
 
@@ -406,8 +409,17 @@ impl Task {
             };
             let view_changed = self.apply(now_ms, actions);
             if publish || view_changed {
-                let n = self.instance.neighborhood(now_ms, unix_ns());
-                self.publish.send_replace(Arc::new(n));
+                // Every publication wakes the consumers (the controller's reconcile and the TLS
+                // files' look ride it), but a neighborhood made of the same entries is published
+                // again rather than rebuilt.
+                let key = self.instance.neighborhood_key(now_ms);
+                if self.published == Some(key) {
+                    self.publish.send_modify(|_| {});
+                } else {
+                    let n = self.instance.neighborhood(now_ms, unix_ns());
+                    self.publish.send_replace(Arc::new(n));
+                    self.published = Some(key);
+                }
             }
         }
     }
