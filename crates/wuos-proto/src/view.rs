@@ -128,6 +128,9 @@ pub struct View {
     entries: BTreeMap<String, Entry>,
     /// Changes at every change of an entry ([`View::generation`]).
     generation: u64,
+    /// [`View::next_expiry_ms`] as last computed: (generation, stale_after_intervals, answer).
+    /// The daemon asks before every sleep; the view changes far less often.
+    expiry: std::cell::Cell<Option<(u64, u32, Option<u64>)>>,
 }
 
 impl View {
@@ -211,9 +214,17 @@ impl View {
 
     /// When the first entry expires ([`Entry::is_expired`]), if any.
     pub fn next_expiry_ms(&self, stale_after_intervals: u32) -> Option<u64> {
-        self.iter()
+        if let Some((g, s, at)) = self.expiry.get()
+            && (g, s) == (self.generation, stale_after_intervals)
+        {
+            return at;
+        }
+        let at = self
+            .iter()
             .map(|e| e.received_ms.saturating_add(2 * e.fresh_ms(stale_after_intervals)))
-            .min()
+            .min();
+        self.expiry.set(Some((self.generation, stale_after_intervals, at)));
+        at
     }
 
     /// The origins whose entries have expired at `now_ms`, in order.

@@ -168,7 +168,7 @@ impl Admin for AdminSvc {
         for (name, v) in [("bytes_sent", &m.bytes_sent), ("bytes_received", &m.bytes_received)] {
             reply.counters.push(pb::Counter {
                 name: name.into(),
-                value: v.load(std::sync::atomic::Ordering::Relaxed),
+                value: v.get(),
             });
         }
         Ok(Response::new(reply))

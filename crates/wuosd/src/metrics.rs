@@ -94,9 +94,11 @@ pub struct Metrics {
     pub view_entries: Gauge,
     pub sample_seconds: Gauge<f64, AtomicU64>,
     pub sdwan: Arc<SdwanMetrics>,
-    /// Totals of `protocol_bytes`, also reported through the admin Status.
-    pub bytes_sent: AtomicU64,
-    pub bytes_received: AtomicU64,
+    /// The two series of `protocol_bytes` (shared with the family: one atomic each), held so
+    /// that counting a frame neither allocates a label nor looks one up; also reported through
+    /// the admin Status.
+    pub bytes_sent: Counter,
+    pub bytes_received: Counter,
 }
 
 impl Metrics {
@@ -109,8 +111,17 @@ impl Metrics {
             )]
             .into_iter(),
         );
+        let protocol_bytes: Family<DirLabel, Counter> = Family::default();
+        let series = |direction: &str| {
+            protocol_bytes
+                .get_or_create(&DirLabel {
+                    direction: direction.into(),
+                })
+                .clone()
+        };
+        let (bytes_sent, bytes_received) = (series("sent"), series("received"));
         let m = Self {
-            protocol_bytes: Family::default(),
+            protocol_bytes,
             rejected: Family::default(),
             rpc_errors: Family::default(),
             protocol_events: Family::default(),
@@ -121,8 +132,8 @@ impl Metrics {
             view_entries: Gauge::default(),
             sample_seconds: Gauge::default(),
             sdwan: Arc::default(),
-            bytes_sent: AtomicU64::new(0),
-            bytes_received: AtomicU64::new(0),
+            bytes_sent,
+            bytes_received,
             registry: Registry::default(),
         };
         registry.register(
@@ -231,17 +242,12 @@ impl Metrics {
     }
 
     pub fn bytes(&self, direction: &str, n: usize) {
-        let total = if direction == "sent" {
+        let series = if direction == "sent" {
             &self.bytes_sent
         } else {
             &self.bytes_received
         };
-        total.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-        self.protocol_bytes
-            .get_or_create(&DirLabel {
-                direction: direction.into(),
-            })
-            .inc_by(n as u64);
+        series.inc_by(n as u64);
     }
 }
 
