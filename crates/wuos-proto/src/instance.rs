@@ -1335,7 +1335,12 @@ mod tests {
 
     /// r1 with the given neighbors, all up (links opened and hellos heard at time 0).
     fn up(neighbors: &[&str]) -> Instance {
-        let mut i = Instance::new(cfg("r1", neighbors));
+        up_with(cfg("r1", neighbors), neighbors)
+    }
+
+    /// An instance of `c` with links to `neighbors` open and their hellos heard at 0.
+    fn up_with(c: InstanceConfig, neighbors: &[&str]) -> Instance {
+        let mut i = Instance::new(c);
         for n in neighbors {
             i.process(opened(0, n));
             let f = pb::Frame {
@@ -1862,19 +1867,7 @@ mod tests {
     fn quiet_samples_send_nothing_new_but_every_neighbor_hears_us() {
         let mut c = cfg("r1", &["r2", "r3"]);
         c.quiet_intervals = 3;
-        let mut i = Instance::new(c);
-        for n in ["r2", "r3"] {
-            i.process(opened(0, n));
-            deliver(
-                &mut i,
-                0,
-                n,
-                pb::Frame {
-                    hello: Some(hello_from(n, 1)),
-                    ..frame(n)
-                },
-            );
-        }
+        let mut i = up_with(c, &["r2", "r3"]);
         assert_eq!(own_advert_sent(&i.process(sample(1000, 1.0))), 2);
         assert_eq!(i.own().map(|a| (a.sequence, a.quiet_intervals)), Some((1, 3)));
         // The same figures: no advert, but a keepalive to each (both would otherwise not hear
@@ -1931,21 +1924,8 @@ mod tests {
 
     #[test]
     fn a_new_neighbor_gets_what_it_missed() {
-        let mut i = up(&["r2", "r3"]);
-        let mut i4 = Instance::new(cfg("r1", &["r2", "r3", "r4"]));
-        std::mem::swap(&mut i, &mut i4);
-        for n in ["r2", "r3"] {
-            i.process(opened(0, n));
-            deliver(
-                &mut i,
-                0,
-                n,
-                pb::Frame {
-                    hello: Some(hello_from(n, 1)),
-                    ..frame(n)
-                },
-            );
-        }
+        // r4 configured but not up yet.
+        let mut i = up_with(cfg("r1", &["r2", "r3", "r4"]), &["r2", "r3"]);
         let adverts = vec![advert("r2", 1, 1, 2), advert("r5", 1, 1, 1), advert("r6", 1, 1, 2)];
         deliver(&mut i, 1, "r2", adverts_from("r2", adverts));
         // r4 comes up: it gets the entries with hop limit to spare (not r5), at once.
