@@ -524,6 +524,8 @@ fn default_stale_after() -> u32 {
 }
 /// How many intervals an unchanged advert waits by default (`quiet_intervals`).
 pub const DEFAULT_QUIET_INTERVALS: u32 = 10;
+/// The most intervals an unchanged advert may wait (`quiet_intervals`; the protocol's bound).
+pub const MAX_QUIET_INTERVALS: u32 = 100;
 fn default_quiet_intervals() -> u32 {
     DEFAULT_QUIET_INTERVALS
 }
@@ -754,7 +756,7 @@ impl DaemonConfig {
                 "use 1 to 100 (3 is the default)",
             ));
         }
-        if !(1..=100).contains(&self.quiet_intervals) {
+        if !(1..=MAX_QUIET_INTERVALS).contains(&self.quiet_intervals) {
             return Err(bad(
                 "quiet_intervals",
                 format!("{} is out of range", self.quiet_intervals),

@@ -625,11 +625,21 @@ impl Instance {
             self.withdrawn(origin, REASON_STALE.to_owned());
         }
         // Keepalives: a neighbor must hear us at least every hello interval.
+        self.keepalives(now_ms, 0);
+    }
+
+    /// A keepalive to every up neighbor that will have heard nothing from us for a hello
+    /// interval `ahead_ms` from now (0 at a tick: those that have not already).
+    fn keepalives(&mut self, now_ms: u64, ahead_ms: u64) {
         let hello = u64::from(self.cfg.hello_interval_ms);
         let quiet: Vec<String> = self
             .neighbors
             .values()
-            .filter(|n| n.is_up() && n.last_sent_ms().is_none_or(|t| now_ms.saturating_sub(t) >= hello))
+            .filter(|n| {
+                n.is_up()
+                    && n.last_sent_ms()
+                        .is_none_or(|t| now_ms.saturating_sub(t).saturating_add(ahead_ms) >= hello)
+            })
             .map(|n| n.id().to_owned())
             .collect();
         for id in quiet {
@@ -676,7 +686,11 @@ impl Instance {
         {
             self.quiet_samples += 1;
             self.counters.samples_quiet += 1;
-            self.keepalives_at_sample(now_ms);
+            // Our neighbors must still hear us: those that would not before our next sample get
+            // a keepalive now, with the sample, rather than at a tick of their own between two
+            // samples (one wake-up, not two). Strictly before: hence the millisecond less.
+            let next = u64::from(self.cfg.telemetry_interval_ms);
+            self.keepalives(now_ms, next - 1);
             return;
         }
         self.quiet_samples = 0;
@@ -689,27 +703,6 @@ impl Instance {
             self.outbox.due(&id, &me, now_ms, false);
         }
         self.own = Some(advert);
-    }
-
-    /// A quiet sample sends nothing, but every up neighbor must hear us within a hello interval:
-    /// those that would not, were we to wait for our next sample, get a keepalive now (with the
-    /// sample, rather than at a tick of their own between two samples: one wake-up, not two).
-    fn keepalives_at_sample(&mut self, now_ms: u64) {
-        let hello = u64::from(self.cfg.hello_interval_ms);
-        let next = u64::from(self.cfg.telemetry_interval_ms);
-        let due: Vec<String> = self
-            .neighbors
-            .values()
-            .filter(|n| {
-                n.is_up()
-                    && n.last_sent_ms()
-                        .is_none_or(|t| now_ms.saturating_sub(t).saturating_add(next) > hello)
-            })
-            .map(|n| n.id().to_owned())
-            .collect();
-        for id in due {
-            self.outbox.keepalive(&id, now_ms);
-        }
     }
 
     /// Everything about one frame but the counting of its rejection.

@@ -65,6 +65,15 @@ impl RouterView {
     }
 }
 
+/// What a neighborhood is made of ([`Instance::neighborhood_key`]): the view's generation, our
+/// own advert's sequence (one boot per instance), and how many entries are stale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NeighborhoodKey {
+    view_generation: u64,
+    own_sequence: u64,
+    stale: usize,
+}
+
 /// The neighborhood at one moment.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Neighborhood {
@@ -136,10 +145,12 @@ impl Instance {
     /// [`Instance::neighborhood`] would say the same (but for `at_ms`), and the last one may be
     /// published again instead of rebuilt (rebuilding it at every sample, with a copy of every
     /// advert of the view, was 6.5 % of the busy CPU samples of a quiet `random:1000` lab).
-    pub fn neighborhood_key(&self, now_ms: u64) -> (u64, u64, u64, usize) {
-        let own = self.own().map_or((0, 0), |a| (a.boot_id, a.sequence));
-        let stale = self.view().stale_count(now_ms, self.config().stale_after_intervals);
-        (self.view().generation(), own.0, own.1, stale)
+    pub fn neighborhood_key(&self, now_ms: u64) -> NeighborhoodKey {
+        NeighborhoodKey {
+            view_generation: self.view().generation(),
+            own_sequence: self.own().map_or(0, |a| a.sequence),
+            stale: self.view().stale_count(now_ms, self.config().stale_after_intervals),
+        }
     }
 }
 

@@ -37,7 +37,7 @@ pub const MIN_INTERVAL_MS: u32 = 10;
 /// Longest hello or telemetry interval, in milliseconds.
 pub const MAX_INTERVAL_MS: u32 = 600_000;
 /// Most intervals an origin may stay quiet ([`pb::TelemetryAdvert::quiet_intervals`]).
-pub const MAX_QUIET_INTERVALS: u32 = 100;
+pub const MAX_QUIET_INTERVALS: u32 = wuos_model::daemon::MAX_QUIET_INTERVALS;
 /// Longest dead interval, in milliseconds.
 pub const MAX_DEAD_INTERVAL_MS: u32 = 3_600_000;
 

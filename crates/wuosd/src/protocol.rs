@@ -294,7 +294,7 @@ struct Task {
     echo: HashMap<String, Echo>,
     publish: watch::Sender<Arc<Neighborhood>>,
     /// What the last neighborhood published was made of ([`Instance::neighborhood_key`]).
-    published: Option<(u64, u64, u64, usize)>,
+    published: Option<wuos_proto::neighborhood::NeighborhoodKey>,
     handle: ProtocolHandle,
 }
 
