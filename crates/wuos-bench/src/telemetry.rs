@@ -29,7 +29,7 @@ use crate::node::runtime;
 use crate::report::{Clock, begin, print_clocks, write_json};
 use crate::stats::{Runs, Summary, at_resolution, median, percentile};
 use crate::table::Table;
-use wuos_model::daemon::SamplePhase;
+use wuos_model::daemon::{LinkTransport, SamplePhase};
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -40,7 +40,8 @@ pub struct Options {
     pub runs: usize,
     /// The scale part: (topology generator, telemetry interval in ms) per configuration.
     pub scale: Vec<(String, u64)>,
-    /// Transports measured side by side in the scale part (`plain`, `mtls`).
+    /// Transports measured side by side in the scale part (`plain`, `mtls`; with `-grpc`, the
+    /// links carried over gRPC as protocol 2.3 did).
     pub transports: Vec<String>,
     /// Sample phases measured side by side in the scale part (`free`, `aligned`).
     pub phases: Vec<SamplePhase>,
@@ -139,35 +140,41 @@ const BEFORE: &str = "protocol 1.1, random:500 seed 7 at 1 Hz (issue 10, not re-
 two cores, load average above 200, 2 routers not answering, 1,728 of 1,870 adjacencies up, 14,138 neighbor-lost/down \
 events in about 2.5 minutes";
 
+/// A scale transport's TLS and link transport: `plain`, `mtls`, `plain-grpc`, `mtls-grpc`.
+fn parse_transport(t: &str) -> (bool, LinkTransport) {
+    let link = if t.ends_with("-grpc") {
+        LinkTransport::Grpc
+    } else {
+        LinkTransport::Framed
+    };
+    (t.starts_with("mtls"), link)
+}
+
 /// The seed of the random topologies (the issue's `wuos lab up random:500 --seed 7`).
 const SEED: u64 = 7;
 
 /// The propagation and cost labs run as a user gets them: over mutual TLS.
 fn lab_up(env: &LabEnv, name: &str, g: Generator, interval: Duration) -> Result<()> {
     let _ = down::down(env, name, &Silent);
-    lab_up_with(env, name, generate(&g, 1), interval, true, true, SamplePhase::default())
+    lab_up_with(env, name, generate(&g, 1), daemons(interval, true, true))
 }
 
-fn lab_up_with(
-    env: &LabEnv,
-    name: &str,
-    topo: wuos_model::topology::Topology,
-    interval: Duration,
-    tls: bool,
-    domains: bool,
-    sample_phase: SamplePhase,
-) -> Result<()> {
+/// The daemon settings of a bench lab: 2 hops, the given interval, TLS and domains.
+fn daemons(interval: Duration, tls: bool, domains: bool) -> DaemonOptions {
+    DaemonOptions {
+        telemetry_interval: interval,
+        hop_limit: 2,
+        tls,
+        domains,
+        ..Default::default()
+    }
+}
+
+fn lab_up_with(env: &LabEnv, name: &str, topo: wuos_model::topology::Topology, daemons: DaemonOptions) -> Result<()> {
     let opts = up::UpOptions {
         name: name.into(),
         workers: up::default_workers(),
-        daemons: Some(DaemonOptions {
-            telemetry_interval: interval,
-            sample_phase,
-            hop_limit: 2,
-            tls,
-            domains,
-            ..Default::default()
-        }),
+        daemons: Some(daemons),
     };
     up::up(env, topo, &opts, &Silent)?;
     Ok(())
@@ -406,7 +413,13 @@ pub fn run(o: &Options) -> Result<()> {
                     o.watch_seconds
                 );
                 let name = "benchscale";
-                let up_s = scale::up(&env, name, topology, interval, transport == "mtls", o.domains, phase)?;
+                let (tls, link) = parse_transport(transport);
+                let d = DaemonOptions {
+                    sample_phase: phase,
+                    link_transport: link,
+                    ..daemons(interval, tls, o.domains)
+                };
+                let up_s = scale::up(&env, name, topology, d)?;
                 let mut label = transport.clone();
                 if !o.domains {
                     label.push_str(", no domains");

@@ -55,6 +55,8 @@ pub struct DaemonOptions {
     pub tls: bool,
     /// Every router's path monitoring and steering (`[sdwan_paths]`).
     pub sdwan_paths: wuos_model::daemon::SdwanPathsConfig,
+    /// How the routers carry their links (`link_transport`; gRPC for comparisons).
+    pub link_transport: wuos_model::daemon::LinkTransport,
 }
 
 impl Default for DaemonOptions {
@@ -70,6 +72,7 @@ impl Default for DaemonOptions {
             xdp: false,
             tls: true,
             sdwan_paths: Default::default(),
+            link_transport: Default::default(),
         }
     }
 }
@@ -178,6 +181,7 @@ pub fn config(env: &LabEnv, st: &LabState, opts: &DaemonOptions, i: usize) -> Re
         hop_limit: hop_limit(t, opts.hop_limit),
         stale_after_intervals: 3,
         quiet_intervals: wuos_model::daemon::DEFAULT_QUIET_INTERVALS,
+        link_transport: opts.link_transport,
         announce: Default::default(),
         data_dir: env.lab_dir(&st.name).join("data").join(&node.name),
         resources: ResourcesConfig {

@@ -11,6 +11,7 @@
 //! metrics_listen = "127.0.0.1:9470"    # Prometheus text format at /metrics
 //! telemetry_interval = "1s"
 //! sample_phase = "free"          # or "aligned": at multiples of the interval on the wall clock
+//! link_transport = "framed"      # or "grpc": links as protocol 2.3 carried them
 //! hop_limit = 2
 //! data_dir = "/var/lib/wuos"
 //!
@@ -125,6 +126,11 @@ pub struct DaemonConfig {
     /// every sample (protocol 2.2 and before, whose routers age a quiet origin's entry out).
     #[serde(default = "default_quiet_intervals", skip_serializing_if = "is_default_quiet")]
     pub quiet_intervals: u32,
+    /// How links to neighbors are carried: `framed` (protocol 2.4: frames straight on the
+    /// TCP/TLS stream; a 2.3 neighbor is reached over gRPC) or `grpc` (as 2.3 did: neither dialled
+    /// nor accepted framed; for comparisons and mixed networks).
+    #[serde(default, skip_serializing_if = "LinkTransport::is_framed")]
+    pub link_transport: LinkTransport,
     /// Announcement thresholds: which measured figures are announced anew.
     #[serde(default, skip_serializing_if = "AnnounceConfig::is_default")]
     pub announce: AnnounceConfig,
@@ -309,6 +315,42 @@ impl std::str::FromStr for SamplePhase {
             .into_iter()
             .find(|p| p.as_str() == s)
             .ok_or_else(|| format!("{s:?}: use \"free\" or \"aligned\""))
+    }
+}
+
+/// How links to neighbors are carried (`link_transport`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkTransport {
+    /// Length-prefixed frames on the stream (2.4), gRPC with a neighbor that does not answer.
+    #[default]
+    Framed,
+    /// gRPC `Neighbor.Link` only (2.0-2.3).
+    Grpc,
+}
+
+impl LinkTransport {
+    fn is_framed(&self) -> bool {
+        *self == Self::Framed
+    }
+
+    /// As written in `wuosd.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Framed => "framed",
+            Self::Grpc => "grpc",
+        }
+    }
+}
+
+impl std::str::FromStr for LinkTransport {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        [Self::Framed, Self::Grpc]
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("{s:?}: use \"framed\" or \"grpc\""))
     }
 }
 
@@ -587,6 +629,7 @@ fn fix_for(key: &str) -> &'static str {
         "routing_memory" | "control_memory" => "use a size, e.g. \"128MiB\"",
         "role" => "use edge, fog, dc or host",
         "sample_phase" => "use \"free\" or \"aligned\"",
+        "link_transport" => "use \"framed\" or \"grpc\"",
         "source" => "use \"proc\" (a real machine) or \"cgroup\" (a lab router)",
         "subnet" => "use a /29 or larger, e.g. \"10.253.3.0/24\"",
         _ if key.starts_with("domains.params") => "name catalog services, e.g. [domains.params.pabx]",

@@ -129,8 +129,9 @@ pub struct TelemetryArgs {
     /// Seconds of the scale part's watched window (adjacencies, losses, propagation).
     #[arg(long)]
     watch: Option<u64>,
-    /// Transports of the scale part, side by side.
-    #[arg(long, value_delimiter = ',', value_parser = ["plain", "mtls"])]
+    /// Transports of the scale part, side by side (`-grpc`: links carried over gRPC, as
+    /// protocol 2.3 did).
+    #[arg(long, value_delimiter = ',', value_parser = ["plain", "mtls", "plain-grpc", "mtls-grpc"])]
     transports: Option<Vec<String>>,
     /// Sample phases of the scale part, side by side: `free` (each daemon one interval after its
     /// start) or `aligned` (all at the multiples of the interval on the host's clock).

@@ -61,6 +61,10 @@ pub enum LabCmd {
         /// (default: each one interval after its own start).
         #[arg(long)]
         aligned_samples: bool,
+        /// How routers carry their links: framed (protocol 2.4) or grpc (as 2.3 did; for
+        /// comparisons).
+        #[arg(long, default_value = "framed", value_parser = |s: &str| s.parse::<wuos_model::daemon::LinkTransport>())]
+        link_transport: wuos_model::daemon::LinkTransport,
         /// How far telemetry adverts flood, in hops.
         #[arg(long, default_value_t = 2)]
         hop_limit: u32,
@@ -295,6 +299,7 @@ pub fn run(cmd: LabCmd) -> Result<()> {
             no_daemons,
             telemetry_interval,
             aligned_samples,
+            link_transport,
             hop_limit,
             no_domains,
             pool,
@@ -337,6 +342,7 @@ pub fn run(cmd: LabCmd) -> Result<()> {
                     tls: !no_tls,
                     service_params,
                     sdwan_paths,
+                    link_transport,
                 }),
             };
             let bar = Bar::new();

@@ -240,6 +240,7 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()> + Send + 
         clock,
         metrics.clone(),
         connector.clone(),
+        cfg.link_transport,
     );
     let domains = start_domains(&cfg, &mut monitor, &store, clock)?;
     let datapath = start_datapath(&cfg, domains.as_ref());
@@ -363,16 +364,20 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()> + Send + 
         .iter()
         .map(|n| (n.id.to_string(), n.address.ip()))
         .collect();
+    // The protocol port: framed links (`crate::link`) are served as they come; every other
+    // connection (gRPC: Control sessions, 2.3 routers' links) goes on to tonic.
+    let neighbor_svc = Arc::new(crate::server::NeighborSvc::new(
+        protocol.clone(),
+        metrics.clone(),
+        neighbors,
+        tls.is_some(),
+        cfg.link_transport,
+    ));
     let router = Server::builder()
         .layer(tower::util::MapResponseLayer::new(crate::server::count_errors(
             metrics.clone(),
         )))
-        .add_service(crate::server::neighbor_service(
-            protocol.clone(),
-            metrics.clone(),
-            neighbors,
-            tls.is_some(),
-        ))
+        .add_service(crate::server::neighbor_service(neighbor_svc.clone()))
         .add_service(crate::server::control_service(
             cfg.router_id.to_string(),
             controller.clone(),
@@ -383,11 +388,11 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()> + Send + 
     let stopped = async move {
         let _ = stop_a.changed().await;
     };
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("listen {}", cfg.listen))?;
     let neighbor_server = match &tls {
         Some(ctx) => {
-            let listener = tokio::net::TcpListener::bind(cfg.listen)
-                .await
-                .with_context(|| format!("listen {}", cfg.listen))?;
             let m = metrics.clone();
             let incoming = wuos_pki::incoming(
                 listener,
@@ -398,10 +403,16 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()> + Send + 
                     warn!(%addr, reason = r.reason.label(), detail = %r.detail, "refused a TLS connection");
                 },
             );
+            let (grpc, conns) = tokio::sync::mpsc::channel(64);
+            tokio::spawn(crate::server::accept_tls(incoming, neighbor_svc, grpc));
             tokio::spawn(reload_tls(ctx.clone(), protocol.watch()));
-            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped))
+            tokio::spawn(router.serve_with_incoming_shutdown(crate::server::grpc_incoming(conns), stopped))
         }
-        None => tokio::spawn(router.serve_with_shutdown(cfg.listen, stopped)),
+        None => {
+            let (grpc, conns) = tokio::sync::mpsc::channel(64);
+            tokio::spawn(crate::server::accept_tcp(listener, neighbor_svc, grpc));
+            tokio::spawn(router.serve_with_incoming_shutdown(crate::server::grpc_incoming(conns), stopped))
+        }
     };
     let admin_svc = crate::admin::AdminSvc {
         router_id: cfg.router_id.to_string(),

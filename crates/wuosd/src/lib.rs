@@ -36,6 +36,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod delivery;
 pub mod domains;
+pub mod link;
 pub mod metrics;
 pub mod monitor;
 pub mod orchestration;

@@ -85,6 +85,8 @@ pub struct Metrics {
     pub rejected: Family<NameLabel, Counter>,
     /// Replies with a non-OK gRPC status, by code (3 = invalid argument, 13 = internal, …).
     pub rpc_errors: Family<NameLabel, Counter>,
+    /// Links opened, by how they are carried (`framed`, `grpc`).
+    pub links_opened: Family<NameLabel, Counter>,
     /// Protocol state-machine counters, mirrored after every change.
     pub protocol_events: Family<NameLabel, Gauge>,
     pub cpu_used_pct: Gauge<f64, AtomicU64>,
@@ -124,6 +126,7 @@ impl Metrics {
             protocol_bytes,
             rejected: Family::default(),
             rpc_errors: Family::default(),
+            links_opened: Family::default(),
             protocol_events: Family::default(),
             cpu_used_pct: Gauge::default(),
             mem_used_pct: Gauge::default(),
@@ -140,6 +143,11 @@ impl Metrics {
             "rpc_errors",
             "Replies with a non-OK gRPC status, by code",
             m.rpc_errors.clone(),
+        );
+        registry.register(
+            "links_opened",
+            "Neighbor links opened, by transport (framed: 2.4; grpc: with a 2.3 router)",
+            m.links_opened.clone(),
         );
         registry.register(
             "protocol_bytes",
@@ -231,6 +239,13 @@ impl Metrics {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+
+    /// A link was opened, carried by `transport` (`framed` or `grpc`).
+    pub fn link_opened(&self, transport: &str) {
+        self.links_opened
+            .get_or_create(&NameLabel { name: transport.into() })
+            .inc();
     }
 
     pub fn reject(&self, reason: &str) {

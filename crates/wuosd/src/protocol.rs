@@ -34,6 +34,8 @@ use wuos_proto::pb;
 use wuos_proto::pb::neighbor_client::NeighborClient;
 use wuos_proto::{Action, Input, Instance, MAX_MESSAGE_BYTES};
 
+use wuos_model::daemon::LinkTransport;
+
 use crate::clock::{Clock, unix_ns};
 use crate::metrics::Metrics;
 
@@ -132,7 +134,8 @@ impl ProtocolHandle {
     }
 
     /// A frame arrived on link `link` from `neighbor`.
-    pub async fn frame(&self, neighbor: &str, link: u64, frame: pb::Frame) -> Result<(), Stopped> {
+    pub async fn frame(&self, neighbor: &str, link: u64, frame: impl Into<Box<pb::Frame>>) -> Result<(), Stopped> {
+        let frame = frame.into();
         let received_us = self.now_us();
         // The round trip its echo measures: now, less when our echoed frame left, less how long
         // the peer held it before answering.
@@ -141,7 +144,7 @@ impl ProtocolHandle {
         let msg = Msg::Frame {
             neighbor: neighbor.to_owned(),
             link,
-            frame: Box::new(frame),
+            frame,
             received_us,
             rtt_ms,
         };
@@ -172,13 +175,31 @@ impl ProtocolHandle {
 
 /// How the dialers reach their neighbors.
 pub trait Connector: Clone + Send + Sync + 'static {
-    /// A channel to `neighbor` at `address` (plain TCP, or TLS that checks it is `neighbor`).
+    /// A channel to `neighbor` at `address` (plain TCP, or TLS that checks it is `neighbor`),
+    /// for the gRPC link of a 2.3 router.
     fn channel(
         &self,
         neighbor: &str,
         address: &str,
         timeout: Duration,
     ) -> impl std::future::Future<Output = Result<Channel, String>> + Send;
+
+    /// A byte stream to `neighbor` at `address`, for a framed link (`crate::link`).
+    fn stream(
+        &self,
+        neighbor: &str,
+        address: &str,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<Box<dyn crate::link::Io>, String>> + Send;
+}
+
+async fn tcp(address: &str, timeout: Duration) -> Result<tokio::net::TcpStream, String> {
+    let tcp = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(address))
+        .await
+        .map_err(|_| format!("cannot connect to {address}: no answer within {timeout:?}"))?
+        .map_err(|e| format!("cannot connect to {address}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
 }
 
 /// Plain TCP (no TLS).
@@ -194,6 +215,15 @@ impl Connector for Plain {
             .connect()
             .await
             .map_err(|e| format!("cannot connect to {address}: {}", error_chain(&e)))
+    }
+
+    async fn stream(
+        &self,
+        _neighbor: &str,
+        address: &str,
+        timeout: Duration,
+    ) -> Result<Box<dyn crate::link::Io>, String> {
+        Ok(Box::new(tcp(address, timeout).await?))
     }
 }
 
@@ -211,6 +241,22 @@ impl Connector for Tls {
             .await
             .map_err(|e| format!("cannot connect to {address}: {}", error_chain(&e)))
     }
+
+    async fn stream(
+        &self,
+        neighbor: &str,
+        address: &str,
+        timeout: Duration,
+    ) -> Result<Box<dyn crate::link::Io>, String> {
+        let expected = wuos_model::RouterId::new(neighbor).map_err(|e| e.to_string())?;
+        let addr: std::net::SocketAddr = address
+            .parse()
+            .map_err(|e| format!("bad neighbor address {address:?}: {e}"))?;
+        let (stream, _) = wuos_pki::connect(&self.0, addr, &expected, timeout)
+            .await
+            .map_err(|e| format!("cannot connect to {address}: {}", error_chain(&e)))?;
+        Ok(Box::new(stream))
+    }
 }
 
 /// Plain TCP or mutual TLS, as configured.
@@ -227,6 +273,18 @@ impl Connector for AnyConnector {
             AnyConnector::Tls(t) => t.channel(neighbor, address, timeout).await,
         }
     }
+
+    async fn stream(
+        &self,
+        neighbor: &str,
+        address: &str,
+        timeout: Duration,
+    ) -> Result<Box<dyn crate::link::Io>, String> {
+        match self {
+            AnyConnector::Plain(p) => p.stream(neighbor, address, timeout).await,
+            AnyConnector::Tls(t) => t.stream(neighbor, address, timeout).await,
+        }
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -240,8 +298,15 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Starts the protocol task and a dialer for each neighbor whose id sorts after ours.
-pub fn spawn(instance: Instance, clock: Clock, metrics: Arc<Metrics>, connector: impl Connector) -> ProtocolHandle {
+/// Starts the protocol task and a dialer for each neighbor whose id sorts after ours; the dialers
+/// open framed links (`crate::link`) unless `transport` says gRPC.
+pub fn spawn(
+    instance: Instance,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+    connector: impl Connector,
+    transport: LinkTransport,
+) -> ProtocolHandle {
     let (tx, rx) = mpsc::channel(4096);
     let (publish, neighborhood) = watch::channel(Arc::new(Neighborhood::default()));
     let hello = Duration::from_millis(u64::from(instance.config().hello_interval_ms));
@@ -261,6 +326,7 @@ pub fn spawn(instance: Instance, clock: Clock, metrics: Arc<Metrics>, connector:
                 n.address.clone(),
                 hello,
                 metrics.clone(),
+                transport,
             ));
         }
     }
@@ -547,6 +613,64 @@ pub async fn read_link(
     protocol.link_closed(&neighbor, link, reason).await;
 }
 
+/// Runs an open framed link (`crate::link`) until either side ends it, in one task (the halves are
+/// polled together, so a peer that stops reading cannot stop us reading): frames read go to the protocol task, frames
+/// queued in `rx` go out. Reports the close to the protocol task (which ignores it for a link it
+/// closed itself).
+pub async fn run_framed(
+    io: impl crate::link::Io,
+    protocol: ProtocolHandle,
+    metrics: Arc<Metrics>,
+    neighbor: String,
+    link: u64,
+    rx: mpsc::Receiver<pb::Frame>,
+) {
+    let (r, w) = tokio::io::split(io);
+    let reason = tokio::select! {
+        r = read_loop(r, &protocol, &metrics, &neighbor, link) => match r {
+            Some(reason) => reason,
+            None => return,
+        },
+        reason = crate::link::write_loop(w, rx) => reason,
+    };
+    protocol.link_closed(&neighbor, link, reason).await;
+}
+
+/// Reads records into the protocol task; the reason the link ended, or `None` when the protocol
+/// task is gone.
+async fn read_loop(
+    r: impl tokio::io::AsyncRead + Unpin,
+    protocol: &ProtocolHandle,
+    metrics: &Metrics,
+    neighbor: &str,
+    link: u64,
+) -> Option<String> {
+    let mut r = tokio::io::BufReader::with_capacity(16 * 1024, r);
+    let mut buf = Vec::new();
+    let mut heard = false;
+    loop {
+        match crate::link::read_record(&mut r, &mut buf).await {
+            Ok(Some(crate::link::Record::Frame(frame, len))) => {
+                heard = true;
+                metrics.bytes("received", len);
+                protocol.frame(neighbor, link, frame).await.ok()?;
+            }
+            // Before its first frame, a close is the server refusing our first frame.
+            Ok(Some(crate::link::Record::Close(reason))) if !heard => {
+                return Some(format!("{neighbor} refused the link: {reason}"));
+            }
+            Ok(Some(crate::link::Record::Close(reason))) => return Some(format!("closed by the peer: {reason}")),
+            Ok(None) => return Some("closed by the peer".into()),
+            Err(e) => {
+                if let Some(label) = e.label() {
+                    metrics.reject(label);
+                }
+                return Some(e.to_string());
+            }
+        }
+    }
+}
+
 /// Keeps a link to `neighbor` open (we dial it: its id sorts after ours): connects, opens
 /// `Neighbor.Link`, reads it until it ends, and tries again — at once after a link that was up
 /// ended (a restarted neighbor is back within a round trip of listening again), then with pauses
@@ -559,6 +683,7 @@ async fn dial(
     address: String,
     hello: Duration,
     metrics: Arc<Metrics>,
+    transport: LinkTransport,
 ) {
     let timeout = hello.clamp(Duration::from_millis(50), Duration::from_secs(2));
     let longest = hello.min(Duration::from_secs(1));
@@ -567,7 +692,11 @@ async fn dial(
     let mut quiet = false;
     loop {
         let t0 = std::time::Instant::now();
-        match open(&protocol, &connector, &neighbor, &address, timeout, &metrics).await {
+        let opened = match transport {
+            LinkTransport::Framed => open(&protocol, &connector, &neighbor, &address, timeout, &metrics).await,
+            LinkTransport::Grpc => open_grpc(&protocol, &connector, &neighbor, &address, timeout, &metrics).await,
+        };
+        match opened {
             // A link that lived: dial again at once. One that ended at once (the peer refuses
             // it as soon as it is open) backs off like a failure.
             Ok(()) if t0.elapsed() >= longest => {
@@ -603,8 +732,42 @@ enum DialError {
     Stopped,
 }
 
-/// One link's life on the dialling side; returns when it ends.
+/// One link's life on the dialling side; returns when it ends. A framed link first; the gRPC
+/// `Neighbor.Link` when the neighbor does not answer the framed opening (it runs 2.3 or older).
 async fn open(
+    protocol: &ProtocolHandle,
+    connector: &impl Connector,
+    neighbor: &str,
+    address: &str,
+    timeout: Duration,
+    metrics: &Arc<Metrics>,
+) -> Result<(), DialError> {
+    let io = connector
+        .stream(neighbor, address, timeout)
+        .await
+        .map_err(DialError::Other)?;
+    match crate::link::open(io, timeout).await.map_err(DialError::Other)? {
+        crate::link::Opening::Framed(io) => {
+            let (tx, rx) = link_queue();
+            let id = protocol.link_id();
+            // The first frame (our hello) is queued by the state machine on LinkOpened.
+            protocol
+                .link_opened(neighbor, LinkTx { id, tx })
+                .await
+                .map_err(|_| DialError::Stopped)?;
+            metrics.link_opened("framed");
+            run_framed(io, protocol.clone(), metrics.clone(), neighbor.to_owned(), id, rx).await;
+            Ok(())
+        }
+        crate::link::Opening::NotFramed => {
+            debug!(%neighbor, "no framed link: opening the gRPC one (a 2.3 router)");
+            open_grpc(protocol, connector, neighbor, address, timeout, metrics).await
+        }
+    }
+}
+
+/// A gRPC `Neighbor.Link` (protocol 2.0–2.3).
+async fn open_grpc(
     protocol: &ProtocolHandle,
     connector: &impl Connector,
     neighbor: &str,
@@ -641,6 +804,7 @@ async fn open(
             });
         }
     };
+    metrics.link_opened("grpc");
     read_link(protocol.clone(), metrics.clone(), neighbor.to_owned(), id, inbound).await;
     Ok(())
 }

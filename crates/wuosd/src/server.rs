@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use prost::Message;
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 use tracing::warn;
@@ -54,6 +55,9 @@ pub struct NeighborSvc {
     /// Mutual TLS: every call comes with the peer's verified certificate, whose router id must
     /// be the one the link's first frame claims.
     tls: bool,
+    /// Whether framed links are taken (`link_transport`); otherwise every connection goes to
+    /// gRPC, as in 2.3.
+    framed: bool,
 }
 
 impl std::fmt::Debug for NeighborSvc {
@@ -64,19 +68,26 @@ impl std::fmt::Debug for NeighborSvc {
 
 /// The service, with a decoding limit above the protocol's, so that an oversized message reaches
 /// the handler and is refused *and counted* there (a larger one is refused by tonic itself).
-pub fn neighbor_service(
-    protocol: ProtocolHandle,
-    metrics: Arc<Metrics>,
-    neighbors: HashMap<String, IpAddr>,
-    tls: bool,
-) -> NeighborServer<NeighborSvc> {
-    NeighborServer::new(NeighborSvc {
-        protocol,
-        metrics,
-        neighbors,
-        tls,
-    })
-    .max_decoding_message_size(4 * MAX_MESSAGE_BYTES)
+pub fn neighbor_service(svc: Arc<NeighborSvc>) -> NeighborServer<NeighborSvc> {
+    NeighborServer::from_arc(svc).max_decoding_message_size(4 * MAX_MESSAGE_BYTES)
+}
+
+impl NeighborSvc {
+    pub fn new(
+        protocol: ProtocolHandle,
+        metrics: Arc<Metrics>,
+        neighbors: HashMap<String, IpAddr>,
+        tls: bool,
+        transport: wuos_model::daemon::LinkTransport,
+    ) -> NeighborSvc {
+        NeighborSvc {
+            protocol,
+            metrics,
+            neighbors,
+            tls,
+            framed: transport == wuos_model::daemon::LinkTransport::Framed,
+        }
+    }
 }
 
 impl NeighborSvc {
@@ -124,7 +135,7 @@ fn stopping() -> Status {
 }
 
 /// How long the opener of a link has to send its first frame.
-const FIRST_FRAME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const FIRST_FRAME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 type FrameStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::Frame, Status>> + Send>>;
 
@@ -166,40 +177,15 @@ impl Neighbor for NeighborSvc {
     async fn link(&self, req: Request<tonic::Streaming<pb::Frame>>) -> Result<Response<Self::LinkStream>, Status> {
         let tls_peer = req.extensions().get::<wuos_pki::PeerInfo>().cloned();
         let peer = req.remote_addr().or(tls_peer.as_ref().map(|p| p.addr));
-        if self.tls && tls_peer.is_none() {
-            return Err(self.refuse(
-                "link",
-                "tls_required",
-                "this router takes links over mutual TLS only".into(),
-            ));
-        }
         let mut inbound = req.into_inner();
         let first = match tokio::time::timeout(FIRST_FRAME_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(f))) => f,
             Ok(Ok(None)) => return Err(Status::cancelled("the link closed before its first frame")),
             Ok(Err(s)) => return Err(s),
-            Err(_) => {
-                return Err(self.refuse(
-                    "link",
-                    "first_frame_timeout",
-                    format!("no first frame within {FIRST_FRAME_TIMEOUT:?}"),
-                ));
-            }
+            Err(_) => return Err(self.first_frame_timeout()),
         };
-        self.check_size("frame", first.encoded_len())?;
-        let header = wuos_proto::validate::check_frame_head(&first)
-            .map_err(|e| self.refuse("link", e.reason(), e.to_string()))?;
-        let sender = header.sender.clone();
-        if !self.neighbors.contains_key(&sender) {
-            let e = wuos_proto::ValidateError::UnknownNeighbor { sender };
-            return Err(self.refuse("link", e.reason(), e.to_string()));
-        }
-        self.check_peer("link", Some(&sender), peer)?;
-        if let Some(p) = &tls_peer
-            && let Err(r) = p.identity.check_claim(&sender)
-        {
-            return Err(self.refuse("link", &format!("tls_{}", r.reason.label()), r.detail));
-        }
+        let len = first.encoded_len();
+        let sender = self.admit(&first, len, peer, tls_peer.as_ref())?;
         let (tx, rx) = crate::protocol::link_queue();
         let id = self.protocol.link_id();
         self.protocol
@@ -207,6 +193,7 @@ impl Neighbor for NeighborSvc {
             .await
             .map_err(|_| stopping())?;
         self.protocol.frame(&sender, id, first).await.map_err(|_| stopping())?;
+        self.metrics.link_opened("grpc");
         tokio::spawn(crate::protocol::read_link(
             self.protocol.clone(),
             self.metrics.clone(),
@@ -217,6 +204,168 @@ impl Neighbor for NeighborSvc {
         let out = tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), Ok);
         Ok(Response::new(Box::pin(out)))
     }
+}
+
+impl NeighborSvc {
+    fn first_frame_timeout(&self) -> Status {
+        self.refuse(
+            "link",
+            "first_frame_timeout",
+            format!("no first frame within {FIRST_FRAME_TIMEOUT:?}"),
+        )
+    }
+
+    /// Checks a link's first frame (`len` bytes), from `peer`: under mutual TLS a link must come
+    /// with a certificate naming the sender; the sender must be a configured neighbor, at its
+    /// configured address. The sender, or the refusal (counted).
+    fn admit(
+        &self,
+        first: &pb::Frame,
+        len: usize,
+        peer: Option<std::net::SocketAddr>,
+        tls_peer: Option<&wuos_pki::PeerInfo>,
+    ) -> Result<String, Status> {
+        if self.tls && tls_peer.is_none() {
+            return Err(self.refuse(
+                "link",
+                "tls_required",
+                "this router takes links over mutual TLS only".into(),
+            ));
+        }
+        self.check_size("frame", len)?;
+        let header = wuos_proto::validate::check_frame_head(first)
+            .map_err(|e| self.refuse("link", e.reason(), e.to_string()))?;
+        let sender = header.sender.clone();
+        if !self.neighbors.contains_key(&sender) {
+            let e = wuos_proto::ValidateError::UnknownNeighbor { sender };
+            return Err(self.refuse("link", e.reason(), e.to_string()));
+        }
+        self.check_peer("link", Some(&sender), peer)?;
+        if let Some(p) = tls_peer
+            && let Err(r) = p.identity.check_claim(&sender)
+        {
+            return Err(self.refuse("link", &format!("tls_{}", r.reason.label()), r.detail));
+        }
+        Ok(sender)
+    }
+
+    /// A framed link (`crate::link`) whose opener sent the magic: answers it, checks the first
+    /// frame as [`Self::link`] does (a refusal goes back as the close record's reason), and runs
+    /// the link.
+    pub async fn serve_framed(&self, mut io: impl crate::link::Io, peer: Peer) {
+        use tokio::io::AsyncWriteExt;
+        if io.write_all(&crate::link::MAGIC).await.is_err() || io.flush().await.is_err() {
+            return;
+        }
+        let mut buf = Vec::new();
+        let first = match tokio::time::timeout(FIRST_FRAME_TIMEOUT, crate::link::read_record(&mut io, &mut buf)).await {
+            Ok(Ok(Some(crate::link::Record::Frame(f, len)))) => Ok((f, len)),
+            Ok(Ok(None | Some(crate::link::Record::Close(_)))) => return,
+            Ok(Err(e)) => Err(match &e {
+                crate::link::ReadError::TooLarge(_) => self.refuse("frame", "too_large", e.to_string()),
+                crate::link::ReadError::Decode(_) => self.refuse("frame", "undecodable", e.to_string()),
+                crate::link::ReadError::Io(_) => return,
+            }),
+            Err(_) => Err(self.first_frame_timeout()),
+        };
+        let admitted = first.and_then(|(f, len)| {
+            let sender = self.admit(&f, len, Some(peer.addr), peer.tls.as_ref())?;
+            Ok((f, sender))
+        });
+        let (first, sender) = match admitted {
+            Ok(a) => a,
+            Err(status) => return crate::link::refuse(io, status.message()).await,
+        };
+        let (tx, rx) = crate::protocol::link_queue();
+        let id = self.protocol.link_id();
+        let opened = self
+            .protocol
+            .link_opened(&sender, crate::protocol::LinkTx { id, tx })
+            .await;
+        if opened.is_err() || self.protocol.frame(&sender, id, first).await.is_err() {
+            return crate::link::refuse(io, "the router is stopping").await;
+        }
+        self.metrics.link_opened("framed");
+        crate::protocol::run_framed(io, self.protocol.clone(), self.metrics.clone(), sender, id, rx).await;
+    }
+}
+
+/// Who opened an accepted connection.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub addr: std::net::SocketAddr,
+    /// Under mutual TLS, the verified certificate.
+    pub tls: Option<wuos_pki::PeerInfo>,
+}
+
+/// One accepted connection on the protocol port: a framed link (served here) or anything else
+/// (handed to the gRPC server through `grpc`). A connection that says nothing for
+/// [`FIRST_FRAME_TIMEOUT`] is dropped.
+pub async fn demux<S>(mut io: S, peer: Peer, svc: Arc<NeighborSvc>, grpc: mpsc::Sender<crate::link::Prefixed<S>>)
+where
+    S: crate::link::Io,
+{
+    let mut head = [0u8; 8];
+    match tokio::time::timeout(FIRST_FRAME_TIMEOUT, io.read_exact(&mut head)).await {
+        Ok(Ok(_)) if head == crate::link::MAGIC && svc.framed => svc.serve_framed(io, peer).await,
+        Ok(Ok(_)) => {
+            let _ = grpc.send(crate::link::Prefixed::new(head.to_vec(), io)).await;
+        }
+        Ok(Err(e)) => tracing::debug!(addr = %peer.addr, error = %e, "a connection closed before saying anything"),
+        Err(_) => tracing::debug!(addr = %peer.addr, "a connection said nothing; dropped"),
+    }
+}
+
+/// Accepts plain TCP connections on the protocol port until the gRPC server stops.
+pub async fn accept_tcp(
+    listener: tokio::net::TcpListener,
+    svc: Arc<NeighborSvc>,
+    grpc: mpsc::Sender<crate::link::Prefixed<tokio::net::TcpStream>>,
+) {
+    loop {
+        let (tcp, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(_) => {
+                    // Out of file descriptors and the like: pause, then go on.
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = grpc.closed() => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        tokio::spawn(demux(tcp, Peer { addr, tls: None }, svc.clone(), grpc.clone()));
+    }
+}
+
+/// Takes the verified TLS connections of the protocol port until the gRPC server stops.
+pub async fn accept_tls(
+    mut incoming: wuos_pki::Incoming,
+    svc: Arc<NeighborSvc>,
+    grpc: mpsc::Sender<crate::link::Prefixed<wuos_pki::TlsConnection>>,
+) {
+    loop {
+        let conn = tokio::select! {
+            c = tokio_stream::StreamExt::next(&mut incoming) => match c {
+                Some(Ok(c)) => c,
+                _ => return,
+            },
+            () = grpc.closed() => return,
+        };
+        let peer = Peer {
+            addr: conn.peer().addr,
+            tls: Some(conn.peer().clone()),
+        };
+        tokio::spawn(demux(conn, peer, svc.clone(), grpc.clone()));
+    }
+}
+
+/// The gRPC server's side of the demultiplexer: the connections that were not framed links.
+pub fn grpc_incoming<S>(
+    rx: mpsc::Receiver<crate::link::Prefixed<S>>,
+) -> impl tokio_stream::Stream<Item = Result<crate::link::Prefixed<S>, std::io::Error>> {
+    tokio_stream::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), Ok)
 }
 
 /// Whether the holder of certificate `id`, claiming to be `sender`, may send intents that need

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use serde::Serialize;
+use wuos_lab::daemons::DaemonOptions;
 use wuos_lab::daemons::socket_path;
 use wuos_lab::progress::Silent;
 use wuos_lab::{LabEnv, down};
@@ -239,26 +240,10 @@ pub fn measure(
 
 /// Brings lab `name` up with `topology` (seed [`super::SEED`]) at `interval`; the seconds it
 /// took.
-pub fn up(
-    env: &LabEnv,
-    name: &str,
-    topology: &str,
-    interval: Duration,
-    tls: bool,
-    domains: bool,
-    phase: wuos_model::daemon::SamplePhase,
-) -> Result<f64> {
+pub fn up(env: &LabEnv, name: &str, topology: &str, daemons: DaemonOptions) -> Result<f64> {
     let _ = down::down(env, name, &Silent);
     let g: Generator = topology.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
     let t0 = Instant::now();
-    super::lab_up_with(
-        env,
-        name,
-        wuos_model::generate::generate(&g, super::SEED),
-        interval,
-        tls,
-        domains,
-        phase,
-    )?;
+    super::lab_up_with(env, name, wuos_model::generate::generate(&g, super::SEED), daemons)?;
     Ok(t0.elapsed().as_secs_f64())
 }
