@@ -47,6 +47,8 @@ pub struct Options {
     pub phases: Vec<SamplePhase>,
     /// Seconds of the scale part's quiet (CPU) window.
     pub quiet_seconds: u64,
+    /// Seconds between the scale part's warm-up and its quiet window.
+    pub settle_seconds: u64,
     /// Seconds of the scale part's watched window (adjacencies, losses, propagation).
     pub watch_seconds: u64,
     /// The scale part's routers host domains (as a user gets them); off: the protocol alone.
@@ -71,6 +73,7 @@ impl BenchOptions for Options {
             transports: vec!["plain".into(), "mtls".into()],
             phases: vec![SamplePhase::default()],
             quiet_seconds: 20,
+            settle_seconds: 30,
             watch_seconds: 120,
             domains: true,
             scale_only: false,
@@ -86,6 +89,7 @@ impl BenchOptions for Options {
             transports: vec!["plain".into(), "mtls".into()],
             phases: vec![SamplePhase::default()],
             quiet_seconds: 10,
+            settle_seconds: 10,
             watch_seconds: 30,
             domains: true,
             scale_only: false,
@@ -348,7 +352,10 @@ fn clocks(o: &Options) -> Vec<Clock> {
             "scale: daemon CPU",
             "first read of /proc/PID/stat of every wuosd of the lab (nothing polls them)",
             &format!("the same read {} s later", o.quiet_seconds),
-            "lab up and the warm-up (every adjacency up, then three intervals)",
+            &format!(
+                "lab up, the warm-up (every adjacency up, then three intervals) and {} s of settling",
+                o.settle_seconds
+            ),
             &format!(
                 "clock ticks of {:.0} ms over {} s: {:.2}% of a core per daemon",
                 1e3 / ticks_per_s(),
@@ -434,6 +441,7 @@ pub fn run(o: &Options) -> Result<()> {
                     &label,
                     interval,
                     up_s,
+                    o.settle_seconds,
                     o.quiet_seconds,
                     o.watch_seconds,
                 );

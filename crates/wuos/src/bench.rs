@@ -129,6 +129,10 @@ pub struct TelemetryArgs {
     /// Seconds of the scale part's watched window (adjacencies, losses, propagation).
     #[arg(long)]
     watch: Option<u64>,
+    /// Seconds between the scale part's warm-up (every adjacency up) and its CPU window, for
+    /// the start-up transients to pass (default 30; 10 with --quick).
+    #[arg(long)]
+    settle: Option<u64>,
     /// Transports of the scale part, side by side (`-grpc`: links carried over gRPC, as
     /// protocol 2.3 did).
     #[arg(long, value_delimiter = ',', value_parser = ["plain", "mtls", "plain-grpc", "mtls-grpc"])]
@@ -269,6 +273,7 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             let mut o: telemetry::Options = a.common.options();
             o.seconds = a.seconds.unwrap_or(o.seconds);
             o.watch_seconds = a.watch.unwrap_or(o.watch_seconds);
+            o.settle_seconds = a.settle.unwrap_or(o.settle_seconds);
             if let Some(t) = a.transports {
                 o.transports = t;
             }

@@ -1,7 +1,7 @@
 //! The protocol at scale: a large lab (`random:500`, `random:1000` at 1 Hz, `grid:10x10` at
 //! 10 Hz) with daemons as a user gets them, measured in two windows:
 //!
-//! 1. **quiet**: nothing polls the daemons; every wuosd's CPU time (`/proc/PID/stat`) before and
+//! 1. **quiet** (after a settling time, default 30 s): nothing polls the daemons; every wuosd's CPU time (`/proc/PID/stat`) before and
 //!    after, and its RSS;
 //! 2. **watched** (default 2 minutes): every second, every daemon's status (concurrently, over
 //!    its admin socket, one connection per daemon kept open): how many of its neighbors are up
@@ -36,6 +36,9 @@ pub struct Scale {
     pub adjacencies: usize,
     /// `lab up`, from the call to its return (daemons started, not yet converged).
     pub up_s: f64,
+    /// Seconds between the warm-up and the quiet window (start-up transients: the first adverts,
+    /// PSI averages coming down after `lab up`).
+    pub settle_s: u64,
     pub quiet_s: u64,
     /// All daemons together, % of one core, over the quiet window.
     pub cpu_pct_total: f64,
@@ -111,6 +114,7 @@ pub fn measure(
     transport: &str,
     interval: Duration,
     up_s: f64,
+    settle_s: u64,
     quiet_s: u64,
     watched_s: u64,
 ) -> Result<Scale> {
@@ -137,6 +141,10 @@ pub fn measure(
         std::thread::sleep(Duration::from_secs(1));
     }
     std::thread::sleep(interval * 3);
+    if settle_s > 0 {
+        eprintln!("  settling {settle_s} s");
+        std::thread::sleep(Duration::from_secs(settle_s));
+    }
 
     // Quiet window: CPU and RSS only.
     let pids = super::wuosd_pids(&env.proc_root, name);
@@ -219,6 +227,7 @@ pub fn measure(
         daemons: cpu.len(),
         adjacencies,
         up_s,
+        settle_s,
         quiet_s,
         cpu_pct_total: cpu.iter().sum(),
         cpu_pct_median: q(&cpu, 0.5),
