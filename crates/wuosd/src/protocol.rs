@@ -56,13 +56,13 @@ pub struct Sample {
     pub sdwan: Option<pb::SdwanEdgeState>,
 }
 
-/// One link's outbound side, as the transport hands it over.
+/// One link's outbound side.
 #[derive(Debug)]
-pub struct LinkTx {
+struct LinkTx {
     /// Unique among the links of this daemon.
-    pub id: u64,
+    id: u64,
     /// The stream's outbound queue.
-    pub tx: mpsc::Sender<pb::Frame>,
+    tx: mpsc::Sender<pb::Frame>,
 }
 
 enum Msg {
@@ -108,23 +108,23 @@ impl ProtocolHandle {
         rx.await.map_err(|_| Stopped)
     }
 
-    /// A new link id.
-    pub fn link_id(&self) -> u64 {
-        self.next_link.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
     /// Microseconds on the daemon's monotonic clock (frames' `sent_us`).
     pub fn now_us(&self) -> u64 {
         self.clock.origin().elapsed().as_micros() as u64
     }
 
-    /// A link to `neighbor` is open; frames for it go into `link.tx`.
-    pub async fn link_opened(&self, neighbor: &str, link: LinkTx) -> Result<(), Stopped> {
+    /// A link to `neighbor` is open (dialled or accepted, any transport): its id, and the queue
+    /// of the frames to send on it (the state machine queues its hello first).
+    pub async fn open_link(&self, neighbor: &str) -> Result<(u64, mpsc::Receiver<pb::Frame>), Stopped> {
+        let (tx, rx) = mpsc::channel(LINK_QUEUE);
+        let id = self.next_link.fetch_add(1, Ordering::Relaxed) + 1;
+        let link = LinkTx { id, tx };
         let neighbor = neighbor.to_owned();
         self.tx
             .send(Msg::LinkOpened { neighbor, link })
             .await
-            .map_err(|_| Stopped)
+            .map_err(|_| Stopped)?;
+        Ok((id, rx))
     }
 
     /// Link `link` to `neighbor` closed.
@@ -580,11 +580,6 @@ impl Task {
     }
 }
 
-/// A new link's queue and the stream that drains it.
-pub fn link_queue() -> (mpsc::Sender<pb::Frame>, mpsc::Receiver<pb::Frame>) {
-    mpsc::channel(LINK_QUEUE)
-}
-
 /// Reads a link's frames into the protocol task until the stream ends; then reports the close.
 pub async fn read_link(
     protocol: ProtocolHandle,
@@ -748,13 +743,7 @@ async fn open(
         .map_err(DialError::Other)?;
     match crate::link::open(io, timeout).await.map_err(DialError::Other)? {
         crate::link::Opening::Framed(io) => {
-            let (tx, rx) = link_queue();
-            let id = protocol.link_id();
-            // The first frame (our hello) is queued by the state machine on LinkOpened.
-            protocol
-                .link_opened(neighbor, LinkTx { id, tx })
-                .await
-                .map_err(|_| DialError::Stopped)?;
+            let (id, rx) = protocol.open_link(neighbor).await.map_err(|_| DialError::Stopped)?;
             metrics.link_opened("framed");
             run_framed(io, protocol.clone(), metrics.clone(), neighbor.to_owned(), id, rx).await;
             Ok(())
@@ -780,14 +769,8 @@ async fn open_grpc(
         .await
         .map_err(DialError::Other)?;
     let mut client = NeighborClient::new(channel).max_decoding_message_size(4 * MAX_MESSAGE_BYTES);
-    let (tx, rx) = link_queue();
-    let id = protocol.link_id();
-    // The first frame (our hello) is queued by the state machine on LinkOpened; the call
-    // returns once the server answers the stream's headers.
-    protocol
-        .link_opened(neighbor, LinkTx { id, tx })
-        .await
-        .map_err(|_| DialError::Stopped)?;
+    // The call returns once the server answers the stream's headers.
+    let (id, rx) = protocol.open_link(neighbor).await.map_err(|_| DialError::Stopped)?;
     let inbound = match client.link(tokio_stream::wrappers::ReceiverStream::new(rx)).await {
         Ok(r) => r.into_inner(),
         Err(status) => {

@@ -186,12 +186,7 @@ impl Neighbor for NeighborSvc {
         };
         let len = first.encoded_len();
         let sender = self.admit(&first, len, peer, tls_peer.as_ref())?;
-        let (tx, rx) = crate::protocol::link_queue();
-        let id = self.protocol.link_id();
-        self.protocol
-            .link_opened(&sender, crate::protocol::LinkTx { id, tx })
-            .await
-            .map_err(|_| stopping())?;
+        let (id, rx) = self.protocol.open_link(&sender).await.map_err(|_| stopping())?;
         self.protocol.frame(&sender, id, first).await.map_err(|_| stopping())?;
         self.metrics.link_opened("grpc");
         tokio::spawn(crate::protocol::read_link(
@@ -276,15 +271,11 @@ impl NeighborSvc {
             Ok(a) => a,
             Err(status) => return crate::link::refuse(io, status.message()).await,
         };
-        let (tx, rx) = crate::protocol::link_queue();
-        let id = self.protocol.link_id();
-        let opened = self
-            .protocol
-            .link_opened(&sender, crate::protocol::LinkTx { id, tx })
-            .await;
-        if opened.is_err() || self.protocol.frame(&sender, id, first).await.is_err() {
-            return crate::link::refuse(io, "the router is stopping").await;
-        }
+        let opened = match self.protocol.open_link(&sender).await {
+            Ok((id, rx)) if self.protocol.frame(&sender, id, first).await.is_ok() => (id, rx),
+            _ => return crate::link::refuse(io, "the router is stopping").await,
+        };
+        let (id, rx) = opened;
         self.metrics.link_opened("framed");
         crate::protocol::run_framed(io, self.protocol.clone(), self.metrics.clone(), sender, id, rx).await;
     }
