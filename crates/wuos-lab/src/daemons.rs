@@ -36,6 +36,9 @@ pub const CONTROL_MEMORY: u64 = 32 << 20;
 #[derive(Clone, Debug)]
 pub struct DaemonOptions {
     pub telemetry_interval: Duration,
+    /// The hello interval (keepalives at most this far apart; lost after 3 of them); `None`: the
+    /// telemetry interval.
+    pub hello_interval: Option<Duration>,
     /// When the daemons sample (free-running, or together at multiples of the interval).
     pub sample_phase: wuos_model::daemon::SamplePhase,
     pub hop_limit: u32,
@@ -63,6 +66,7 @@ impl Default for DaemonOptions {
     fn default() -> Self {
         Self {
             telemetry_interval: Duration::from_secs(1),
+            hello_interval: None,
             sample_phase: Default::default(),
             hop_limit: 2,
             domains: true,
@@ -176,7 +180,7 @@ pub fn config(env: &LabEnv, st: &LabState, opts: &DaemonOptions, i: usize) -> Re
         metrics_listen: Some(SocketAddr::from((lo, METRICS_PORT))),
         telemetry_interval: opts.telemetry_interval,
         sample_phase: opts.sample_phase,
-        hello_interval: None,
+        hello_interval: opts.hello_interval,
         dead_multiplier: 3,
         hop_limit: hop_limit(t, opts.hop_limit),
         stale_after_intervals: 3,

@@ -57,6 +57,10 @@ pub enum LabCmd {
         /// The daemons' telemetry interval.
         #[arg(long, default_value = "1s")]
         telemetry_interval: String,
+        /// The daemons' hello interval: a neighbor that sends nothing else sends a keepalive
+        /// this often, and is lost after three without a word (default: the telemetry interval).
+        #[arg(long)]
+        hello_interval: Option<String>,
         /// The daemons sample together, at the multiples of the interval on the host's clock
         /// (default: each one interval after its own start).
         #[arg(long)]
@@ -298,6 +302,7 @@ pub fn run(cmd: LabCmd) -> Result<()> {
             workers,
             no_daemons,
             telemetry_interval,
+            hello_interval,
             aligned_samples,
             link_transport,
             hop_limit,
@@ -329,6 +334,7 @@ pub fn run(cmd: LabCmd) -> Result<()> {
                 workers: workers.unwrap_or_else(up::default_workers),
                 daemons: (!no_daemons).then_some(wuos_lab::daemons::DaemonOptions {
                     telemetry_interval: interval,
+                    hello_interval: hello_interval.as_deref().map(parse_duration).transpose().map_err(bad)?,
                     sample_phase: if aligned_samples {
                         wuos_model::daemon::SamplePhase::Aligned
                     } else {
