@@ -1,6 +1,8 @@
 //! The framed link (protocol 2.4): a `Neighbor.Link`'s frames written straight onto the TCP or
 //! TLS stream, without HTTP/2 — no connection task, stream task, flow-control windows or gRPC
-//! framing per link, which together took about a fifth of a large lab's CPU.
+//! framing per link (a profile put `h2` at about a fifth of a large lab's busy samples, socket
+//! I/O included; doing without it measured about 7 % less CPU at 1,000 routers, within the
+//! spread between labs: docs/benchmarks.md).
 //!
 //! ```text
 //!  dialer                                         server (the protocol port)
