@@ -16,6 +16,8 @@ use serde_json::Value;
 
 const LAB: &str = "sdwpath";
 
+/// How many of 100 hashed flows one of two paths may carry (see the balance check).
+const SPREAD: std::ops::RangeInclusive<usize> = 30..=70;
 fn exec(node: &str, cmd: &[&str]) -> String {
     let mut a = vec!["lab", "exec", LAB, node, "--"];
     a.extend_from_slice(cmd);
@@ -318,13 +320,17 @@ fn paths_are_probed_and_classes_follow_their_sla() {
         "voip before the delay: mpls {mpls}, inet {inet}"
     );
 
-    // Per-flow balance: 100 flows over both paths, each within 40-60 %.
+    // Per-flow balance: 100 flows over both paths, each within 30-70 %. The split is nft's jhash
+    // with a seed the kernel draws per ruleset, so the count on one path is Binomial(100, 1/2):
+    // with 40-60 % the two checks failed about one fair run in 14 (a CI run saw 37); outside
+    // 30-70 % is about one in 15,500, while a split that does not balance (all on one path) still
+    // fails.
     udp_flows(&h2, 7000, 40_000..40_100);
     let (on_mpls, on_inet) = ports_seen(7000, 100);
     assert_eq!(on_mpls.len() + on_inet.len(), 100, "{on_mpls:?} {on_inet:?}");
     assert!(on_mpls.is_disjoint(&on_inet));
     assert!(
-        (40..=60).contains(&on_mpls.len()),
+        (SPREAD).contains(&on_mpls.len()),
         "flows spread {} on mpls / {} on inet",
         on_mpls.len(),
         on_inet.len()
@@ -405,11 +411,11 @@ fn paths_are_probed_and_classes_follow_their_sla() {
         (100, 0),
         "a flow on mpls (still compliant) moved to inet"
     );
-    // New flows spread again.
+    // New flows spread again (the same bounds).
     udp_flows(&h2, 7000, 41_000..41_100);
     let (new_mpls, _) = ports_seen(7000, 100);
     assert!(
-        (40..=60).contains(&new_mpls.len()),
+        (SPREAD).contains(&new_mpls.len()),
         "new flows: {} on mpls",
         new_mpls.len()
     );
