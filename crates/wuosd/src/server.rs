@@ -256,11 +256,11 @@ impl NeighborSvc {
         let first = match tokio::time::timeout(FIRST_FRAME_TIMEOUT, crate::link::read_record(&mut io, &mut buf)).await {
             Ok(Ok(Some(crate::link::Record::Frame(f, len)))) => Ok((f, len)),
             Ok(Ok(None | Some(crate::link::Record::Close(_)))) => return,
-            Ok(Err(e)) => Err(match &e {
-                crate::link::ReadError::TooLarge(_) => self.refuse("frame", "too_large", e.to_string()),
-                crate::link::ReadError::Decode(_) => self.refuse("frame", "undecodable", e.to_string()),
-                crate::link::ReadError::Io(_) => return,
-            }),
+            // A bad record is refused under its own label; a broken stream has no one to tell.
+            Ok(Err(e)) => match e.label() {
+                Some(label) => Err(self.refuse("frame", label, e.to_string())),
+                None => return,
+            },
             Err(_) => Err(self.first_frame_timeout()),
         };
         let admitted = first.and_then(|(f, len)| {
