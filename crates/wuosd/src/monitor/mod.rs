@@ -86,6 +86,42 @@ enum Probe {
 struct Child {
     files: CgroupFiles,
     prev: Option<Counters>,
+    limits: Limits,
+}
+
+/// Samples between two readings of a cgroup's limits (CPU quotas, memory limit files, at every
+/// level): they change when an operator or the orchestrator resizes a domain, not from one
+/// second to the next, and they are most of the files a sample would otherwise read. A
+/// hierarchical limit in `memory.stat` (read every sample) still counts at once.
+pub const LIMITS_EVERY: u32 = 10;
+
+/// A cgroup's limits as last read, and how many samples ago.
+#[derive(Clone, Copy, Debug, Default)]
+struct Limits {
+    read: Option<(f64, u64)>,
+    age: u32,
+}
+
+impl Limits {
+    /// The limits (cores, memory bytes), read anew when none are held or they are
+    /// [`LIMITS_EVERY`] samples old.
+    fn get(&mut self, reader: &mut Reader, files: &CgroupFiles, host: (f64, u64)) -> Result<(f64, u64), MonitorError> {
+        match self.read {
+            Some(l) if self.age < LIMITS_EVERY => {
+                self.age += 1;
+                Ok(l)
+            }
+            _ => {
+                let l = (
+                    files.read_cpu_capacity(reader, host.0)?,
+                    files.read_memory_limits(reader, host.1)?,
+                );
+                self.read = Some(l);
+                self.age = 1;
+                Ok(l)
+            }
+        }
+    }
 }
 
 /// Samples the router's resources. See the [module documentation](self).
@@ -102,6 +138,8 @@ pub struct Monitor {
     prev: Option<Counters>,
     prev_interfaces: Vec<(String, InterfaceCounters)>,
     children: HashMap<String, Child>,
+    /// The router cgroup's limits (a cgroup source).
+    limits: Limits,
     /// Capacity found by the latest sampling (or by `new`), for [`Monitor::describe`].
     capacity_cores: f64,
     mem_total: u64,
@@ -154,6 +192,7 @@ impl Monitor {
             prev: None,
             prev_interfaces: Vec::new(),
             children: HashMap::new(),
+            limits: Limits::default(),
             capacity_cores,
             mem_total,
         })
@@ -181,6 +220,7 @@ impl Monitor {
                 let (sample, counters) = sample_cgroup(
                     &mut self.reader,
                     files,
+                    &mut self.limits,
                     (self.host_cpus, self.host_mem),
                     now,
                     self.prev.as_ref(),
@@ -216,14 +256,17 @@ impl Monitor {
             None => {
                 let files = router.child(rel);
                 files.check_exist()?;
-                self.children
-                    .entry(rel.to_owned())
-                    .or_insert(Child { files, prev: None })
+                self.children.entry(rel.to_owned()).or_insert(Child {
+                    files,
+                    prev: None,
+                    limits: Limits::default(),
+                })
             }
         };
         let (sample, counters) = sample_cgroup(
             &mut self.reader,
             &child.files,
+            &mut child.limits,
             (self.host_cpus, self.host_mem),
             now,
             child.prev.as_ref(),
@@ -322,13 +365,14 @@ fn sample_proc(
 fn sample_cgroup(
     reader: &mut Reader,
     files: &CgroupFiles,
-    (host_cpus, host_mem): (f64, u64),
+    limits: &mut Limits,
+    host: (f64, u64),
     now: Instant,
     prev: Option<&Counters>,
 ) -> Result<(Sample, Counters), MonitorError> {
     let usage_ns = files.read_cpu_usage_ns(reader)?;
-    let capacity = files.read_cpu_capacity(reader, host_cpus)?;
-    let (used, total) = files.read_memory(reader, host_mem)?;
+    let (capacity, mem_limit) = limits.get(reader, files, host)?;
+    let (used, total) = files.read_memory_used(reader, mem_limit)?;
     let io = files.read_io(reader)?.unwrap_or_default();
     let mut sample = Sample {
         mem_used_bytes: used,

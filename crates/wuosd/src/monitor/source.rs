@@ -355,14 +355,25 @@ impl CgroupFiles {
     /// Used (working set: usage minus inactive file cache) and total bytes; the total is the
     /// smallest limit of the cgroup and its ancestors, at most `host_mem`.
     pub(crate) fn read_memory(&self, reader: &mut Reader, host_mem: u64) -> Result<(u64, u64), MonitorError> {
+        let limits = self.read_memory_limits(reader, host_mem)?;
+        self.read_memory_used(reader, limits)
+    }
+
+    /// Used bytes (as [`CgroupFiles::read_memory`]) and the total: `limits` (from
+    /// [`CgroupFiles::read_memory_limits`]), or less when `memory.stat` names a smaller
+    /// hierarchical limit.
+    pub(crate) fn read_memory_used(&self, reader: &mut Reader, limits: u64) -> Result<(u64, u64), MonitorError> {
         let current = reader.read(&self.mem_current)?;
         let current = memory::parse_bytes(current).map_err(|r| parse_err(&self.mem_current, r))?;
         let stat = reader.read(&self.mem_stat)?;
         let stat = memory::parse_memory_stat(stat, &self.version).map_err(|r| parse_err(&self.mem_stat, r))?;
+        let total = stat.hierarchical_limit.map_or(limits, |l| limits.min(l));
+        Ok((current.saturating_sub(stat.inactive_file), total))
+    }
+
+    /// The smallest memory limit file of the cgroup and its ancestors, at most `host_mem`.
+    pub(crate) fn read_memory_limits(&self, reader: &mut Reader, host_mem: u64) -> Result<u64, MonitorError> {
         let mut total = host_mem;
-        if let Some(limit) = stat.hierarchical_limit {
-            total = total.min(limit);
-        }
         for path in &self.mem_limits {
             let Some(text) = reader.read_optional(path)? else {
                 continue;
@@ -376,7 +387,7 @@ impl CgroupFiles {
                 total = total.min(limit);
             }
         }
-        Ok((current.saturating_sub(stat.inactive_file), total))
+        Ok(total)
     }
 
     /// Bytes read and written by the cgroup, `None` without disk accounting.

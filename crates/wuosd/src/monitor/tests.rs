@@ -322,15 +322,21 @@ fn cgroup_v2_max_and_limits_changed_at_run_time() {
         "the cgroup has no io.pressure: no host figure mixed in"
     );
 
-    // The lab shrinks the router: limits are read at every sampling.
+    // The router is shrunk: its limits are read again every LIMITS_EVERY samples (the first
+    // sample read them), so the next LIMITS_EVERY - 1 still say what they said.
     t.put("cgroup/wuos/r1/cpu.max", "50000 100000\n")
-        .put("cgroup/wuos/r1/memory.max", &format!("{}\n", 1u64 << 31))
-        .put("cgroup/wuos/r1/cpu.stat", "usage_usec 2100000\n")
-        .put(
-            "cgroup/wuos/r1/io.stat",
-            "8:0 rbytes=1100 wbytes=2200 rios=1 wios=1 dbytes=0 dios=0\n",
-        );
-    let s = m.sample(t0 + Duration::from_millis(250)).unwrap();
+        .put("cgroup/wuos/r1/memory.max", &format!("{}\n", 1u64 << 31));
+    let mut at = t0;
+    for _ in 1..super::LIMITS_EVERY {
+        at += Duration::from_millis(10);
+        let s = m.sample(at).unwrap();
+        assert_eq!((s.cpu_capacity_cores, s.mem_total_bytes), (2.0, 4 * GIB));
+    }
+    t.put("cgroup/wuos/r1/cpu.stat", "usage_usec 2100000\n").put(
+        "cgroup/wuos/r1/io.stat",
+        "8:0 rbytes=1100 wbytes=2200 rios=1 wios=1 dbytes=0 dios=0\n",
+    );
+    let s = m.sample(at + Duration::from_millis(250)).unwrap();
     assert_eq!((s.cpu_capacity_cores, s.mem_total_bytes), (0.5, 2 * GIB));
     // 0.1 s of CPU in 0.25 s on half a core.
     assert!(close(s.cpu_used_pct, 80.0), "{}", s.cpu_used_pct);
