@@ -345,7 +345,7 @@ fn clocks(o: &Options) -> Vec<Clock> {
             "scale: 2-hop propagation",
             "the origin's daemon samples (the advert's timestamp_unix_ns)",
             "the daemon 2 hops away stores the advert (its view entry's latency_ms)",
-            "adverts already in the views when the watched window starts; the reading is a 1 s poll, the latency is the daemon's own",
+            "adverts already in the views when the watched window starts, and those replaced before their daemon's view was read (each daemon's every 10 s, a tenth of them each second); the latency is the daemon's own",
             "one host clock (CLOCK_REALTIME, ns); quoted to 1 ms",
         ),
         Clock::new(
@@ -549,7 +549,7 @@ pub fn run(o: &Options) -> Result<()> {
             ]);
         }
         println!(
-            "{t}(scale: CPU over a quiet window of {} s; adjacencies, losses and propagation over a watched window of {} s, every daemon polled each second; targets: random:1000 at 1 Hz all adjacencies up, 0 losses, all daemons <= 50% of one core; 2-hop propagation <= interval + 20 ms)",
+            "{t}(scale: CPU over a quiet window of {} s; adjacencies, losses and propagation over a watched window of {} s, every daemon's neighbors polled each second, a tenth of the views in turn; targets: random:1000 at 1 Hz all adjacencies up, 0 losses, all daemons <= 50% of one core; 2-hop propagation <= interval + 20 ms)",
             o.quiet_seconds, o.watch_seconds
         );
         println!("before: {}", report.before);

@@ -122,12 +122,16 @@ impl AdminClient {
 
     /// The router's own telemetry, neighbors, view and counters.
     pub async fn status(&mut self) -> Result<pb::StatusReply, AdminError> {
-        Ok(self
-            .raw
-            .status(pb::StatusRequest {})
-            .await
-            .map_err(remote)?
-            .into_inner())
+        self.status_with(pb::StatusRequest::default()).await
+    }
+
+    /// [`AdminClient::status`] without the view (for polling many daemons).
+    pub async fn status_without_view(&mut self) -> Result<pb::StatusReply, AdminError> {
+        self.status_with(pb::StatusRequest { omit_view: true }).await
+    }
+
+    async fn status_with(&mut self, req: pb::StatusRequest) -> Result<pb::StatusReply, AdminError> {
+        Ok(self.raw.status(req).await.map_err(remote)?.into_inner())
     }
 
     /// Its domains (routing, control, services) and what is left for services.

@@ -437,7 +437,7 @@ roundtrips! {
     roundtrip_intent_batch: vec(intent(), 0..4).prop_map(|intents| pb::IntentBatch { intents });
     roundtrip_ack: vec(any::<u64>(), 0..6).prop_map(|intent_ids| pb::Ack { intent_ids });
     roundtrip_session_envelope: envelope();
-    roundtrip_status_request: Just(pb::StatusRequest {});
+    roundtrip_status_request: any::<bool>().prop_map(|omit_view| pb::StatusRequest { omit_view });
     roundtrip_view_entry: view_entry();
     roundtrip_neighbor_state: neighbor_state();
     roundtrip_counter: counter();

@@ -155,10 +155,10 @@ impl AdminSvc {
 
 #[tonic::async_trait]
 impl Admin for AdminSvc {
-    async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
+    async fn status(&self, req: Request<pb::StatusRequest>) -> Result<Response<pb::StatusReply>, Status> {
         let mut reply = self
             .protocol
-            .status()
+            .status(!req.into_inner().omit_view)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         if let Some(dp) = &self.datapath {

@@ -461,7 +461,7 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()> + Send + 
     shutdown.await;
     info!("shutting down: withdrawing from the neighbors");
     sampler.abort();
-    let own = protocol.status().await.ok().and_then(|s| s.own);
+    let own = protocol.status(false).await.ok().and_then(|s| s.own);
     protocol.shutdown().await;
     // Give the links a moment to deliver the withdrawals.
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -83,7 +83,10 @@ enum Msg {
         rtt_ms: Option<f64>,
     },
     Sample(Box<Sample>),
-    Status(oneshot::Sender<pb::StatusReply>),
+    Status {
+        view: bool,
+        reply: oneshot::Sender<pb::StatusReply>,
+    },
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -156,9 +159,10 @@ impl ProtocolHandle {
         let _ = self.tx.send(Msg::Sample(Box::new(s))).await;
     }
 
-    /// The admin API's status (the data path's part is the daemon's to fill in).
-    pub async fn status(&self) -> Result<pb::StatusReply, Stopped> {
-        self.ask(Msg::Status).await
+    /// The admin API's status (the data path's part is the daemon's to fill in); `view`: with
+    /// the view.
+    pub async fn status(&self, view: bool) -> Result<pb::StatusReply, Stopped> {
+        self.ask(|reply| Msg::Status { view, reply }).await
     }
 
     /// A receiver woken at every new neighborhood.
@@ -373,16 +377,23 @@ impl Task {
         // eighth of a hello interval after the deadline (the quarter-interval ticks acted up to
         // a quarter late): a keepalive falls due one interval after the last frame, just when
         // the next sample's frame goes, and the sample must win that race.
+        // A forwarding deadline is kept on time, neither graced nor held back by the period
+        // (about once an interval at most: its tick sends everything queued), only never closer
+        // than 10 ms to the last tick.
         let period = (hello / 4).max(Duration::from_millis(10));
         let grace = hello / 8;
         let mut last_tick = tokio::time::Instant::now();
         loop {
             let now = tokio::time::Instant::now();
+            let origin = tokio::time::Instant::from_std(self.clock.origin());
             let due = self.instance.next_tick_ms().map_or(now + hello, |ms| {
-                let at = tokio::time::Instant::from_std(self.clock.origin()) + Duration::from_millis(ms) + grace;
+                let at = origin + Duration::from_millis(ms) + grace;
                 at.min(now + hello)
             });
-            let at = due.max(last_tick + period);
+            let mut at = due.max(last_tick + period);
+            if let Some(ms) = self.instance.next_deadline_ms() {
+                at = at.min((origin + Duration::from_millis(ms)).max(last_tick + Duration::from_millis(10)));
+            }
             let msg = tokio::select! {
                 _ = tokio::time::sleep_until(at) => {
                     last_tick = tokio::time::Instant::now();
@@ -462,8 +473,12 @@ impl Task {
                     self.mirror_counters();
                     (a, true)
                 }
-                Some(Msg::Status(reply)) => {
-                    let _ = reply.send(self.instance.status(now_ms, unix_ns()));
+                Some(Msg::Status { view, reply }) => {
+                    let _ = reply.send(if view {
+                        self.instance.status(now_ms, unix_ns())
+                    } else {
+                        self.instance.status_without_view(now_ms)
+                    });
                     continue;
                 }
                 Some(Msg::Shutdown(done)) => {
