@@ -1687,6 +1687,30 @@ mod tests {
     }
 
     #[test]
+    fn a_deadline_takes_everything_queued_at_once() {
+        let from = |origin: &str, ms: i64| pb::TelemetryAdvert {
+            timestamp_unix_ns: ms * 1_000_000,
+            ..advert(origin, 1, 1, 2)
+        };
+        let mut i = up(&["r2", "r3", "r4"]);
+        i.process(sample(1000, 5.0));
+        // r3's advert needs its deadline (1910); r4's, received later, would go with our sample
+        // at 2000 (its own deadline is 2390), but leaves with r3's in the one flush.
+        deliver(&mut i, 1030, "r3", adverts_from("r3", vec![from("r3", 1010)]));
+        deliver(&mut i, 1500, "r4", adverts_from("r4", vec![from("r4", 1490)]));
+        assert_eq!(i.next_deadline_ms(), Some(1910));
+        assert_eq!(
+            sent(&i.process(Input::Tick { now_ms: 1910 })),
+            [
+                to("r2", &["a:r3/1", "a:r4/1"]),
+                to("r3", &["a:r4/1"]),
+                to("r4", &["a:r3/1"])
+            ]
+        );
+        assert_eq!((i.counters().forward_deadlines, i.next_deadline_ms()), (1, None));
+    }
+
+    #[test]
     fn deltas_are_rebuilt_or_the_whole_advert_asked_for() {
         let mut i = up(&["r2", "r3"]);
         deliver(&mut i, 1, "r2", adverts_from("r2", vec![advert("r5", 1, 1, 1)]));
