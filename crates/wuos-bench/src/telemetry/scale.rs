@@ -9,8 +9,10 @@
 //!    turn ([`VIEW_SHARE`]: each daemon's view every 10 s), for the latency of each new 2-hop
 //!    advert in them (sample time at the origin to storing there: the wait for the next frame of
 //!    the router in between included); the `neighbor_down` counters and protocol bytes at the
-//!    window's start and end. The views are most of a status reply: 1,000 of them a second kept
-//!    the host's load average at 60-100 during the window, and the 2-hop tail measured that load.
+//!    window's start and end. The views are most of a status reply: reading 1,000 of them a
+//!    second (the daemons encode them, the bench decodes them) is load the bench itself puts on
+//!    the host, and the 2-hop tail measured it (docs/benchmarks.md, "Then forwarding
+//!    deadlines").
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
