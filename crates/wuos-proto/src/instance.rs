@@ -45,11 +45,6 @@ pub const DEFAULT_STALE_AFTER_INTERVALS: u32 = 3;
 /// Default number of intervals an unchanged advert waits before it is sent again.
 pub const DEFAULT_QUIET_INTERVALS: u32 = wuos_model::daemon::DEFAULT_QUIET_INTERVALS;
 
-/// The share of its origin's interval within which a forwarded advert leaves, counted from the
-/// origin's sample (the rest is left for the links and the wake-ups on the way): without it, an
-/// advert received just after our own sample would wait a whole interval for the next.
-pub const FORWARD_BUDGET: (u64, u64) = (9, 10);
-
 /// Why a ViewWithdrawn happened: the entry aged out.
 pub const REASON_STALE: &str = "stale";
 /// Why a ViewWithdrawn happened, and the reason a withdrawal carries: a neighbor was lost.
@@ -357,9 +352,6 @@ pub struct Instance {
     /// path hear us again by another within an interval, as without quiet adverts.
     neighbors_changed: bool,
     started_ms: Option<u64>,
-    /// Our last sample's monotonic time and wall clock: the wall clock at any other time, for the
-    /// age of a received advert (its origin's sample time is wall clock).
-    wall: Option<(u64, i64)>,
     counters: Counters,
     /// What is due to each neighbor; kept between calls.
     outbox: Outbox,
@@ -396,7 +388,6 @@ impl Instance {
             own_delta: None,
             sequence: 0,
             quiet_samples: 0,
-            wall: None,
             neighbors_changed: false,
             started_ms: None,
             counters: Counters::default(),
@@ -606,18 +597,14 @@ impl Instance {
                 .then(|| n.last_sent_ms().map_or(0, |t| t.saturating_add(hello)));
             [n.expires_at_ms(dead_default), keepalive]
         });
-        let queued = self.outbox.next_ready_ms(u64::from(self.cfg.telemetry_interval_ms));
+        let queued = self
+            .outbox
+            .oldest_ms()
+            .map(|t| t.saturating_add(u64::from(self.cfg.telemetry_interval_ms)));
         neighbors
             .chain([self.view.next_expiry_ms(self.cfg.stale_after_intervals), queued])
             .flatten()
             .min()
-    }
-
-    /// The earliest forwarding deadline (docs/protocol.md, "Forwarding deadline"), which
-    /// [`Instance::next_tick_ms`] counts too: a daemon that lets its timers' ticks come a little
-    /// late should tick on time for this one.
-    pub fn next_deadline_ms(&self) -> Option<u64> {
-        self.outbox.next_deadline_ms()
     }
 
     fn tick(&mut self, now_ms: u64) {
@@ -669,7 +656,6 @@ impl Instance {
     }
 
     fn sample(&mut self, now_ms: u64, mut own: Own) {
-        self.wall = Some((now_ms, own.timestamp_unix_ns));
         own.placements.truncate(MAX_ITEMS_PER_ADVERT);
         own.links.truncate(MAX_ITEMS_PER_ADVERT);
         own.services.truncate(MAX_ITEMS_PER_ADVERT);
@@ -1033,11 +1019,6 @@ impl Instance {
         };
         let origin = a.origin.clone();
         let forward = a.hop_limit > 1;
-        let by_ms = if forward {
-            self.forward_by(now_ms, a.timestamp_unix_ns, a.interval_ms)
-        } else {
-            None
-        };
         self.view.insert(Entry {
             advert: a.into_owned(),
             hops,
@@ -1054,24 +1035,10 @@ impl Instance {
             for n in self.neighbors.values().filter(|n| n.is_up()) {
                 let id = n.id();
                 if id != sender && id != origin {
-                    self.outbox.due_by(id, &origin, now_ms, false, by_ms);
+                    self.outbox.due(id, &origin, now_ms, false);
                 }
             }
         }
-    }
-
-    /// When an advert sampled at `sampled_unix_ns` by an origin sampling every `interval_ms`
-    /// must leave at the latest, received now: so that it reaches the next router within
-    /// [`FORWARD_BUDGET`] of an interval after it was sampled, whatever the phase of our own next
-    /// sample (with which it goes when that comes first). Its age is our wall clock (known from
-    /// our last sample) minus its sample time; `None` before our first sample: it waits for it.
-    fn forward_by(&self, now_ms: u64, sampled_unix_ns: i64, interval_ms: u32) -> Option<u64> {
-        let (at_ms, at_unix_ns) = self.wall?;
-        let now_unix_ns = at_unix_ns.saturating_add((now_ms.saturating_sub(at_ms) as i64).saturating_mul(1_000_000));
-        let age_ms = (now_unix_ns.saturating_sub(sampled_unix_ns) / 1_000_000).max(0) as u64;
-        let (num, den) = FORWARD_BUDGET;
-        let budget = u64::from(interval_ms) * num / den;
-        Some(now_ms + budget.saturating_sub(age_ms))
     }
 
     /// What goes to `neighbor` for `origin` now: our current advert of it (our own, or the
@@ -1186,18 +1153,11 @@ impl Instance {
     /// ones and those that waited a whole telemetry interval.
     fn finish(&mut self, now_ms: u64, all: bool) -> Vec<Action> {
         let mut actions = std::mem::take(&mut self.events);
-        let interval = u64::from(self.cfg.telemetry_interval_ms);
-        let mut ready = if all {
+        let ready = if all {
             self.outbox.neighbors()
         } else {
-            self.outbox.ready(now_ms, interval)
+            self.outbox.ready(now_ms, u64::from(self.cfg.telemetry_interval_ms))
         };
-        // A forwarding deadline takes everything queued, as a sample would: the adverts that
-        // need one arrived just after our sample, so they all go in one flush, not one each.
-        if !all && ready.iter().any(|id| self.outbox.at_deadline(id, now_ms, interval)) {
-            self.counters.forward_deadlines += 1;
-            ready = self.outbox.neighbors();
-        }
         for id in ready {
             self.flush(now_ms, &id, &mut actions);
         }
@@ -1652,62 +1612,6 @@ mod tests {
             sent(&i.process(Input::Tick { now_ms: 3500 })),
             [to("r2", &["d:r3/1"]), to("r3", &[]), to("r4", &["d:r3/1"])]
         );
-    }
-
-    #[test]
-    fn a_forwarded_advert_leaves_within_its_budget_of_an_interval() {
-        let sampled_at = |ms: i64, seq: u64| pb::TelemetryAdvert {
-            timestamp_unix_ns: ms * 1_000_000,
-            ..advert("r3", 1, seq, 2)
-        };
-        let mut i = up(&["r2", "r3"]);
-        // Before our first sample we do not know our wall clock: it waits a whole interval.
-        deliver(&mut i, 100, "r3", adverts_from("r3", vec![sampled_at(90, 1)]));
-        assert_eq!(i.next_tick_ms(), Some(1000), "our keepalives fall due at 1000 too");
-        assert!(sent(&i.process(Input::Tick { now_ms: 999 })).is_empty());
-        // Our sample at 1000 (wall clock 1000 ms) carries it.
-        let a = i.process(sample(1000, 5.0));
-        assert_eq!(sent(&a), [to("r2", &["a:r1/2", "a:r3/1"]), to("r3", &["a:r1/2"])]);
-        // Sampled at 1010, received at 1030 just after our sample: waiting for our next (2000)
-        // would take it 990 ms past its sample; it leaves 900 ms after it instead, at 1910.
-        deliver(&mut i, 1030, "r3", adverts_from("r3", vec![sampled_at(1010, 2)]));
-        assert_eq!(i.next_tick_ms(), Some(1910));
-        assert!(sent(&i.process(Input::Tick { now_ms: 1909 })).is_empty());
-        assert_eq!(sent(&i.process(Input::Tick { now_ms: 1910 })), [to("r2", &["d:r3/1"])]);
-        assert_eq!(i.counters().forward_deadlines, 1);
-        // Sampled at 1950, received at 1960: our sample at 2000 comes first and carries it.
-        deliver(&mut i, 1960, "r3", adverts_from("r3", vec![sampled_at(1950, 3)]));
-        assert_eq!(i.next_tick_ms(), Some(2000));
-        let a = i.process(sample(2000, 6.0));
-        assert_eq!(sent(&a), [to("r2", &["d:r1/2", "d:r3/1"]), to("r3", &["d:r1/2"])]);
-        // One older than its budget when it arrives goes at once.
-        let a = deliver(&mut i, 2100, "r3", adverts_from("r3", vec![sampled_at(1100, 4)]));
-        assert_eq!(sent(&a), [to("r2", &["d:r3/1"])]);
-        assert_eq!(i.counters().forward_deadlines, 2);
-    }
-
-    #[test]
-    fn a_deadline_takes_everything_queued_at_once() {
-        let from = |origin: &str, ms: i64| pb::TelemetryAdvert {
-            timestamp_unix_ns: ms * 1_000_000,
-            ..advert(origin, 1, 1, 2)
-        };
-        let mut i = up(&["r2", "r3", "r4"]);
-        i.process(sample(1000, 5.0));
-        // r3's advert needs its deadline (1910); r4's, received later, would go with our sample
-        // at 2000 (its own deadline is 2390), but leaves with r3's in the one flush.
-        deliver(&mut i, 1030, "r3", adverts_from("r3", vec![from("r3", 1010)]));
-        deliver(&mut i, 1500, "r4", adverts_from("r4", vec![from("r4", 1490)]));
-        assert_eq!(i.next_deadline_ms(), Some(1910));
-        assert_eq!(
-            sent(&i.process(Input::Tick { now_ms: 1910 })),
-            [
-                to("r2", &["a:r3/1", "a:r4/1"]),
-                to("r3", &["a:r4/1"]),
-                to("r4", &["a:r3/1"])
-            ]
-        );
-        assert_eq!((i.counters().forward_deadlines, i.next_deadline_ms()), (1, None));
     }
 
     #[test]
