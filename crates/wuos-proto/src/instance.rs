@@ -1615,6 +1615,24 @@ mod tests {
     }
 
     #[test]
+    fn a_status_without_view_is_the_status_less_its_view() {
+        let mut i = up(&["r2", "r3"]);
+        i.process(sample(1000, 5.0));
+        deliver(&mut i, 1010, "r3", adverts_from("r3", vec![advert("r3", 1, 1, 2)]));
+        let full = i.status(1100, 1_100_000_000);
+        assert_eq!(full.view.len(), 1);
+        let brief = i.status_without_view(1100);
+        assert!(brief.view.is_empty());
+        assert_eq!(
+            brief,
+            pb::StatusReply {
+                view: Vec::new(),
+                ..full
+            }
+        );
+    }
+
+    #[test]
     fn deltas_are_rebuilt_or_the_whole_advert_asked_for() {
         let mut i = up(&["r2", "r3"]);
         deliver(&mut i, 1, "r2", adverts_from("r2", vec![advert("r5", 1, 1, 1)]));

@@ -91,8 +91,8 @@ struct Child {
 
 /// Samples between two readings of a cgroup's limits (CPU quotas, memory limit files, at every
 /// level): they change when an operator or the orchestrator resizes a domain, not from one
-/// second to the next, and they are most of the files a sample would otherwise read. A
-/// hierarchical limit in `memory.stat` (read every sample) still counts at once.
+/// second to the next (on cgroup v1: two quota files and one limit file per level, re-read for
+/// nothing). A hierarchical limit in `memory.stat` (read every sample) still counts at once.
 pub const LIMITS_EVERY: u32 = 10;
 
 /// A cgroup's limits as last read, and how many samples ago.
