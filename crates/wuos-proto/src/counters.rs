@@ -47,6 +47,8 @@ pub struct Counters {
     pub deltas_sent: u64,
     /// Other origins' adverts sent, whole or as deltas.
     pub adverts_forwarded: u64,
+    /// Flushes of what was queued at a forwarded advert's deadline, before our next sample.
+    pub forward_deadlines: u64,
     /// Adverts due to a neighbor not sent because it already held them.
     pub adverts_suppressed: u64,
     /// Deltas received.
@@ -85,7 +87,7 @@ impl Counters {
     }
 
     /// Every counter but [`rejected`](Self::rejected), by name, in a fixed order.
-    pub fn values(&self) -> [(&'static str, u64); 30] {
+    pub fn values(&self) -> [(&'static str, u64); 31] {
         [
             ("hellos_sent", self.hellos_sent),
             ("hellos_received", self.hellos_received),
@@ -106,6 +108,7 @@ impl Counters {
             ("adverts_sent", self.adverts_sent),
             ("deltas_sent", self.deltas_sent),
             ("adverts_forwarded", self.adverts_forwarded),
+            ("forward_deadlines", self.forward_deadlines),
             ("adverts_suppressed", self.adverts_suppressed),
             ("deltas_received", self.deltas_received),
             ("deltas_unmatched", self.deltas_unmatched),
@@ -147,9 +150,9 @@ mod tests {
         assert_eq!(c.rejected_total(), 3);
         assert_eq!(c.rejected["version"], 2);
         let names: Vec<_> = c.to_pb().into_iter().map(|c| (c.name, c.value)).collect();
-        assert_eq!(names.len(), 32);
+        assert_eq!(names.len(), 33);
         assert_eq!(names[0], ("hellos_sent".to_string(), 0));
-        assert_eq!(names[30], ("rejected.unknown_neighbor".to_string(), 1));
-        assert_eq!(names[31], ("rejected.version".to_string(), 2));
+        assert_eq!(names[31], ("rejected.unknown_neighbor".to_string(), 1));
+        assert_eq!(names[32], ("rejected.version".to_string(), 2));
     }
 }

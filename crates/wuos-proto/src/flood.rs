@@ -59,6 +59,9 @@ pub struct Queue {
     pub urgent: bool,
     /// When the oldest item was queued.
     pub since_ms: Option<u64>,
+    /// When the queue must leave at the latest, if sooner than a whole interval after
+    /// `since_ms` (a forwarded advert's deadline).
+    pub by_ms: Option<u64>,
 }
 
 /// What is due, by neighbor.
@@ -99,7 +102,15 @@ impl Outbox {
 
     /// `origin`'s advert is due to `neighbor` (with the next frame; `urgent`: at once).
     pub fn due(&mut self, neighbor: &str, origin: &str, now_ms: u64, urgent: bool) {
+        self.due_by(neighbor, origin, now_ms, urgent, None);
+    }
+
+    /// [`Outbox::due`], and the queue leaves by `by_ms` at the latest when given.
+    pub fn due_by(&mut self, neighbor: &str, origin: &str, now_ms: u64, urgent: bool, by_ms: Option<u64>) {
         let q = self.queue(neighbor, now_ms);
+        if let Some(by) = by_ms {
+            q.by_ms = Some(q.by_ms.map_or(by, |t| t.min(by)));
+        }
         q.withdrawals.remove(origin);
         if !q.due.contains(origin) {
             q.due.insert(origin.to_owned());
@@ -137,18 +148,44 @@ impl Outbox {
         self.queues.keys().cloned().collect()
     }
 
-    /// Neighbors whose queue is urgent, or has waited at least `max_wait_ms`.
+    /// Neighbors whose queue is urgent, has reached its deadline, or has waited at least
+    /// `max_wait_ms`.
     pub fn ready(&self, now_ms: u64, max_wait_ms: u64) -> Vec<String> {
         self.queues
             .iter()
-            .filter(|(_, q)| q.urgent || q.since_ms.is_some_and(|t| now_ms.saturating_sub(t) >= max_wait_ms))
+            .filter(|(_, q)| {
+                q.urgent
+                    || q.by_ms.is_some_and(|t| now_ms >= t)
+                    || q.since_ms.is_some_and(|t| now_ms.saturating_sub(t) >= max_wait_ms)
+            })
             .map(|(n, _)| n.clone())
             .collect()
     }
 
-    /// When the oldest item still queued was queued (it is ready `max_wait_ms` later).
-    pub fn oldest_ms(&self) -> Option<u64> {
-        self.queues.values().filter_map(|q| q.since_ms).min()
+    /// Whether `neighbor`'s queue is ready only because its deadline came.
+    pub fn at_deadline(&self, neighbor: &str, now_ms: u64, max_wait_ms: u64) -> bool {
+        self.queues.get(neighbor).is_some_and(|q| {
+            !q.urgent
+                && q.by_ms.is_some_and(|t| now_ms >= t)
+                && q.since_ms.is_none_or(|t| now_ms.saturating_sub(t) < max_wait_ms)
+        })
+    }
+
+    /// The earliest deadline of a queue (a forwarded advert's), if any.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        self.queues.values().filter_map(|q| q.by_ms).min()
+    }
+
+    /// When the first queue becomes ready without an urgent item: its deadline, or `max_wait_ms`
+    /// after its oldest item was queued.
+    pub fn next_ready_ms(&self, max_wait_ms: u64) -> Option<u64> {
+        self.queues
+            .values()
+            .filter_map(|q| {
+                let waited = q.since_ms.map(|t| t.saturating_add(max_wait_ms));
+                [waited, q.by_ms].into_iter().flatten().min()
+            })
+            .min()
     }
 
     /// Whether nothing is due.

@@ -30,7 +30,7 @@ use crate::pb;
 use crate::validate::{
     self, MAX_DEAD_INTERVAL_MS, MAX_HOP_LIMIT, MAX_INTERVAL_MS, MAX_ITEMS_PER_ADVERT, MIN_INTERVAL_MS, ValidateError,
 };
-use crate::view::{Entry, MAX_VIEW_ENTRIES, Verdict, View};
+use crate::view::{Entry, HeldHops, MAX_VIEW_ENTRIES, Verdict, View};
 
 /// Default hello interval.
 pub const DEFAULT_HELLO_INTERVAL_MS: u32 = 1000;
@@ -44,6 +44,11 @@ pub const DEFAULT_HOP_LIMIT: u32 = 2;
 pub const DEFAULT_STALE_AFTER_INTERVALS: u32 = 3;
 /// Default number of intervals an unchanged advert waits before it is sent again.
 pub const DEFAULT_QUIET_INTERVALS: u32 = wuos_model::daemon::DEFAULT_QUIET_INTERVALS;
+
+/// The share of its origin's interval within which a forwarded advert leaves, counted from the
+/// origin's sample (the rest is left for the links and the wake-ups on the way): without it, an
+/// advert received just after our own sample would wait a whole interval for the next.
+pub const FORWARD_BUDGET: (u64, u64) = (9, 10);
 
 /// Why a ViewWithdrawn happened: the entry aged out.
 pub const REASON_STALE: &str = "stale";
@@ -352,6 +357,9 @@ pub struct Instance {
     /// path hear us again by another within an interval, as without quiet adverts.
     neighbors_changed: bool,
     started_ms: Option<u64>,
+    /// Our last sample's monotonic time and wall clock: the wall clock at any other time, for the
+    /// age of a received advert (its origin's sample time is wall clock).
+    wall: Option<(u64, i64)>,
     counters: Counters,
     /// What is due to each neighbor; kept between calls.
     outbox: Outbox,
@@ -388,6 +396,7 @@ impl Instance {
             own_delta: None,
             sequence: 0,
             quiet_samples: 0,
+            wall: None,
             neighbors_changed: false,
             started_ms: None,
             counters: Counters::default(),
@@ -597,14 +606,18 @@ impl Instance {
                 .then(|| n.last_sent_ms().map_or(0, |t| t.saturating_add(hello)));
             [n.expires_at_ms(dead_default), keepalive]
         });
-        let queued = self
-            .outbox
-            .oldest_ms()
-            .map(|t| t.saturating_add(u64::from(self.cfg.telemetry_interval_ms)));
+        let queued = self.outbox.next_ready_ms(u64::from(self.cfg.telemetry_interval_ms));
         neighbors
             .chain([self.view.next_expiry_ms(self.cfg.stale_after_intervals), queued])
             .flatten()
             .min()
+    }
+
+    /// The earliest forwarding deadline (docs/protocol.md, "Forwarding deadline"), which
+    /// [`Instance::next_tick_ms`] counts too: a daemon that lets its timers' ticks come a little
+    /// late should tick on time for this one.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        self.outbox.next_deadline_ms()
     }
 
     fn tick(&mut self, now_ms: u64) {
@@ -656,6 +669,7 @@ impl Instance {
     }
 
     fn sample(&mut self, now_ms: u64, mut own: Own) {
+        self.wall = Some((now_ms, own.timestamp_unix_ns));
         own.placements.truncate(MAX_ITEMS_PER_ADVERT);
         own.links.truncate(MAX_ITEMS_PER_ADVERT);
         own.services.truncate(MAX_ITEMS_PER_ADVERT);
@@ -1017,11 +1031,24 @@ impl Instance {
         } else {
             flood::hops(self.cfg.hop_limit, a.hop_limit)
         };
+        // A newer advert by a longer path keeps reading the previous one's hops while the copy
+        // by the shorter path may still come; a shorter copy keeps what the first one held.
+        let held = match (verdict, self.view.get(&a.origin)) {
+            (Verdict::Newer, Some(e)) => HeldHops::on_newer(e, hops, a.interval_ms, now_ms),
+            (Verdict::Shorter, Some(e)) => e.held,
+            _ => None,
+        };
         let origin = a.origin.clone();
         let forward = a.hop_limit > 1;
+        let by_ms = if forward {
+            self.forward_by(now_ms, a.timestamp_unix_ns, a.interval_ms)
+        } else {
+            None
+        };
         self.view.insert(Entry {
             advert: a.into_owned(),
-            hops,
+            path_hops: hops,
+            held,
             learned_from: sender.to_owned(),
             received_ms,
             delta,
@@ -1035,10 +1062,24 @@ impl Instance {
             for n in self.neighbors.values().filter(|n| n.is_up()) {
                 let id = n.id();
                 if id != sender && id != origin {
-                    self.outbox.due(id, &origin, now_ms, false);
+                    self.outbox.due_by(id, &origin, now_ms, false, by_ms);
                 }
             }
         }
+    }
+
+    /// When an advert sampled at `sampled_unix_ns` by an origin sampling every `interval_ms`
+    /// must leave at the latest, received now: so that it reaches the next router within
+    /// [`FORWARD_BUDGET`] of an interval after it was sampled, whatever the phase of our own next
+    /// sample (with which it goes when that comes first). Its age is our wall clock (known from
+    /// our last sample) minus its sample time; `None` before our first sample: it waits for it.
+    fn forward_by(&self, now_ms: u64, sampled_unix_ns: i64, interval_ms: u32) -> Option<u64> {
+        let (at_ms, at_unix_ns) = self.wall?;
+        let now_unix_ns = at_unix_ns.saturating_add((now_ms.saturating_sub(at_ms) as i64).saturating_mul(1_000_000));
+        let age_ms = (now_unix_ns.saturating_sub(sampled_unix_ns) / 1_000_000).max(0) as u64;
+        let (num, den) = FORWARD_BUDGET;
+        let budget = u64::from(interval_ms) * num / den;
+        Some(now_ms + budget.saturating_sub(age_ms))
     }
 
     /// What goes to `neighbor` for `origin` now: our current advert of it (our own, or the
@@ -1153,11 +1194,18 @@ impl Instance {
     /// ones and those that waited a whole telemetry interval.
     fn finish(&mut self, now_ms: u64, all: bool) -> Vec<Action> {
         let mut actions = std::mem::take(&mut self.events);
-        let ready = if all {
+        let interval = u64::from(self.cfg.telemetry_interval_ms);
+        let mut ready = if all {
             self.outbox.neighbors()
         } else {
-            self.outbox.ready(now_ms, u64::from(self.cfg.telemetry_interval_ms))
+            self.outbox.ready(now_ms, interval)
         };
+        // A forwarding deadline takes everything queued, as a sample would: the adverts that
+        // need one arrived just after our sample, so they all go in one flush, not one each.
+        if !all && ready.iter().any(|id| self.outbox.at_deadline(id, now_ms, interval)) {
+            self.counters.forward_deadlines += 1;
+            ready = self.outbox.neighbors();
+        }
         for id in ready {
             self.flush(now_ms, &id, &mut actions);
         }
@@ -1564,7 +1612,7 @@ mod tests {
         let a = deliver(&mut i, 10, "r3", adverts_from("r3", vec![advert("r3", 1, 1, 2)]));
         assert_eq!(events(&a), ["added r3"]);
         assert!(sent(&a).is_empty(), "forwarding waits for the next frame");
-        assert_eq!(i.view().get("r3").unwrap().hops, 1);
+        assert_eq!(i.view().get("r3").unwrap().path_hops, 1);
         // r2 meanwhile sends us the same advert (it got it from r3 directly): it holds it.
         let a = deliver(&mut i, 11, "r2", adverts_from("r2", vec![advert("r3", 1, 1, 1)]));
         assert!(a.is_empty());
@@ -1630,6 +1678,62 @@ mod tests {
                 ..full
             }
         );
+    }
+
+    #[test]
+    fn a_forwarded_advert_leaves_within_its_budget_of_an_interval() {
+        let sampled_at = |ms: i64, seq: u64| pb::TelemetryAdvert {
+            timestamp_unix_ns: ms * 1_000_000,
+            ..advert("r3", 1, seq, 2)
+        };
+        let mut i = up(&["r2", "r3"]);
+        // Before our first sample we do not know our wall clock: it waits a whole interval.
+        deliver(&mut i, 100, "r3", adverts_from("r3", vec![sampled_at(90, 1)]));
+        assert_eq!(i.next_tick_ms(), Some(1000), "our keepalives fall due at 1000 too");
+        assert!(sent(&i.process(Input::Tick { now_ms: 999 })).is_empty());
+        // Our sample at 1000 (wall clock 1000 ms) carries it.
+        let a = i.process(sample(1000, 5.0));
+        assert_eq!(sent(&a), [to("r2", &["a:r1/2", "a:r3/1"]), to("r3", &["a:r1/2"])]);
+        // Sampled at 1010, received at 1030 just after our sample: waiting for our next (2000)
+        // would take it 990 ms past its sample; it leaves 900 ms after it instead, at 1910.
+        deliver(&mut i, 1030, "r3", adverts_from("r3", vec![sampled_at(1010, 2)]));
+        assert_eq!(i.next_tick_ms(), Some(1910));
+        assert!(sent(&i.process(Input::Tick { now_ms: 1909 })).is_empty());
+        assert_eq!(sent(&i.process(Input::Tick { now_ms: 1910 })), [to("r2", &["d:r3/1"])]);
+        assert_eq!(i.counters().forward_deadlines, 1);
+        // Sampled at 1950, received at 1960: our sample at 2000 comes first and carries it.
+        deliver(&mut i, 1960, "r3", adverts_from("r3", vec![sampled_at(1950, 3)]));
+        assert_eq!(i.next_tick_ms(), Some(2000));
+        let a = i.process(sample(2000, 6.0));
+        assert_eq!(sent(&a), [to("r2", &["d:r1/2", "d:r3/1"]), to("r3", &["d:r1/2"])]);
+        // One older than its budget when it arrives goes at once.
+        let a = deliver(&mut i, 2100, "r3", adverts_from("r3", vec![sampled_at(1100, 4)]));
+        assert_eq!(sent(&a), [to("r2", &["d:r3/1"])]);
+        assert_eq!(i.counters().forward_deadlines, 2);
+    }
+
+    #[test]
+    fn a_deadline_takes_everything_queued_at_once() {
+        let from = |origin: &str, ms: i64| pb::TelemetryAdvert {
+            timestamp_unix_ns: ms * 1_000_000,
+            ..advert(origin, 1, 1, 2)
+        };
+        let mut i = up(&["r2", "r3", "r4"]);
+        i.process(sample(1000, 5.0));
+        // r3's advert needs its deadline (1910); r4's, received later, would go with our sample
+        // at 2000 (its own deadline is 2390), but leaves with r3's in the one flush.
+        deliver(&mut i, 1030, "r3", adverts_from("r3", vec![from("r3", 1010)]));
+        deliver(&mut i, 1500, "r4", adverts_from("r4", vec![from("r4", 1490)]));
+        assert_eq!(i.next_deadline_ms(), Some(1910));
+        assert_eq!(
+            sent(&i.process(Input::Tick { now_ms: 1910 })),
+            [
+                to("r2", &["a:r3/1", "a:r4/1"]),
+                to("r3", &["a:r4/1"]),
+                to("r4", &["a:r3/1"])
+            ]
+        );
+        assert_eq!((i.counters().forward_deadlines, i.next_deadline_ms()), (1, None));
     }
 
     #[test]
@@ -1699,7 +1803,7 @@ mod tests {
         // the better copy as a delta that says only its hop limit; r2 and r3 hold better ones.
         deliver(&mut i, 15, "r3", adverts_from("r3", vec![advert("r4", 1, 1, 3)]));
         let e = i.view().get("r4").unwrap();
-        assert_eq!((e.hops, e.learned_from.as_str(), e.received_ms), (1, "r3", 10));
+        assert_eq!((e.path_hops, e.learned_from.as_str(), e.received_ms), (1, "r3", 10));
         assert_eq!(i.counters().adverts_shorter, 1);
         let a = i.process(sample(20, 1.0));
         assert_eq!(
@@ -1709,6 +1813,52 @@ mod tests {
                 to("r3", &["d:r1/3"]),
                 to("r5", &["d:r1/3", "d:r4/2"])
             ]
+        );
+    }
+
+    #[test]
+    fn a_newer_advert_by_a_longer_path_reads_the_old_hops_until_the_shorter_copy_or_an_interval() {
+        let mut c = cfg("r1", &["r2", "r3"]);
+        c.hop_limit = 3;
+        let mut i = up_with(c, &["r2", "r3"]);
+        let a = |sequence, hop_limit| pb::TelemetryAdvert {
+            interval_ms: 100,
+            ..advert("r4", 1, sequence, hop_limit)
+        };
+        let hops = |i: &Instance, now_ms| {
+            let e = i.view().get("r4").unwrap();
+            (e.hops_at(now_ms), e.path_hops, e.advert.sequence)
+        };
+        // Sequence 1 via r3, two hops.
+        deliver(&mut i, 10, "r3", adverts_from("r3", vec![a(1, 2)]));
+        assert_eq!(hops(&i, 10), (2, 2, 1));
+        // Sequence 2 via r2 first, three hops: stored, but reads two hops for one interval.
+        deliver(&mut i, 20, "r2", adverts_from("r2", vec![a(2, 1)]));
+        assert_eq!(hops(&i, 20), (2, 3, 2));
+        assert_eq!(hops(&i, 119), (2, 3, 2));
+        assert_eq!(
+            hops(&i, 120),
+            (3, 3, 2),
+            "no shorter copy within an interval: the path's hops"
+        );
+        // Sequence 2's best copy came by three hops: sequence 3 by three is not held; its copy
+        // via r3 makes it two.
+        deliver(&mut i, 130, "r2", adverts_from("r2", vec![a(3, 1)]));
+        assert_eq!(hops(&i, 131), (3, 3, 3));
+        deliver(&mut i, 140, "r3", adverts_from("r3", vec![a(3, 2)]));
+        assert_eq!(hops(&i, 140), (2, 2, 3));
+        assert_eq!(hops(&i, 1000), (2, 2, 3));
+        // The neighborhood and the status read the held hops too.
+        deliver(&mut i, 150, "r2", adverts_from("r2", vec![a(4, 1)]));
+        let n = i.neighborhood(150, 0);
+        assert_eq!(
+            n.routers.iter().find(|r| r.id.as_str() == "r4").map(|r| r.hops),
+            Some(2)
+        );
+        assert_ne!(
+            i.neighborhood_key(150),
+            i.neighborhood_key(250),
+            "a hold running out changes the neighborhood"
         );
     }
 

@@ -66,12 +66,14 @@ impl RouterView {
 }
 
 /// What a neighborhood is made of ([`Instance::neighborhood_key`]): the view's generation, our
-/// own advert's sequence (one boot per instance), and how many entries are stale.
+/// own advert's sequence (one boot per instance), how many entries are stale and how many hold
+/// their hops ([`crate::view::Entry::hops_at`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NeighborhoodKey {
     view_generation: u64,
     own_sequence: u64,
     stale: usize,
+    held: usize,
 }
 
 /// The neighborhood at one moment.
@@ -136,7 +138,12 @@ impl Instance {
         let mut routers: Vec<RouterView> = self.own().and_then(|a| router(a, 0, 0.0, false)).into_iter().collect();
         routers.extend(self.view().iter().filter_map(|e| {
             let latency_ms = e.latency_ms(now_ms, now_unix_ns).max(0.0);
-            router(&e.advert, e.hops, latency_ms, e.is_stale(now_ms, stale_after))
+            router(
+                &e.advert,
+                e.hops_at(now_ms),
+                latency_ms,
+                e.is_stale(now_ms, stale_after),
+            )
         }));
         Neighborhood { at_ms: now_ms, routers }
     }
@@ -150,6 +157,7 @@ impl Instance {
             view_generation: self.view().generation(),
             own_sequence: self.own().map_or(0, |a| a.sequence),
             stale: self.view().stale_count(now_ms, self.config().stale_after_intervals),
+            held: self.view().held_count(now_ms),
         }
     }
 }

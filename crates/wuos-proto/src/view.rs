@@ -12,6 +12,12 @@
 //!
 //! An entry is stale once not refreshed for `stale_after_intervals` × the advert's own
 //! interval × the intervals its origin may stay quiet, and expires (is removed) after twice that.
+//!
+//! Hops are held ([`Entry::hops_at`]): a newer advert that comes by more hops than its origin's
+//! last one did is stored at once (its figures are fresher), but the entry reads the old hop
+//! count for up to one interval of the origin's, while the copy by the shorter path may still be
+//! on its way — copies of one advert race over the paths, and the longer path's can win. Without
+//! it a view would read an origin two hops away as three for as long as the shorter copy takes.
 
 use std::collections::BTreeMap;
 
@@ -26,8 +32,12 @@ pub const MAX_VIEW_ENTRIES: usize = 4096;
 pub struct Entry {
     /// The advert as received (its hop_limit is what was left when it got here).
     pub advert: pb::TelemetryAdvert,
-    /// Hops from this router to the origin, as the advert travelled (1 = a neighbor).
-    pub hops: u32,
+    /// Hops from this router to the origin, as this advert travelled (1 = a neighbor); what the
+    /// entry reads is [`Entry::hops_at`].
+    pub path_hops: u32,
+    /// The hops of the origin's previous advert, read instead of more `path_hops` until a
+    /// shorter copy of this advert comes or the time is up ([`HeldHops`]).
+    pub held: Option<HeldHops>,
     /// The neighbor it came from.
     pub learned_from: String,
     /// When it was accepted (monotonic ms). A shorter-path copy of the same advert does not
@@ -41,7 +51,42 @@ pub struct Entry {
     pub orphan: bool,
 }
 
+/// Hops an entry keeps reading while a shorter copy of its advert may still come.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldHops {
+    /// The hops the origin's previous advert came by.
+    pub hops: u32,
+    /// Until when (monotonic ms, excluded).
+    pub until_ms: u64,
+}
+
+impl HeldHops {
+    /// What a newer advert of `path_hops` replacing `previous` holds: the previous advert's hops,
+    /// for one interval of the origin's from `now_ms`, when it came by fewer and the neighbor it
+    /// came from is still there to bring a shorter copy (not an orphan).
+    pub fn on_newer(previous: &Entry, path_hops: u32, interval_ms: u32, now_ms: u64) -> Option<HeldHops> {
+        (!previous.orphan && previous.path_hops < path_hops).then(|| HeldHops {
+            hops: previous.path_hops,
+            until_ms: now_ms.saturating_add(u64::from(interval_ms)),
+        })
+    }
+}
+
 impl Entry {
+    /// Hops from this router to the origin at `now_ms`: the path's, or fewer while held.
+    pub fn hops_at(&self, now_ms: u64) -> u32 {
+        match self.held {
+            Some(h) if now_ms < h.until_ms => h.hops.min(self.path_hops),
+            _ => self.path_hops,
+        }
+    }
+
+    /// Whether its hops are held at `now_ms` ([`Entry::hops_at`] may differ from `path_hops`).
+    pub fn is_held(&self, now_ms: u64) -> bool {
+        self.held
+            .is_some_and(|h| now_ms < h.until_ms && h.hops < self.path_hops)
+    }
+
     /// Milliseconds since it was received.
     pub fn age_ms(&self, now_ms: u64) -> u64 {
         now_ms.saturating_sub(self.received_ms)
@@ -81,7 +126,7 @@ impl Entry {
         let age_ms = self.age_ms(now_ms);
         pb::ViewEntry {
             advert: Some(self.advert.clone()),
-            hops: self.hops,
+            hops: self.hops_at(now_ms),
             age_ms,
             learned_from: self.learned_from.clone(),
             stale: self.is_stale(now_ms, stale_after_intervals),
@@ -190,6 +235,11 @@ impl View {
         self.generation
     }
 
+    /// How many entries' hops are held at `now_ms` ([`Entry::is_held`]).
+    pub fn held_count(&self, now_ms: u64) -> usize {
+        self.iter().filter(|e| e.is_held(now_ms)).count()
+    }
+
     /// How many entries are stale at `now_ms`.
     pub fn stale_count(&self, now_ms: u64, stale_after_intervals: u32) -> usize {
         self.iter()
@@ -257,7 +307,8 @@ mod tests {
         let mut v = View::new();
         v.insert(Entry {
             advert: a,
-            hops: 1,
+            path_hops: 1,
+            held: None,
             learned_from: "r2".into(),
             received_ms: 0,
             delta: None,
@@ -316,6 +367,38 @@ mod tests {
         v.orphan_learned_from("r2");
         assert_eq!(v.next_expiry_ms(3), Some(6_000));
         assert!(v.get("r3").unwrap().is_stale(3_000, 3));
+    }
+
+    #[test]
+    fn held_hops() {
+        let mut v = view_with(advert(1, 1, 0, 2));
+        let mut e = v.get("r3").unwrap().clone();
+        e.path_hops = 2;
+        // A newer advert by more hops holds the fewer for one interval; by as many, nothing.
+        assert_eq!(
+            HeldHops::on_newer(&e, 3, 1000, 50),
+            Some(HeldHops {
+                hops: 2,
+                until_ms: 1050
+            })
+        );
+        assert_eq!(HeldHops::on_newer(&e, 2, 1000, 50), None);
+        assert_eq!(HeldHops::on_newer(&e, 1, 1000, 50), None);
+        e.path_hops = 3;
+        e.held = Some(HeldHops {
+            hops: 2,
+            until_ms: 1050,
+        });
+        assert_eq!((e.hops_at(1049), e.hops_at(1050)), (2, 3));
+        assert!(e.is_held(1049) && !e.is_held(1050));
+        v.insert(e.clone());
+        assert_eq!((v.held_count(1049), v.held_count(1050)), (1, 0));
+        assert_eq!(v.get("r3").unwrap().to_pb(1049, 0, 3).hops, 2);
+        // Its neighbor lost (an orphan), a shorter copy cannot come: nothing is held.
+        v.orphan_learned_from("r2");
+        e = v.get("r3").unwrap().clone();
+        e.path_hops = 2;
+        assert_eq!(HeldHops::on_newer(&e, 3, 1000, 50), None);
     }
 
     #[test]

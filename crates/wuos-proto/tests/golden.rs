@@ -367,7 +367,11 @@ fn apply(s: &mut Sim, op: Op) -> Result<(), String> {
         } => {
             let inst = s.instance(&router).ok_or("router is stopped")?;
             let fail = |what: String| Err(format!("t={now} expect {router}: {what}"));
-            let got: BTreeMap<String, u32> = inst.view().iter().map(|e| (e.advert.origin.clone(), e.hops)).collect();
+            let got: BTreeMap<String, u32> = inst
+                .view()
+                .iter()
+                .map(|e| (e.advert.origin.clone(), e.hops_at(s.now)))
+                .collect();
             if let Some(view) = view
                 && view != got
             {
@@ -430,7 +434,7 @@ fn final_state(s: &Sim) -> Value {
             .map(|e| {
                 (
                     e.advert.origin.clone(),
-                    json!({ "hops": e.hops, "stale": e.is_stale(s.now, stale_after), "learned_from": e.learned_from }),
+                    json!({ "hops": e.hops_at(s.now), "stale": e.is_stale(s.now, stale_after), "learned_from": e.learned_from }),
                 )
             })
             .collect();

@@ -258,7 +258,7 @@ impl Sim {
                                     (
                                         e.advert.origin.clone(),
                                         ViewEntry {
-                                            hops: e.hops,
+                                            hops: e.hops_at(now_ms),
                                             stale: e.is_stale(now_ms, p.stale_after_intervals),
                                         },
                                     )

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!   Start ──▶ Instance::new (new boot id) ─┬─▶ Tick every hello/4 ──▶ dial, Input::Tick ─┐
+//!                                          ├─▶ Deadline (a forwarding one) ─▶ Input::Tick ─┤
 //!                                          └─▶ Sample every interval ─▶ Input::Sample ───┤──▶ Actions
 //!   Opened / Closed ──▶ Input::LinkOpened / LinkClosed ──────────────────────────────────┤    │
 //!   Deliver (head of a stream direction) ──▶ Instance::on_frame ─────────────────────────┘    │
@@ -65,6 +66,13 @@ enum Event {
     Sample {
         router: RouterIx,
         generation: u32,
+    },
+    /// A forwarding deadline of the router's instance ([`Instance::next_deadline_ms`]), on time
+    /// as the daemon keeps it, between its periodic ticks.
+    Deadline {
+        router: RouterIx,
+        generation: u32,
+        at_ms: u64,
     },
     /// One end (`side` 0: `a`, 1: `b`) learns that the stream opened.
     Opened {
@@ -136,6 +144,8 @@ pub(crate) struct Router {
     pub(crate) boots: u32,
     /// When its first sample comes after a start.
     sample_phase_us: u64,
+    /// The forwarding deadline a [`Event::Deadline`] is queued for.
+    deadline_ms: Option<u64>,
     pub(crate) load: Load,
     pub(crate) controller: Option<Box<Controller>>,
     /// The region its controller was last told in this incarnation (with regions, at each of
@@ -252,6 +262,7 @@ impl Sim {
                 generation: 0,
                 boots: 0,
                 sample_phase_us: 0,
+                deadline_ms: None,
                 load: Load::new(cfg.load, cfg.seed, i),
                 controller: None,
                 region: Region::Unknown,
@@ -464,6 +475,11 @@ impl Sim {
             }
             Event::Tick { router, generation } => self.tick(router, generation),
             Event::Sample { router, generation } => self.sample(router, generation),
+            Event::Deadline {
+                router,
+                generation,
+                at_ms,
+            } => self.deadline(router, generation, at_ms),
             Event::Opened { link, session, side } => self.opened(link, session, side),
             Event::Closed { link, session, side } => self.closed(link, session, side),
             Event::Deliver {
@@ -486,6 +502,7 @@ impl Sim {
         let rt = &mut self.routers[r.get()];
         rt.generation += 1;
         rt.boots += 1;
+        rt.deadline_ms = None;
         let mut c = self
             .cfg
             .protocol
@@ -560,6 +577,41 @@ impl Sim {
         self.execute(r, actions);
         let next = self.now_us + self.cfg.protocol.tick_ms() * 1000;
         self.queue.push(next, Event::Tick { router: r, generation });
+    }
+
+    fn deadline(&mut self, r: RouterIx, generation: u32, at_ms: u64) {
+        if !self.alive(r, generation) || self.routers[r.get()].deadline_ms != Some(at_ms) {
+            return;
+        }
+        self.routers[r.get()].deadline_ms = None;
+        let now_ms = self.now_ms_u();
+        let actions = self.inst_mut(r).process(Input::Tick { now_ms });
+        self.execute(r, actions);
+        self.schedule_deadline(r);
+    }
+
+    /// Queues a [`Event::Deadline`] for `r`'s earliest forwarding deadline, unless one as early
+    /// is queued already (it queues the next when it comes).
+    fn schedule_deadline(&mut self, r: RouterIx) {
+        let now_ms = self.now_ms_u();
+        let rt = &self.routers[r.get()];
+        let Some(at_ms) = rt.inst.as_ref().and_then(Instance::next_deadline_ms) else {
+            return;
+        };
+        if rt.deadline_ms.is_some_and(|t| t >= now_ms && t <= at_ms) {
+            return;
+        }
+        let generation = rt.generation;
+        self.routers[r.get()].deadline_ms = Some(at_ms);
+        let at_us = (at_ms * 1000).max(self.now_us);
+        self.queue.push(
+            at_us,
+            Event::Deadline {
+                router: r,
+                generation,
+                at_ms,
+            },
+        );
     }
 
     fn sample(&mut self, r: RouterIx, generation: u32) {
@@ -1009,6 +1061,7 @@ impl Sim {
                     self.routers[to.get()].traffic.frames_rejected += 1;
                 }
                 self.execute(to, actions);
+                self.schedule_deadline(to);
             }
             Payload::Fin => {
                 self.sessions[link.get()] = None;

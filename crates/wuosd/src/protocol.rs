@@ -377,16 +377,23 @@ impl Task {
         // eighth of a hello interval after the deadline (the quarter-interval ticks acted up to
         // a quarter late): a keepalive falls due one interval after the last frame, just when
         // the next sample's frame goes, and the sample must win that race.
+        // A forwarding deadline is kept on time, neither graced nor held back by the period
+        // (about once an interval at most: its tick sends everything queued), only never closer
+        // than 10 ms to the last tick.
         let period = (hello / 4).max(Duration::from_millis(10));
         let grace = hello / 8;
         let mut last_tick = tokio::time::Instant::now();
         loop {
             let now = tokio::time::Instant::now();
+            let origin = tokio::time::Instant::from_std(self.clock.origin());
             let due = self.instance.next_tick_ms().map_or(now + hello, |ms| {
-                let at = tokio::time::Instant::from_std(self.clock.origin()) + Duration::from_millis(ms) + grace;
+                let at = origin + Duration::from_millis(ms) + grace;
                 at.min(now + hello)
             });
-            let at = due.max(last_tick + period);
+            let mut at = due.max(last_tick + period);
+            if let Some(ms) = self.instance.next_deadline_ms() {
+                at = at.min((origin + Duration::from_millis(ms)).max(last_tick + Duration::from_millis(10)));
+            }
             let msg = tokio::select! {
                 _ = tokio::time::sleep_until(at) => {
                     last_tick = tokio::time::Instant::now();

@@ -577,7 +577,10 @@ impl Sim {
                 let inst = r.inst.as_ref()?;
                 Some((
                     id.clone(),
-                    inst.view().iter().map(|e| (e.advert.origin.clone(), e.hops)).collect(),
+                    inst.view()
+                        .iter()
+                        .map(|e| (e.advert.origin.clone(), e.hops_at(self.now)))
+                        .collect(),
                 ))
             })
             .collect()
