@@ -45,6 +45,8 @@ pub struct Options {
     pub transports: Vec<String>,
     /// Sample phases measured side by side in the scale part (`free`, `aligned`).
     pub phases: Vec<SamplePhase>,
+    /// Hello intervals measured side by side in the scale part (`None`: the telemetry interval).
+    pub hellos: Vec<Option<Duration>>,
     /// Seconds of the scale part's quiet (CPU) window.
     pub quiet_seconds: u64,
     /// Seconds between the scale part's warm-up and its quiet window.
@@ -72,6 +74,7 @@ impl BenchOptions for Options {
             ],
             transports: vec!["plain".into(), "mtls".into()],
             phases: vec![SamplePhase::default()],
+            hellos: vec![None],
             quiet_seconds: 20,
             settle_seconds: 30,
             watch_seconds: 120,
@@ -88,6 +91,7 @@ impl BenchOptions for Options {
             scale: vec![("random:500".into(), 1000), ("grid:10x10".into(), 100)],
             transports: vec!["plain".into(), "mtls".into()],
             phases: vec![SamplePhase::default()],
+            hellos: vec![None],
             quiet_seconds: 10,
             settle_seconds: 10,
             watch_seconds: 30,
@@ -410,12 +414,13 @@ pub fn run(o: &Options) -> Result<()> {
     let mut scales = Vec::new();
     for (topology, ms) in &o.scale {
         for transport in &o.transports {
-            for &phase in &o.phases {
+            for (&phase, &hello) in o.phases.iter().flat_map(|p| o.hellos.iter().map(move |h| (p, h))) {
                 let interval = Duration::from_millis(*ms);
                 eprintln!(
-                    "scale: {topology} at {} Hz over {transport}, {} samples: quiet {} s, watched {} s",
+                    "scale: {topology} at {} Hz over {transport}, {} samples, hello {} ms: quiet {} s, watched {} s",
                     1000 / ms,
                     phase.as_str(),
+                    hello.unwrap_or(interval).as_millis(),
                     o.quiet_seconds,
                     o.watch_seconds
                 );
@@ -424,6 +429,7 @@ pub fn run(o: &Options) -> Result<()> {
                 let d = DaemonOptions {
                     sample_phase: phase,
                     link_transport: link,
+                    hello_interval: hello,
                     ..daemons(interval, tls, o.domains)
                 };
                 let up_s = scale::up(&env, name, topology, d)?;
@@ -433,6 +439,10 @@ pub fn run(o: &Options) -> Result<()> {
                 }
                 if phase != SamplePhase::default() || o.phases.len() > 1 {
                     label.push_str(&format!(", {}", phase.as_str()));
+                }
+                if hello.is_some() || o.hellos.len() > 1 {
+                    let h = hello.unwrap_or(interval);
+                    label.push_str(&format!(", hello {} ms", h.as_millis()));
                 }
                 let r = scale::measure(
                     &env,

@@ -61,5 +61,6 @@ pub mod recording;
 pub mod routes;
 pub mod sysctls;
 pub mod tc;
+pub mod timer;
 pub mod traffic;
 pub mod xdp;

@@ -141,6 +141,10 @@ pub struct TelemetryArgs {
     /// start) or `aligned` (all at the multiples of the interval on the host's clock).
     #[arg(long, value_delimiter = ',')]
     phases: Option<Vec<wuos_model::daemon::SamplePhase>>,
+    /// Hello intervals of the scale part, side by side: `default` (the telemetry interval) or a
+    /// duration (e.g. `3s`): keepalives at most this far apart, a neighbor lost after three.
+    #[arg(long, value_delimiter = ',')]
+    hellos: Option<Vec<String>>,
     /// The scale part's routers host no domains: the protocol alone, without the domains'
     /// supervision of cgroups.
     #[arg(long)]
@@ -279,6 +283,17 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
             }
             if let Some(p) = a.phases {
                 o.phases = p;
+            }
+            if let Some(h) = a.hellos {
+                o.hellos = h
+                    .iter()
+                    .map(|h| match h.as_str() {
+                        "default" => Ok(None),
+                        d => wuos_model::units::parse_duration(d)
+                            .map(Some)
+                            .map_err(|e| anyhow::anyhow!("--hellos {d}: {e}")),
+                    })
+                    .collect::<Result<_>>()?;
             }
             o.domains = !a.no_domains;
             o.scale_only = a.scale_only;

@@ -217,14 +217,14 @@ impl<R: Routes> Task<R> {
         self.execute(ops).await;
         // Reconciles ride whatever wakes the task — the protocol publishes the neighborhood at
         // every sample — once RECONCILE_EVERY has passed: a timer of its own would wake the
-        // daemon for it alone. The fallback timer covers a task nothing wakes.
+        // daemon for it alone. The fallback timer covers a task nothing wakes; it is made anew at
+        // each turn of the loop and dropped when something else wakes the task. (One timer reset
+        // later and later stays in tokio's wheel at its first deadline and wakes the runtime there
+        // for nothing: that was one wake-up every two seconds of every daemon.)
         let mut last_reconcile = tokio::time::Instant::now();
-        let fallback = tokio::time::sleep(RECONCILE_EVERY * 2);
-        tokio::pin!(fallback);
         loop {
             if last_reconcile.elapsed() >= RECONCILE_EVERY {
                 last_reconcile = tokio::time::Instant::now();
-                fallback.as_mut().reset(last_reconcile + RECONCILE_EVERY * 2);
                 let ops = self.ctl.handle(Input::Tick);
                 self.execute(ops).await;
             }
@@ -268,7 +268,7 @@ impl<R: Routes> Task<R> {
                     Input::Instances(list)
                 }
                 // Past RECONCILE_EVERY by now: the reconcile at the loop's top.
-                () = &mut fallback => continue,
+                () = tokio::time::sleep_until(last_reconcile + RECONCILE_EVERY * 2) => continue,
             };
             let ops = self.ctl.handle(input);
             self.execute(ops).await;

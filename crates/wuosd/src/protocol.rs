@@ -380,9 +380,18 @@ impl Task {
         // A forwarding deadline is kept on time, neither graced nor held back by the period
         // (about once an interval at most: its tick sends everything queued), only never closer
         // than 10 ms to the last tick.
+        // The ticks wait on a timerfd (`wuos_southbound::timer`), which wakes us once, not on tokio's wheel,
+        // which wakes us twice for a deadline more than 64 ms away.
         let period = (hello / 4).max(Duration::from_millis(10));
         let grace = hello / 8;
         let mut last_tick = tokio::time::Instant::now();
+        let mut timer = match wuos_southbound::timer::Precise::new() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                warn!(error = %e, "no timerfd: the protocol's ticks use tokio's timer");
+                None
+            }
+        };
         loop {
             let now = tokio::time::Instant::now();
             let origin = tokio::time::Instant::from_std(self.clock.origin());
@@ -394,8 +403,20 @@ impl Task {
             if let Some(ms) = self.instance.next_deadline_ms() {
                 at = at.min((origin + Duration::from_millis(ms)).max(last_tick + Duration::from_millis(10)));
             }
+            let sleep = async {
+                match &mut timer {
+                    Some(t) => {
+                        if let Err(e) = t.sleep_until(at).await {
+                            warn!(error = %e, "the timerfd failed: the protocol's ticks use tokio's timer");
+                            timer = None;
+                            tokio::time::sleep_until(at).await;
+                        }
+                    }
+                    None => tokio::time::sleep_until(at).await,
+                }
+            };
             let msg = tokio::select! {
-                _ = tokio::time::sleep_until(at) => {
+                _ = sleep => {
                     last_tick = tokio::time::Instant::now();
                     None
                 }
