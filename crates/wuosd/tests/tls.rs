@@ -49,7 +49,8 @@ impl Drop for Daemon {
 /// Starts `id`'s wuosd on 127.0.0.1 with its certificate from `pki`, and the given neighbors
 /// (id, port); waits for its admin socket.
 fn start(dir: &Path, pki: &Path, id: &str, port: u16, neighbors: &[(&str, u16)]) -> Daemon {
-    let mport = free_port();
+    // Not the routers' port: the kernel may hand the same free port out twice.
+    let mport = std::iter::repeat_with(free_port).find(|&p| p != port).unwrap();
     let sock = dir.join(format!("{id}.sock"));
     let log = dir.join(format!("{id}.log"));
     let f = TlsFiles::in_pki_dir(pki, &r(id));
@@ -73,7 +74,7 @@ fn start(dir: &Path, pki: &Path, id: &str, port: u16, neighbors: &[(&str, u16)])
     std::fs::write(&path, cfg).unwrap();
     // A killed daemon of the same name leaves its socket behind.
     let _ = std::fs::remove_file(&sock);
-    let child = Command::new(env!("CARGO_BIN_EXE_wuosd"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wuosd"))
         .arg("--config")
         .arg(&path)
         .env("RUST_LOG", "info")
@@ -81,11 +82,14 @@ fn start(dir: &Path, pki: &Path, id: &str, port: u16, neighbors: &[(&str, u16)])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
+    // Started: its admin socket exists and its metrics answer (the last listener it opens, after
+    // the routers' port); a daemon that exited instead fails here with its log.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !sock.exists() {
+    while !sock.exists() || std::net::TcpStream::connect(("127.0.0.1", mport)).is_err() {
+        let exited = child.try_wait().unwrap();
         assert!(
-            Instant::now() < deadline,
-            "wuosd {id} did not start: {}",
+            Instant::now() < deadline && exited.is_none(),
+            "wuosd {id} did not start ({exited:?}): {}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(20));
