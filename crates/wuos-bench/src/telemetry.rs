@@ -416,11 +416,11 @@ pub fn run(o: &Options) -> Result<()> {
         for transport in &o.transports {
             for (&phase, &hello) in o.phases.iter().flat_map(|p| o.hellos.iter().map(move |h| (p, h))) {
                 let interval = Duration::from_millis(*ms);
+                let hello_ms = hello.unwrap_or(interval).as_millis();
                 eprintln!(
-                    "scale: {topology} at {} Hz over {transport}, {} samples, hello {} ms: quiet {} s, watched {} s",
+                    "scale: {topology} at {} Hz over {transport}, {} samples, hello {hello_ms} ms: quiet {} s, watched {} s",
                     1000 / ms,
                     phase.as_str(),
-                    hello.unwrap_or(interval).as_millis(),
                     o.quiet_seconds,
                     o.watch_seconds
                 );
@@ -441,8 +441,7 @@ pub fn run(o: &Options) -> Result<()> {
                     label.push_str(&format!(", {}", phase.as_str()));
                 }
                 if hello.is_some() || o.hellos.len() > 1 {
-                    let h = hello.unwrap_or(interval);
-                    label.push_str(&format!(", hello {} ms", h.as_millis()));
+                    label.push_str(&format!(", hello {hello_ms} ms"));
                 }
                 let r = scale::measure(
                     &env,

@@ -83,8 +83,7 @@ impl Entry {
 
     /// Whether its hops are held at `now_ms` ([`Entry::hops_at`] may differ from `path_hops`).
     pub fn is_held(&self, now_ms: u64) -> bool {
-        self.held
-            .is_some_and(|h| now_ms < h.until_ms && h.hops < self.path_hops)
+        self.hops_at(now_ms) < self.path_hops
     }
 
     /// Milliseconds since it was received.

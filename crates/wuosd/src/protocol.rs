@@ -380,8 +380,8 @@ impl Task {
         // A forwarding deadline is kept on time, neither graced nor held back by the period
         // (about once an interval at most: its tick sends everything queued), only never closer
         // than 10 ms to the last tick.
-        // The ticks wait on a timerfd (`wuos_southbound::timer`), which wakes us once, not on tokio's wheel,
-        // which wakes us twice for a deadline more than 64 ms away.
+        // The ticks wait on a timerfd (`wuos_southbound::timer`), which wakes us once, not on
+        // tokio's wheel, which wakes us twice for a deadline more than 64 ms away.
         let period = (hello / 4).max(Duration::from_millis(10));
         let grace = hello / 8;
         let mut last_tick = tokio::time::Instant::now();
