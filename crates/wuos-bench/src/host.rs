@@ -87,6 +87,44 @@ pub fn ticks_per_s() -> f64 {
         .unwrap_or(100) as f64
 }
 
+/// The host's busy time in clock ticks, all CPUs together: every column of `/proc/stat`'s `cpu`
+/// line but idle and iowait (user, nice, system, irq, softirq, steal) — kernel threads and
+/// interrupt work included.
+pub fn busy_ticks(proc_root: &Path) -> Option<u64> {
+    busy_of(&std::fs::read_to_string(proc_root.join("stat")).ok()?)
+}
+
+fn busy_of(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest and guest_nice are in user already)
+    let at = |i: usize| f.get(i).copied().unwrap_or(0);
+    Some(at(0) + at(1) + at(2) + at(5) + at(6) + at(7))
+}
+
+/// Waits until the host is quiet — busy less than `threshold_pct` of one core over a whole
+/// second (all CPUs, [`busy_ticks`]) — or `limit` has passed; how long it waited. The kernel
+/// tears a big lab's namespaces and cgroups down in its own workers for a while after `lab down`
+/// returns, and a measurement that starts then measures that too.
+pub fn wait_quiet(proc_root: &Path, threshold_pct: f64, limit: std::time::Duration) -> std::time::Duration {
+    let t0 = std::time::Instant::now();
+    let mut last = busy_ticks(proc_root);
+    while t0.elapsed() < limit {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let now = busy_ticks(proc_root);
+        match (last, now) {
+            (Some(a), Some(b)) if (b.saturating_sub(a) as f64 / ticks_per_s() * 100.0) < threshold_pct => break,
+            (None, _) | (_, None) => break,
+            _ => last = now,
+        }
+    }
+    t0.elapsed()
+}
+
 /// (utime + stime in clock ticks, RSS bytes) of process `pid`.
 pub fn proc_usage(proc_root: &Path, pid: i32) -> Option<(u64, u64)> {
     let dir = proc_root.join(pid.to_string());
@@ -102,6 +140,13 @@ pub fn proc_usage(proc_root: &Path, pid: i32) -> Option<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn busy_is_all_but_idle_and_iowait() {
+        let stat = "cpu  10 1 5 1000 7 2 3 4 9 9\ncpu0 1 1 1 1 1 1 1 1 0 0\n";
+        assert_eq!(busy_of(stat), Some(10 + 1 + 5 + 2 + 3 + 4));
+        assert_eq!(busy_of("intr 1\n"), None);
+    }
 
     #[test]
     fn meminfo_and_loadavg_parse() {

@@ -45,8 +45,11 @@ pub struct Options {
     pub transports: Vec<String>,
     /// Sample phases measured side by side in the scale part (`free`, `aligned`).
     pub phases: Vec<SamplePhase>,
-    /// Hello intervals measured side by side in the scale part (`None`: the telemetry interval).
+    /// Hello intervals measured side by side in the scale part (`None`: the daemon's default).
     pub hellos: Vec<Option<Duration>>,
+    /// Who watches the links, side by side in the scale part: `true`, ICMP echo where the
+    /// daemon's default has it (`link_dead_interval`); `false`, hellos alone (as before echo).
+    pub echo_watch: Vec<bool>,
     /// Seconds of the scale part's quiet (CPU) window.
     pub quiet_seconds: u64,
     /// Seconds between the scale part's warm-up and its quiet window.
@@ -75,6 +78,7 @@ impl BenchOptions for Options {
             transports: vec!["plain".into(), "mtls".into()],
             phases: vec![SamplePhase::default()],
             hellos: vec![None],
+            echo_watch: vec![true],
             quiet_seconds: 20,
             settle_seconds: 30,
             watch_seconds: 120,
@@ -92,6 +96,7 @@ impl BenchOptions for Options {
             transports: vec!["plain".into(), "mtls".into()],
             phases: vec![SamplePhase::default()],
             hellos: vec![None],
+            echo_watch: vec![true],
             quiet_seconds: 10,
             settle_seconds: 10,
             watch_seconds: 30,
@@ -414,24 +419,40 @@ pub fn run(o: &Options) -> Result<()> {
     let mut scales = Vec::new();
     for (topology, ms) in &o.scale {
         for transport in &o.transports {
-            for (&phase, &hello) in o.phases.iter().flat_map(|p| o.hellos.iter().map(move |h| (p, h))) {
+            let runs = o.phases.iter().flat_map(|&p| {
+                o.echo_watch
+                    .iter()
+                    .flat_map(move |&k| o.hellos.iter().map(move |&h| (p, k, h)))
+            });
+            for (phase, echo, hello) in runs {
                 let interval = Duration::from_millis(*ms);
-                let hello_ms = hello.unwrap_or(interval).as_millis();
+                let (tls, link) = parse_transport(transport);
+                let link_dead = if echo {
+                    wuos_model::daemon::default_link_dead_interval(interval, link)
+                } else {
+                    None
+                };
+                let hello_ms = hello
+                    .unwrap_or_else(|| wuos_model::daemon::default_hello_interval(interval, link_dead.is_some()))
+                    .as_millis();
+                let watch = link_dead.map_or("hellos".to_owned(), |d| format!("echo {} ms", d.as_millis()));
                 eprintln!(
-                    "scale: {topology} at {} Hz over {transport}, {} samples, hello {hello_ms} ms: quiet {} s, watched {} s",
+                    "scale: {topology} at {} Hz over {transport}, {} samples, hello {hello_ms} ms, links watched by {watch}: quiet {} s, watched {} s",
                     1000 / ms,
                     phase.as_str(),
                     o.quiet_seconds,
                     o.watch_seconds
                 );
                 let name = "benchscale";
-                let (tls, link) = parse_transport(transport);
                 let d = DaemonOptions {
                     sample_phase: phase,
                     link_transport: link,
                     hello_interval: hello,
+                    link_dead_interval: Some(link_dead.unwrap_or(Duration::ZERO)),
                     ..daemons(interval, tls, o.domains)
                 };
+                let waited = crate::host::wait_quiet(&env.proc_root, 10.0, Duration::from_secs(180));
+                eprintln!("  host quiet after {:.0} s", waited.as_secs_f64());
                 let up_s = scale::up(&env, name, topology, d)?;
                 let mut label = transport.clone();
                 if !o.domains {
@@ -440,7 +461,10 @@ pub fn run(o: &Options) -> Result<()> {
                 if phase != SamplePhase::default() || o.phases.len() > 1 {
                     label.push_str(&format!(", {}", phase.as_str()));
                 }
-                if hello.is_some() || o.hellos.len() > 1 {
+                if o.echo_watch.len() > 1 {
+                    label.push_str(&format!(", watched by {watch}"));
+                }
+                if hello.is_some() || o.hellos.len() > 1 || o.echo_watch.len() > 1 {
                     label.push_str(&format!(", hello {hello_ms} ms"));
                 }
                 let r = scale::measure(
@@ -455,7 +479,9 @@ pub fn run(o: &Options) -> Result<()> {
                     o.watch_seconds,
                 );
                 down::down(&env, name, &Silent)?;
-                scales.push(r?);
+                let mut r = r?;
+                r.waited_quiet_s = waited.as_secs_f64();
+                scales.push(r);
             }
         }
     }
@@ -525,6 +551,7 @@ pub fn run(o: &Options) -> Result<()> {
             "cpu% total",
             "cpu% med",
             "cpu% max",
+            "host busy%",
             "RSS MB med",
             "bytes/s total",
             "adj. up min",
@@ -547,6 +574,7 @@ pub fn run(o: &Options) -> Result<()> {
                 at_resolution(c.cpu_pct_total, r),
                 at_resolution(c.cpu_pct_median, r),
                 at_resolution(c.cpu_pct_max, r),
+                at_resolution(c.host_busy_pct, r),
                 at_resolution(c.rss_mb_median, 0.1),
                 at_resolution(c.bytes_per_s_total, 1.0),
                 format!("{:.3}", c.adjacencies_up.min),
@@ -558,7 +586,7 @@ pub fn run(o: &Options) -> Result<()> {
             ]);
         }
         println!(
-            "{t}(scale: CPU over a quiet window of {} s; adjacencies, losses and propagation over a watched window of {} s, every daemon's neighbors polled each second, a tenth of the views in turn; targets: random:1000 at 1 Hz all adjacencies up, 0 losses, all daemons <= 50% of one core; 2-hop propagation <= interval + 20 ms)",
+            "{t}(scale: CPU over a quiet window of {} s (cpu%: the daemons' utime + stime; host busy%: /proc/stat's busy time, all CPUs, kernel threads and softirq included); adjacencies, losses and propagation over a watched window of {} s, every daemon's neighbors polled each second, a tenth of the views in turn; targets: random:1000 at 1 Hz all adjacencies up, 0 losses, all daemons <= 50% of one core; 2-hop propagation <= interval + 20 ms)",
             o.quiet_seconds, o.watch_seconds
         );
         println!("before: {}", report.before);

@@ -37,8 +37,11 @@ pub const CONTROL_MEMORY: u64 = 32 << 20;
 pub struct DaemonOptions {
     pub telemetry_interval: Duration,
     /// The hello interval (keepalives at most this far apart; lost after 3 of them); `None`: the
-    /// telemetry interval.
+    /// daemon's default (`hello_interval` in wuosd.toml).
     pub hello_interval: Option<Duration>,
+    /// How long a neighbor may leave ICMP echo unanswered before it is lost (`link_dead_interval`; `0s`:
+    /// off); `None`: the daemon's default.
+    pub link_dead_interval: Option<Duration>,
     /// When the daemons sample (free-running, or together at multiples of the interval).
     pub sample_phase: wuos_model::daemon::SamplePhase,
     pub hop_limit: u32,
@@ -67,6 +70,7 @@ impl Default for DaemonOptions {
         Self {
             telemetry_interval: Duration::from_secs(1),
             hello_interval: None,
+            link_dead_interval: None,
             sample_phase: Default::default(),
             hop_limit: 2,
             domains: true,
@@ -181,6 +185,7 @@ pub fn config(env: &LabEnv, st: &LabState, opts: &DaemonOptions, i: usize) -> Re
         telemetry_interval: opts.telemetry_interval,
         sample_phase: opts.sample_phase,
         hello_interval: opts.hello_interval,
+        link_dead_interval: opts.link_dead_interval,
         dead_multiplier: 3,
         hop_limit: hop_limit(t, opts.hop_limit),
         stale_after_intervals: 3,

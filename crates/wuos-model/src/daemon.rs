@@ -110,9 +110,21 @@ pub struct DaemonConfig {
     /// routers with synchronized clocks sample together and a neighbor's frames arrive together).
     #[serde(default, skip_serializing_if = "SamplePhase::is_free")]
     pub sample_phase: SamplePhase,
-    /// Hello interval; defaults to the telemetry interval.
+    /// Hello interval: a neighbor that has sent nothing else for this long sends a keepalive.
+    /// Defaults to the telemetry interval; to ten of them (at most 30 s) while ICMP echo
+    /// watches the links (`link_dead_interval`), when hellos only have to catch a daemon that
+    /// hangs while its kernel still answers.
     #[serde(default, with = "units::opt_duration", skip_serializing_if = "Option::is_none")]
     pub hello_interval: Option<Duration>,
+    /// Links watched by ICMP echo, answered by the neighbor's kernel (wuosd's `liveness`): a
+    /// neighbor that answered neither an echo nor with a frame for this long is lost at once,
+    /// its link closed. It catches a cut link or a dead host without waking either daemon (the
+    /// probes leave at our sample, and the replies are read at the next). Default: three
+    /// telemetry intervals when the interval is at least 1 s and links are framed; otherwise
+    /// off. `0s`: off (hellos alone watch the links). Needs `CAP_NET_RAW`; without it the
+    /// daemon says so and uses hellos alone.
+    #[serde(default, with = "units::opt_duration", skip_serializing_if = "Option::is_none")]
+    pub link_dead_interval: Option<Duration>,
     /// A neighbor is lost after this many hello intervals without a word from it.
     #[serde(default = "default_dead_multiplier")]
     pub dead_multiplier: u32,
@@ -558,6 +570,12 @@ fn default_interval() -> Duration {
 fn default_dead_multiplier() -> u32 {
     3
 }
+/// The default hello interval in telemetry intervals while echo watches the links.
+const HELLOS_WHILE_WATCHED: u32 = 10;
+/// The longest default hello interval while echo watches the links.
+const MAX_WATCHED_HELLO: Duration = Duration::from_secs(30);
+/// The shortest `link_dead_interval`.
+const MIN_LINK_DEAD: Duration = Duration::from_secs(2);
 fn default_hop_limit() -> u32 {
     2
 }
@@ -623,7 +641,7 @@ fn fix_for(key: &str) -> &'static str {
         "router_id" | "id" | "datacenter" => "use 1-64 letters, digits, '.', '_' or '-'",
         "listen" | "address" | "control_address" => "use an address:port, e.g. \"10.0.0.1:7470\"",
         "metrics_listen" => "use an address:port, e.g. \"127.0.0.1:9470\"",
-        "telemetry_interval" | "hello_interval" | "drain" | "ready_timeout" => {
+        "telemetry_interval" | "hello_interval" | "link_dead_interval" | "drain" | "ready_timeout" => {
             "use a duration, e.g. \"1s\" or \"100ms\""
         }
         "routing_memory" | "control_memory" => "use a size, e.g. \"128MiB\"",
@@ -697,7 +715,24 @@ impl DaemonConfig {
     }
 
     pub fn hello_interval(&self) -> Duration {
-        self.hello_interval.unwrap_or(self.telemetry_interval)
+        self.hello_interval
+            .unwrap_or_else(|| default_hello_interval(self.telemetry_interval, self.link_dead_interval().is_some()))
+    }
+
+    /// How long a neighbor may leave an echo unanswered before its link is closed; `None`: echo
+    /// does not watch the links (only hellos do).
+    pub fn link_dead_interval(&self) -> Option<Duration> {
+        match self.link_dead_interval {
+            Some(d) => Some(d).filter(|d| !d.is_zero()),
+            None => default_link_dead_interval(self.telemetry_interval, self.link_transport),
+        }
+    }
+
+    /// How long a silent neighbor takes to be lost: by echo when it watches the links and that
+    /// is sooner, else by the hellos.
+    pub fn failure_detection(&self) -> Duration {
+        let hellos = self.dead_interval();
+        self.link_dead_interval().map_or(hellos, |l| l.min(hellos))
     }
 
     /// How long a neighbor may stay silent before it is lost.
@@ -722,6 +757,10 @@ impl DaemonConfig {
             if let Some(d) = d.filter(|d| !intervals.contains(d)) {
                 return Err(bad(key, format!("{d:?} is out of range"), "use 10ms to 600s"));
             }
+        }
+        if let Some(d) = self.link_dead_interval {
+            check_link_dead_interval(d, self.link_transport)
+                .map_err(|(problem, fix)| bad("link_dead_interval", problem, fix))?;
         }
         if let Some(o) = &self.orchestrator {
             if o.datacenter == self.router_id {
@@ -878,6 +917,40 @@ impl DaemonConfig {
     }
 }
 
+/// The hello interval when none is configured: the telemetry interval, or ten of them (at most
+/// 30 s) when echo `watched` the links.
+pub fn default_hello_interval(telemetry: Duration, watched: bool) -> Duration {
+    if watched {
+        (telemetry * HELLOS_WHILE_WATCHED).min(MAX_WATCHED_HELLO).max(telemetry)
+    } else {
+        telemetry
+    }
+}
+
+/// The `link_dead_interval` when none is configured: three telemetry intervals for framed
+/// links when the interval is at least 1 s, else none (echo is read at each sample, so it
+/// needs a few samples per dead interval; below 1 s the hellos are cheap enough per second).
+pub fn default_link_dead_interval(telemetry: Duration, transport: LinkTransport) -> Option<Duration> {
+    (transport.is_framed() && telemetry >= Duration::from_secs(1)).then(|| telemetry * default_dead_multiplier())
+}
+
+/// Checks a `link_dead_interval` for links carried by `transport`: the problem and its fix.
+pub fn check_link_dead_interval(d: Duration, transport: LinkTransport) -> Result<(), (String, &'static str)> {
+    if d.is_zero() {
+        return Ok(());
+    }
+    if !(MIN_LINK_DEAD..=Duration::from_secs(600)).contains(&d) {
+        return Err((format!("{d:?} is out of range"), "use 2s to 600s, or 0s for off"));
+    }
+    if !transport.is_framed() {
+        return Err((
+            "is set, but the links are gRPC".into(),
+            "echo watches framed links only: leave it unset, or use framed links",
+        ));
+    }
+    Ok(())
+}
+
 /// The IPv4 address of `a`, if it is one.
 pub fn ipv4_of(a: &SocketAddr) -> Option<Ipv4Addr> {
     match a.ip() {
@@ -985,6 +1058,11 @@ interface = "eth0"
             (GOOD.replace("10.0.0.2:7470", "10.0.0.2"), "neighbor[0].address"),
             (GOOD.replace("id = \"r2\"", "id = \"r3\""), "neighbor[0].id"),
             (format!("hop_limit = 9\n{GOOD}"), "hop_limit"),
+            (format!("link_dead_interval = \"1s\"\n{GOOD}"), "link_dead_interval"),
+            (
+                format!("link_dead_interval = \"3s\"\nlink_transport = \"grpc\"\n{GOOD}"),
+                "link_dead_interval",
+            ),
         ];
         for (text, key) in cases {
             let e = check(&text).expect_err(key).to_string();
@@ -993,5 +1071,30 @@ interface = "eth0"
                 "expected an error about {key}, got: {e}"
             );
         }
+    }
+
+    #[test]
+    fn echo_watches_framed_links_at_intervals_of_a_second_or_more() {
+        let s = Duration::from_secs;
+        let mut c = check(GOOD).unwrap();
+        // 100 ms: hellos watch the links.
+        assert_eq!(c.link_dead_interval(), None);
+        assert_eq!(c.failure_detection(), Duration::from_millis(300));
+        c.telemetry_interval = s(1);
+        assert_eq!(c.link_dead_interval(), Some(s(3)));
+        assert_eq!(c.hello_interval(), s(10));
+        assert_eq!(c.dead_interval(), s(30));
+        assert_eq!(c.failure_detection(), s(3), "echo sees a silent link first");
+        c.telemetry_interval = s(5);
+        assert_eq!((c.link_dead_interval(), c.hello_interval()), (Some(s(15)), s(30)));
+        c.hello_interval = Some(s(2));
+        assert_eq!(c.hello_interval(), s(2), "an explicit hello interval wins");
+        assert_eq!(c.failure_detection(), s(6), "three 2-s hellos come before 15 s");
+        c.hello_interval = None;
+        c.link_dead_interval = Some(Duration::ZERO);
+        assert_eq!((c.link_dead_interval(), c.hello_interval()), (None, s(5)), "0s: off");
+        c.link_dead_interval = None;
+        c.link_transport = LinkTransport::Grpc;
+        assert_eq!(c.link_dead_interval(), None, "gRPC links are not watched");
     }
 }

@@ -33,6 +33,8 @@
 //!   (namespace + cgroup + read-only mount namespace, launched through `domain-init`) and a fake.
 //! - [`tc`]: traffic control through `tc -batch` (token buckets, redirects into user space).
 //! - [`nft`]: nftables rulesets (the [`nft::Nftables`] trait, the `nft` program, a fake).
+//! - [`echo`]: ICMP echo to the neighbors, answered by their kernels (link liveness without
+//!   waking their daemons).
 //! - [`packet`]: AF_PACKET sockets with virtio-net headers, for the user-space link relay.
 //! - [`privilege`]: the root-or-skip rule of privileged tests.
 //! - [`process`]: finding processes by namespace or command line, and stopping them.
@@ -46,6 +48,7 @@ pub mod cgroup;
 pub mod cgroups;
 mod classify;
 pub mod domain;
+pub mod echo;
 pub mod links;
 pub mod malloc;
 pub mod namespaces;

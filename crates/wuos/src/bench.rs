@@ -141,10 +141,16 @@ pub struct TelemetryArgs {
     /// start) or `aligned` (all at the multiples of the interval on the host's clock).
     #[arg(long, value_delimiter = ',')]
     phases: Option<Vec<wuos_model::daemon::SamplePhase>>,
-    /// Hello intervals of the scale part, side by side: `default` (the telemetry interval) or a
-    /// duration (e.g. `3s`): keepalives at most this far apart, a neighbor lost after three.
+    /// Hello intervals of the scale part, side by side: `default` (the daemon's: the telemetry
+    /// interval, or ten of them while echo watches the links) or a duration (e.g. `3s`):
+    /// keepalives at most this far apart, a neighbor lost after three.
     #[arg(long, value_delimiter = ',')]
     hellos: Option<Vec<String>>,
+    /// Who watches the links in the scale part, side by side: `echo` (ICMP echo answered by the
+    /// neighbors' kernels, the daemon's default at intervals of 1 s or more) or `hellos` (hellos
+    /// alone, as before echo watched them).
+    #[arg(long, value_delimiter = ',', value_parser = ["echo", "hellos"])]
+    liveness: Option<Vec<String>>,
     /// The scale part's routers host no domains: the protocol alone, without the domains'
     /// supervision of cgroups.
     #[arg(long)]
@@ -294,6 +300,9 @@ pub fn run(cmd: BenchCmd) -> Result<()> {
                             .map_err(|e| anyhow::anyhow!("--hellos {d}: {e}")),
                     })
                     .collect::<Result<_>>()?;
+            }
+            if let Some(l) = a.liveness {
+                o.echo_watch = l.iter().map(|l| l == "echo").collect();
             }
             o.domains = !a.no_domains;
             o.scale_only = a.scale_only;

@@ -58,9 +58,15 @@ pub enum LabCmd {
         #[arg(long, default_value = "1s")]
         telemetry_interval: String,
         /// The daemons' hello interval: a neighbor that sends nothing else sends a keepalive
-        /// this often, and is lost after three without a word (default: the telemetry interval).
+        /// this often, and is lost after three without a word (default: the telemetry interval;
+        /// ten of them, at most 30 s, while echo watches the links).
         #[arg(long)]
         hello_interval: Option<String>,
+        /// How long a neighbor may leave ICMP echo unanswered (and send no frame) before it is
+        /// lost: its kernel answers, its daemon is not woken; `0s`: off, hellos alone watch the
+        /// links (default: three telemetry intervals when the interval is 1 s or more, else off).
+        #[arg(long)]
+        link_dead_interval: Option<String>,
         /// The daemons sample together, at the multiples of the interval on the host's clock
         /// (default: each one interval after its own start).
         #[arg(long)]
@@ -303,6 +309,7 @@ pub fn run(cmd: LabCmd) -> Result<()> {
             no_daemons,
             telemetry_interval,
             hello_interval,
+            link_dead_interval,
             aligned_samples,
             link_transport,
             hop_limit,
@@ -329,12 +336,22 @@ pub fn run(cmd: LabCmd) -> Result<()> {
             if !(1..=8).contains(&hop_limit) {
                 return Err(bad(format!("--hop-limit {hop_limit}: use 1 to 8")));
             }
+            let link_dead_interval = link_dead_interval
+                .as_deref()
+                .map(parse_duration)
+                .transpose()
+                .map_err(bad)?;
+            if let Some(d) = link_dead_interval {
+                wuos_model::daemon::check_link_dead_interval(d, link_transport)
+                    .map_err(|(problem, fix)| bad(format!("--link-dead-interval {problem}: {fix}")))?;
+            }
             let opts = up::UpOptions {
                 name,
                 workers: workers.unwrap_or_else(up::default_workers),
                 daemons: (!no_daemons).then_some(wuos_lab::daemons::DaemonOptions {
                     telemetry_interval: interval,
                     hello_interval: hello_interval.as_deref().map(parse_duration).transpose().map_err(bad)?,
+                    link_dead_interval,
                     sample_phase: if aligned_samples {
                         wuos_model::daemon::SamplePhase::Aligned
                     } else {

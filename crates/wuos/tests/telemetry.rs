@@ -190,3 +190,76 @@ fn top_and_status_show_every_router() {
         "r2 has two neighbors up:\n{text}"
     );
 }
+
+/// The state of neighbor `id` as `router` sees it.
+fn neighbor_state(lab: &str, router: &str, id: &str) -> Option<String> {
+    let out = run(&["status", router, "--lab", lab, "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["neighbors"]
+        .as_array()?
+        .iter()
+        .find(|n| n["id"] == id)
+        .and_then(|n| n["state"].as_str().map(str::to_owned))
+}
+
+fn counter(lab: &str, router: &str, name: &str) -> u64 {
+    let v: Value = serde_json::from_str(&ok(&["status", router, "--lab", lab, "--json"])).unwrap();
+    v["counters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .and_then(|c| c["value"].as_u64())
+        .unwrap_or_else(|| panic!("no counter {name}: {v}"))
+}
+
+#[test]
+fn echo_sees_a_cut_link_while_hellos_are_ten_intervals_apart() {
+    if !privileged("link liveness") {
+        return;
+    }
+    let lab = "t-kwatch";
+    let _ = run(&["lab", "down", lab]);
+    // The defaults at a 1-s interval: ICMP echo watches the links (lost after 3 s without an
+    // answer), hellos go every 10 s (lost after 30 s).
+    ok(&["lab", "up", "line:3", "--name", lab, "--no-domains"]);
+    let _d = Down(lab);
+    wait_until("r2 has both neighbors up", Duration::from_secs(10), || {
+        ["r1", "r3"]
+            .iter()
+            .all(|n| neighbor_state(lab, "r2", n).as_deref() == Some("up"))
+    });
+    // Few keepalives: with 1-s hellos, r2 would send about one a second to each neighbor that
+    // heard nothing else from it.
+    let k0 = counter(lab, "r2", "keepalives_sent");
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(6));
+    let keepalives = counter(lab, "r2", "keepalives_sent") - k0;
+    eprintln!("r2 sent {keepalives} keepalives in {:?}", t0.elapsed());
+    assert!(
+        keepalives <= 4,
+        "r2 sent {keepalives} keepalives in 6 s: hellos are not 10 s apart"
+    );
+
+    // Cut r2-r3: no frame says so, and hellos would take 30 s; the echoes go unanswered and
+    // both ends lose each other within the 3-s link dead interval (checked at each sample).
+    ok(&["lab", "link", "set", "r2", "r3", "--lab", lab, "--down"]);
+    let cut = Instant::now();
+    wait_until("r2 and r3 lose each other", Duration::from_secs(8), || {
+        neighbor_state(lab, "r2", "r3").as_deref() == Some("down")
+            && neighbor_state(lab, "r3", "r2").as_deref() == Some("down")
+    });
+    let lost = cut.elapsed();
+    eprintln!("r2 and r3 lost each other {lost:?} after the cut");
+    assert_eq!(
+        neighbor_state(lab, "r2", "r1").as_deref(),
+        Some("up"),
+        "r1-r2 is untouched"
+    );
+
+    ok(&["lab", "link", "set", "r2", "r3", "--lab", lab, "--up"]);
+    wait_until("r2 and r3 are neighbors again", Duration::from_secs(10), || {
+        neighbor_state(lab, "r2", "r3").as_deref() == Some("up")
+            && neighbor_state(lab, "r3", "r2").as_deref() == Some("up")
+    });
+}

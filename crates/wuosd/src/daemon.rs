@@ -64,6 +64,39 @@ fn monitor_source(cfg: &DaemonConfig) -> Source {
     }
 }
 
+/// The links' watch by ICMP echo when `link_dead_interval` is on. Without a raw socket (no
+/// `CAP_NET_RAW`) the hellos watch the links alone, every telemetry interval unless configured:
+/// the configuration that comes back says so.
+fn link_watch(mut cfg: DaemonConfig, boot_id: u64) -> (DaemonConfig, Option<crate::liveness::Watch>) {
+    let Some(dead) = cfg.link_dead_interval() else {
+        return (cfg, None);
+    };
+    match wuos_southbound::echo::Echo::new((boot_id ^ u64::from(std::process::id())) as u16) {
+        Ok(echo) => {
+            let neighbors = cfg
+                .neighbors
+                .iter()
+                .filter_map(|n| Some((n.id.to_string(), wuos_model::daemon::ipv4_of(&n.address)?)));
+            let watch = crate::liveness::Watch::new(Box::new(echo), dead, neighbors);
+            info!(
+                dead_ms = dead.as_millis() as u64,
+                hello_ms = cfg.hello_interval().as_millis() as u64,
+                "links watched by ICMP echo"
+            );
+            (cfg, Some(watch))
+        }
+        Err(e) => {
+            cfg.link_dead_interval = Some(Duration::ZERO);
+            warn!(
+                error = %e,
+                hello_ms = cfg.hello_interval().as_millis() as u64,
+                "cannot send ICMP echo (a raw socket needs CAP_NET_RAW): the links are watched by hellos alone"
+            );
+            (cfg, None)
+        }
+    }
+}
+
 fn instance_config(cfg: &DaemonConfig, boot_id: u64) -> InstanceConfig {
     InstanceConfig {
         router_id: cfg.router_id.to_string(),
@@ -235,12 +268,14 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()> + Send + 
         None => crate::protocol::AnyConnector::Plain(crate::protocol::Plain),
     };
 
+    let (cfg, watch) = link_watch(cfg, boot_id);
     let protocol = crate::protocol::spawn(
         Instance::new(instance_config(&cfg, boot_id)),
         clock,
         metrics.clone(),
         connector.clone(),
         cfg.link_transport,
+        watch,
     );
     let domains = start_domains(&cfg, &mut monitor, &store, clock)?;
     let datapath = start_datapath(&cfg, domains.as_ref());
@@ -306,7 +341,7 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()> + Send + 
                     me: cfg.router_id.clone(),
                     cfg: oc.clone(),
                     interval: cfg.telemetry_interval,
-                    settle: cfg.dead_interval() + 2 * cfg.telemetry_interval,
+                    settle: cfg.failure_detection() + 2 * cfg.telemetry_interval,
                     clock,
                     store: store.clone(),
                     neighborhood: protocol.watch(),

@@ -37,6 +37,7 @@ pub mod datapath;
 pub mod delivery;
 pub mod domains;
 pub mod link;
+pub mod liveness;
 pub mod metrics;
 pub mod monitor;
 pub mod orchestration;

@@ -303,13 +303,15 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Starts the protocol task and a dialer for each neighbor whose id sorts after ours; the dialers
-/// open framed links (`crate::link`) unless `transport` says gRPC.
+/// open framed links (`crate::link`) unless `transport` says gRPC. With `watch`, the links are
+/// also watched by ICMP echo (`crate::liveness`).
 pub fn spawn(
     instance: Instance,
     clock: Clock,
     metrics: Arc<Metrics>,
     connector: impl Connector,
     transport: LinkTransport,
+    watch: Option<crate::liveness::Watch>,
 ) -> ProtocolHandle {
     let (tx, rx) = mpsc::channel(4096);
     let (publish, neighborhood) = watch::channel(Arc::new(Neighborhood::default()));
@@ -343,6 +345,7 @@ pub fn spawn(
         publish,
         published: None,
         handle: handle.clone(),
+        watch,
     };
     tokio::spawn(task.run(rx, hello));
     handle
@@ -366,6 +369,8 @@ struct Task {
     /// What the last neighborhood published was made of ([`Instance::neighborhood_key`]).
     published: Option<wuos_proto::neighborhood::NeighborhoodKey>,
     handle: ProtocolHandle,
+    /// The links' watch by ICMP echo, when on.
+    watch: Option<crate::liveness::Watch>,
 }
 
 impl Task {
@@ -373,17 +378,22 @@ impl Task {
         // The instance says when a tick next matters (a dead interval, a keepalive, an expiry,
         // something queued); the task sleeps until then rather than ticking four times a
         // second — each wake-up of a daemon costs more than the tick's work — but never ticks
-        // more often than every quarter hello interval, nor sleeps longer than one. It wakes an
-        // eighth of a hello interval after the deadline (the quarter-interval ticks acted up to
-        // a quarter late): a keepalive falls due one interval after the last frame, just when
-        // the next sample's frame goes, and the sample must win that race.
+        // more often than every quarter beat, nor sleeps longer than a hello interval; the beat
+        // is the hello interval, or the telemetry interval when that is shorter (hellos are ten
+        // intervals apart while echo watches the links, and view entries must still expire on
+        // time). It wakes an eighth of a beat after the deadline (the quarter-beat ticks acted
+        // up to a quarter late): a keepalive falls due one interval after the last frame, just
+        // when the next sample's frame goes, and the sample must win that race.
         // A forwarding deadline is kept on time, neither graced nor held back by the period
         // (about once an interval at most: its tick sends everything queued), only never closer
         // than 10 ms to the last tick.
         // The ticks wait on a timerfd (`wuos_southbound::timer`), which wakes us once, not on
         // tokio's wheel, which wakes us twice for a deadline more than 64 ms away.
-        let period = (hello / 4).max(Duration::from_millis(10));
-        let grace = hello / 8;
+        let beat = hello.min(Duration::from_millis(u64::from(
+            self.instance.config().telemetry_interval_ms,
+        )));
+        let period = (beat / 4).max(Duration::from_millis(10));
+        let grace = beat / 8;
         let mut last_tick = tokio::time::Instant::now();
         let mut timer = match wuos_southbound::timer::Precise::new() {
             Ok(t) => Some(t),
@@ -433,6 +443,9 @@ impl Task {
                         debug!(%neighbor, old = old.id, "a new link replaces the old one");
                     }
                     self.echo.remove(&neighbor);
+                    if let Some(w) = &mut self.watch {
+                        w.opened(&neighbor, std::time::Instant::now());
+                    }
                     (self.instance.process(Input::LinkOpened { now_ms, neighbor }), false)
                 }
                 Some(Msg::LinkClosed { neighbor, link, reason }) => {
@@ -442,6 +455,9 @@ impl Task {
                     }
                     self.links.remove(&neighbor);
                     self.echo.remove(&neighbor);
+                    if let Some(w) = &mut self.watch {
+                        w.closed(&neighbor);
+                    }
                     let input = Input::LinkClosed {
                         now_ms,
                         neighbor,
@@ -466,6 +482,9 @@ impl Task {
                             received_us,
                         },
                     );
+                    if let Some(w) = &mut self.watch {
+                        w.heard(&neighbor, std::time::Instant::now());
+                    }
                     let (actions, r) = self.instance.on_frame(now_ms, &neighbor, &frame, rtt_ms);
                     if let Err(e) = r {
                         self.metrics.reject(e.reason());
@@ -489,6 +508,8 @@ impl Task {
                         placements: s.placements,
                         sdwan: s.sdwan,
                     });
+                    let mut a = a;
+                    a.extend(self.watch_links(now_ms));
                     // Prometheus's copy of the counters, once per sample (a scrape sees them at
                     // most one interval old).
                     self.mirror_counters();
@@ -596,10 +617,31 @@ impl Task {
 
     /// Drops the link's queue: its stream ends, the peer sees the link close.
     fn close(&mut self, neighbor: &str, reason: String) {
+        if let Some(w) = &mut self.watch {
+            w.closed(neighbor);
+        }
         if self.links.remove(neighbor).is_some() {
             self.echo.remove(neighbor);
             info!(%neighbor, %reason, "link closed");
         }
+    }
+
+    /// At a sample, with the links watched by echo: closes the links found silent (their
+    /// neighbors are lost at once) and probes the others; what the instance says of the losses.
+    fn watch_links(&mut self, now_ms: u64) -> Vec<Action> {
+        let Some(w) = &mut self.watch else {
+            return Vec::new();
+        };
+        let mut actions = Vec::new();
+        for (neighbor, reason) in w.check(std::time::Instant::now()) {
+            actions.extend(self.instance.process(Input::LinkClosed {
+                now_ms,
+                neighbor: neighbor.clone(),
+                reason: reason.clone(),
+            }));
+            self.close(&neighbor, reason);
+        }
+        actions
     }
 
     /// The state machine's counters into the Prometheus gauges.

@@ -49,6 +49,13 @@ pub struct Scale {
     pub cpu_pct_median: f64,
     pub cpu_pct_max: f64,
     pub cpu_resolution_pct: f64,
+    /// The whole host's busy time over the quiet window, % of one core (all CPUs; kernel
+    /// threads, interrupts and softirq included, e.g. the links' packets: the daemons' figure
+    /// counts only what ran in their own context).
+    pub host_busy_pct: f64,
+    /// How long the bench waited, before `lab up`, for the host to be quiet (busy under 10 % of
+    /// a core for a second; at most 180 s): the previous lab's teardown goes on in the kernel.
+    pub waited_quiet_s: f64,
     pub rss_mb_median: f64,
     pub rss_mb_max: f64,
     pub rss_mb_total: f64,
@@ -171,10 +178,16 @@ pub fn measure(
     }
     let usage = |p: &i32| Some((*p, crate::host::proc_usage(&env.proc_root, *p)?));
     let t0 = Instant::now();
+    let busy_before = crate::host::busy_ticks(&env.proc_root);
     let before: HashMap<i32, (u64, u64)> = pids.iter().filter_map(usage).collect();
     std::thread::sleep(Duration::from_secs(quiet_s));
     let after: HashMap<i32, (u64, u64)> = pids.iter().filter_map(usage).collect();
+    let busy_after = crate::host::busy_ticks(&env.proc_root);
     let elapsed = t0.elapsed().as_secs_f64();
+    let host_busy_pct = match (busy_before, busy_after) {
+        (Some(a), Some(b)) => b.saturating_sub(a) as f64 / super::ticks_per_s() / elapsed * 100.0,
+        _ => f64::NAN,
+    };
     let (mut cpu, mut rss) = (Vec::new(), Vec::new());
     for (pid, &(t_before, _)) in &before {
         if let Some(&(t_after, r)) = after.get(pid) {
@@ -253,6 +266,8 @@ pub fn measure(
         cpu_pct_median: q(&cpu, 0.5),
         cpu_pct_max: q(&cpu, 1.0),
         cpu_resolution_pct: 100.0 / super::ticks_per_s() / quiet_s as f64,
+        host_busy_pct,
+        waited_quiet_s: 0.0,
         rss_mb_median: q(&rss, 0.5),
         rss_mb_max: q(&rss, 1.0),
         rss_mb_total: rss.iter().sum(),
