@@ -268,14 +268,14 @@ pub async fn run(cfg: DaemonConfig, shutdown: impl Future<Output = ()> + Send + 
         None => crate::protocol::AnyConnector::Plain(crate::protocol::Plain),
     };
 
-    let (cfg, watch) = link_watch(cfg, boot_id);
+    let (cfg, liveness) = link_watch(cfg, boot_id);
     let protocol = crate::protocol::spawn(
         Instance::new(instance_config(&cfg, boot_id)),
         clock,
         metrics.clone(),
         connector.clone(),
         cfg.link_transport,
-        watch,
+        liveness,
     );
     let domains = start_domains(&cfg, &mut monitor, &store, clock)?;
     let datapath = start_datapath(&cfg, domains.as_ref());

@@ -303,15 +303,15 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Starts the protocol task and a dialer for each neighbor whose id sorts after ours; the dialers
-/// open framed links (`crate::link`) unless `transport` says gRPC. With `watch`, the links are
-/// also watched by ICMP echo (`crate::liveness`).
+/// open framed links (`crate::link`) unless `transport` says gRPC. With `liveness`, the links
+/// are also watched by ICMP echo (`crate::liveness`).
 pub fn spawn(
     instance: Instance,
     clock: Clock,
     metrics: Arc<Metrics>,
     connector: impl Connector,
     transport: LinkTransport,
-    watch: Option<crate::liveness::Watch>,
+    liveness: Option<crate::liveness::Watch>,
 ) -> ProtocolHandle {
     let (tx, rx) = mpsc::channel(4096);
     let (publish, neighborhood) = watch::channel(Arc::new(Neighborhood::default()));
@@ -345,7 +345,7 @@ pub fn spawn(
         publish,
         published: None,
         handle: handle.clone(),
-        watch,
+        watch: liveness,
     };
     tokio::spawn(task.run(rx, hello));
     handle
@@ -497,7 +497,7 @@ impl Task {
                 }
                 Some(Msg::Sample(s)) => {
                     let s = *s;
-                    let a = self.instance.process(Input::Sample {
+                    let mut a = self.instance.process(Input::Sample {
                         now_ms,
                         timestamp_unix_ns: s.timestamp_unix_ns,
                         resources: s.resources,
@@ -508,7 +508,6 @@ impl Task {
                         placements: s.placements,
                         sdwan: s.sdwan,
                     });
-                    let mut a = a;
                     a.extend(self.watch_links(now_ms));
                     // Prometheus's copy of the counters, once per sample (a scrape sees them at
                     // most one interval old).
