@@ -373,6 +373,18 @@ fn clocks(o: &Options) -> Vec<Clock> {
             ),
         ),
         Clock::new(
+            "scale: host busy",
+            "a read of /proc/stat's cpu line, just before the daemons' first CPU read",
+            "the same read just after their second",
+            "idle and iowait; nothing else: the bench itself, kernel threads, interrupts and softirq are in it",
+            &format!(
+                "clock ticks of {:.0} ms, all CPUs, over {} s: {:.2}% of a core",
+                1e3 / ticks_per_s(),
+                o.quiet_seconds,
+                100.0 / ticks_per_s() / o.quiet_seconds.max(1) as f64
+            ),
+        ),
+        Clock::new(
             "propagation 2 hops",
             "r3's daemon samples its telemetry (the advert's timestamp_unix_ns)",
             "r1's daemon stores the advert received through r2 (its view entry's latency_ms)",

@@ -14,7 +14,12 @@ const LAB: &str = "t-tel";
 const INTERVAL_MS: u64 = 500;
 
 fn status(router: &str) -> Option<Value> {
-    let out = run(&["status", router, "--lab", LAB, "--json"]);
+    status_in(LAB, router)
+}
+
+/// `router`'s `wuos status --json` in `lab`; `None` while its daemon does not answer.
+fn status_in(lab: &str, router: &str) -> Option<Value> {
+    let out = run(&["status", router, "--lab", lab, "--json"]);
     out.status
         .success()
         .then(|| serde_json::from_slice(&out.stdout).expect("status --json is JSON"))
@@ -193,9 +198,7 @@ fn top_and_status_show_every_router() {
 
 /// The state of neighbor `id` as `router` sees it.
 fn neighbor_state(lab: &str, router: &str, id: &str) -> Option<String> {
-    let out = run(&["status", router, "--lab", lab, "--json"]);
-    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-    v["neighbors"]
+    status_in(lab, router)?["neighbors"]
         .as_array()?
         .iter()
         .find(|n| n["id"] == id)
@@ -203,7 +206,7 @@ fn neighbor_state(lab: &str, router: &str, id: &str) -> Option<String> {
 }
 
 fn counter(lab: &str, router: &str, name: &str) -> u64 {
-    let v: Value = serde_json::from_str(&ok(&["status", router, "--lab", lab, "--json"])).unwrap();
+    let v = status_in(lab, router).unwrap_or_else(|| panic!("{router}'s daemon does not answer"));
     v["counters"]
         .as_array()
         .unwrap()

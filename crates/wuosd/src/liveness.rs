@@ -93,11 +93,6 @@ impl Watch {
         }
     }
 
-    /// How long a link may stay silent.
-    pub fn dead(&self) -> Duration {
-        self.dead
-    }
-
     /// A link to `neighbor` opened at `now`.
     pub fn opened(&mut self, neighbor: &str, now: Instant) {
         if let Some(&address) = self.addresses.get(neighbor) {
