@@ -112,6 +112,12 @@ impl Entry {
         self.age_ms(now_ms) >= 2 * self.fresh_ms(stale_after_intervals)
     }
 
+    /// When it expires ([`Entry::is_expired`]).
+    pub fn expires_ms(&self, stale_after_intervals: u32) -> u64 {
+        self.received_ms
+            .saturating_add(2 * self.fresh_ms(stale_after_intervals))
+    }
+
     /// Its receive time less its origin's sample time, in ms: the wall clock now
     /// (`now_unix_ns`) less its age is the wall-clock time of reception.
     pub fn latency_ms(&self, now_ms: u64, now_unix_ns: i64) -> f64 {
@@ -209,8 +215,36 @@ impl View {
 
     /// Stores `e`, replacing its origin's entry; returns the replaced one.
     pub fn insert(&mut self, e: Entry) -> Option<Entry> {
+        let added = self.expiry.get().map(|(_, s, _)| e.expires_ms(s));
         self.generation += 1;
-        self.entries.insert(e.advert.origin.clone(), e)
+        let old = self.entries.insert(e.advert.origin.clone(), e);
+        self.keep_expiry(old.as_ref(), added);
+        old
+    }
+
+    /// Carries [`View::next_expiry_ms`]'s answer over one change — `removed` gone, an entry that
+    /// expires at `added` stored — without a pass over the entries, unless `removed` may have
+    /// been the first to expire (then the next call makes one). A view that takes a new advert
+    /// every few milliseconds and is asked before every sleep made that pass each time.
+    fn keep_expiry(&self, removed: Option<&Entry>, added: Option<u64>) {
+        let Some((g, s, at)) = self.expiry.get() else {
+            return;
+        };
+        if g + 1 != self.generation {
+            return;
+        }
+        let first_may_go = match (removed, at) {
+            (Some(r), Some(first)) => r.expires_ms(s) <= first,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !first_may_go {
+            let at = match (at, added) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            self.expiry.set(Some((self.generation, s, at)));
+        }
     }
 
     /// Marks every entry learned from `neighbor` an orphan ([`Entry::orphan`]).
@@ -224,7 +258,10 @@ impl View {
     /// Removes `origin`'s entry.
     pub fn remove(&mut self, origin: &str) -> Option<Entry> {
         let e = self.entries.remove(origin);
-        self.generation += u64::from(e.is_some());
+        if e.is_some() {
+            self.generation += 1;
+            self.keep_expiry(e.as_ref(), None);
+        }
         e
     }
 
@@ -268,10 +305,7 @@ impl View {
         {
             return at;
         }
-        let at = self
-            .iter()
-            .map(|e| e.received_ms.saturating_add(2 * e.fresh_ms(stale_after_intervals)))
-            .min();
+        let at = self.iter().map(|e| e.expires_ms(stale_after_intervals)).min();
         self.expiry.set(Some((self.generation, stale_after_intervals, at)));
         at
     }
@@ -366,6 +400,38 @@ mod tests {
         v.orphan_learned_from("r2");
         assert_eq!(v.next_expiry_ms(3), Some(6_000));
         assert!(v.get("r3").unwrap().is_stale(3_000, 3));
+    }
+
+    proptest::proptest! {
+        /// The first expiry carried over inserts and removals is the one a pass over the
+        /// entries finds, whichever entry changes and whether it was the first to expire.
+        #[test]
+        fn the_first_expiry_carried_over_changes_is_the_first(
+            ops in proptest::collection::vec((0u8..6, 0u64..50, 1u32..4, proptest::bool::ANY), 1..60),
+        ) {
+            let mut v = View::new();
+            for (origin, received, quiet, remove) in ops {
+                let origin = format!("r{origin}");
+                if remove {
+                    v.remove(&origin);
+                } else {
+                    let mut a = advert(1, 1, 0, 1);
+                    a.origin = origin;
+                    a.quiet_intervals = quiet;
+                    v.insert(Entry {
+                        advert: a,
+                        path_hops: 1,
+                        held: None,
+                        learned_from: "r9".into(),
+                        received_ms: received * 100,
+                        delta: None,
+                        orphan: false,
+                    });
+                }
+                let pass = v.iter().map(|e| e.expires_ms(3)).min();
+                proptest::prop_assert_eq!(v.next_expiry_ms(3), pass);
+            }
+        }
     }
 
     #[test]

@@ -161,9 +161,11 @@ impl Watch {
             self.links.remove(n);
         }
         let mut error = None;
-        for l in self.links.values_mut() {
-            if std::mem::take(&mut l.framed) {
-                // It spoke since the last probes: alive, nothing to ask.
+        for (n, l) in self.links.iter_mut() {
+            // It spoke since the last probes: alive, nothing to ask — once it has answered echo
+            // at all (until then it is not judged by echo, and a link that always speaks would
+            // never be).
+            if std::mem::take(&mut l.framed) && self.echoing.contains(n) {
                 continue;
             }
             let probes = if l.unanswered { RETRY_PROBES } else { 1 };
@@ -305,6 +307,30 @@ mod tests {
             "a link that speaks is not probed"
         );
         assert_eq!(w.check(at(t0, 15)).len(), 1, "silent for 3 s: dead");
+    }
+
+    #[test]
+    fn a_link_that_always_speaks_is_probed_until_its_neighbor_answers_echo() {
+        let fake = Fake::default();
+        fake.alive.lock().unwrap().insert(A);
+        let mut w = watch(&fake);
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let probes = || fake.sent.lock().unwrap().len();
+        w.opened("r1", t0);
+        // A frame before it ever answered echo: probed all the same (else a link that always
+        // speaks would never be judged by echo, and a cut would wait for the hellos).
+        w.heard("r1", ms(500));
+        w.check(ms(1000));
+        assert_eq!(probes(), 1, "probed although it spoke");
+        // It answered: from now on a frame since the last check spares the probe.
+        w.heard("r1", ms(1500));
+        w.check(ms(2000));
+        assert_eq!(probes(), 1, "a frame spares it once it answered echo");
+        // Cut: frames and replies stop; it is judged by echo, 3 s after the frame of 1.5 s.
+        fake.alive.lock().unwrap().clear();
+        let dead: Vec<u64> = (3..8).filter(|s| !w.check(at(t0, *s)).is_empty()).collect();
+        assert_eq!(dead, [5], "lost at the first check 3 s after it was last heard");
     }
 
     #[test]

@@ -346,6 +346,7 @@ pub fn spawn(
         published: None,
         handle: handle.clone(),
         watch: liveness,
+        gauges: Vec::new(),
     };
     tokio::spawn(task.run(rx, hello));
     handle
@@ -371,6 +372,9 @@ struct Task {
     handle: ProtocolHandle,
     /// The links' watch by ICMP echo, when on.
     watch: Option<crate::liveness::Watch>,
+    /// The Prometheus gauges of the state machine's counters, in their order (looked up once:
+    /// each lookup hashed and allocated the label).
+    gauges: Vec<prometheus_client::metrics::gauge::Gauge>,
 }
 
 impl Task {
@@ -644,15 +648,24 @@ impl Task {
     }
 
     /// The state machine's counters into the Prometheus gauges.
-    fn mirror_counters(&self) {
+    fn mirror_counters(&mut self) {
         let m = &self.metrics;
         m.neighbors_up
             .set(self.instance.neighbors().filter(|n| n.is_up()).count() as i64);
-        m.view_entries.set(self.instance.view().iter().count() as i64);
-        for (name, value) in self.instance.counters().values() {
-            m.protocol_events
-                .get_or_create(&crate::metrics::NameLabel { name: name.to_string() })
-                .set(value as i64);
+        m.view_entries.set(self.instance.view().len() as i64);
+        let values = self.instance.counters().values();
+        if self.gauges.len() != values.len() {
+            self.gauges = values
+                .iter()
+                .map(|(name, _)| {
+                    m.protocol_events
+                        .get_or_create(&crate::metrics::NameLabel { name: name.to_string() })
+                        .clone()
+                })
+                .collect();
+        }
+        for (g, (_, value)) in self.gauges.iter().zip(values) {
+            g.set(value as i64);
         }
     }
 }

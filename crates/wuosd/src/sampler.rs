@@ -43,53 +43,183 @@ pub struct Parts {
     pub neighbor_of: HashMap<String, String>,
 }
 
-/// The monitor's own thread: it keeps the sampling clock and reads the files, and hands each
-/// reading to the sampler task; it ends when the task is gone.
+/// One reading of the monitor: how long it took, and the sample.
+type Reading = (Duration, Result<Sample, MonitorError>);
+
+/// The sampling clock, and where the monitor reads.
 ///
-/// The monitor reads files (cgroup files, `/proc`), which block: on a host running hundreds of
-/// routers, kernfs contention made one sample take most of a second, and on the daemon's one
-/// runtime thread that stalled the protocol task until its neighbors were declared dead. The
-/// thread keeps its own clock too: a tokio timer a second away wakes the runtime twice (at its
-/// coarse wheel slot, then on time) and a hop to a blocking thread and back wakes it once more;
-/// here the runtime wakes once per sample, when the reading arrives. Each wake-up costs more than
-/// the work it does when a machine runs a thousand daemons.
-///
-/// Each reading comes with how long it took.
-fn spawn_clock(
-    mut monitor: Monitor,
+/// The monitor reads files (cgroup files, `/proc`), which block. On the runtime thread at a
+/// `timerfd` ([`wuos_southbound::timer::Precise`]) a sample costs the daemon one wake-up; on a
+/// thread of its own it costs two context switches more (the thread's wake, then the hand-off
+/// that wakes the runtime), which at 1,000 daemons on two cores was a fifth of their CPU. But on
+/// a host running hundreds of routers, kernfs contention once made one sample take most of a
+/// second, and on the daemon's one runtime thread that stalled the protocol task until its
+/// neighbors were declared dead. So the monitor reads inline while its reads are quick, moves to
+/// its own thread as soon as one takes longer than [`stall_limit`], and comes back once
+/// [`BACK_AFTER`] readings in a row there were quick again: a stall holds the runtime at most
+/// once, for one sample's reads, per episode.
+struct Clock<M = Monitor> {
     interval: Duration,
     phase: SamplePhase,
-) -> mpsc::Receiver<(Duration, Result<Sample, MonitorError>)> {
-    let (tx, rx) = mpsc::channel(1);
-    let spawned = std::thread::Builder::new().name("monitor".into()).spawn(move || {
-        // Aligned: from the wall clock each time (late or slewed, the next multiple).
-        let aligned = || Instant::now() + until_aligned(std::time::SystemTime::now(), interval);
-        let mut next = match phase {
-            SamplePhase::Free => Instant::now(),
-            SamplePhase::Aligned => aligned(),
+    /// When the next inline sample is due.
+    next: Instant,
+    timer: Option<wuos_southbound::timer::Precise>,
+    at: At<M>,
+}
+
+/// What the clock reads at each sample: the [`Monitor`] (a test's stand-in in the tests).
+trait Reads: Send + 'static {
+    fn read(&mut self, now: Instant) -> Result<Sample, MonitorError>;
+}
+
+impl Reads for Monitor {
+    fn read(&mut self, now: Instant) -> Result<Sample, MonitorError> {
+        self.sample(now)
+    }
+}
+
+enum At<M> {
+    Inline(Box<M>),
+    /// Its own thread, which sends each reading and, with the last, the monitor back.
+    Thread(mpsc::Receiver<(Reading, Option<Box<M>>)>),
+    /// No monitor (its thread could not start).
+    Gone,
+}
+
+/// Readings in a row, each quicker than a quarter of the stall limit, after which a monitor on
+/// its own thread comes back to the runtime.
+const BACK_AFTER: u32 = 60;
+
+/// How long a sample's reads may hold the runtime thread: a quarter of the interval, at most
+/// 100 ms (an echo-watched link is lost after 3 intervals of silence, a hello-watched one after
+/// its dead interval, at least 3 intervals).
+fn stall_limit(interval: Duration) -> Duration {
+    (interval / 4).min(Duration::from_millis(100))
+}
+
+impl<M: Reads> Clock<M> {
+    fn new(monitor: M, interval: Duration, phase: SamplePhase) -> Self {
+        let timer = match wuos_southbound::timer::Precise::new() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                warn!(error = %e, "no timerfd: the samples use tokio's timer");
+                None
+            }
         };
+        let next = match phase {
+            SamplePhase::Free => Instant::now(),
+            SamplePhase::Aligned => aligned(interval),
+        };
+        Clock {
+            interval,
+            phase,
+            next,
+            timer,
+            at: At::Inline(Box::new(monitor)),
+        }
+    }
+
+    /// The next reading; `None` once there is no monitor.
+    async fn next(&mut self) -> Option<Reading> {
+        loop {
+            match &mut self.at {
+                At::Gone => return None,
+                At::Thread(rx) => {
+                    let (reading, back) = rx.recv().await?;
+                    if let Some(m) = back {
+                        tracing::info!("the monitor's reads are quick again: back on the runtime thread");
+                        self.next = self.after(Instant::now());
+                        self.at = At::Inline(m);
+                    }
+                    return Some(reading);
+                }
+                At::Inline(_) => {
+                    let at = tokio::time::Instant::from_std(self.next);
+                    match &mut self.timer {
+                        Some(t) => {
+                            if let Err(e) = t.sleep_until(at).await {
+                                warn!(error = %e, "the timerfd failed: the samples use tokio's timer");
+                                self.timer = None;
+                                continue;
+                            }
+                        }
+                        None => tokio::time::sleep_until(at).await,
+                    }
+                    let At::Inline(monitor) = &mut self.at else { continue };
+                    let t0 = Instant::now();
+                    let sample = monitor.read(t0);
+                    let took = t0.elapsed();
+                    self.next = self.after(self.next);
+                    if took > stall_limit(self.interval) {
+                        warn!(
+                            took_ms = took.as_millis() as u64,
+                            "a sample's reads held the runtime thread: the monitor moves to a thread of its own"
+                        );
+                        let At::Inline(m) = std::mem::replace(&mut self.at, At::Gone) else {
+                            unreachable!()
+                        };
+                        self.at = spawn_thread(m, self.interval, self.phase, self.next);
+                    }
+                    return Some((took, sample));
+                }
+            }
+        }
+    }
+
+    /// When the sample after one due at `due` is due.
+    fn after(&self, due: Instant) -> Instant {
+        next_due(due, self.interval, self.phase)
+    }
+}
+
+/// Free: one interval after `due`, or now when that has passed (a stalled read, a suspended host:
+/// no burst to catch up). Aligned: the next multiple of the interval on the wall clock (late or
+/// slewed, the next one).
+fn next_due(due: Instant, interval: Duration, phase: SamplePhase) -> Instant {
+    match phase {
+        SamplePhase::Free => (due + interval).max(Instant::now()),
+        SamplePhase::Aligned => aligned(interval),
+    }
+}
+
+fn aligned(interval: Duration) -> Instant {
+    Instant::now() + until_aligned(std::time::SystemTime::now(), interval)
+}
+
+/// The monitor on a thread of its own from `next` on (see [`Clock`]).
+fn spawn_thread<M: Reads>(monitor: Box<M>, interval: Duration, phase: SamplePhase, mut next: Instant) -> At<M> {
+    let (tx, rx) = mpsc::channel(1);
+    let quick = stall_limit(interval) / 4;
+    let spawned = std::thread::Builder::new().name("monitor".into()).spawn(move || {
+        let mut monitor = monitor;
+        let mut quick_in_a_row = 0;
         loop {
             std::thread::sleep(next.saturating_duration_since(Instant::now()));
             let t0 = Instant::now();
-            let sample = monitor.sample(t0);
-            match tx.try_send((t0.elapsed(), sample)) {
+            let sample = monitor.read(t0);
+            let took = t0.elapsed();
+            quick_in_a_row = if took < quick { quick_in_a_row + 1 } else { 0 };
+            next = next_due(next, interval, phase);
+            if quick_in_a_row >= BACK_AFTER {
+                // The last reading and the monitor with it; the runtime takes the clock back.
+                let _ = tx.blocking_send(((took, sample), Some(monitor)));
+                return;
+            }
+            match tx.try_send(((took, sample), None)) {
                 Ok(()) => {}
                 // The task has not taken the last one yet: this one is dropped, like a missed tick.
                 Err(mpsc::error::TrySendError::Full(_)) => warn!("the sampler is behind: a sample dropped"),
                 Err(mpsc::error::TrySendError::Closed(_)) => return,
             }
-            next = match phase {
-                // Late (a stalled read, a suspended host): the next sample one interval from
-                // now, not a burst to catch up.
-                SamplePhase::Free => (next + interval).max(Instant::now()),
-                SamplePhase::Aligned => aligned(),
-            };
         }
     });
-    if let Err(e) = spawned {
-        warn!(error = %e, "cannot start the monitor's thread: no samples");
+    match spawned {
+        Ok(_) => At::Thread(rx),
+        Err(e) => {
+            warn!(error = %e, "cannot start the monitor's thread: no samples");
+            At::Gone
+        }
     }
-    rx
 }
 
 /// How long from `now` to the next multiple of `interval` since the Unix epoch (a whole interval
@@ -100,11 +230,11 @@ fn until_aligned(now: std::time::SystemTime, interval: Duration) -> Duration {
     Duration::from_nanos((i - since % i) as u64)
 }
 
-/// Runs until the task is aborted (the monitor's thread ends at its next sample).
+/// Runs until the task is aborted (a monitor on its own thread ends at its next sample).
 pub async fn run(monitor: Monitor, p: Parts) {
-    let mut readings = spawn_clock(monitor, p.interval, p.phase);
+    let mut clock = Clock::new(monitor, p.interval, p.phase);
     let mut announcer = wuos_proto::announce::Announcer::new(p.announce);
-    while let Some((took, sample)) = readings.recv().await {
+    while let Some((took, sample)) = clock.next().await {
         let sample = match sample {
             Ok(s) => s,
             Err(e) => {
@@ -238,6 +368,63 @@ mod tests {
             .collect();
         let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
         assert_eq!(links, [pair("eth0", ""), pair("eth1", "r2"), pair("wonder", "")]);
+    }
+
+    /// A monitor that records on which thread it reads, and stalls once when told to.
+    struct Fake {
+        stall: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        threads: std::sync::Arc<std::sync::Mutex<Vec<std::thread::ThreadId>>>,
+    }
+
+    impl super::Reads for Fake {
+        fn read(&mut self, _: std::time::Instant) -> Result<Sample, crate::monitor::MonitorError> {
+            if self.stall.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(8));
+            }
+            self.threads.lock().unwrap().push(std::thread::current().id());
+            Ok(Sample::default())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stalled_read_moves_the_monitor_off_the_runtime_thread_until_reads_are_quick_again() {
+        let stall = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let fake = Fake {
+            stall: stall.clone(),
+            threads: threads.clone(),
+        };
+        // 12 ms: reads may hold the runtime 3 ms; the stall takes 8.
+        let mut clock = super::Clock::new(fake, Duration::from_millis(12), wuos_model::daemon::SamplePhase::Free);
+        let runtime = std::thread::current().id();
+        let mut next = async || clock.next().await.expect("a reading").1.expect("a sample");
+        for _ in 0..3 {
+            next().await;
+        }
+        stall.store(true, std::sync::atomic::Ordering::SeqCst);
+        next().await;
+        let mut reads = 0;
+        loop {
+            next().await;
+            reads += 1;
+            if *threads.lock().unwrap().last().unwrap() == runtime {
+                break;
+            }
+            assert!(reads < 10 * super::BACK_AFTER, "the monitor never came back");
+        }
+        let t = threads.lock().unwrap();
+        assert!(t[..4].iter().all(|&id| id == runtime), "inline at first, the stall too");
+        let away = &t[4..t.len() - 1];
+        assert!(
+            away.iter().all(|&id| id != runtime),
+            "on its own thread after the stall"
+        );
+        assert!(
+            away.len() >= super::BACK_AFTER as usize,
+            "back after {} quick readings, not {}",
+            super::BACK_AFTER,
+            away.len()
+        );
     }
 
     #[test]

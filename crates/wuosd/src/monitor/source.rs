@@ -119,6 +119,12 @@ impl Reader {
     }
 }
 
+/// Below this many bytes in all, a read that returned fewer bytes than asked read the whole file.
+/// procfs and cgroupfs files are seq_files, which stop short of the end only when their buffer
+/// (a page, 4 KiB, at least) fills; under half a page, no record of theirs can be left over. It
+/// saves the second read that would return 0: half of the monitor's system calls.
+const SHORT_IS_WHOLE: usize = 2048;
+
 /// Reads `file` from offset 0 to its end into `buf` (grown as needed); the length read.
 fn read_all(file: &File, buf: &mut Vec<u8>) -> io::Result<usize> {
     let mut len = 0;
@@ -126,8 +132,10 @@ fn read_all(file: &File, buf: &mut Vec<u8>) -> io::Result<usize> {
         if len == buf.len() {
             buf.resize(buf.len() * 2, 0);
         }
+        let asked = buf.len() - len;
         match file.read_at(&mut buf[len..], len as u64) {
             Ok(0) => return Ok(len),
+            Ok(n) if n < asked && len + n < SHORT_IS_WHOLE => return Ok(len + n),
             Ok(n) => len += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
