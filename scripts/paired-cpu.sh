@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Paired CPU comparison of two wuosd binaries in the same lab.
+#
+# One lab's CPU varies more from one `lab up` to the next (45-63 % of a core for all daemons at
+# random:1000, same binary, same topology, same host) than most code changes move it, so two
+# labs, one per binary, compare lab-ups rather than binaries. Here both binaries run side by
+# side in one lab: routers with an odd number run one, even ones the other. A second lab swaps
+# them, so that neither gets the odd or the even half of the topology only.
+#
+# usage: scripts/paired-cpu.sh OLD_WUOSD NEW_WUOSD [TOPOLOGY] [WINDOWS]
+#   TOPOLOGY  a generator (default random:1000; seed 7, the bench's)
+#   WINDOWS   20-s windows measured per lab (default 3)
+# env: WUOS (the wuos binary, default target/release/wuos), LAB_ARGS (default
+#      "--no-domains --no-tls"), SETTLE (seconds after lab up, default 60), OUT (JSON path).
+#
+# Figure: each binary's daemons' CPU time (the sum of every thread's /proc/PID/task/TID/schedstat
+# run time, ns, the scheduler's own clock) over a window, per daemon, in µs per second.
+# The clock starts at the first read of all daemons and stops at the second (20 s apart; the
+# reads take about 50 ms at 1,000 daemons, and are not excluded). Needs root (lab up).
+set -euo pipefail
+
+old=${1:?usage: paired-cpu.sh OLD_WUOSD NEW_WUOSD [TOPOLOGY] [WINDOWS]}
+new=${2:?usage: paired-cpu.sh OLD_WUOSD NEW_WUOSD [TOPOLOGY] [WINDOWS]}
+topology=${3:-random:1000}
+windows=${4:-3}
+here=$(cd "$(dirname "$0")/.." && pwd)
+wuos=${WUOS:-$here/target/release/wuos}
+lab_args=${LAB_ARGS:---no-domains --no-tls}
+settle=${SETTLE:-60}
+out=${OUT:-$here/bench-results/paired-cpu-$(date -u +%Y%m%dT%H%M%SZ).json}
+lab=pairedcpu
+old=$(realpath "$old")
+new=$(realpath "$new")
+[ "$old" != "$new" ] || { echo "paired-cpu: the two binaries are the same file" >&2; exit 2; }
+for b in "$old" "$new" "$wuos"; do [ -x "$b" ] || { echo "paired-cpu: $b is not an executable" >&2; exit 2; }; done
+command -v python3 >/dev/null || { echo "paired-cpu: needs python3" >&2; exit 2; }
+
+tmp=$(mktemp -d)
+cleanup() { "$wuos" lab down "$lab" >/dev/null 2>&1 || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+cat > "$tmp/measure.py" <<'EOF'
+import json, os, re, sys, time
+def snap():
+    d = {}
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        try:
+            if not re.search(r'/labs/pairedcpu/daemons/r\d+\.toml', open(f'/proc/{pid}/cmdline').read()):
+                continue
+            exe = os.readlink(f'/proc/{pid}/exe')
+            run = sum(int(open(f'/proc/{pid}/task/{t}/schedstat').read().split()[0])
+                      for t in os.listdir(f'/proc/{pid}/task'))
+            d[pid] = (exe, run)
+        except OSError:
+            pass
+    return d
+a = snap(); t0 = time.monotonic(); time.sleep(float(sys.argv[1])); b = snap(); T = time.monotonic() - t0
+by = {}
+for pid, (exe, run) in b.items():
+    if pid in a:
+        s = by.setdefault(exe, [0, 0]); s[0] += run - a[pid][1]; s[1] += 1
+print(json.dumps({exe: {"daemons": n, "per_daemon_us_per_s": ns / 1e3 / T / n,
+                        "total_pct": ns / 1e9 / T * 100} for exe, (ns, n) in by.items()}))
+EOF
+
+rows=()
+for assignment in "odd=old" "odd=new"; do
+  if [ "$assignment" = odd=old ]; then odd=$old; even=$new; else odd=$new; even=$old; fi
+  cat > "$tmp/wuosd" <<EOF
+#!/bin/bash
+# Routers with an odd number run $odd, the others $even.
+for a in "\$@"; do case "\$a" in *.toml) n=\$(basename "\$a" .toml); n=\${n#r};; esac; done
+case "\$n" in *[13579]) exec "$odd" "\$@";; *) exec "$even" "\$@";; esac
+EOF
+  chmod +x "$tmp/wuosd"
+  echo "paired-cpu: $topology, $assignment: lab up" >&2
+  "$wuos" lab down "$lab" >/dev/null 2>&1 || true
+  # shellcheck disable=SC2086
+  WUOSD_EXE=$tmp/wuosd "$wuos" lab up "$topology" --seed 7 --name "$lab" $lab_args >&2
+  echo "paired-cpu: settling $settle s" >&2
+  sleep "$settle"
+  for w in $(seq "$windows"); do
+    r=$(python3 "$tmp/measure.py" 20)
+    rows+=("{\"assignment\": \"$assignment\", \"window\": $w, \"by_binary\": $r}")
+    python3 - "$r" "$old" "$new" "$assignment" "$w" <<'EOF' >&2
+import json, sys
+r, old, new, a, w = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+o, n = r.get(old, {}), r.get(new, {})
+po, pn = o.get("per_daemon_us_per_s", float("nan")), n.get("per_daemon_us_per_s", float("nan"))
+total = sum(v["total_pct"] for v in r.values())
+print(f"  {a} window {w}: per daemon, old {po:.0f} us/s ({o.get('daemons', 0)}), new {pn:.0f} us/s "
+      f"({n.get('daemons', 0)}); new/old {pn / po:.3f}; all daemons {total:.1f} % of a core")
+EOF
+  done
+  "$wuos" lab down "$lab" >/dev/null 2>&1
+done
+
+mkdir -p "$(dirname "$out")"
+printf '{"topology": "%s", "lab_args": "%s", "old": "%s", "new": "%s", "windows": [%s]}\n' \
+  "$topology" "$lab_args" "$old" "$new" "$(IFS=,; echo "${rows[*]}")" > "$out"
+python3 - "$out" <<'EOF'
+import json, statistics, sys
+d = json.load(open(sys.argv[1]))
+ratios = [w["by_binary"][d["new"]]["per_daemon_us_per_s"] / w["by_binary"][d["old"]]["per_daemon_us_per_s"]
+          for w in d["windows"] if d["old"] in w["by_binary"] and d["new"] in w["by_binary"]]
+print(f"new/old per-daemon CPU over {len(ratios)} windows: mean {statistics.mean(ratios):.3f}, "
+      f"min {min(ratios):.3f}, max {max(ratios):.3f}  ({sys.argv[1]})")
+EOF
