@@ -51,7 +51,9 @@ type Reading = (Duration, Result<Sample, MonitorError>);
 /// The monitor reads files (cgroup files, `/proc`), which block. On the runtime thread at a
 /// `timerfd` ([`wuos_southbound::timer::Precise`]) a sample costs the daemon one wake-up; on a
 /// thread of its own it costs two context switches more (the thread's wake, then the hand-off
-/// that wakes the runtime), which at 1,000 daemons on two cores was a fifth of their CPU. But on
+/// that wakes the runtime): at 1,000 daemons on two cores the monitor threads took a fifth of
+/// the daemons' CPU, reads included, and reading inline saves about 3 % of it (measured in pairs,
+/// docs/benchmarks.md, "Then the monitor on the runtime thread"). But on
 /// a host running hundreds of routers, kernfs contention once made one sample take most of a
 /// second, and on the daemon's one runtime thread that stalled the protocol task until its
 /// neighbors were declared dead. So the monitor reads inline while its reads are quick, moves to
