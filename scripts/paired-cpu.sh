@@ -15,8 +15,9 @@
 #
 # Figure: each binary's daemons' CPU time (the sum of every thread's /proc/PID/task/TID/schedstat
 # run time, ns, the scheduler's own clock) over a window, per daemon, in µs per second.
-# The clock starts at the first read of all daemons and stops at the second (20 s apart; the
-# reads take about 50 ms at 1,000 daemons, and are not excluded). Needs root (lab up).
+# The clock starts when one pass over every daemon's /proc files ends and stops when the second
+# pass, 20 s later, ends; a daemon read early in a pass is read over a slightly different span
+# (by the length of one pass, not measured and not corrected for). Needs root (lab up).
 set -euo pipefail
 
 old=${1:?usage: paired-cpu.sh OLD_WUOSD NEW_WUOSD [TOPOLOGY] [WINDOWS]}
@@ -41,13 +42,14 @@ trap cleanup EXIT
 
 cat > "$tmp/measure.py" <<'EOF'
 import json, os, re, sys, time
+LAB = re.escape(sys.argv[2])
 def snap():
     d = {}
     for pid in os.listdir('/proc'):
         if not pid.isdigit():
             continue
         try:
-            if not re.search(r'/labs/pairedcpu/daemons/r\d+\.toml', open(f'/proc/{pid}/cmdline').read()):
+            if not re.search(rf'/labs/{LAB}/daemons/r\d+\.toml', open(f'/proc/{pid}/cmdline').read()):
                 continue
             exe = os.readlink(f'/proc/{pid}/exe')
             run = sum(int(open(f'/proc/{pid}/task/{t}/schedstat').read().split()[0])
@@ -82,7 +84,7 @@ EOF
   echo "paired-cpu: settling $settle s" >&2
   sleep "$settle"
   for w in $(seq "$windows"); do
-    r=$(python3 "$tmp/measure.py" 20)
+    r=$(python3 "$tmp/measure.py" 20 "$lab")
     rows+=("{\"assignment\": \"$assignment\", \"window\": $w, \"by_binary\": $r}")
     python3 - "$r" "$old" "$new" "$assignment" "$w" <<'EOF' >&2
 import json, sys

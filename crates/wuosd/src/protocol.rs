@@ -457,11 +457,7 @@ impl Task {
                         // An old link, already replaced or closed by us.
                         continue;
                     }
-                    self.links.remove(&neighbor);
-                    self.echo.remove(&neighbor);
-                    if let Some(w) = &mut self.watch {
-                        w.closed(&neighbor);
-                    }
+                    self.forget(&neighbor);
                     let input = Input::LinkClosed {
                         now_ms,
                         neighbor,
@@ -579,8 +575,7 @@ impl Task {
             }
             pending = Vec::new();
             for (neighbor, reason) in broken {
-                if self.links.remove(&neighbor).is_some() {
-                    self.echo.remove(&neighbor);
+                if self.forget(&neighbor) {
                     warn!(%neighbor, %reason, "closing the link");
                     pending.extend(self.instance.process(Input::LinkClosed {
                         now_ms,
@@ -620,13 +615,19 @@ impl Task {
 
     /// Drops the link's queue: its stream ends, the peer sees the link close.
     fn close(&mut self, neighbor: &str, reason: String) {
+        if self.forget(neighbor) {
+            info!(%neighbor, %reason, "link closed");
+        }
+    }
+
+    /// Forgets the link to `neighbor` everywhere the task keeps it (its queue, the round-trip
+    /// stamps, the echo watch); whether there was one.
+    fn forget(&mut self, neighbor: &str) -> bool {
         if let Some(w) = &mut self.watch {
             w.closed(neighbor);
         }
-        if self.links.remove(neighbor).is_some() {
-            self.echo.remove(neighbor);
-            info!(%neighbor, %reason, "link closed");
-        }
+        self.echo.remove(neighbor);
+        self.links.remove(neighbor).is_some()
     }
 
     /// At a sample, with the links watched by echo: closes the links found silent (their

@@ -52,9 +52,9 @@ type Reading = (Duration, Result<Sample, MonitorError>);
 /// `timerfd` ([`wuos_southbound::timer::Precise`]) a sample costs the daemon one wake-up; on a
 /// thread of its own it costs two context switches more (the thread's wake, then the hand-off
 /// that wakes the runtime): at 1,000 daemons on two cores the monitor threads took a fifth of
-/// the daemons' CPU, reads included, and reading inline saves about 3 % of it (measured in pairs,
-/// docs/benchmarks.md, "Then the monitor on the runtime thread"). But on
-/// a host running hundreds of routers, kernfs contention once made one sample take most of a
+/// the daemons' CPU, reads included, and reading inline saves about 3 % of the daemons' CPU
+/// (measured in pairs, docs/benchmarks.md, "Then the monitor on the runtime thread"). But on a
+/// host running hundreds of routers, kernfs contention once made one sample take most of a
 /// second, and on the daemon's one runtime thread that stalled the protocol task until its
 /// neighbors were declared dead. So the monitor reads inline while its reads are quick, moves to
 /// its own thread as soon as one takes longer than [`stall_limit`], and comes back once
@@ -381,7 +381,7 @@ mod tests {
     impl super::Reads for Fake {
         fn read(&mut self, _: std::time::Instant) -> Result<Sample, crate::monitor::MonitorError> {
             if self.stall.swap(false, std::sync::atomic::Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(8));
+                std::thread::sleep(Duration::from_millis(30));
             }
             self.threads.lock().unwrap().push(std::thread::current().id());
             Ok(Sample::default())
@@ -396,8 +396,9 @@ mod tests {
             stall: stall.clone(),
             threads: threads.clone(),
         };
-        // 12 ms: reads may hold the runtime 3 ms; the stall takes 8.
-        let mut clock = super::Clock::new(fake, Duration::from_millis(12), wuos_model::daemon::SamplePhase::Free);
+        // 48 ms: reads may hold the runtime 12 ms (a busy CI host preempting a quick read for
+        // that long is unlikely); the stall takes 30.
+        let mut clock = super::Clock::new(fake, Duration::from_millis(48), wuos_model::daemon::SamplePhase::Free);
         let runtime = std::thread::current().id();
         let mut next = async || clock.next().await.expect("a reading").1.expect("a sample");
         for _ in 0..3 {
