@@ -7,11 +7,18 @@
 # side in one lab: routers with an odd number run one, even ones the other. A second lab swaps
 # them, so that neither gets the odd or the even half of the topology only.
 #
+# A change to the protocol itself (what one daemon sends changes what its neighbors do) cannot be
+# paired that way: a new daemon among old neighbors receives what old ones send. MODE=alternate
+# runs whole labs instead, one binary each, alternating old, new, old, new... (ROUNDS pairs), and
+# compares the binaries' lab-ups: with the lab-up spread above, only a change well beyond it
+# shows.
+#
 # usage: scripts/paired-cpu.sh OLD_WUOSD NEW_WUOSD [TOPOLOGY] [WINDOWS]
 #   TOPOLOGY  a generator (default random:1000; seed 7, the bench's)
 #   WINDOWS   20-s windows measured per lab (default 3)
 # env: WUOS (the wuos binary, default target/release/wuos), LAB_ARGS (default
-#      "--no-domains --no-tls"), SETTLE (seconds after lab up, default 60), OUT (JSON path).
+#      "--no-domains --no-tls"), SETTLE (seconds after lab up, default 60), OUT (JSON path),
+#      MODE (paired, the default, or alternate), ROUNDS (alternate: lab pairs, default 3).
 #
 # Figure: each binary's daemons' CPU time (the sum of every thread's /proc/PID/task/TID/schedstat
 # run time, ns, the scheduler's own clock) over a window, per daemon, in µs per second.
@@ -30,6 +37,13 @@ lab_args=${LAB_ARGS:---no-domains --no-tls}
 settle=${SETTLE:-60}
 out=${OUT:-$here/bench-results/paired-cpu-$(date -u +%Y%m%dT%H%M%SZ).json}
 lab=pairedcpu
+mode=${MODE:-paired}
+rounds=${ROUNDS:-3}
+case "$mode" in
+  paired) assignments="odd=old odd=new" ;;
+  alternate) assignments=$(for _ in $(seq "$rounds"); do printf 'all=old all=new '; done) ;;
+  *) echo "paired-cpu: MODE is paired or alternate, not $mode" >&2; exit 2 ;;
+esac
 old=$(realpath "$old")
 new=$(realpath "$new")
 [ "$old" != "$new" ] || { echo "paired-cpu: the two binaries are the same file" >&2; exit 2; }
@@ -68,8 +82,13 @@ print(json.dumps({exe: {"daemons": n, "per_daemon_us_per_s": ns / 1e3 / T / n,
 EOF
 
 rows=()
-for assignment in "odd=old" "odd=new"; do
-  if [ "$assignment" = odd=old ]; then odd=$old; even=$new; else odd=$new; even=$old; fi
+for assignment in $assignments; do
+  case "$assignment" in
+    odd=old) odd=$old; even=$new ;;
+    odd=new) odd=$new; even=$old ;;
+    all=old) odd=$old; even=$old ;;
+    all=new) odd=$new; even=$new ;;
+  esac
   cat > "$tmp/wuosd" <<EOF
 #!/bin/bash
 # Routers with an odd number run $odd, the others $even.
@@ -89,24 +108,42 @@ EOF
     python3 - "$r" "$old" "$new" "$assignment" "$w" <<'EOF' >&2
 import json, sys
 r, old, new, a, w = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
-o, n = r.get(old, {}), r.get(new, {})
-po, pn = o.get("per_daemon_us_per_s", float("nan")), n.get("per_daemon_us_per_s", float("nan"))
 total = sum(v["total_pct"] for v in r.values())
-print(f"  {a} window {w}: per daemon, old {po:.0f} us/s ({o.get('daemons', 0)}), new {pn:.0f} us/s "
-      f"({n.get('daemons', 0)}); new/old {pn / po:.3f}; all daemons {total:.1f} % of a core")
+each = ", ".join(f"{name} {r[b]['per_daemon_us_per_s']:.0f} us/s ({r[b]['daemons']})"
+                 for name, b in (("old", old), ("new", new)) if b in r)
+ratio = (f"; new/old {r[new]['per_daemon_us_per_s'] / r[old]['per_daemon_us_per_s']:.3f}"
+         if old in r and new in r else "")
+print(f"  {a} window {w}: per daemon, {each}{ratio}; all daemons {total:.1f} % of a core")
 EOF
   done
   "$wuos" lab down "$lab" >/dev/null 2>&1
 done
 
 mkdir -p "$(dirname "$out")"
-printf '{"topology": "%s", "lab_args": "%s", "old": "%s", "new": "%s", "windows": [%s]}\n' \
-  "$topology" "$lab_args" "$old" "$new" "$(IFS=,; echo "${rows[*]}")" > "$out"
+printf '{"topology": "%s", "lab_args": "%s", "mode": "%s", "old": "%s", "new": "%s", "windows": [%s]}\n' \
+  "$topology" "$lab_args" "$mode" "$old" "$new" "$(IFS=,; echo "${rows[*]}")" > "$out"
 python3 - "$out" <<'EOF'
 import json, statistics, sys
 d = json.load(open(sys.argv[1]))
-ratios = [w["by_binary"][d["new"]]["per_daemon_us_per_s"] / w["by_binary"][d["old"]]["per_daemon_us_per_s"]
-          for w in d["windows"] if d["old"] in w["by_binary"] and d["new"] in w["by_binary"]]
-print(f"new/old per-daemon CPU over {len(ratios)} windows: mean {statistics.mean(ratios):.3f}, "
-      f"min {min(ratios):.3f}, max {max(ratios):.3f}  ({sys.argv[1]})")
+if d["mode"] == "paired":
+    ratios = [w["by_binary"][d["new"]]["per_daemon_us_per_s"] / w["by_binary"][d["old"]]["per_daemon_us_per_s"]
+              for w in d["windows"] if d["old"] in w["by_binary"] and d["new"] in w["by_binary"]]
+    print(f"new/old per-daemon CPU over {len(ratios)} windows: mean {statistics.mean(ratios):.3f}, "
+          f"min {min(ratios):.3f}, max {max(ratios):.3f}  ({sys.argv[1]})")
+else:
+    # One figure per lab-up: its windows' mean of all daemons' CPU, % of one core.
+    per = {"old": [], "new": []}
+    cur, acc = None, []
+    for w in d["windows"] + [None]:
+        if w is None or w["window"] == 1:
+            if cur is not None:
+                per[cur].append(statistics.mean(acc))
+            if w is None:
+                break
+            cur, acc = w["assignment"].split("=")[1], []
+        acc.append(sum(v["total_pct"] for v in w["by_binary"].values()))
+    for k in ("old", "new"):
+        print(f"{k}: lab-ups {', '.join(f'{x:.1f}' for x in per[k])} % of a core (all daemons)")
+    print(f"new/old, mean of lab-ups: {statistics.mean(per['new']) / statistics.mean(per['old']):.3f}; "
+          f"highest new / lowest old: {max(per['new']) / min(per['old']):.3f}  ({sys.argv[1]})")
 EOF

@@ -79,7 +79,10 @@ impl BenchOptions for Options {
             phases: vec![SamplePhase::default()],
             hellos: vec![None],
             echo_watch: vec![true],
-            quiet_seconds: 20,
+            // One whole refresh cycle at 1 Hz (an advert that says nothing new is re-sent every
+            // `quiet_intervals` intervals): a shorter window reads either the cycle's refresh
+            // wave or the quiet between, by the lab-up's phase.
+            quiet_seconds: u64::from(wuos_model::daemon::DEFAULT_QUIET_INTERVALS),
             settle_seconds: 30,
             watch_seconds: 120,
             domains: true,

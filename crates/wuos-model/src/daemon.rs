@@ -407,7 +407,7 @@ fn default_relative() -> f64 {
     0.1
 }
 fn default_refresh() -> u32 {
-    30
+    DEFAULT_QUIET_INTERVALS
 }
 
 /// `[datapath]`.
@@ -583,7 +583,7 @@ fn default_stale_after() -> u32 {
     3
 }
 /// How many intervals an unchanged advert waits by default (`quiet_intervals`).
-pub const DEFAULT_QUIET_INTERVALS: u32 = 10;
+pub const DEFAULT_QUIET_INTERVALS: u32 = 100;
 /// The most intervals an unchanged advert may wait (`quiet_intervals`; the protocol's bound).
 pub const MAX_QUIET_INTERVALS: u32 = 100;
 fn default_quiet_intervals() -> u32 {

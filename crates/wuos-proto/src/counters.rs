@@ -33,6 +33,8 @@ pub struct Counters {
     pub adverts_accepted: u64,
     /// The same advert come by a shorter path.
     pub adverts_shorter: u64,
+    /// The same advert by another path, taken by an orphan ([`Verdict::Rerouted`](crate::view::Verdict::Rerouted)).
+    pub adverts_rerouted: u64,
     /// Duplicates.
     pub adverts_duplicate: u64,
     /// Older than the view's.
@@ -55,8 +57,11 @@ pub struct Counters {
     pub deltas_received: u64,
     /// Deltas whose base we did not hold (the whole advert was asked for).
     pub deltas_unmatched: u64,
-    /// Origins whose whole advert we asked a neighbor for.
+    /// Origins whose whole advert we asked a neighbor for (a delta we could not apply, or an
+    /// orphan: [`orphans_asked`](Self::orphans_asked)).
     pub need_full_sent: u64,
+    /// Orphans (entries whose neighbor was lost) asked of the other up neighbors, one per origin.
+    pub orphans_asked: u64,
     /// Withdrawals sent.
     pub withdrawals_sent: u64,
     /// Withdrawals that removed an entry.
@@ -87,7 +92,7 @@ impl Counters {
     }
 
     /// Every counter but [`rejected`](Self::rejected), by name, in a fixed order.
-    pub fn values(&self) -> [(&'static str, u64); 31] {
+    pub fn values(&self) -> [(&'static str, u64); 33] {
         [
             ("hellos_sent", self.hellos_sent),
             ("hellos_received", self.hellos_received),
@@ -101,6 +106,7 @@ impl Counters {
             ("samples_quiet", self.samples_quiet),
             ("adverts_accepted", self.adverts_accepted),
             ("adverts_shorter", self.adverts_shorter),
+            ("adverts_rerouted", self.adverts_rerouted),
             ("adverts_duplicate", self.adverts_duplicate),
             ("adverts_older", self.adverts_older),
             ("adverts_own", self.adverts_own),
@@ -113,6 +119,7 @@ impl Counters {
             ("deltas_received", self.deltas_received),
             ("deltas_unmatched", self.deltas_unmatched),
             ("need_full_sent", self.need_full_sent),
+            ("orphans_asked", self.orphans_asked),
             ("withdrawals_sent", self.withdrawals_sent),
             ("withdrawals_applied", self.withdrawals_applied),
             ("withdrawals_ignored", self.withdrawals_ignored),
@@ -150,9 +157,9 @@ mod tests {
         assert_eq!(c.rejected_total(), 3);
         assert_eq!(c.rejected["version"], 2);
         let names: Vec<_> = c.to_pb().into_iter().map(|c| (c.name, c.value)).collect();
-        assert_eq!(names.len(), 33);
+        assert_eq!(names.len(), 35);
         assert_eq!(names[0], ("hellos_sent".to_string(), 0));
-        assert_eq!(names[31], ("rejected.unknown_neighbor".to_string(), 1));
-        assert_eq!(names[32], ("rejected.version".to_string(), 2));
+        assert_eq!(names[33], ("rejected.unknown_neighbor".to_string(), 1));
+        assert_eq!(names[34], ("rejected.version".to_string(), 2));
     }
 }

@@ -10,7 +10,7 @@
 //! delta, or nothing when the neighbor already holds it. So an origin that changes twice
 //! between two frames is sent once, and an advert that reached the neighbor by another path in
 //! the meantime is not sent at all. Within one queue an origin is either due or withdrawn: the
-//! later of the two replaces the earlier.
+//! later of the two replaces the earlier — except [`Outbox::withdraw_and_resend`], both.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -126,6 +126,15 @@ impl Outbox {
         q.urgent = true;
     }
 
+    /// `w` to `neighbor`, at once, and then its origin's advert as we now hold it, in the same
+    /// frame (withdrawals go first): the neighbor drops what it learned from us before it takes
+    /// our copy, which may now be worse than the one it holds (a longer path).
+    pub fn withdraw_and_resend(&mut self, neighbor: &str, w: pb::Withdraw, now_ms: u64) {
+        let origin = w.origin.clone();
+        self.withdraw(neighbor, w, now_ms);
+        self.queue(neighbor, now_ms).due.insert(origin);
+    }
+
     /// Ask `neighbor`, at once, for `origin`'s whole advert.
     pub fn need_full(&mut self, neighbor: &str, origin: &str, now_ms: u64) {
         let q = self.queue(neighbor, now_ms);
@@ -217,18 +226,21 @@ impl Item {
 
 /// The frames that carry `hello`, `items` and `need_full`: as few as the limits allow (at most
 /// [`MAX_ADVERTS_PER_FLOOD`] items and about [`MAX_MESSAGE_BYTES`] each); the hello and the
-/// requests go in the first. One empty frame (a keepalive) when there is nothing at all.
+/// requests go in the first, requests beyond [`MAX_ADVERTS_PER_FLOOD`] in frames of their own
+/// after the items (a router that lost a hub asks for hundreds of orphans). One empty frame (a
+/// keepalive) when there is nothing at all.
 pub fn frames(
     header: &pb::Header,
     hello: Option<pb::Hello>,
     items: Vec<Item>,
-    need_full: Vec<String>,
+    mut need_full: Vec<String>,
 ) -> Vec<pb::Frame> {
     let budget = MAX_MESSAGE_BYTES - HEADROOM_BYTES;
     let empty = || pb::Frame {
         header: Some(header.clone()),
         ..Default::default()
     };
+    let more_requests = need_full.split_off(need_full.len().min(MAX_ADVERTS_PER_FLOOD));
     let mut first = empty();
     first.hello = hello;
     first.need_full = need_full;
@@ -252,6 +264,12 @@ pub fn frames(
         }
     }
     out.push(frame);
+    for chunk in more_requests.chunks(MAX_ADVERTS_PER_FLOOD) {
+        out.push(pb::Frame {
+            need_full: chunk.to_vec(),
+            ..empty()
+        });
+    }
     out
 }
 
@@ -372,6 +390,15 @@ mod tests {
         assert_eq!(fs.len(), 2);
         assert_eq!(fs[0].withdrawals.len(), MAX_ADVERTS_PER_FLOOD);
         assert_eq!(fs[1].withdrawals.len(), 300 - MAX_ADVERTS_PER_FLOOD);
+        // Requests past the limit go in frames of their own, each one valid.
+        let asks: Vec<String> = (0..600).map(|i| format!("q{i:03}")).collect();
+        let fs = frames(&header("me"), None, vec![Item::Withdraw(withdraw("p"))], asks.clone());
+        let counts: Vec<_> = fs.iter().map(|f| (f.need_full.len(), f.withdrawals.len())).collect();
+        assert_eq!(counts, [(256, 1), (256, 0), (88, 0)]);
+        assert_eq!(fs.iter().flat_map(|f| f.need_full.clone()).collect::<Vec<_>>(), asks);
+        for f in &fs {
+            assert_eq!(crate::validate::check_frame_head(f).map(|_| ()), Ok(()));
+        }
         let keepalive = frames(&header("me"), None, vec![], vec![]);
         assert_eq!(keepalive.len(), 1);
         assert!(keepalive[0].adverts.is_empty() && keepalive[0].hello.is_none());

@@ -58,6 +58,8 @@ pub const REASON_NEIGHBOR_LOST: &str = "neighbor lost";
 pub const REASON_NEIGHBOR_RESTARTED: &str = "neighbor restarted";
 /// The reason of the withdrawal a router floods about itself when it shuts down.
 pub const REASON_SHUTDOWN: &str = "shutdown";
+/// Withdrawal reason: an orphan re-attached by a longer path (its copy follows).
+pub const REASON_REROUTED: &str = "rerouted";
 
 /// A configuration the instance cannot run with.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -642,8 +644,12 @@ impl Instance {
             self.neighbor_down(now_ms, &id, reason);
         }
         for origin in self.view.expired(now_ms, self.cfg.stale_after_intervals) {
-            self.view.remove(&origin);
+            let Some(e) = self.view.remove(&origin) else { continue };
             self.withdrawn(origin, REASON_STALE.to_owned());
+            // Routers that learned it from us keep it as long as our link to them lives: they
+            // are told (an orphan we could not re-attach, mostly).
+            let except = e.learned_from.clone();
+            self.withdraw_downstream(now_ms, &e, &except, REASON_STALE, false);
         }
         // Keepalives: a neighbor must hear us at least every hello interval.
         self.keepalives(now_ms, 0);
@@ -795,12 +801,14 @@ impl Instance {
         Ok(())
     }
 
-    /// The neighbor asked for `origin`'s whole advert: it holds nothing of it we can build on.
+    /// The neighbor asked for `origin`'s whole advert: it holds nothing of it we can build on,
+    /// or it lost the neighbor it had it from. Never one we learned from it (split horizon: our
+    /// copy would lean on the path it asks for another to).
     fn send_whole(&mut self, now_ms: u64, neighbor: &str, origin: &str) {
         if let Some(n) = self.neighbors.get_mut(neighbor) {
             n.forget(origin);
         }
-        let ours = origin == self.cfg.router_id || self.view.get(origin).is_some();
+        let ours = origin == self.cfg.router_id || self.view.get(origin).is_some_and(|e| e.learned_from != neighbor);
         if ours && origin != neighbor {
             self.outbox.due(neighbor, origin, now_ms, true);
         }
@@ -870,9 +878,54 @@ impl Instance {
             reason,
         });
         self.lose_origin(now_ms, id, REASON_NEIGHBOR_LOST);
-        // What came through it is kept until it ages out or is refreshed by another path; with
-        // quiet adverts that ageing must not wait for the origin's quiet intervals.
-        self.view.orphan_learned_from(id);
+        // What came through it is kept until it ages out or is re-attached to another path; with
+        // quiet adverts that ageing must not wait for the origin's quiet intervals, nor the
+        // re-attaching for its next advert: the other up neighbors are asked for it at once, and
+        // those that hold it by a path not through us answer with their copy.
+        let orphans = self.view.orphan_learned_from(id, now_ms);
+        self.ask_for(now_ms, orphans, id);
+    }
+
+    /// Asks the up neighbors but `except` (and the origin) for each of `orphans`: those that
+    /// hold it by a path not through us answer with their copy, which re-attaches it
+    /// ([`Verdict::Rerouted`]).
+    fn ask_for(&mut self, now_ms: u64, orphans: Vec<String>, except: &str) {
+        let others = self.up_neighbors();
+        for origin in orphans {
+            let ask: Vec<&String> = others.iter().filter(|n| **n != origin && *n != except).collect();
+            if !ask.is_empty() {
+                self.counters.orphans_asked += 1;
+            }
+            for n in ask {
+                self.counters.need_full_sent += 1;
+                self.outbox.need_full(n, &origin, now_ms);
+            }
+        }
+    }
+
+    /// Tells the up neighbors that may have learned `e`'s advert from us (all but `except`, the
+    /// one we have it from, and its origin) that we no longer hold it as we sent it — removed,
+    /// or (`resend`) re-attached to a longer path, whose copy follows the withdrawal in the same
+    /// frame. Nothing when we did not forward it (its hop limit was spent here).
+    fn withdraw_downstream(&mut self, now_ms: u64, e: &Entry, except: &str, reason: &str, resend: bool) {
+        let Some(hop_limit) = flood::forwarded_hop_limit(&e.advert) else {
+            return;
+        };
+        let w = pb::Withdraw {
+            origin: e.advert.origin.clone(),
+            boot_id: e.advert.boot_id,
+            hop_limit,
+            reason: reason.to_owned(),
+        };
+        for id in self.up_neighbors() {
+            if id != except && id != e.advert.origin {
+                if resend {
+                    self.outbox.withdraw_and_resend(&id, w.clone(), now_ms);
+                } else {
+                    self.outbox.withdraw(&id, w.clone(), now_ms);
+                }
+            }
+        }
     }
 
     /// Removes neighbor `origin`'s advert and tells the other up neighbors, within our flooding
@@ -920,6 +973,15 @@ impl Instance {
             return;
         }
         self.counters.withdrawals_applied += 1;
+        // A path withdrawal (2.7: the sender no longer holds the origin by the path it sent, but
+        // the origin did not go) makes an orphan of our entry, as losing the sender would: it is
+        // asked of the other neighbors, and removed — and withdrawn in turn — only when none has
+        // it within its grace. The copy of a re-attached one follows in the same frame.
+        if w.origin != sender && (w.reason == REASON_STALE || w.reason == REASON_REROUTED) {
+            let orphans = self.view.orphan(&w.origin, now_ms);
+            self.ask_for(now_ms, orphans, sender);
+            return;
+        }
         self.view.remove(&w.origin);
         self.withdrawn(w.origin.clone(), format!("withdrawn by {sender}: {}", w.reason));
         if let Some(copy) = flood::forwarded_withdraw(w) {
@@ -1007,8 +1069,12 @@ impl Instance {
                 self.counters.adverts_older += 1;
                 return;
             }
-            Verdict::Shorter => {
-                self.counters.adverts_shorter += 1;
+            Verdict::Shorter | Verdict::Rerouted => {
+                if verdict == Verdict::Shorter {
+                    self.counters.adverts_shorter += 1;
+                } else {
+                    self.counters.adverts_rerouted += 1;
+                }
                 let e = self.view.get(&a.origin);
                 (e.map_or(now_ms, |e| e.received_ms), e.and_then(|e| e.delta.clone()))
             }
@@ -1045,6 +1111,16 @@ impl Instance {
         } else {
             None
         };
+        // An orphan re-attached by a longer path: what we forwarded of it had more hops left
+        // than we can now vouch for, and our neighbors would keep that as a duplicate-or-better
+        // copy. They drop it and take ours, in one frame.
+        let longer = match (verdict, self.view.get(&a.origin)) {
+            (Verdict::Rerouted, Some(e)) if a.hop_limit < e.advert.hop_limit => Some(e.clone()),
+            _ => None,
+        };
+        if let Some(e) = &longer {
+            self.withdraw_downstream(now_ms, e, sender, REASON_REROUTED, true);
+        }
         self.view.insert(Entry {
             advert: a.into_owned(),
             path_hops: hops,
@@ -1052,13 +1128,14 @@ impl Instance {
             learned_from: sender.to_owned(),
             received_ms,
             delta,
-            orphan: false,
+            orphaned_ms: None,
         });
         if verdict == Verdict::New {
             self.counters.view_added += 1;
             self.events.push(Action::ViewAdded { origin: origin.clone() });
         }
-        if forward {
+        // (Re-attached by a longer path, it went with the withdrawals above.)
+        if forward && longer.is_none() {
             for n in self.neighbors.values().filter(|n| n.is_up()) {
                 let id = n.id();
                 if id != sender && id != origin {
@@ -1933,7 +2010,11 @@ mod tests {
                 "withdrawn r2: neighbor lost"
             ]
         );
-        assert_eq!(sent(&a)[0], to("r3", &["w:r2/1"]));
+        assert_eq!(
+            sent(&a)[0],
+            to("r3", &["need:r5", "w:r2/1"]),
+            "r5, learned via r2, is asked of r3"
+        );
         assert!(
             i.view().get("r5").is_some(),
             "learned via r2, but only ageing removes it"
@@ -1946,6 +2027,102 @@ mod tests {
             reason: "connection reset".into(),
         });
         assert_eq!(events(&a), ["down r3: link closed: connection reset"]);
+    }
+
+    #[test]
+    fn an_orphan_is_asked_of_the_other_neighbors_and_taken_by_their_path() {
+        let mut i = up(&["r2", "r3", "r4"]);
+        // r5 two hops away through r2, and through r3 (a duplicate: r3 holds it too).
+        deliver(
+            &mut i,
+            100,
+            "r2",
+            adverts_from("r2", vec![advert("r2", 7, 1, 2), advert("r5", 1, 1, 1)]),
+        );
+        deliver(&mut i, 110, "r3", adverts_from("r3", vec![advert("r5", 1, 1, 1)]));
+        assert_eq!(i.view().get("r5").map(|e| e.learned_from.as_str()), Some("r2"));
+        // r2 lost: r5 is asked of r3 and r4 at once, not left to age or to r5's next advert.
+        let a = i.process(Input::LinkClosed {
+            now_ms: 200,
+            neighbor: "r2".into(),
+            reason: "connection reset".into(),
+        });
+        assert_eq!(
+            sent(&a),
+            [to("r3", &["need:r5", "w:r2/1"]), to("r4", &["need:r5", "w:r2/1"])]
+        );
+        assert_eq!(i.counters().orphans_asked, 1);
+        assert!(i.view().get("r5").is_some_and(|e| e.is_orphan()));
+        // r3 answers with its copy, by a path no shorter: the orphan takes it, as it was.
+        let a = deliver(&mut i, 210, "r3", adverts_from("r3", vec![advert("r5", 1, 1, 1)]));
+        assert!(events(&a).is_empty(), "neither withdrawn nor added: {:?}", events(&a));
+        let e = i.view().get("r5").unwrap();
+        assert_eq!((e.learned_from.as_str(), e.path_hops, e.is_orphan()), ("r3", 2, false));
+        assert_eq!(e.received_ms, 100, "the data is no fresher");
+        assert_eq!(i.counters().adverts_rerouted, 1);
+        // A later duplicate is a duplicate again.
+        deliver(&mut i, 220, "r4", adverts_from("r4", vec![advert("r5", 1, 1, 1)]));
+        assert_eq!(i.counters().adverts_rerouted, 1);
+        // Split horizon: asked by r3 for what we have from r3, we send nothing back.
+        let ask = pb::Frame {
+            need_full: vec!["r5".into()],
+            ..frame("r3")
+        };
+        let a = deliver(&mut i, 230, "r3", ask);
+        assert!(sent(&a).iter().all(|(_, items)| items.is_empty()), "{:?}", sent(&a));
+    }
+
+    #[test]
+    fn a_path_withdrawal_orphans_and_a_longer_copy_replaces_what_we_forwarded() {
+        let mut c = cfg("r1", &["r2", "r3", "r4"]);
+        c.hop_limit = 4;
+        let mut i = up_with(c, &["r2", "r3", "r4"]);
+        // r9 two hops away through r2 (hop limit 3 left); we forward it to r3 and r4 with 2.
+        let a = deliver(&mut i, 100, "r2", adverts_from("r2", vec![advert("r9", 1, 1, 3)]));
+        assert_eq!(events(&a), ["added r9"]);
+        let a = i.process(sample(1000, 5.0));
+        assert!(sent(&a).contains(&to("r3", &["a:r1/4", "a:r9/2"])), "{:?}", sent(&a));
+        // r2 no longer holds it by that path (it aged out there): ours becomes an orphan, asked
+        // of the others; nothing is removed or withdrawn yet.
+        let mut w = withdraw("r9", 1, 2);
+        w.reason = REASON_STALE.into();
+        let a = deliver(&mut i, 1100, "r2", withdrawals_from("r2", vec![w]));
+        assert!(events(&a).is_empty(), "{:?}", events(&a));
+        assert_eq!(sent(&a), [to("r3", &["need:r9"]), to("r4", &["need:r9"])]);
+        assert_eq!(i.counters().withdrawals_applied, 1);
+        // r3 has it by a longer path (hop limit 2 left when it reaches us): r4, which has our
+        // copy with 2 left, gets a withdrawal and then ours with 1 left, in one frame; so does
+        // r2, which lost its own path (the withdrawal is ignored there, the copy is news).
+        let a = deliver(&mut i, 1110, "r3", adverts_from("r3", vec![advert("r9", 1, 1, 2)]));
+        assert!(events(&a).is_empty(), "{:?}", events(&a));
+        assert_eq!(
+            sent(&a),
+            [to("r2", &["w:r9/2", "a:r9/1"]), to("r4", &["w:r9/2", "a:r9/1"])]
+        );
+        let e = i.view().get("r9").unwrap();
+        assert_eq!((e.learned_from.as_str(), e.path_hops), ("r3", 3));
+        // Had nobody answered, the orphan would have gone as it would have without the
+        // withdrawal (6 intervals after its advert: at least 3 after it became an orphan), and
+        // been withdrawn from those we forwarded it to.
+        let mut j = up_with(
+            InstanceConfig {
+                hop_limit: 4,
+                ..cfg("r1", &["r2", "r3"])
+            },
+            &["r2", "r3"],
+        );
+        deliver(&mut j, 100, "r2", adverts_from("r2", vec![advert("r9", 1, 1, 3)]));
+        let mut w = withdraw("r9", 1, 2);
+        w.reason = REASON_STALE.into();
+        deliver(&mut j, 1100, "r2", withdrawals_from("r2", vec![w]));
+        for t in [2500, 5000] {
+            deliver(&mut j, t, "r2", frame("r2"));
+            deliver(&mut j, t, "r3", frame("r3"));
+        }
+        assert!(events(&j.process(Input::Tick { now_ms: 6099 })).is_empty());
+        let a = j.process(Input::Tick { now_ms: 6100 });
+        assert_eq!(events(&a), ["withdrawn r9: stale"]);
+        assert_eq!(sent(&a), [to("r3", &["w:r9/2"])]);
     }
 
     #[test]

@@ -63,5 +63,5 @@ pub use view::View;
 /// before it counts as not answering (the one source of this timeout).
 pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Protocol version 2.6: major in the high 16 bits, minor in the low (docs/protocol.md).
-pub const PROTOCOL_VERSION: u32 = (2 << 16) | 6;
+/// Protocol version 2.7: major in the high 16 bits, minor in the low (docs/protocol.md).
+pub const PROTOCOL_VERSION: u32 = (2 << 16) | 7;

@@ -949,7 +949,7 @@ mod tests {
 
     #[test]
     fn versions_are_printed_major_dot_minor() {
-        assert_eq!(version_string(PROTOCOL_VERSION), "2.6");
+        assert_eq!(version_string(PROTOCOL_VERSION), "2.7");
         assert_eq!(version_string((2 << 16) | 3), "2.3");
     }
 

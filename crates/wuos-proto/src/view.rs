@@ -12,6 +12,10 @@
 //!
 //! An entry is stale once not refreshed for `stale_after_intervals` × the advert's own
 //! interval × the intervals its origin may stay quiet, and expires (is removed) after twice that.
+//! An **orphan** (the neighbor it came from was lost) ages by its interval alone, and is removed
+//! at the latest one fresh period (`stale_after_intervals` intervals) after its orphaning; it
+//! takes the same advert by any path ([`Verdict::Rerouted`]): nothing may refresh it through the
+//! lost neighbor, and its origin, quiet, may not advertise for a long time.
 //!
 //! Hops are held ([`Entry::hops_at`]): a newer advert that comes by more hops than its origin's
 //! last one did is stored at once (its figures are fresher), but the entry reads the old hop
@@ -46,9 +50,10 @@ pub struct Entry {
     /// The change from the advert this one replaced (same boot, older sequence), to send to
     /// neighbors that hold that one. `None` for a first advert or one a delta cannot express.
     pub delta: Option<pb::AdvertDelta>,
-    /// The neighbor it came from was lost since: the entry no longer waits for its origin's
-    /// quiet intervals to age (nothing may bring it a refresh), only for its interval.
-    pub orphan: bool,
+    /// When the neighbor it came from was lost (monotonic ms), if it was since: the entry no
+    /// longer waits for its origin's quiet intervals to age (nothing may bring it a refresh), only
+    /// for its interval from then on.
+    pub orphaned_ms: Option<u64>,
 }
 
 /// Hops an entry keeps reading while a shorter copy of its advert may still come.
@@ -61,12 +66,15 @@ pub struct HeldHops {
 }
 
 impl HeldHops {
-    /// What a newer advert of `path_hops` replacing `previous` holds: the previous advert's hops,
-    /// for one interval of the origin's from `now_ms`, when it came by fewer and the neighbor it
-    /// came from is still there to bring a shorter copy (not an orphan).
+    /// What a newer advert of `path_hops` replacing `previous` holds: the hops the previous entry
+    /// read (its own path's, or those it held itself: two newer adverts can both come by the
+    /// longer path before either's shorter copy), for one interval of the origin's from
+    /// `now_ms`, when they are fewer and the neighbor it came from is still there to bring a
+    /// shorter copy (not an orphan).
     pub fn on_newer(previous: &Entry, path_hops: u32, interval_ms: u32, now_ms: u64) -> Option<HeldHops> {
-        (!previous.orphan && previous.path_hops < path_hops).then(|| HeldHops {
-            hops: previous.path_hops,
+        let hops = previous.hops_at(now_ms);
+        (!previous.is_orphan() && hops < path_hops).then(|| HeldHops {
+            hops,
             until_ms: now_ms.saturating_add(u64::from(interval_ms)),
         })
     }
@@ -86,36 +94,63 @@ impl Entry {
         self.hops_at(now_ms) < self.path_hops
     }
 
+    /// Whether the neighbor it came from was lost since ([`Entry::orphaned_ms`]).
+    pub fn is_orphan(&self) -> bool {
+        self.orphaned_ms.is_some()
+    }
+
     /// Milliseconds since it was received.
     pub fn age_ms(&self, now_ms: u64) -> u64 {
         now_ms.saturating_sub(self.received_ms)
     }
 
-    /// How long it stays fresh: `stale_after_intervals` × the advert's interval × the intervals
-    /// its origin may stay quiet (at least 1).
+    /// How long it stays fresh after its reception: `stale_after_intervals` × the advert's
+    /// interval × the intervals its origin may stay quiet (at least 1).
     pub fn fresh_ms(&self, stale_after_intervals: u32) -> u64 {
-        let quiet = if self.orphan {
-            1
-        } else {
-            self.advert.quiet_intervals.max(1)
-        };
-        u64::from(stale_after_intervals) * u64::from(self.advert.interval_ms) * u64::from(quiet)
+        self.interval_fresh_ms(stale_after_intervals) * u64::from(self.advert.quiet_intervals.max(1))
     }
 
-    /// Whether it has not been refreshed for `stale_after_intervals` intervals.
+    /// `stale_after_intervals` × the advert's interval: how long an orphan stays fresh.
+    fn interval_fresh_ms(&self, stale_after_intervals: u32) -> u64 {
+        u64::from(stale_after_intervals) * u64::from(self.advert.interval_ms)
+    }
+
+    /// When it goes stale (after `periods` = 1) or expires (2): `periods` × [`Entry::fresh_ms`]
+    /// after its reception; for an orphan, sooner: `periods` × the interval-only fresh period
+    /// after its reception, but no sooner than `periods` − 1 such periods after its orphaning
+    /// (an orphan of a long-quiet origin is stale at once, and gone one period later: the time
+    /// its other neighbors have to answer for it, and its origin to advertise anew).
+    fn after_ms(&self, stale_after_intervals: u32, periods: u64) -> u64 {
+        let normal = self
+            .received_ms
+            .saturating_add(periods * self.fresh_ms(stale_after_intervals));
+        let Some(orphaned) = self.orphaned_ms else {
+            return normal;
+        };
+        let f = self.interval_fresh_ms(stale_after_intervals);
+        let orphan = self
+            .received_ms
+            .saturating_add(periods * f)
+            .max(orphaned.saturating_add((periods - 1) * f));
+        normal.min(orphan)
+    }
+
+    /// Whether it is stale: not refreshed for [`Entry::fresh_ms`] (an orphan: sooner, see
+    /// [`Entry::expires_ms`]).
     pub fn is_stale(&self, now_ms: u64, stale_after_intervals: u32) -> bool {
-        self.age_ms(now_ms) >= self.fresh_ms(stale_after_intervals)
+        now_ms >= self.after_ms(stale_after_intervals, 1)
     }
 
     /// Whether it has been stale for as long again, and is to be removed.
     pub fn is_expired(&self, now_ms: u64, stale_after_intervals: u32) -> bool {
-        self.age_ms(now_ms) >= 2 * self.fresh_ms(stale_after_intervals)
+        now_ms >= self.expires_ms(stale_after_intervals)
     }
 
-    /// When it expires ([`Entry::is_expired`]).
+    /// When it expires ([`Entry::is_expired`]): twice [`Entry::fresh_ms`] after its reception;
+    /// an orphan, twice the interval-only fresh period after it, or one such period after its
+    /// orphaning if that is later, but never later than it would have as no orphan.
     pub fn expires_ms(&self, stale_after_intervals: u32) -> u64 {
-        self.received_ms
-            .saturating_add(2 * self.fresh_ms(stale_after_intervals))
+        self.after_ms(stale_after_intervals, 2)
     }
 
     /// Its receive time less its origin's sample time, in ms: the wall clock now
@@ -150,6 +185,9 @@ pub enum Verdict {
     Newer,
     /// The stored advert, come by a shorter path.
     Shorter,
+    /// The stored advert again, by a path no shorter, for an orphan: it takes the new path
+    /// (whatever its length: the old one is gone).
+    Rerouted,
     /// The stored advert again, by a path no shorter.
     Duplicate,
     /// An earlier advert than the stored one.
@@ -159,7 +197,10 @@ pub enum Verdict {
 impl Verdict {
     /// Whether the advert is to be stored and forwarded.
     pub fn accepted(self) -> bool {
-        matches!(self, Verdict::New | Verdict::Newer | Verdict::Shorter)
+        matches!(
+            self,
+            Verdict::New | Verdict::Newer | Verdict::Shorter | Verdict::Rerouted
+        )
     }
 }
 
@@ -200,6 +241,8 @@ impl View {
         } else if a.boot_id == s.boot_id && a.sequence == s.sequence {
             if a.hop_limit > s.hop_limit {
                 Verdict::Shorter
+            } else if e.is_orphan() {
+                Verdict::Rerouted
             } else {
                 Verdict::Duplicate
             }
@@ -247,12 +290,27 @@ impl View {
         }
     }
 
-    /// Marks every entry learned from `neighbor` an orphan ([`Entry::orphan`]).
-    pub fn orphan_learned_from(&mut self, neighbor: &str) {
+    /// Marks every entry learned from `neighbor` an orphan at `now_ms` ([`Entry::orphaned_ms`]);
+    /// returns their origins, in order.
+    pub fn orphan_learned_from(&mut self, neighbor: &str, now_ms: u64) -> Vec<String> {
+        let mut orphans = Vec::new();
         for e in self.entries.values_mut().filter(|e| e.learned_from == neighbor) {
-            e.orphan = true;
+            e.orphaned_ms.get_or_insert(now_ms);
+            orphans.push(e.advert.origin.clone());
             self.generation += 1;
         }
+        orphans
+    }
+
+    /// Marks `origin`'s entry an orphan at `now_ms` (unless it is one already); returns its
+    /// origin, or nothing without an entry.
+    pub fn orphan(&mut self, origin: &str, now_ms: u64) -> Vec<String> {
+        let Some(e) = self.entries.get_mut(origin) else {
+            return Vec::new();
+        };
+        e.orphaned_ms.get_or_insert(now_ms);
+        self.generation += 1;
+        vec![origin.to_owned()]
     }
 
     /// Removes `origin`'s entry.
@@ -345,7 +403,7 @@ mod tests {
             learned_from: "r2".into(),
             received_ms: 0,
             delta: None,
-            orphan: false,
+            orphaned_ms: None,
         });
         v
     }
@@ -370,6 +428,13 @@ mod tests {
         );
         assert_eq!(v.judge(&advert(2, 9, 100, 2)), Verdict::Older, "not later is not newer");
         assert!(Verdict::Shorter.accepted() && !Verdict::Duplicate.accepted());
+        // An orphan takes the same advert by a path no shorter: its own path is gone.
+        let mut v = v;
+        v.orphan_learned_from("r2", 10);
+        assert_eq!(v.judge(&advert(1, 5, 100, 1)), Verdict::Rerouted);
+        assert_eq!(v.judge(&advert(1, 5, 100, 2)), Verdict::Shorter);
+        assert_eq!(v.judge(&advert(1, 4, 200, 2)), Verdict::Older);
+        assert!(Verdict::Rerouted.accepted());
     }
 
     #[test]
@@ -395,11 +460,22 @@ mod tests {
         assert!(!e.is_expired(59_999, 3));
         assert!(e.is_expired(60_000, 3));
         assert_eq!(v.next_expiry_ms(3), Some(60_000));
-        // Its neighbor lost, nothing may refresh it: it ages by its interval alone.
-        let mut v = v;
-        v.orphan_learned_from("r2");
-        assert_eq!(v.next_expiry_ms(3), Some(6_000));
-        assert!(v.get("r3").unwrap().is_stale(3_000, 3));
+        // Its neighbor lost at 20 s, nothing may refresh it: it ages by its interval alone, and
+        // having said nothing for 20 s it is stale at once and gone 3 intervals later.
+        let (mut quiet, mut fresh) = (v.clone(), v);
+        assert_eq!(quiet.orphan_learned_from("r2", 20_000), vec!["r3".to_string()]);
+        assert_eq!(quiet.next_expiry_ms(3), Some(23_000));
+        let e = quiet.get("r3").unwrap();
+        assert!(e.is_stale(20_000, 3));
+        assert!(!e.is_expired(22_999, 3) && e.is_expired(23_000, 3));
+        // Lost again before it was re-attached: it keeps the first orphaning's clock.
+        quiet.orphan_learned_from("r2", 21_000);
+        assert_eq!(quiet.next_expiry_ms(3), Some(23_000));
+        assert_eq!(quiet.orphan_learned_from("r9", 21_000), Vec::<String>::new());
+        // Orphaned 1 s after its last advert, it ages by its interval from that advert.
+        fresh.orphan_learned_from("r2", 1_000);
+        assert_eq!(fresh.next_expiry_ms(3), Some(6_000));
+        assert!(!fresh.get("r3").unwrap().is_stale(2_999, 3));
     }
 
     proptest::proptest! {
@@ -425,7 +501,7 @@ mod tests {
                         learned_from: "r9".into(),
                         received_ms: received * 100,
                         delta: None,
-                        orphan: false,
+                        orphaned_ms: None,
                     });
                 }
                 let pass = v.iter().map(|e| e.expires_ms(3)).min();
@@ -456,11 +532,20 @@ mod tests {
         });
         assert_eq!((e.hops_at(1049), e.hops_at(1050)), (2, 3));
         assert!(e.is_held(1049) && !e.is_held(1050));
+        // Another newer advert by the longer path while held: it holds what the entry read.
+        assert_eq!(
+            HeldHops::on_newer(&e, 3, 1000, 60),
+            Some(HeldHops {
+                hops: 2,
+                until_ms: 1060
+            })
+        );
+        assert_eq!(HeldHops::on_newer(&e, 3, 1000, 1050), None, "no longer held");
         v.insert(e.clone());
         assert_eq!((v.held_count(1049), v.held_count(1050)), (1, 0));
         assert_eq!(v.get("r3").unwrap().to_pb(1049, 0, 3).hops, 2);
         // Its neighbor lost (an orphan), a shorter copy cannot come: nothing is held.
-        v.orphan_learned_from("r2");
+        v.orphan_learned_from("r2", 60);
         e = v.get("r3").unwrap().clone();
         e.path_hops = 2;
         assert_eq!(HeldHops::on_newer(&e, 3, 1000, 50), None);

@@ -96,3 +96,26 @@ proptest! {
         check_views_until(&mut sim, hop_limit, converged + 3000)?;
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// With the default quiet adverts (an unchanged advert re-sent every 100 intervals), a view
+    /// converges again after a link fails without waiting for the origins' next adverts: entries
+    /// orphaned by the failure are asked of the other neighbors and re-attached at once.
+    #[test]
+    fn views_converge_after_a_failure_without_waiting_for_quiet_origins((n, links) in network(), hop_limit in 1..=3u32, fail in any::<prop::sample::Index>()) {
+        let quiet = wuos_proto::instance::DEFAULT_QUIET_INTERVALS;
+        let mut sim = build(n, &links, hop_limit, quiet);
+        sim.run_until(3400);
+        check_views(&sim, hop_limit)?;
+        let (a, b, _) = links[fail.index(links.len())];
+        sim.link_mut(&format!("r{}", a + 1), &format!("r{}", b + 1)).up = false;
+        // The dead interval (3 s), the last copies of the dead path (2 s), an orphan's grace (3
+        // intervals), and a second for the ticks and the answers.
+        let converged = 6400 + 3000 + 2000 + 3000 + 1000;
+        sim.run_until(converged);
+        check_views(&sim, hop_limit)?;
+        check_views_until(&mut sim, hop_limit, converged + 3000)?;
+    }
+}
