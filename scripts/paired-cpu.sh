@@ -123,7 +123,7 @@ mkdir -p "$(dirname "$out")"
 printf '{"topology": "%s", "lab_args": "%s", "mode": "%s", "old": "%s", "new": "%s", "windows": [%s]}\n' \
   "$topology" "$lab_args" "$mode" "$old" "$new" "$(IFS=,; echo "${rows[*]}")" > "$out"
 python3 - "$out" <<'EOF'
-import json, statistics, sys
+import itertools, json, statistics, sys
 d = json.load(open(sys.argv[1]))
 if d["mode"] == "paired":
     ratios = [w["by_binary"][d["new"]]["per_daemon_us_per_s"] / w["by_binary"][d["old"]]["per_daemon_us_per_s"]
@@ -132,16 +132,11 @@ if d["mode"] == "paired":
           f"min {min(ratios):.3f}, max {max(ratios):.3f}  ({sys.argv[1]})")
 else:
     # One figure per lab-up: its windows' mean of all daemons' CPU, % of one core.
+    # Consecutive labs alternate, so each run of one assignment is one lab.
     per = {"old": [], "new": []}
-    cur, acc = None, []
-    for w in d["windows"] + [None]:
-        if w is None or w["window"] == 1:
-            if cur is not None:
-                per[cur].append(statistics.mean(acc))
-            if w is None:
-                break
-            cur, acc = w["assignment"].split("=")[1], []
-        acc.append(sum(v["total_pct"] for v in w["by_binary"].values()))
+    for a, ws in itertools.groupby(d["windows"], key=lambda w: w["assignment"]):
+        per[a.split("=")[1]].append(statistics.mean(
+            sum(v["total_pct"] for v in w["by_binary"].values()) for w in ws))
     for k in ("old", "new"):
         print(f"{k}: lab-ups {', '.join(f'{x:.1f}' for x in per[k])} % of a core (all daemons)")
     print(f"new/old, mean of lab-ups: {statistics.mean(per['new']) / statistics.mean(per['old']):.3f}; "
